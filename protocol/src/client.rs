@@ -1,0 +1,80 @@
+//! Frames a client sends, grouped by session phase: the handshake, then requests.
+
+use crate::ids::{RoomId, StreamId};
+use serde::{Deserialize, Serialize};
+
+/// Every binary websocket message from a client decodes to one `ClientFrame`.
+/// New variants go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// Must be the first frame of a connection.
+    Hello(Hello),
+    /// A request; the server answers with `ServerFrame::Reply` carrying the same `req_id`.
+    Request { req_id: u32, request: Request },
+}
+
+/// Handshake: protocol version, bearer token (in the frame, never in the URL, because
+/// URLs get logged) and the last position seen per stream, for resuming.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u16,
+    pub token: String,
+    pub resume: Vec<StreamPosition>,
+}
+
+/// The last event a client saw on one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub stream: StreamId,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// The kinds of game room. New kinds go at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RoomKind {
+    Wheel,
+}
+
+/// Requests a client may make once welcomed. New variants go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Join an open room of this kind with space, or open one. `variant` names the wheel
+    /// (or later, the quiz category); `None` takes the server's default.
+    QuickJoin {
+        kind: RoomKind,
+        variant: Option<String>,
+    },
+    /// Leave a room this player is in.
+    LeaveRoom { room: RoomId },
+    /// Spin the wheel of a room this player is in, with a client seed of the client's
+    /// choosing (1..=64 printable ASCII bytes, no spaces).
+    Spin { room: RoomId, client_seed: String },
+    /// Reveal the current server seed for a wheel and commit to a fresh one.
+    RotateSeed { wheel: String },
+    /// Read the player's wallet.
+    GetWallet,
+}
+
+impl Request {
+    /// A short stable name for logs and metrics labels.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Request::QuickJoin { .. } => "quick_join",
+            Request::LeaveRoom { .. } => "leave_room",
+            Request::Spin { .. } => "spin",
+            Request::RotateSeed { .. } => "rotate_seed",
+            Request::GetWallet => "get_wallet",
+        }
+    }
+}
+
+impl ClientFrame {
+    /// A short stable name for logs and metrics labels.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ClientFrame::Hello(_) => "hello",
+            ClientFrame::Request { request, .. } => request.kind_name(),
+        }
+    }
+}

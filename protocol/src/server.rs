@@ -1,0 +1,184 @@
+//! Frames the server sends: the handshake answer, replies to requests, and events.
+
+use crate::client::RoomKind;
+use crate::error::ErrorReply;
+use crate::ids::{RoomId, StreamId};
+use serde::{Deserialize, Serialize};
+
+/// Every binary websocket message from the server decodes to one `ServerFrame`.
+/// New variants go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The answer to a valid `Hello`.
+    Welcome(Welcome),
+    /// The answer to `ClientFrame::Request` with the same `req_id`.
+    Reply {
+        req_id: u32,
+        result: Result<ReplyBody, ErrorReply>,
+    },
+    /// An event on one of the streams the connection follows.
+    Event(EventEnvelope),
+    /// A connection-level error. When the code has a close code, the server closes the
+    /// websocket with it right after this frame.
+    Error(ErrorReply),
+}
+
+impl ServerFrame {
+    /// A short stable name for logs and metrics labels.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ServerFrame::Welcome(_) => "welcome",
+            ServerFrame::Reply { .. } => "reply",
+            ServerFrame::Event(_) => "event",
+            ServerFrame::Error(_) => "error",
+        }
+    }
+}
+
+/// Who the token says the peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Player,
+    Partner,
+    Admin,
+}
+
+/// The server's answer to a valid `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol_version: u16,
+    pub player_id: String,
+    pub role: Role,
+    /// The epoch of the player's own stream (`StreamId::Player`).
+    pub player_stream_epoch: u64,
+    /// Server wall clock, milliseconds since the Unix epoch.
+    pub server_time_ms: u64,
+    /// The server pings at this interval; a silent connection is closed after a few.
+    pub heartbeat_interval_ms: u32,
+    /// The token's expiry, milliseconds since the Unix epoch.
+    pub token_expires_ms: u64,
+}
+
+/// An event and its position in its stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub stream: StreamId,
+    /// Changes when the stream's sequence restarts (e.g. the room was reactivated).
+    pub epoch: u64,
+    /// Starts at 1 in each epoch and rises by one per event.
+    pub seq: u64,
+    pub event: Event,
+}
+
+/// Events. New variants go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A player joined the room (room stream).
+    MemberJoined { room: RoomId, player: String },
+    /// A player left the room (room stream).
+    MemberLeft { room: RoomId, player: String },
+    /// A member spun the room's wheel (room stream).
+    Spin(SpinResult),
+    /// The player's wallet was credited (player stream).
+    WalletCredited {
+        grant_id: String,
+        amount: u64,
+        balance: u64,
+        reason: String,
+    },
+}
+
+/// Successful replies. New variants go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyBody {
+    RoomJoined(RoomJoined),
+    RoomLeft { room: RoomId },
+    Spun(SpinOutcome),
+    SeedRotated(SeedReveal),
+    Wallet { balance: u64 },
+}
+
+/// A wheel as clients see it: enough to draw it and to verify every spin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WheelInfo {
+    pub id: String,
+    pub segments: Vec<SegmentInfo>,
+    pub spins_per_day: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentInfo {
+    pub label: String,
+    pub prize: u64,
+    pub weight: u32,
+}
+
+/// The player's provably fair state on one wheel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FairnessInfo {
+    /// SHA-256 of the current server seed; the seed itself is revealed on rotation.
+    pub commitment: [u8; 32],
+    /// The nonce the next spin will use.
+    pub next_nonce: u64,
+    /// Spins used today (UTC day).
+    pub spins_today: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomJoined {
+    pub room: RoomId,
+    pub kind: RoomKind,
+    /// The epoch of the room's stream (`StreamId::Room`).
+    pub stream_epoch: u64,
+    pub wheel: WheelInfo,
+    pub fairness: FairnessInfo,
+    pub members: Vec<String>,
+}
+
+/// The reply to the player who spun.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpinOutcome {
+    pub room: RoomId,
+    pub wheel: String,
+    pub nonce: u64,
+    pub client_seed: String,
+    /// The commitment of the server seed this spin used.
+    pub commitment: [u8; 32],
+    /// Index into `WheelInfo::segments`.
+    pub segment: u32,
+    pub label: String,
+    /// What was credited: the segment's prize, or 0 when its inventory ran out.
+    pub prize: u64,
+    pub inventory_exhausted: bool,
+    /// The wallet balance after this spin's prize was credited.
+    pub balance: u64,
+    pub spins_left_today: u32,
+}
+
+/// A spin as the room sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpinResult {
+    pub room: RoomId,
+    pub player: String,
+    pub wheel: String,
+    pub nonce: u64,
+    pub client_seed: String,
+    pub commitment: [u8; 32],
+    pub segment: u32,
+    pub label: String,
+    pub prize: u64,
+}
+
+/// The answer to `RotateSeed`: the old seed in the clear, and the next commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedReveal {
+    pub wheel: String,
+    pub revealed_seed: [u8; 32],
+    /// Equals SHA-256(`revealed_seed`); the commitment clients saw before.
+    pub revealed_commitment: [u8; 32],
+    pub next_commitment: [u8; 32],
+    /// The nonce the next spin (under the new seed) will use.
+    pub next_nonce: u64,
+}
