@@ -1,0 +1,383 @@
+//! The hub wires the actor system together: the store, the clock, the directories and
+//! supervisors of each entity kind, live connections and the matchmaker. Every actor gets
+//! a clone of it; the server talks to actors only through it.
+
+use crate::clock::{Clock, Entropy};
+use crate::config::GameConfig;
+use crate::connections::Connections;
+use crate::directory::{Directory, RestartDecision, RestartPolicy};
+use crate::error::HubError;
+use crate::matchmaker::Matchmaker;
+use crate::room::{Room, RoomArgs, RoomMsg, RoomSpec};
+use crate::session::{PlayerSession, SessionArgs, SessionMsg};
+use crate::store::Store;
+use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use playtree_protocol::RoomId;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorId, ActorRef, Message, MessagingErr, RpcReplyPort};
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityKind {
+    Session,
+    Room,
+}
+
+impl EntityKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntityKind::Session => "session",
+            EntityKind::Room => "room",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct HubInner {
+    pub config: Arc<GameConfig>,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    pub connections: Connections,
+    pub matchmaker: Matchmaker,
+    pub(crate) sessions: Directory<SessionMsg>,
+    pub(crate) rooms: Directory<RoomMsg>,
+    session_supervisor: OnceLock<ActorRef<SupervisorMsg>>,
+    room_supervisor: OnceLock<ActorRef<SupervisorMsg>>,
+    shutting_down: AtomicBool,
+}
+
+/// Cheap to clone; every actor holds one.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+impl Deref for Hub {
+    type Target = HubInner;
+    fn deref(&self) -> &HubInner {
+        &self.inner
+    }
+}
+
+impl Hub {
+    pub(crate) fn from_inner(inner: Arc<HubInner>) -> Hub {
+        Hub { inner }
+    }
+
+    /// Builds the hub and starts one supervisor per entity kind. Entities themselves are
+    /// activated lazily, on first use.
+    pub async fn start(
+        config: GameConfig,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Result<Hub, HubError> {
+        let policy = RestartPolicy {
+            restarts_max: config.actors.restarts_max,
+            window_ms: config.actors.restart_window_ms,
+        };
+        let inner = Arc::new(HubInner {
+            sessions: Directory::new("session", config.actors.sessions_max, policy),
+            rooms: Directory::new("room", config.rooms.rooms_max, policy),
+            config: Arc::new(config),
+            store,
+            clock,
+            entropy,
+            connections: Connections::default(),
+            matchmaker: Matchmaker::default(),
+            session_supervisor: OnceLock::new(),
+            room_supervisor: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+        });
+        for (kind, slot) in [
+            (EntityKind::Session, &inner.session_supervisor),
+            (EntityKind::Room, &inner.room_supervisor),
+        ] {
+            let args = SupervisorArgs {
+                kind,
+                hub: Arc::downgrade(&inner),
+            };
+            let (supervisor, _) = Actor::spawn(None, Supervisor, args)
+                .await
+                .map_err(|error| HubError::Spawn {
+                    kind: "supervisor",
+                    id: kind.name().into(),
+                    reason: error.to_string(),
+                })?;
+            // Invariant: each slot is set exactly once, here, before the hub is shared.
+            let _ = slot.set(supervisor);
+        }
+        Ok(Hub { inner })
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.actors.call_timeout_ms)
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn check_running(&self) -> Result<(), HubError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(HubError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// The session of `player`, activated from the store if it is not in memory.
+    pub async fn session(&self, player: &str) -> Result<ActorRef<SessionMsg>, HubError> {
+        self.check_running()?;
+        self.sessions
+            .get_or_activate(player, self.now_ms(), self.call_timeout(), || async {
+                let supervisor = self.session_supervisor.get().ok_or(HubError::ShuttingDown)?;
+                let args = SessionArgs {
+                    player: player.to_owned(),
+                    hub: self.clone(),
+                };
+                let (actor, _) = Actor::spawn_linked(None, PlayerSession, args, supervisor.get_cell())
+                    .await
+                    .map_err(|error| HubError::Spawn {
+                        kind: "session",
+                        id: player.to_owned(),
+                        reason: error.to_string(),
+                    })?;
+                metrics::counter!("playtree_actor_activations_total", "kind" => "session").increment(1);
+                Ok(actor)
+            })
+            .await
+    }
+
+    /// The room `room`, activated from the store if needed. `spec` creates the room when
+    /// the store has never heard of it.
+    pub async fn room(&self, room: RoomId, spec: Option<RoomSpec>) -> Result<ActorRef<RoomMsg>, HubError> {
+        self.check_running()?;
+        let id = room.to_string();
+        self.rooms
+            .get_or_activate(&id, self.now_ms(), self.call_timeout(), || async {
+                let supervisor = self.room_supervisor.get().ok_or(HubError::ShuttingDown)?;
+                let args = RoomArgs {
+                    room,
+                    spec: spec.clone(),
+                    hub: self.clone(),
+                };
+                let (actor, _) = Actor::spawn_linked(None, Room, args, supervisor.get_cell())
+                    .await
+                    .map_err(|error| match &error {
+                        ractor::SpawnErr::StartupFailed(inner)
+                            if inner.downcast_ref::<crate::room::UnknownRoom>().is_some() =>
+                        {
+                            HubError::UnknownRoom(room)
+                        }
+                        _ => HubError::Spawn {
+                            kind: "room",
+                            id: room.to_string(),
+                            reason: error.to_string(),
+                        },
+                    })?;
+                metrics::counter!("playtree_actor_activations_total", "kind" => "room").increment(1);
+                Ok(actor)
+            })
+            .await
+    }
+
+    /// Request/response with a player's session, re-resolving if it stopped meanwhile.
+    pub async fn call_session<R: Send + 'static>(
+        &self,
+        player: &str,
+        build: impl Fn(RpcReplyPort<R>) -> SessionMsg,
+    ) -> Result<R, HubError> {
+        let timeout = self.call_timeout();
+        call_with_retry(|| self.session(player), build, timeout, "session", player, |id| {
+            self.sessions.forget(id);
+        })
+        .await
+    }
+
+    pub async fn call_room<R: Send + 'static>(
+        &self,
+        room: RoomId,
+        spec: Option<RoomSpec>,
+        build: impl Fn(RpcReplyPort<R>) -> RoomMsg,
+    ) -> Result<R, HubError> {
+        let timeout = self.call_timeout();
+        let id = room.to_string();
+        call_with_retry(|| self.room(room, spec.clone()), build, timeout, "room", &id, |actor| {
+            self.rooms.forget(actor);
+        })
+        .await
+    }
+
+    /// Fire-and-forget to a session, activating it if needed (e.g. a reward for an
+    /// offline player).
+    pub async fn cast_session(&self, player: &str, message: SessionMsg) -> Result<(), HubError> {
+        let mut message = message;
+        for _ in 0..3 {
+            let actor = self.session(player).await?;
+            match actor.cast(message) {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    message = returned_message(error).ok_or(HubError::ShuttingDown)?;
+                    let _ = actor.wait(Some(self.call_timeout())).await;
+                    self.sessions.forget(actor.get_id());
+                }
+            }
+        }
+        Err(HubError::Timeout {
+            kind: "session",
+            id: player.to_owned(),
+            timeout_ms: self.config.actors.call_timeout_ms,
+        })
+    }
+
+    pub async fn cast_room(&self, room: RoomId, message: RoomMsg) -> Result<(), HubError> {
+        let mut message = message;
+        for _ in 0..3 {
+            let actor = self.room(room, None).await?;
+            match actor.cast(message) {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    message = returned_message(error).ok_or(HubError::ShuttingDown)?;
+                    let _ = actor.wait(Some(self.call_timeout())).await;
+                    self.rooms.forget(actor.get_id());
+                }
+            }
+        }
+        Err(HubError::Timeout {
+            kind: "room",
+            id: room.to_string(),
+            timeout_ms: self.config.actors.call_timeout_ms,
+        })
+    }
+
+    /// An entity about to passivate: later lookups wait for it to stop, then reactivate.
+    pub(crate) fn mark_draining(&self, kind: EntityKind, actor: ActorId) {
+        match kind {
+            EntityKind::Session => self.sessions.mark_draining(actor),
+            EntityKind::Room => self.rooms.mark_draining(actor),
+        }
+    }
+
+    pub(crate) fn child_stopped(&self, kind: EntityKind, actor: ActorId) {
+        match kind {
+            EntityKind::Session => self.sessions.forget(actor),
+            EntityKind::Room => self.rooms.forget(actor),
+        };
+    }
+
+    pub(crate) fn child_failed(&self, kind: EntityKind, actor: ActorId, error: String) {
+        let now_ms = self.now_ms();
+        let decision = match kind {
+            EntityKind::Session => self.sessions.on_failed(actor, now_ms),
+            EntityKind::Room => self.rooms.on_failed(actor, now_ms),
+        };
+        match decision {
+            RestartDecision::Restart { id } => {
+                tracing::warn!(kind = kind.name(), %id, %error, "entity failed; restarting from its persisted state");
+                metrics::counter!("playtree_actor_restarts_total", "kind" => kind.name()).increment(1);
+                // Reactivate now rather than on next use, so that outboxes and pending
+                // settlements are redelivered without waiting for traffic.
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    let result = match kind {
+                        EntityKind::Session => hub.session(&id).await.map(|_| ()),
+                        EntityKind::Room => match id.parse::<RoomId>() {
+                            Ok(room) => hub.room(room, None).await.map(|_| ()),
+                            Err(_) => Ok(()),
+                        },
+                    };
+                    if let Err(error) = result {
+                        tracing::error!(kind = kind.name(), %id, %error, "restart failed");
+                    }
+                });
+            }
+            RestartDecision::GiveUp { id, failures } => {
+                tracing::error!(kind = kind.name(), %id, %error, failures, "entity failed too often; stopped for the restart window");
+                metrics::counter!("playtree_actor_given_up_total", "kind" => kind.name()).increment(1);
+            }
+            RestartDecision::Unknown => {}
+        }
+    }
+
+    /// Stops every entity gracefully (each drains its mailbox and snapshots), then the
+    /// supervisors, then flushes the store. New activations are refused from the start.
+    pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let wait = Some(self.call_timeout());
+        for session in self.sessions.actors() {
+            let _ = session.drain_and_wait(wait).await;
+        }
+        for room in self.rooms.actors() {
+            let _ = room.drain_and_wait(wait).await;
+        }
+        for supervisor in [self.session_supervisor.get(), self.room_supervisor.get()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = supervisor.stop_and_wait(None, wait).await;
+        }
+        if let Err(error) = self.store.flush().await {
+            tracing::error!(%error, "final store flush failed");
+        }
+    }
+
+    /// True once `shutdown` has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+fn returned_message<M>(error: MessagingErr<M>) -> Option<M> {
+    match error {
+        MessagingErr::SendErr(message) => Some(message),
+        _ => None,
+    }
+}
+
+async fn call_with_retry<M, R, Resolve, Fut>(
+    resolve: Resolve,
+    build: impl Fn(RpcReplyPort<R>) -> M,
+    timeout: Duration,
+    kind: &'static str,
+    id: &str,
+    forget: impl Fn(ActorId),
+) -> Result<R, HubError>
+where
+    M: Message,
+    R: Send + 'static,
+    Resolve: Fn() -> Fut,
+    Fut: Future<Output = Result<ActorRef<M>, HubError>>,
+{
+    let timeout_error = || HubError::Timeout {
+        kind,
+        id: id.to_owned(),
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    for _ in 0..3 {
+        let actor = resolve().await?;
+        match actor.call(&build, Some(timeout)).await {
+            Ok(CallResult::Success(reply)) => return Ok(reply),
+            Ok(CallResult::Timeout) => return Err(timeout_error()),
+            // The actor dropped the reply port: it failed while handling the request.
+            // The request may have been partly done, so it is not repeated.
+            Ok(CallResult::SenderError) => {
+                return Err(HubError::Spawn {
+                    kind,
+                    id: id.to_owned(),
+                    reason: "the entity failed while handling the request; it restarts from its last durable state".into(),
+                });
+            }
+            // The actor stopped before taking the message: resolve again.
+            Err(_) => {
+                let _ = actor.wait(Some(timeout)).await;
+                forget(actor.get_id());
+            }
+        }
+    }
+    Err(timeout_error())
+}

@@ -1,0 +1,80 @@
+//! The index of open rooms that `QuickJoin` picks from. Rooms keep their own listing up to
+//! date as members come and go; a listing is a hint, and the room itself has the last
+//! word on whether a join fits.
+
+use playtree_protocol::{RoomId, RoomKind};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub kind: RoomKind,
+    pub variant: String,
+    pub members: usize,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Matchmaker {
+    rooms: Mutex<BTreeMap<RoomId, Listing>>,
+}
+
+impl Matchmaker {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, BTreeMap<RoomId, Listing>> {
+        // A panic while holding this lock leaves only a stale listing behind, which the
+        // rooms rewrite on their next change; keep serving.
+        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The fullest open room of this kind and variant that still has space, so that
+    /// players gather instead of spreading over many half-empty rooms.
+    pub fn find_open(&self, kind: RoomKind, variant: &str, excluding: &[RoomId]) -> Option<RoomId> {
+        self.rooms()
+            .iter()
+            .filter(|(id, listing)| {
+                listing.kind == kind
+                    && listing.variant == variant
+                    && listing.members < listing.capacity
+                    && !excluding.contains(id)
+            })
+            .max_by_key(|(id, listing)| (listing.members, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
+    pub fn update(&self, room: RoomId, listing: Listing) {
+        self.rooms().insert(room, listing);
+    }
+
+    pub fn remove(&self, room: RoomId) {
+        self.rooms().remove(&room);
+    }
+
+    pub fn open_rooms(&self) -> usize {
+        self.rooms().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(members: usize) -> Listing {
+        Listing {
+            kind: RoomKind::Wheel,
+            variant: "classic".into(),
+            members,
+            capacity: 3,
+        }
+    }
+
+    #[test]
+    fn picks_the_fullest_room_with_space() {
+        let matchmaker = Matchmaker::default();
+        matchmaker.update(1, listing(1));
+        matchmaker.update(2, listing(2));
+        matchmaker.update(3, listing(3));
+        assert_eq!(matchmaker.find_open(RoomKind::Wheel, "classic", &[]), Some(2));
+        assert_eq!(matchmaker.find_open(RoomKind::Wheel, "classic", &[2]), Some(1));
+        assert_eq!(matchmaker.find_open(RoomKind::Wheel, "other", &[]), None);
+    }
+}

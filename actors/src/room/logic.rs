@@ -1,0 +1,99 @@
+//! Pure decisions of a room.
+
+use super::state::RoomState;
+use crate::config::WheelConfig;
+use crate::grant::Grant;
+use std::collections::BTreeMap;
+
+/// What a landed segment pays: its prize, or 0 when its inventory has run out.
+/// Returns `(label, prize, inventory_exhausted)`, or `None` for a segment the wheel lacks.
+pub fn prize_for(state: &RoomState, wheel: &WheelConfig, segment: u32) -> Option<(String, u64, bool)> {
+    let config = wheel.segments.get(segment as usize)?;
+    let exhausted = state.inventory.get(&segment).is_some_and(|&remaining| remaining == 0);
+    let prize = if exhausted { 0 } else { config.prize };
+    Some((config.label.clone(), prize, exhausted))
+}
+
+/// The starting inventory of a new room of this wheel.
+pub fn initial_inventory(wheel: &WheelConfig) -> BTreeMap<u32, u64> {
+    wheel
+        .segments
+        .iter()
+        .enumerate()
+        .filter_map(|(index, segment)| Some((u32::try_from(index).ok()?, segment.inventory?)))
+        .collect()
+}
+
+/// The grant that already settled this player's spin, if it is still in the outbox.
+pub fn settled_grant<'a>(state: &'a RoomState, wheel: &str, nonce: u64) -> Option<&'a Grant> {
+    state
+        .outbox
+        .values()
+        .find(|grant| grant.settles.as_ref().is_some_and(|(w, n)| w == wheel && *n == nonce))
+}
+
+/// True when this spin was settled here before.
+pub fn already_settled(state: &RoomState, player: &str, nonce: u64) -> bool {
+    state
+        .settled_next_nonce
+        .get(player)
+        .is_some_and(|&next| nonce < next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_wheel;
+    use crate::room::state::{RoomEntity, RoomEvent, RoomSetup};
+    use crate::store::Entity;
+    use playtree_protocol::{GrantId, RoomKind};
+
+    fn settle(state: &mut RoomState, nonce: u64, segment: u32) -> (u64, bool) {
+        let wheel = test_wheel();
+        let (_, prize, exhausted) = prize_for(state, &wheel, segment).expect("segment exists");
+        let grant = Grant {
+            id: GrantId {
+                source: "room:1".into(),
+                seq: nonce + 10,
+            },
+            beneficiary: "alice".into(),
+            amount: prize,
+            reason: "spin".into(),
+            settles: Some(("classic".into(), nonce)),
+        };
+        RoomEntity::apply(
+            state,
+            &RoomEvent::SpinSettled {
+                grant,
+                player: "alice".into(),
+                nonce,
+                segment,
+                inventory_exhausted: exhausted,
+            },
+        );
+        (prize, exhausted)
+    }
+
+    #[test]
+    fn an_empty_inventory_turns_the_prize_into_no_win() {
+        let mut state = RoomState::default();
+        RoomEntity::apply(
+            &mut state,
+            &RoomEvent::Created {
+                setup: RoomSetup {
+                    kind: RoomKind::Wheel,
+                    variant: "classic".into(),
+                },
+                inventory: initial_inventory(&test_wheel()),
+            },
+        );
+        assert_eq!(settle(&mut state, 0, 1), (500, false));
+        assert_eq!(settle(&mut state, 1, 1), (0, true));
+        // Uncapped segments pay every time.
+        assert_eq!(settle(&mut state, 2, 0), (10, false));
+        assert_eq!(state.granted_total, 510);
+        assert!(already_settled(&state, "alice", 2));
+        assert!(!already_settled(&state, "alice", 3));
+        assert!(settled_grant(&state, "classic", 1).is_some());
+    }
+}

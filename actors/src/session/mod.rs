@@ -1,0 +1,439 @@
+//! PlayerSession: one virtual actor per player id. It owns the wallet, the provably fair
+//! state per wheel, daily quotas and room memberships; it is activated by a connection or
+//! by a reward for an offline player, and passivated after `session.passivate_after_ms`
+//! without a connection.
+
+mod logic;
+mod msg;
+mod state;
+
+pub use msg::{SessionMsg, SessionWelcome};
+pub use state::{PendingSpin, SessionEntity, SessionEvent, SessionState, WheelFairness};
+
+use crate::grant::Grant;
+use crate::hub::{EntityKind, Hub};
+use crate::room::{RoomMsg, RoomSpec, Settled};
+use crate::store::{Journal, StoreError};
+use crate::stream::StreamCursor;
+use playtree_protocol::{
+    ErrorCode, ErrorReply, Event, ReplyBody, Request, RoomId, RoomJoined, RoomKind, SeedReveal,
+    SpinOutcome, StreamId, fairness,
+};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct PlayerSession;
+
+#[derive(Debug)]
+pub struct SessionArgs {
+    pub player: String,
+    pub hub: Hub,
+}
+
+/// The live actor state: the journaled state plus what does not survive a restart.
+#[derive(Debug)]
+pub struct SessionRuntime {
+    player: String,
+    hub: Hub,
+    journal: Journal<SessionEntity>,
+    stream: StreamCursor,
+    last_active_ms: u64,
+    timers: Vec<JoinHandle<()>>,
+}
+
+fn store_error(error: StoreError) -> ErrorReply {
+    ErrorReply::new(ErrorCode::StoreFailure, error.to_string())
+}
+
+impl Actor for PlayerSession {
+    type Msg = SessionMsg;
+    type State = SessionRuntime;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionRuntime, ActorProcessingErr> {
+        let hub = args.hub;
+        let journal: Journal<SessionEntity> = Journal::open(
+            hub.store.clone(),
+            &args.player,
+            hub.config.store.snapshot_every,
+        )
+        .await?;
+        let now_ms = hub.now_ms();
+        let session = &hub.config.session;
+        let passivate_check = Duration::from_millis((session.passivate_after_ms / 2).max(100));
+        let timers = vec![
+            myself.send_interval(Duration::from_millis(session.pending_retry_ms), || {
+                SessionMsg::RetryPending
+            }),
+            myself.send_interval(passivate_check, || SessionMsg::PassivateCheck),
+        ];
+        if !journal.state().pending_spins.is_empty() {
+            myself.cast(SessionMsg::RetryPending)?;
+        }
+        Ok(SessionRuntime {
+            stream: StreamCursor::new(StreamId::Player(args.player.clone()), now_ms),
+            player: args.player,
+            hub,
+            journal,
+            last_active_ms: now_ms,
+            timers,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionRuntime,
+    ) -> Result<(), ActorProcessingErr> {
+        for timer in &state.timers {
+            timer.abort();
+        }
+        if let Err(error) = state.journal.snapshot().await {
+            tracing::warn!(player = %state.player, %error, "snapshot on stop failed; the journal still holds every event");
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionRuntime,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Connect { reply } => {
+                state.last_active_ms = state.hub.now_ms();
+                let _ = reply.send(msg::SessionWelcome {
+                    player_stream_epoch: state.stream.epoch(),
+                });
+            }
+            SessionMsg::Request { request, reply } => {
+                state.last_active_ms = state.hub.now_ms();
+                let result = state.handle_request(request).await;
+                let _ = reply.send(result);
+            }
+            SessionMsg::Credit { grant, source_room } => {
+                state.credit(grant, source_room).await;
+            }
+            SessionMsg::RetryPending => state.retry_pending().await,
+            SessionMsg::PassivateCheck => state.passivate_if_idle(&myself).await,
+        }
+        Ok(())
+    }
+}
+
+impl SessionRuntime {
+    async fn handle_request(&mut self, request: Request) -> Result<ReplyBody, ErrorReply> {
+        match request {
+            Request::QuickJoin { kind, variant } => self.quick_join(kind, variant).await,
+            Request::LeaveRoom { room } => self.leave_room(room).await,
+            Request::Spin { room, client_seed } => self.spin(room, client_seed).await,
+            Request::RotateSeed { wheel } => self.rotate_seed(wheel).await,
+            Request::GetWallet => Ok(ReplyBody::Wallet {
+                balance: self.journal.state().balance,
+            }),
+        }
+    }
+
+    fn unknown_wheel(&self, name: &str) -> ErrorReply {
+        let known: Vec<&str> = self.hub.config.wheels.iter().map(|w| w.id.as_str()).collect();
+        ErrorReply::new(
+            ErrorCode::UnknownVariant,
+            format!("there is no wheel `{name}`; this server has: {}", known.join(", ")),
+        )
+    }
+
+    async fn quick_join(
+        &mut self,
+        kind: RoomKind,
+        variant: Option<String>,
+    ) -> Result<ReplyBody, ErrorReply> {
+        let RoomKind::Wheel = kind;
+        let hub = self.hub.clone();
+        let wheel = hub
+            .config
+            .wheel_or_default(variant.as_deref())
+            .ok_or_else(|| self.unknown_wheel(variant.as_deref().unwrap_or_default()))?;
+        // Rejoining the room this player is already in for that wheel keeps one seat.
+        let mut current = self
+            .journal
+            .state()
+            .rooms
+            .iter()
+            .find(|(_, room_wheel)| **room_wheel == wheel.id)
+            .map(|(room, _)| *room);
+        let mut tried = Vec::new();
+        let mut joined = None;
+        for _ in 0..4 {
+            let (room, spec) = match current.take() {
+                Some(room) => (room, None),
+                None => match hub.matchmaker.find_open(kind, &wheel.id, &tried) {
+                    Some(room) => (room, None),
+                    None => {
+                        let room = hub.store.generate_id().map_err(store_error)?;
+                        let spec = RoomSpec {
+                            kind,
+                            variant: wheel.id.clone(),
+                        };
+                        (room, Some(spec))
+                    }
+                },
+            };
+            let player = self.player.clone();
+            let result = hub
+                .call_room(room, spec, |reply| RoomMsg::Join {
+                    player: player.clone(),
+                    reply,
+                })
+                .await;
+            match result {
+                Ok(Ok(view)) => {
+                    joined = Some((room, view));
+                    break;
+                }
+                Ok(Err(crate::room::RoomError::Full { .. })) => tried.push(room),
+                Ok(Err(error)) => return Err(error.into()),
+                Err(crate::HubError::UnknownRoom(_)) => tried.push(room),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let (room, view) = joined.ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::NoRoomAvailable,
+                format!("every `{}` room tried was full; try again shortly", wheel.id),
+            )
+        })?;
+        let mut events = Vec::new();
+        if !self.journal.state().wheels.contains_key(&wheel.id) {
+            events.push(SessionEvent::SeedCommitted {
+                wheel: wheel.id.clone(),
+                server_seed: hub.entropy.server_seed(),
+            });
+        }
+        if !self.journal.state().rooms.contains_key(&room) {
+            events.push(SessionEvent::JoinedRoom {
+                room,
+                wheel: wheel.id.clone(),
+            });
+        }
+        self.journal.persist(events).await.map_err(store_error)?;
+        let fairness = self.journal.state().wheels.get(&wheel.id).map(|f| f.info(hub.now_ms()));
+        let fairness = fairness.ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "seed missing after commit"))?;
+        Ok(ReplyBody::RoomJoined(RoomJoined {
+            room,
+            kind,
+            stream_epoch: view.stream_epoch,
+            wheel: wheel.info(),
+            fairness,
+            members: view.members,
+        }))
+    }
+
+    async fn leave_room(&mut self, room: RoomId) -> Result<ReplyBody, ErrorReply> {
+        if !self.journal.state().rooms.contains_key(&room) {
+            return Err(not_in_room(room));
+        }
+        let player = self.player.clone();
+        match self
+            .hub
+            .call_room(room, None, |reply| RoomMsg::Leave {
+                player: player.clone(),
+                reply,
+            })
+            .await
+        {
+            Ok(result) => result.map_err(ErrorReply::from)?,
+            // A room that no longer exists has no seat to give back.
+            Err(crate::HubError::UnknownRoom(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        self.journal
+            .persist(vec![SessionEvent::LeftRoom { room }])
+            .await
+            .map_err(store_error)?;
+        Ok(ReplyBody::RoomLeft { room })
+    }
+
+    async fn spin(&mut self, room: RoomId, client_seed: String) -> Result<ReplyBody, ErrorReply> {
+        let hub = self.hub.clone();
+        let wheel_id = self
+            .journal
+            .state()
+            .rooms
+            .get(&room)
+            .cloned()
+            .ok_or_else(|| not_in_room(room))?;
+        let wheel = hub.config.wheel(&wheel_id).ok_or_else(|| self.unknown_wheel(&wheel_id))?;
+        // Spins settle in nonce order: an earlier spin still unsettled goes first.
+        if self.journal.state().pending_spins.keys().any(|(w, _)| *w == wheel_id) {
+            self.retry_pending().await;
+            if self.journal.state().pending_spins.keys().any(|(w, _)| *w == wheel_id) {
+                return Err(ErrorReply::new(
+                    ErrorCode::Timeout,
+                    "your previous spin is still being settled; try again in a few seconds",
+                ));
+            }
+        }
+        let (spin, day) = logic::draw_spin(self.journal.state(), wheel, room, &client_seed, hub.now_ms())?;
+        self.journal
+            .persist(vec![SessionEvent::SpinDrawn { spin: spin.clone(), day }])
+            .await
+            .map_err(store_error)?;
+        metrics::counter!("playtree_spins_total", "wheel" => wheel_id.clone()).increment(1);
+        let settled = self.settle(&spin).await.map_err(|error| {
+            ErrorReply::new(
+                error.code,
+                format!(
+                    "spin {} is drawn and will be settled; its prize arrives as a wallet event ({})",
+                    spin.nonce, error.message
+                ),
+            )
+        })?;
+        Ok(ReplyBody::Spun(SpinOutcome {
+            room,
+            wheel: wheel_id,
+            nonce: spin.nonce,
+            client_seed: spin.client_seed,
+            commitment: spin.commitment,
+            segment: spin.segment,
+            label: settled.label,
+            prize: settled.prize,
+            inventory_exhausted: settled.inventory_exhausted,
+            balance: self.journal.state().balance,
+            spins_left_today: logic::spins_left(self.journal.state(), wheel, hub.now_ms()),
+        }))
+    }
+
+    /// Asks the spin's room to settle it and credits the grant that comes back.
+    async fn settle(&mut self, spin: &PendingSpin) -> Result<Settled, ErrorReply> {
+        let player = self.player.clone();
+        let settled = self
+            .hub
+            .call_room(spin.room, None, |reply| RoomMsg::Settle {
+                player: player.clone(),
+                spin: spin.clone(),
+                reply,
+            })
+            .await??;
+        self.credit(settled.grant.clone(), spin.room).await;
+        Ok(settled)
+    }
+
+    async fn retry_pending(&mut self) {
+        let pending: Vec<PendingSpin> = self.journal.state().pending_spins.values().cloned().collect();
+        for spin in pending {
+            if let Err(error) = self.settle(&spin).await {
+                tracing::warn!(player = %self.player, nonce = spin.nonce, room = spin.room, %error, "spin not settled yet; will retry");
+            }
+        }
+    }
+
+    /// Credits `grant` unless it was credited before, then acknowledges it to its room
+    /// either way (an acknowledgement can be lost, so duplicates must be acknowledged too).
+    async fn credit(&mut self, grant: Grant, source_room: RoomId) {
+        if self.journal.state().has_credited(&grant.id) {
+            metrics::counter!("playtree_rewards_duplicates_total").increment(1);
+        } else {
+            let event = SessionEvent::Credited {
+                grant: grant.id.clone(),
+                amount: grant.amount,
+                settles: grant.settles.clone(),
+                remember_max: self.hub.config.session.credited_grants_max,
+            };
+            if let Err(error) = self.journal.persist(vec![event]).await {
+                // Not acknowledged: the room keeps the grant and delivers it again.
+                tracing::error!(player = %self.player, grant = %grant.id, %error, "credit not saved");
+                return;
+            }
+            metrics::counter!("playtree_rewards_credited_total").increment(1);
+            metrics::counter!("playtree_reward_coins_credited_total").increment(grant.amount);
+            if grant.amount > 0 {
+                let frame = self.stream.frame(Event::WalletCredited {
+                    grant_id: grant.id.to_string(),
+                    amount: grant.amount,
+                    balance: self.journal.state().balance,
+                    reason: grant.reason.clone(),
+                });
+                self.hub.connections.push(&self.player, "event", &frame);
+            }
+        }
+        if let Err(error) = self
+            .hub
+            .cast_room(source_room, RoomMsg::GrantAcked { grant: grant.id.clone() })
+            .await
+        {
+            tracing::warn!(player = %self.player, grant = %grant.id, %error, "acknowledgement not delivered; the room will redeliver");
+        }
+    }
+
+    async fn rotate_seed(&mut self, wheel_id: String) -> Result<ReplyBody, ErrorReply> {
+        let hub = self.hub.clone();
+        if hub.config.wheel(&wheel_id).is_none() {
+            return Err(self.unknown_wheel(&wheel_id));
+        }
+        let mut events = Vec::new();
+        // With no seed yet, one is committed and revealed at once: nothing used it.
+        let revealed_seed = match self.journal.state().wheels.get(&wheel_id) {
+            Some(current) => current.server_seed,
+            None => {
+                let first = hub.entropy.server_seed();
+                events.push(SessionEvent::SeedCommitted {
+                    wheel: wheel_id.clone(),
+                    server_seed: first,
+                });
+                first
+            }
+        };
+        events.push(SessionEvent::SeedCommitted {
+            wheel: wheel_id.clone(),
+            server_seed: hub.entropy.server_seed(),
+        });
+        self.journal.persist(events).await.map_err(store_error)?;
+        let current = self
+            .journal
+            .state()
+            .wheels
+            .get(&wheel_id)
+            .cloned()
+            .ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "seed missing after rotation"))?;
+        Ok(ReplyBody::SeedRotated(SeedReveal {
+            wheel: wheel_id,
+            revealed_seed,
+            revealed_commitment: fairness::commitment(&revealed_seed),
+            next_commitment: current.commitment,
+            next_nonce: current.next_nonce,
+        }))
+    }
+
+    async fn passivate_if_idle(&mut self, myself: &ActorRef<SessionMsg>) {
+        let hub = &self.hub;
+        let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
+        if hub.connections.is_connected(&self.player)
+            || idle_ms < hub.config.session.passivate_after_ms
+            || !self.journal.state().pending_spins.is_empty()
+        {
+            return;
+        }
+        if let Err(error) = self.journal.snapshot().await {
+            tracing::warn!(player = %self.player, %error, "snapshot before passivation failed");
+        }
+        hub.mark_draining(EntityKind::Session, myself.get_id());
+        metrics::counter!("playtree_actor_passivations_total", "kind" => "session").increment(1);
+        // Messages already queued are handled before the actor stops; later sends fail
+        // and re-resolve through the directory, which waits for this stop.
+        let _ = myself.drain();
+    }
+}
+
+fn not_in_room(room: RoomId) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::NotInRoom,
+        format!("you are not in room {room}; QuickJoin a room first"),
+    )
+}

@@ -1,0 +1,153 @@
+//! A player session's durable state, its events, and the pure `apply`.
+
+use crate::clock::utc_day;
+use crate::grant::SpinKey;
+use crate::store::Entity;
+use playtree_protocol::fairness::{Commitment, ServerSeed, commitment};
+use playtree_protocol::{FairnessInfo, GrantId, RoomId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub balance: u64,
+    /// Sum of every grant ever credited (the balance, before any future spending).
+    pub credited_total: u64,
+    /// Recently credited grant ids, oldest first, to refuse a redelivered grant.
+    pub credited: VecDeque<GrantId>,
+    pub credited_index: HashSet<GrantId>,
+    pub wheels: BTreeMap<String, WheelFairness>,
+    /// Rooms the player is in, with the wheel each one spins.
+    pub rooms: BTreeMap<RoomId, String>,
+    /// Spins drawn but not yet settled by their room.
+    pub pending_spins: BTreeMap<SpinKey, PendingSpin>,
+}
+
+/// The player's provably fair state on one wheel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WheelFairness {
+    pub server_seed: ServerSeed,
+    pub commitment: Commitment,
+    /// The nonce of the next spin; it never goes back, across rotations too.
+    pub next_nonce: u64,
+    /// UTC day of `spins_today`.
+    pub day: u32,
+    pub spins_today: u32,
+}
+
+impl WheelFairness {
+    pub fn spins_on(&self, day: u32) -> u32 {
+        if self.day == day { self.spins_today } else { 0 }
+    }
+
+    pub fn info(&self, now_ms: u64) -> FairnessInfo {
+        FairnessInfo {
+            commitment: self.commitment,
+            next_nonce: self.next_nonce,
+            spins_today: self.spins_on(utc_day(now_ms)),
+        }
+    }
+}
+
+/// A drawn spin: its outcome is fixed, its prize is for the room to settle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSpin {
+    pub room: RoomId,
+    pub wheel: String,
+    pub nonce: u64,
+    pub client_seed: String,
+    pub commitment: Commitment,
+    pub segment: u32,
+}
+
+impl PendingSpin {
+    pub fn key(&self) -> SpinKey {
+        (self.wheel.clone(), self.nonce)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionEvent {
+    /// A fresh server seed for a wheel (the first one, or after a rotation).
+    SeedCommitted { wheel: String, server_seed: ServerSeed },
+    /// A spin was drawn on UTC day `day`.
+    SpinDrawn { spin: PendingSpin, day: u32 },
+    /// A grant reached the wallet. `remember_max` bounds the remembered grant ids.
+    Credited {
+        grant: GrantId,
+        amount: u64,
+        settles: Option<SpinKey>,
+        remember_max: usize,
+    },
+    JoinedRoom { room: RoomId, wheel: String },
+    LeftRoom { room: RoomId },
+}
+
+#[derive(Debug)]
+pub struct SessionEntity;
+
+impl Entity for SessionEntity {
+    const KIND: &'static str = "session";
+    type State = SessionState;
+    type Event = SessionEvent;
+
+    fn apply(state: &mut SessionState, event: &SessionEvent) {
+        match event {
+            SessionEvent::SeedCommitted { wheel, server_seed } => {
+                let fairness = state.wheels.entry(wheel.clone()).or_insert(WheelFairness {
+                    server_seed: *server_seed,
+                    commitment: [0; 32],
+                    next_nonce: 0,
+                    day: 0,
+                    spins_today: 0,
+                });
+                fairness.server_seed = *server_seed;
+                fairness.commitment = commitment(server_seed);
+            }
+            SessionEvent::SpinDrawn { spin, day } => {
+                if let Some(fairness) = state.wheels.get_mut(&spin.wheel) {
+                    fairness.next_nonce = fairness.next_nonce.max(spin.nonce + 1);
+                    if fairness.day != *day {
+                        fairness.day = *day;
+                        fairness.spins_today = 0;
+                    }
+                    fairness.spins_today += 1;
+                }
+                state.pending_spins.insert(spin.key(), spin.clone());
+            }
+            SessionEvent::Credited {
+                grant,
+                amount,
+                settles,
+                remember_max,
+            } => {
+                if let Some(key) = settles {
+                    state.pending_spins.remove(key);
+                }
+                if !state.credited_index.insert(grant.clone()) {
+                    return;
+                }
+                state.balance = state.balance.saturating_add(*amount);
+                state.credited_total = state.credited_total.saturating_add(*amount);
+                state.credited.push_back(grant.clone());
+                while state.credited.len() > *remember_max {
+                    if let Some(oldest) = state.credited.pop_front() {
+                        state.credited_index.remove(&oldest);
+                    }
+                }
+            }
+            SessionEvent::JoinedRoom { room, wheel } => {
+                state.rooms.insert(*room, wheel.clone());
+            }
+            SessionEvent::LeftRoom { room } => {
+                state.rooms.remove(room);
+            }
+        }
+    }
+}
+
+impl SessionState {
+    pub fn has_credited(&self, grant: &GrantId) -> bool {
+        self.credited_index.contains(grant)
+    }
+}
