@@ -1,1 +1,104 @@
-fn main() {}
+//! The `playtree` binary: `serve` runs the server, `token` mints development tokens.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use playtree::auth::Authenticator;
+use playtree::config::ServerConfig;
+use playtree_protocol::Role;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "playtree",
+    version,
+    about = "Real-time game and referral server"
+)]
+struct Cli {
+    /// Config file overriding the embedded defaults (environment PLAYTREE_* overrides both).
+    #[arg(long, global = true, env = "PLAYTREE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Mint a token signed with the configured (or development) HS256 secret.
+    Token {
+        /// The player id (`sub` claim).
+        #[arg(long)]
+        player: String,
+        /// player, partner or admin.
+        #[arg(long, default_value = "player", value_parser = parse_role)]
+        role: Role,
+        /// Lifetime in seconds (default: auth.dev_token_lifetime_s).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text {
+        "player" => Ok(Role::Player),
+        "partner" => Ok(Role::Partner),
+        "admin" => Ok(Role::Admin),
+        other => Err(format!(
+            "unknown role `{other}`: use player, partner or admin"
+        )),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ServerConfig::load(cli.config.as_deref()).context("loading the configuration")?;
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Token { player, role, ttl } => {
+            let auth = Authenticator::from_config(&config.auth, &config.server.data_dir)?;
+            let ttl = ttl.unwrap_or(config.auth.dev_token_lifetime_s);
+            let token = auth
+                .mint(&player, role, playtree::clock::now_s(), ttl)
+                .context("minting needs an HS256 secret; this server is configured to verify EdDSA tokens only")?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let server = playtree::start(config, playtree::Environment::default())
+            .await
+            .context("starting the server")?;
+        // One machine-readable line on stdout (tests and scripts read it), then help.
+        println!("playtree listening ws={} admin={}", server.ws_addr, server.admin_addr);
+        eprintln!(
+            "\n  Game clients connect to ws://{ws}\n  Mint a development token: cargo run --release -- token --player alice\n  Metrics: curl http://{admin}/metrics\n",
+            ws = server.ws_addr,
+            admin = server.admin_addr
+        );
+        wait_for_signal().await?;
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+    Ok(())
+}

@@ -147,10 +147,19 @@ impl GameConfig {
             ("actors.call_timeout_ms", self.actors.call_timeout_ms),
             ("actors.sessions_max", self.actors.sessions_max as u64),
             ("actors.restart_window_ms", self.actors.restart_window_ms),
-            ("session.passivate_after_ms", self.session.passivate_after_ms),
-            ("session.credited_grants_max", self.session.credited_grants_max as u64),
+            (
+                "session.passivate_after_ms",
+                self.session.passivate_after_ms,
+            ),
+            (
+                "session.credited_grants_max",
+                self.session.credited_grants_max as u64,
+            ),
             ("session.pending_retry_ms", self.session.pending_retry_ms),
-            ("rooms.wheel_players_max", self.rooms.wheel_players_max as u64),
+            (
+                "rooms.wheel_players_max",
+                self.rooms.wheel_players_max as u64,
+            ),
             ("rooms.rooms_max", self.rooms.rooms_max as u64),
             ("rooms.outbox_retry_ms", self.rooms.outbox_retry_ms),
             ("rooms.passivate_after_ms", self.rooms.passivate_after_ms),
@@ -173,14 +182,23 @@ impl GameConfig {
                 return Err(invalid(format!("{key}.id"), "must be non-empty and unique"));
             }
             if wheel.spins_per_day == 0 {
-                return Err(invalid(format!("{key}.spins_per_day"), "must be greater than 0"));
+                return Err(invalid(
+                    format!("{key}.spins_per_day"),
+                    "must be greater than 0",
+                ));
             }
             if wheel.segments.is_empty() || wheel.segments.len() > 64 {
-                return Err(invalid(format!("{key}.segments"), "must have 1 to 64 segments"));
+                return Err(invalid(
+                    format!("{key}.segments"),
+                    "must have 1 to 64 segments",
+                ));
             }
             let total: u64 = wheel.segments.iter().map(|s| u64::from(s.weight)).sum();
             if total == 0 {
-                return Err(invalid(format!("{key}.segments"), "weights must not all be 0"));
+                return Err(invalid(
+                    format!("{key}.segments"),
+                    "weights must not all be 0",
+                ));
             }
         }
         Ok(())
@@ -260,12 +278,21 @@ mod tests {
         let mut config = valid();
         config.wheels[0].segments[0].weight = 0;
         config.wheels[0].segments[1].weight = 0;
-        assert_eq!(config.validate().map_err(|e| e.key), Err("wheels[0].segments".into()));
+        assert_eq!(
+            config.validate().map_err(|e| e.key),
+            Err("wheels[0].segments".into())
+        );
         let mut config = valid();
         config.store.snapshot_every = 0;
-        assert_eq!(config.validate().map_err(|e| e.key), Err("store.snapshot_every".into()));
+        assert_eq!(
+            config.validate().map_err(|e| e.key),
+            Err("store.snapshot_every".into())
+        );
         let mut config = valid();
         config.wheels.push(test_wheel());
-        assert_eq!(config.validate().map_err(|e| e.key), Err("wheels[1].id".into()));
+        assert_eq!(
+            config.validate().map_err(|e| e.key),
+            Err("wheels[1].id".into())
+        );
     }
 }

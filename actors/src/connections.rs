@@ -24,8 +24,12 @@ pub struct OutFrame {
 pub struct Outbound {
     pub connection: ConnectionId,
     frames: mpsc::Sender<OutFrame>,
-    slow: Arc<SlowFlag>,
+    slow: SlowSignal,
 }
+
+/// Set once when a connection's queue overflows; its writer waits on it.
+#[derive(Debug, Default, Clone)]
+pub struct SlowSignal(Arc<SlowFlag>);
 
 #[derive(Debug, Default)]
 struct SlowFlag {
@@ -33,31 +37,38 @@ struct SlowFlag {
     notify: Notify,
 }
 
-/// The receiving side, owned by the connection's writer.
-#[derive(Debug)]
-pub struct OutboundReceiver {
-    pub frames: mpsc::Receiver<OutFrame>,
-    slow: Arc<SlowFlag>,
-}
-
-impl OutboundReceiver {
+impl SlowSignal {
     /// Resolves once the connection has been marked as a slow consumer.
-    pub async fn slow_consumer(&self) {
+    pub async fn wait(&self) {
         loop {
-            let notified = self.slow.notify.notified();
-            if self.slow.set.load(Ordering::Acquire) {
+            let notified = self.0.notify.notified();
+            if self.0.set.load(Ordering::Acquire) {
                 return;
             }
             notified.await;
         }
     }
+
+    fn raise(&self) {
+        if !self.0.set.swap(true, Ordering::AcqRel) {
+            metrics::counter!("playtree_slow_consumer_disconnects_total").increment(1);
+        }
+        self.0.notify.notify_waiters();
+    }
+}
+
+/// The receiving side, owned by the connection's writer.
+#[derive(Debug)]
+pub struct OutboundReceiver {
+    pub frames: mpsc::Receiver<OutFrame>,
+    pub slow: SlowSignal,
 }
 
 impl Outbound {
     /// A new outbound queue holding at most `frames_max` frames.
     pub fn channel(connection: ConnectionId, frames_max: usize) -> (Outbound, OutboundReceiver) {
         let (frames, receiver) = mpsc::channel(frames_max.max(1));
-        let slow = Arc::new(SlowFlag::default());
+        let slow = SlowSignal::default();
         (
             Outbound {
                 connection,
@@ -77,10 +88,7 @@ impl Outbound {
         match self.frames.try_send(OutFrame { kind, bytes }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.slow.set.swap(true, Ordering::AcqRel) {
-                    metrics::counter!("playtree_slow_consumer_disconnects_total").increment(1);
-                }
-                self.slow.notify.notify_one();
+                self.slow.raise();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -101,15 +109,17 @@ impl Connections {
     }
 
     pub fn attach(&self, player: &str, outbound: Outbound) {
-        self.by_player.entry(player.to_owned()).or_default().push(outbound);
+        self.by_player
+            .entry(player.to_owned())
+            .or_default()
+            .push(outbound);
     }
 
     pub fn detach(&self, player: &str, connection: ConnectionId) {
-        self.by_player
-            .remove_if_mut(player, |_, outbounds| {
-                outbounds.retain(|o| o.connection != connection);
-                outbounds.is_empty()
-            });
+        self.by_player.remove_if_mut(player, |_, outbounds| {
+            outbounds.retain(|o| o.connection != connection);
+            outbounds.is_empty()
+        });
     }
 
     pub fn is_connected(&self, player: &str) -> bool {
@@ -140,7 +150,7 @@ mod tests {
         assert!(outbound.push("event", Bytes::from_static(b"a")));
         assert!(outbound.push("event", Bytes::from_static(b"b")));
         assert!(!outbound.push("event", Bytes::from_static(b"c")));
-        tokio::time::timeout(std::time::Duration::from_secs(5), receiver.slow_consumer())
+        tokio::time::timeout(std::time::Duration::from_secs(5), receiver.slow.wait())
             .await
             .expect("slow consumer flagged");
     }

@@ -39,8 +39,13 @@ impl<M: Message> Slot<M> {
 /// What the supervisor should do about a failed child.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RestartDecision {
-    Restart { id: String },
-    GiveUp { id: String, failures: usize },
+    Restart {
+        id: String,
+    },
+    GiveUp {
+        id: String,
+        failures: usize,
+    },
     /// The actor was not (or no longer) in this directory.
     Unknown,
 }
@@ -167,7 +172,8 @@ impl<M: Message> Directory<M> {
                     let _ = old.wait(Some(stop_wait)).await;
                     self.forget(old.get_id());
                 }
-                self.slots.remove_if(id, |_, current| Arc::ptr_eq(current, &slot));
+                self.slots
+                    .remove_if(id, |_, current| Arc::ptr_eq(current, &slot));
                 continue;
             }
             let result = slot

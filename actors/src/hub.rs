@@ -135,19 +135,24 @@ impl Hub {
         self.check_running()?;
         self.sessions
             .get_or_activate(player, self.now_ms(), self.call_timeout(), || async {
-                let supervisor = self.session_supervisor.get().ok_or(HubError::ShuttingDown)?;
+                let supervisor = self
+                    .session_supervisor
+                    .get()
+                    .ok_or(HubError::ShuttingDown)?;
                 let args = SessionArgs {
                     player: player.to_owned(),
                     hub: self.clone(),
                 };
-                let (actor, _) = Actor::spawn_linked(None, PlayerSession, args, supervisor.get_cell())
-                    .await
-                    .map_err(|error| HubError::Spawn {
-                        kind: "session",
-                        id: player.to_owned(),
-                        reason: error.to_string(),
-                    })?;
-                metrics::counter!("playtree_actor_activations_total", "kind" => "session").increment(1);
+                let (actor, _) =
+                    Actor::spawn_linked(None, PlayerSession, args, supervisor.get_cell())
+                        .await
+                        .map_err(|error| HubError::Spawn {
+                            kind: "session",
+                            id: player.to_owned(),
+                            reason: error.to_string(),
+                        })?;
+                metrics::counter!("playtree_actor_activations_total", "kind" => "session")
+                    .increment(1);
                 Ok(actor)
             })
             .await
@@ -155,7 +160,11 @@ impl Hub {
 
     /// The room `room`, activated from the store if needed. `spec` creates the room when
     /// the store has never heard of it.
-    pub async fn room(&self, room: RoomId, spec: Option<RoomSpec>) -> Result<ActorRef<RoomMsg>, HubError> {
+    pub async fn room(
+        &self,
+        room: RoomId,
+        spec: Option<RoomSpec>,
+    ) -> Result<ActorRef<RoomMsg>, HubError> {
         self.check_running()?;
         let id = room.to_string();
         self.rooms
@@ -180,7 +189,8 @@ impl Hub {
                             reason: error.to_string(),
                         },
                     })?;
-                metrics::counter!("playtree_actor_activations_total", "kind" => "room").increment(1);
+                metrics::counter!("playtree_actor_activations_total", "kind" => "room")
+                    .increment(1);
                 Ok(actor)
             })
             .await
@@ -193,9 +203,16 @@ impl Hub {
         build: impl Fn(RpcReplyPort<R>) -> SessionMsg,
     ) -> Result<R, HubError> {
         let timeout = self.call_timeout();
-        call_with_retry(|| self.session(player), build, timeout, "session", player, |id| {
-            self.sessions.forget(id);
-        })
+        call_with_retry(
+            || self.session(player),
+            build,
+            timeout,
+            "session",
+            player,
+            |id| {
+                self.sessions.forget(id);
+            },
+        )
         .await
     }
 
@@ -207,9 +224,16 @@ impl Hub {
     ) -> Result<R, HubError> {
         let timeout = self.call_timeout();
         let id = room.to_string();
-        call_with_retry(|| self.room(room, spec.clone()), build, timeout, "room", &id, |actor| {
-            self.rooms.forget(actor);
-        })
+        call_with_retry(
+            || self.room(room, spec.clone()),
+            build,
+            timeout,
+            "room",
+            &id,
+            |actor| {
+                self.rooms.forget(actor);
+            },
+        )
         .await
     }
 
@@ -279,7 +303,8 @@ impl Hub {
         match decision {
             RestartDecision::Restart { id } => {
                 tracing::warn!(kind = kind.name(), %id, %error, "entity failed; restarting from its persisted state");
-                metrics::counter!("playtree_actor_restarts_total", "kind" => kind.name()).increment(1);
+                metrics::counter!("playtree_actor_restarts_total", "kind" => kind.name())
+                    .increment(1);
                 // Reactivate now rather than on next use, so that outboxes and pending
                 // settlements are redelivered without waiting for traffic.
                 let hub = self.clone();
@@ -298,7 +323,8 @@ impl Hub {
             }
             RestartDecision::GiveUp { id, failures } => {
                 tracing::error!(kind = kind.name(), %id, %error, failures, "entity failed too often; stopped for the restart window");
-                metrics::counter!("playtree_actor_given_up_total", "kind" => kind.name()).increment(1);
+                metrics::counter!("playtree_actor_given_up_total", "kind" => kind.name())
+                    .increment(1);
             }
             RestartDecision::Unknown => {}
         }

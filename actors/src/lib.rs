@@ -20,7 +20,9 @@ pub mod supervisor;
 
 pub use clock::{Clock, Entropy};
 pub use config::GameConfig;
-pub use connections::{ConnectionId, Connections, OutFrame, Outbound, OutboundReceiver};
+pub use connections::{
+    ConnectionId, Connections, OutFrame, Outbound, OutboundReceiver, SlowSignal,
+};
 pub use error::HubError;
 pub use hub::Hub;
 pub use store::{Store, StoreError};

@@ -23,7 +23,9 @@ impl Matchmaker {
     fn rooms(&self) -> std::sync::MutexGuard<'_, BTreeMap<RoomId, Listing>> {
         // A panic while holding this lock leaves only a stale listing behind, which the
         // rooms rewrite on their next change; keep serving.
-        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The fullest open room of this kind and variant that still has space, so that
@@ -73,8 +75,14 @@ mod tests {
         matchmaker.update(1, listing(1));
         matchmaker.update(2, listing(2));
         matchmaker.update(3, listing(3));
-        assert_eq!(matchmaker.find_open(RoomKind::Wheel, "classic", &[]), Some(2));
-        assert_eq!(matchmaker.find_open(RoomKind::Wheel, "classic", &[2]), Some(1));
+        assert_eq!(
+            matchmaker.find_open(RoomKind::Wheel, "classic", &[]),
+            Some(2)
+        );
+        assert_eq!(
+            matchmaker.find_open(RoomKind::Wheel, "classic", &[2]),
+            Some(1)
+        );
         assert_eq!(matchmaker.find_open(RoomKind::Wheel, "other", &[]), None);
     }
 }

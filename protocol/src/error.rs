@@ -78,6 +78,8 @@ codes! {
     TooManyConnections = 3001, close = Some(CloseCode::TooManyConnections);
     /// The connection has as many requests in flight as it may.
     TooManyRequestsInFlight = 3002, close = None;
+    /// The connection's outbound queue filled up: it read its events too slowly.
+    SlowConsumer = 3004, close = Some(CloseCode::SlowConsumer);
     /// The server is shutting down; reconnect (to another node) shortly.
     ShuttingDown = 3003, close = Some(CloseCode::ShuttingDown);
     /// The wheel (or other variant) named does not exist in this server's config.

@@ -84,7 +84,9 @@ pub enum ClientSeedError {
     Empty,
     #[error("the client seed has {len} bytes; at most {CLIENT_SEED_BYTES_MAX} are allowed")]
     TooLong { len: usize },
-    #[error("the client seed may hold only printable ASCII without spaces (found byte {byte:#04x})")]
+    #[error(
+        "the client seed may hold only printable ASCII without spaces (found byte {byte:#04x})"
+    )]
     BadByte { byte: u8 },
 }
 
@@ -226,9 +228,7 @@ mod tests {
             .count();
         assert!(caught > 0);
         let caught = (0..50)
-            .filter(|n| {
-                verify_spin(&SEED, &shown, &format!("x{n}"), 9, &weights, segment).is_err()
-            })
+            .filter(|n| verify_spin(&SEED, &shown, &format!("x{n}"), 9, &weights, segment).is_err())
             .count();
         assert!(caught > 0);
     }

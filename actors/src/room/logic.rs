@@ -7,9 +7,16 @@ use std::collections::BTreeMap;
 
 /// What a landed segment pays: its prize, or 0 when its inventory has run out.
 /// Returns `(label, prize, inventory_exhausted)`, or `None` for a segment the wheel lacks.
-pub fn prize_for(state: &RoomState, wheel: &WheelConfig, segment: u32) -> Option<(String, u64, bool)> {
+pub fn prize_for(
+    state: &RoomState,
+    wheel: &WheelConfig,
+    segment: u32,
+) -> Option<(String, u64, bool)> {
     let config = wheel.segments.get(segment as usize)?;
-    let exhausted = state.inventory.get(&segment).is_some_and(|&remaining| remaining == 0);
+    let exhausted = state
+        .inventory
+        .get(&segment)
+        .is_some_and(|&remaining| remaining == 0);
     let prize = if exhausted { 0 } else { config.prize };
     Some((config.label.clone(), prize, exhausted))
 }
@@ -26,10 +33,12 @@ pub fn initial_inventory(wheel: &WheelConfig) -> BTreeMap<u32, u64> {
 
 /// The grant that already settled this player's spin, if it is still in the outbox.
 pub fn settled_grant<'a>(state: &'a RoomState, wheel: &str, nonce: u64) -> Option<&'a Grant> {
-    state
-        .outbox
-        .values()
-        .find(|grant| grant.settles.as_ref().is_some_and(|(w, n)| w == wheel && *n == nonce))
+    state.outbox.values().find(|grant| {
+        grant
+            .settles
+            .as_ref()
+            .is_some_and(|(w, n)| w == wheel && *n == nonce)
+    })
 }
 
 /// True when this spin was settled here before.

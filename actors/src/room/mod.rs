@@ -239,8 +239,9 @@ impl RoomRuntime {
             .wheel(&setup.variant)
             .ok_or_else(|| RoomError::MissingWheel(setup.variant.clone()))?
             .clone();
-        let (label, prize, exhausted) = logic::prize_for(self.journal.state(), &wheel, spin.segment)
-            .ok_or_else(|| RoomError::MissingWheel(setup.variant.clone()))?;
+        let (label, prize, exhausted) =
+            logic::prize_for(self.journal.state(), &wheel, spin.segment)
+                .ok_or_else(|| RoomError::MissingWheel(setup.variant.clone()))?;
         if logic::already_settled(self.journal.state(), &player, spin.nonce) {
             // A retry of a spin settled before: hand back the same grant.
             let grant = logic::settled_grant(self.journal.state(), &spin.wheel, spin.nonce)
@@ -274,7 +275,8 @@ impl RoomRuntime {
             .await
             .map_err(|error| RoomError::Store(error.to_string()))?;
         metrics::counter!("playtree_rewards_granted_total", "source" => "wheel").increment(1);
-        metrics::counter!("playtree_reward_coins_granted_total", "source" => "wheel").increment(prize);
+        metrics::counter!("playtree_reward_coins_granted_total", "source" => "wheel")
+            .increment(prize);
         self.broadcast(Event::Spin(SpinResult {
             room: self.room,
             player,
@@ -300,7 +302,9 @@ impl RoomRuntime {
         }
         if let Err(error) = self
             .journal
-            .persist(vec![RoomEvent::GrantDelivered { grant: grant.clone() }])
+            .persist(vec![RoomEvent::GrantDelivered {
+                grant: grant.clone(),
+            }])
             .await
         {
             // The grant stays in the outbox and is redelivered; the wallet dedups it.
@@ -326,8 +330,14 @@ impl RoomRuntime {
         let hub = &self.hub;
         let state = self.journal.state();
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
-        let anyone_connected = state.members.iter().any(|m| hub.connections.is_connected(m));
-        if anyone_connected || !state.outbox.is_empty() || idle_ms < hub.config.rooms.passivate_after_ms {
+        let anyone_connected = state
+            .members
+            .iter()
+            .any(|m| hub.connections.is_connected(m));
+        if anyone_connected
+            || !state.outbox.is_empty()
+            || idle_ms < hub.config.rooms.passivate_after_ms
+        {
             return;
         }
         hub.matchmaker.remove(self.room);

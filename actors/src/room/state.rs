@@ -33,8 +33,12 @@ pub enum RoomEvent {
         setup: RoomSetup,
         inventory: BTreeMap<u32, u64>,
     },
-    MemberJoined { player: String },
-    MemberLeft { player: String },
+    MemberJoined {
+        player: String,
+    },
+    MemberLeft {
+        player: String,
+    },
     /// A spin's prize was decided and its grant put in the outbox.
     SpinSettled {
         grant: Grant,
@@ -43,7 +47,9 @@ pub enum RoomEvent {
         segment: u32,
         inventory_exhausted: bool,
     },
-    GrantDelivered { grant: GrantId },
+    GrantDelivered {
+        grant: GrantId,
+    },
 }
 
 #[derive(Debug)]

@@ -40,7 +40,10 @@ pub fn draw_spin(
         .and_then(|index| u32::try_from(index).ok())
         .ok_or_else(|| {
             // Config validation rejects wheels whose weights sum to zero.
-            ErrorReply::new(ErrorCode::Internal, format!("wheel `{}` has no weight", wheel.id))
+            ErrorReply::new(
+                ErrorCode::Internal,
+                format!("wheel `{}` has no weight", wheel.id),
+            )
         })?;
     Ok((
         PendingSpin {
@@ -88,7 +91,13 @@ mod tests {
     fn check_draw(state: &mut SessionState, now_ms: u64) -> Result<PendingSpin, ErrorCode> {
         let (spin, day) =
             draw_spin(state, &test_wheel(), 1, "seed", now_ms).map_err(|error| error.code)?;
-        SessionEntity::apply(state, &SessionEvent::SpinDrawn { spin: spin.clone(), day });
+        SessionEntity::apply(
+            state,
+            &SessionEvent::SpinDrawn {
+                spin: spin.clone(),
+                day,
+            },
+        );
         Ok(spin)
     }
 
@@ -97,9 +106,15 @@ mod tests {
         let mut state = seeded();
         let wheel = test_wheel();
         for nonce in 0..u64::from(wheel.spins_per_day) {
-            assert_eq!(check_draw(&mut state, 10 * DAY_MS + 5).map(|s| s.nonce), Ok(nonce));
+            assert_eq!(
+                check_draw(&mut state, 10 * DAY_MS + 5).map(|s| s.nonce),
+                Ok(nonce)
+            );
         }
-        assert_eq!(check_draw(&mut state, 11 * DAY_MS - 1), Err(ErrorCode::DailySpinLimit));
+        assert_eq!(
+            check_draw(&mut state, 11 * DAY_MS - 1),
+            Err(ErrorCode::DailySpinLimit)
+        );
         assert_eq!(spins_left(&state, &wheel, 11 * DAY_MS - 1), 0);
         // The next UTC day: the count resets, the nonce keeps rising.
         assert_eq!(check_draw(&mut state, 11 * DAY_MS).map(|s| s.nonce), Ok(3));

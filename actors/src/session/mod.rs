@@ -142,10 +142,19 @@ impl SessionRuntime {
     }
 
     fn unknown_wheel(&self, name: &str) -> ErrorReply {
-        let known: Vec<&str> = self.hub.config.wheels.iter().map(|w| w.id.as_str()).collect();
+        let known: Vec<&str> = self
+            .hub
+            .config
+            .wheels
+            .iter()
+            .map(|w| w.id.as_str())
+            .collect();
         ErrorReply::new(
             ErrorCode::UnknownVariant,
-            format!("there is no wheel `{name}`; this server has: {}", known.join(", ")),
+            format!(
+                "there is no wheel `{name}`; this server has: {}",
+                known.join(", ")
+            ),
         )
     }
 
@@ -206,7 +215,10 @@ impl SessionRuntime {
         let (room, view) = joined.ok_or_else(|| {
             ErrorReply::new(
                 ErrorCode::NoRoomAvailable,
-                format!("every `{}` room tried was full; try again shortly", wheel.id),
+                format!(
+                    "every `{}` room tried was full; try again shortly",
+                    wheel.id
+                ),
             )
         })?;
         let mut events = Vec::new();
@@ -223,8 +235,14 @@ impl SessionRuntime {
             });
         }
         self.journal.persist(events).await.map_err(store_error)?;
-        let fairness = self.journal.state().wheels.get(&wheel.id).map(|f| f.info(hub.now_ms()));
-        let fairness = fairness.ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "seed missing after commit"))?;
+        let fairness = self
+            .journal
+            .state()
+            .wheels
+            .get(&wheel.id)
+            .map(|f| f.info(hub.now_ms()));
+        let fairness = fairness
+            .ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "seed missing after commit"))?;
         Ok(ReplyBody::RoomJoined(RoomJoined {
             room,
             kind,
@@ -269,20 +287,44 @@ impl SessionRuntime {
             .get(&room)
             .cloned()
             .ok_or_else(|| not_in_room(room))?;
-        let wheel = hub.config.wheel(&wheel_id).ok_or_else(|| self.unknown_wheel(&wheel_id))?;
+        let wheel = hub
+            .config
+            .wheel(&wheel_id)
+            .ok_or_else(|| self.unknown_wheel(&wheel_id))?;
         // Spins settle in nonce order: an earlier spin still unsettled goes first.
-        if self.journal.state().pending_spins.keys().any(|(w, _)| *w == wheel_id) {
+        if self
+            .journal
+            .state()
+            .pending_spins
+            .keys()
+            .any(|(w, _)| *w == wheel_id)
+        {
             self.retry_pending().await;
-            if self.journal.state().pending_spins.keys().any(|(w, _)| *w == wheel_id) {
+            if self
+                .journal
+                .state()
+                .pending_spins
+                .keys()
+                .any(|(w, _)| *w == wheel_id)
+            {
                 return Err(ErrorReply::new(
                     ErrorCode::Timeout,
                     "your previous spin is still being settled; try again in a few seconds",
                 ));
             }
         }
-        let (spin, day) = logic::draw_spin(self.journal.state(), wheel, room, &client_seed, hub.now_ms())?;
+        let (spin, day) = logic::draw_spin(
+            self.journal.state(),
+            wheel,
+            room,
+            &client_seed,
+            hub.now_ms(),
+        )?;
         self.journal
-            .persist(vec![SessionEvent::SpinDrawn { spin: spin.clone(), day }])
+            .persist(vec![SessionEvent::SpinDrawn {
+                spin: spin.clone(),
+                day,
+            }])
             .await
             .map_err(store_error)?;
         metrics::counter!("playtree_spins_total", "wheel" => wheel_id.clone()).increment(1);
@@ -326,7 +368,13 @@ impl SessionRuntime {
     }
 
     async fn retry_pending(&mut self) {
-        let pending: Vec<PendingSpin> = self.journal.state().pending_spins.values().cloned().collect();
+        let pending: Vec<PendingSpin> = self
+            .journal
+            .state()
+            .pending_spins
+            .values()
+            .cloned()
+            .collect();
         for spin in pending {
             if let Err(error) = self.settle(&spin).await {
                 tracing::warn!(player = %self.player, nonce = spin.nonce, room = spin.room, %error, "spin not settled yet; will retry");
@@ -365,7 +413,12 @@ impl SessionRuntime {
         }
         if let Err(error) = self
             .hub
-            .cast_room(source_room, RoomMsg::GrantAcked { grant: grant.id.clone() })
+            .cast_room(
+                source_room,
+                RoomMsg::GrantAcked {
+                    grant: grant.id.clone(),
+                },
+            )
             .await
         {
             tracing::warn!(player = %self.player, grant = %grant.id, %error, "acknowledgement not delivered; the room will redeliver");

@@ -69,9 +69,15 @@ impl PendingSpin {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionEvent {
     /// A fresh server seed for a wheel (the first one, or after a rotation).
-    SeedCommitted { wheel: String, server_seed: ServerSeed },
+    SeedCommitted {
+        wheel: String,
+        server_seed: ServerSeed,
+    },
     /// A spin was drawn on UTC day `day`.
-    SpinDrawn { spin: PendingSpin, day: u32 },
+    SpinDrawn {
+        spin: PendingSpin,
+        day: u32,
+    },
     /// A grant reached the wallet. `remember_max` bounds the remembered grant ids.
     Credited {
         grant: GrantId,
@@ -79,8 +85,13 @@ pub enum SessionEvent {
         settles: Option<SpinKey>,
         remember_max: usize,
     },
-    JoinedRoom { room: RoomId, wheel: String },
-    LeftRoom { room: RoomId },
+    JoinedRoom {
+        room: RoomId,
+        wheel: String,
+    },
+    LeftRoom {
+        room: RoomId,
+    },
 }
 
 #[derive(Debug)]

@@ -2,9 +2,7 @@
 //! The live path ([`Journal::persist`]) and recovery ([`Journal::open`]) run the same
 //! `apply`, so replay reproduces live state.
 
-use super::{
-    RECORD_FORMAT_VERSION, Store, StoreError, WriteOp, journal_key, snapshot_key,
-};
+use super::{RECORD_FORMAT_VERSION, Store, StoreError, WriteOp, journal_key, snapshot_key};
 use playtree_protocol::codec::{decode_record, encode_record};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,7 +40,10 @@ fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
-fn decode_value<T: DeserializeOwned>(key: impl Fn() -> String, bytes: &[u8]) -> Result<T, StoreError> {
+fn decode_value<T: DeserializeOwned>(
+    key: impl Fn() -> String,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&RECORD_FORMAT_VERSION, body)) => {
             decode_record(body).map_err(|error| StoreError::Corrupt {
@@ -67,10 +68,9 @@ impl<E: Entity> Journal<E> {
     pub async fn open(store: Store, id: &str, snapshot_every: u64) -> Result<Self, StoreError> {
         let stored = store.load(E::KIND, id).await?;
         let (mut seq, mut state) = match stored.snapshot {
-            Some(bytes) => decode_value::<(u64, E::State)>(
-                || format!("snapshot {}/{id}", E::KIND),
-                &bytes,
-            )?,
+            Some(bytes) => {
+                decode_value::<(u64, E::State)>(|| format!("snapshot {}/{id}", E::KIND), &bytes)?
+            }
             None => (0, E::State::default()),
         };
         let snapshot_seq = seq;
@@ -128,7 +128,10 @@ impl<E: Entity> Journal<E> {
         let mut next_state = self.state.clone();
         for (offset, event) in events.iter().enumerate() {
             let seq = self.seq + 1 + offset as u64;
-            ops.push(WriteOp::Put(journal_key(E::KIND, &self.id, seq), encode_value(event)?));
+            ops.push(WriteOp::Put(
+                journal_key(E::KIND, &self.id, seq),
+                encode_value(event)?,
+            ));
             E::apply(&mut next_state, event);
         }
         let last_seq = self.seq + events.len() as u64;
@@ -162,7 +165,8 @@ impl<E: Entity> Journal<E> {
             encode_value(&(seq, state))?,
         )];
         ops.extend(
-            (self.snapshot_seq + 1..=seq).map(|old| WriteOp::Delete(journal_key(E::KIND, &self.id, old))),
+            (self.snapshot_seq + 1..=seq)
+                .map(|old| WriteOp::Delete(journal_key(E::KIND, &self.id, old))),
         );
         Ok(ops)
     }

@@ -106,12 +106,13 @@ impl Store {
             let mut journal = Vec::new();
             for entry in db.scan_prefix(&journal_prefix) {
                 let (key, value) = entry?;
-                let seq_bytes: [u8; 8] = key[journal_prefix.len()..].try_into().map_err(|_| {
-                    StoreError::Corrupt {
-                        key: format!("{key:?}"),
-                        reason: "journal key does not end in an 8-byte sequence number".into(),
-                    }
-                })?;
+                let seq_bytes: [u8; 8] =
+                    key[journal_prefix.len()..]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt {
+                            key: format!("{key:?}"),
+                            reason: "journal key does not end in an 8-byte sequence number".into(),
+                        })?;
                 journal.push((u64::from_be_bytes(seq_bytes), value.to_vec()));
             }
             Ok(StoredEntity { snapshot, journal })

@@ -1,0 +1,61 @@
+//! Admin HTTP: `/metrics` (Prometheus text), `/healthz` (the process is up) and `/readyz`
+//! (it accepts players: not shutting down).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use playtree_actors::Hub;
+use std::sync::OnceLock;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use. `None` when another
+/// recorder was installed first (e.g. by an embedding program).
+pub fn prometheus() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                tracing::warn!(%error, "metrics recorder not installed; /metrics will be empty");
+                None
+            }
+        })
+        .clone()
+}
+
+#[derive(Clone, Debug)]
+struct AdminState {
+    hub: Hub,
+    metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(hub: Hub) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(AdminState {
+            hub,
+            metrics: prometheus(),
+        })
+}
+
+async fn metrics_text(State(state): State<AdminState>) -> (StatusCode, String) {
+    match &state.metrics {
+        Some(handle) => (StatusCode::OK, handle.render()),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n".into(),
+        ),
+    }
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.hub.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}

@@ -1,0 +1,285 @@
+//! Bearer-token authentication: JWTs issued by the operator's backend (HS256 with a shared
+//! secret, or EdDSA verified with a public key), and minting for development.
+
+use crate::config::AuthConfig;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use playtree_protocol::limits::TOKEN_BYTES_MAX;
+use playtree_protocol::{ErrorCode, ErrorReply, Role};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The claims Playtree reads. `sub` and `exp` are required; `iat` is required too because
+/// the server caps token lifetimes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// Who a valid token says the peer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub player_id: String,
+    pub role: Role,
+    pub expires_at_s: u64,
+}
+
+/// Why a token was refused: the wire code plus a reason for the log and the client.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{message}")]
+pub struct AuthError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl AuthError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AuthError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A short label for the auth-failures metric.
+    pub fn reason(&self) -> &'static str {
+        match self.code {
+            ErrorCode::TokenBadSignature => "bad_signature",
+            ErrorCode::TokenExpired => "expired",
+            ErrorCode::TokenWrongAudience => "wrong_audience",
+            ErrorCode::TokenWrongIssuer => "wrong_issuer",
+            ErrorCode::TokenLifetimeTooLong => "lifetime_too_long",
+            ErrorCode::TokenMissingClaim => "missing_claim",
+            _ => "malformed",
+        }
+    }
+
+    pub fn to_reply(&self) -> ErrorReply {
+        ErrorReply::new(self.code, self.message.clone())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a usable Ed25519 public key (PEM): {reason}")]
+    BadKey { path: String, reason: String },
+    #[error("writing the development secret to {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no randomness for the development secret: {0}")]
+    Entropy(String),
+}
+
+/// Verifies tokens (and, with a shared secret, mints them).
+pub struct Authenticator {
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    validation: Validation,
+    max_lifetime_s: u64,
+    config: AuthConfig,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("algorithm", &self.validation.algorithms)
+            .field("can_mint", &self.encoding.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+const DEV_SECRET_FILE: &str = "dev-jwt-secret";
+
+impl Authenticator {
+    /// Builds the verifier from config. With neither a secret nor a public key configured,
+    /// a development secret is generated in `data_dir` and reused on later starts.
+    pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Authenticator, KeyError> {
+        if !config.eddsa_public_key_pem.is_empty() {
+            let path = &config.eddsa_public_key_pem;
+            let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let decoding = DecodingKey::from_ed_pem(&pem).map_err(|error| KeyError::BadKey {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+            return Ok(Self::build(config, Algorithm::EdDSA, decoding, None));
+        }
+        let secret = if config.hs256_secret.is_empty() {
+            dev_secret(data_dir)?
+        } else {
+            config.hs256_secret.clone().into_bytes()
+        };
+        Ok(Self::build(
+            config,
+            Algorithm::HS256,
+            DecodingKey::from_secret(&secret),
+            Some(EncodingKey::from_secret(&secret)),
+        ))
+    }
+
+    /// An EdDSA verifier from a PEM public key already in memory.
+    pub fn from_ed_public_pem(config: &AuthConfig, pem: &[u8]) -> Result<Authenticator, KeyError> {
+        let decoding = DecodingKey::from_ed_pem(pem).map_err(|error| KeyError::BadKey {
+            path: "(in memory)".into(),
+            reason: error.to_string(),
+        })?;
+        Ok(Self::build(config, Algorithm::EdDSA, decoding, None))
+    }
+
+    fn build(
+        config: &AuthConfig,
+        algorithm: Algorithm,
+        decoding: DecodingKey,
+        encoding: Option<EncodingKey>,
+    ) -> Authenticator {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = config.leeway_s;
+        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        if config.issuer.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&[&config.issuer]);
+        }
+        if config.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&config.audience]);
+        }
+        Authenticator {
+            decoding,
+            encoding,
+            validation,
+            max_lifetime_s: config.max_lifetime_s,
+            config: config.clone(),
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(AuthError::new(
+                ErrorCode::TokenMalformed,
+                format!(
+                    "the token has {} bytes; at most {TOKEN_BYTES_MAX} are accepted",
+                    token.len()
+                ),
+            ));
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|error| classify(error.kind()))?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sub.len() > 128 {
+            return Err(AuthError::new(
+                ErrorCode::TokenMissingClaim,
+                "the token's `sub` (player id) must have 1 to 128 bytes",
+            ));
+        }
+        let lifetime_s = claims.exp.saturating_sub(claims.iat);
+        if lifetime_s > self.max_lifetime_s {
+            return Err(AuthError::new(
+                ErrorCode::TokenLifetimeTooLong,
+                format!(
+                    "the token lives {lifetime_s} s (exp - iat); this server accepts at most {} s",
+                    self.max_lifetime_s
+                ),
+            ));
+        }
+        Ok(Identity {
+            player_id: claims.sub,
+            role: claims.role,
+            expires_at_s: claims.exp,
+        })
+    }
+
+    /// Mints a token (development and tests). Needs a shared secret.
+    pub fn mint(&self, player: &str, role: Role, now_s: u64, lifetime_s: u64) -> Option<String> {
+        let encoding = self.encoding.as_ref()?;
+        let claims = Claims {
+            sub: player.to_owned(),
+            iat: now_s,
+            exp: now_s + lifetime_s,
+            iss: (!self.config.issuer.is_empty()).then(|| self.config.issuer.clone()),
+            aud: (!self.config.audience.is_empty()).then(|| self.config.audience.clone()),
+            role,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding).ok()
+    }
+}
+
+fn classify(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature => AuthError::new(
+            ErrorCode::TokenBadSignature,
+            "the token's signature does not verify with this server's key",
+        ),
+        ErrorKind::ExpiredSignature => AuthError::new(
+            ErrorCode::TokenExpired,
+            "the token has expired; get a fresh one from your backend",
+        ),
+        ErrorKind::InvalidAudience => AuthError::new(
+            ErrorCode::TokenWrongAudience,
+            "the token's `aud` is not this server's audience",
+        ),
+        ErrorKind::InvalidIssuer => AuthError::new(
+            ErrorCode::TokenWrongIssuer,
+            "the token's `iss` is not the issuer this server trusts",
+        ),
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::new(
+            ErrorCode::TokenMissingClaim,
+            format!("the token lacks the required claim `{claim}`"),
+        ),
+        ErrorKind::InvalidAlgorithm => AuthError::new(
+            ErrorCode::TokenBadSignature,
+            "the token is signed with an algorithm this server does not accept",
+        ),
+        other => AuthError::new(
+            ErrorCode::TokenMalformed,
+            format!("the token is not a well-formed JWT with Playtree claims ({other:?})"),
+        ),
+    }
+}
+
+/// Reads the development secret from `data_dir`, creating it on first use.
+fn dev_secret(data_dir: &Path) -> Result<Vec<u8>, KeyError> {
+    let path = data_dir.join(DEV_SECRET_FILE);
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().as_bytes().to_vec()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(KeyError::Read {
+                path: shown,
+                source,
+            });
+        }
+    }
+    let mut bytes = [0u8; 32];
+    crate::clock::fill_random(&mut bytes).map_err(KeyError::Entropy)?;
+    let secret = hex::encode(bytes);
+    std::fs::create_dir_all(data_dir).map_err(|source| KeyError::Write {
+        path: shown.clone(),
+        source,
+    })?;
+    std::fs::write(&path, &secret).map_err(|source| KeyError::Write {
+        path: shown.clone(),
+        source,
+    })?;
+    tracing::info!(path = %shown, "generated a development JWT secret");
+    Ok(secret.into_bytes())
+}

@@ -1,0 +1,202 @@
+//! Server configuration: the embedded `config/playtree.toml`, then an optional file, then
+//! `PLAYTREE_<SECTION>__<KEY>` environment variables. Errors name the bad key.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use playtree_actors::GameConfig;
+use playtree_actors::config::{
+    ActorsConfig, ConfigError, RoomsConfig, SessionConfig, StoreConfig, WheelConfig,
+};
+use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const EMBEDDED_CONFIG: &str = include_str!("../config/playtree.toml");
+
+/// The config as the file spells it. The game sections are plain fields (not a flattened
+/// `GameConfig`) so that a bad value's error names its full key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    server: ListenConfig,
+    limits: LimitsConfig,
+    auth: AuthConfig,
+    actors: ActorsConfig,
+    session: SessionConfig,
+    rooms: RoomsConfig,
+    store: StoreConfig,
+    wheels: Vec<WheelConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub server: ListenConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub game: GameConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub connections_max: usize,
+    pub frame_bytes_max: usize,
+    pub hello_timeout_ms: u64,
+    pub outbound_frames_max: usize,
+    pub requests_in_flight_max: usize,
+    pub heartbeat_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub hs256_secret: String,
+    pub eddsa_public_key_pem: String,
+    pub issuer: String,
+    pub audience: String,
+    pub max_lifetime_s: u64,
+    pub dev_token_lifetime_s: u64,
+    pub leeway_s: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid config: {0}")]
+    Figment(String),
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+impl ServerConfig {
+    /// Embedded defaults, overridden by `file` (if given), then by the environment.
+    pub fn load(file: Option<&Path>) -> Result<ServerConfig, LoadError> {
+        let mut figment = Figment::from(Toml::string(EMBEDDED_CONFIG));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(LoadError::File {
+                    path: path.to_owned(),
+                    reason: "no such file".into(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("PLAYTREE_").split("__"));
+        Self::extract(figment)
+    }
+
+    /// Embedded defaults overridden by a TOML string (for tests and tools).
+    pub fn from_toml_overrides(overrides: &str) -> Result<ServerConfig, LoadError> {
+        Self::extract(Figment::from(Toml::string(EMBEDDED_CONFIG)).merge(Toml::string(overrides)))
+    }
+
+    fn extract(figment: Figment) -> Result<ServerConfig, LoadError> {
+        let file: ConfigFile = figment.extract().map_err(|error| {
+            let key = error.path.join(".");
+            LoadError::Figment(if key.is_empty() {
+                error.to_string()
+            } else {
+                format!("`{key}`: {error}")
+            })
+        })?;
+        let config = ServerConfig {
+            server: file.server,
+            limits: file.limits,
+            auth: file.auth,
+            game: GameConfig {
+                actors: file.actors,
+                session: file.session,
+                rooms: file.rooms,
+                store: file.store,
+                wheels: file.wheels,
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        let limits = &self.limits;
+        if limits.frame_bytes_max == 0 || limits.frame_bytes_max > FRAME_BYTES_HARD_MAX {
+            return Err(invalid(
+                "limits.frame_bytes_max",
+                "must be between 1 and 1048576",
+            ));
+        }
+        for (key, value) in [
+            ("limits.connections_max", limits.connections_max as u64),
+            ("limits.hello_timeout_ms", limits.hello_timeout_ms),
+            (
+                "limits.outbound_frames_max",
+                limits.outbound_frames_max as u64,
+            ),
+            (
+                "limits.requests_in_flight_max",
+                limits.requests_in_flight_max as u64,
+            ),
+            ("limits.heartbeat_interval_ms", limits.heartbeat_interval_ms),
+            ("auth.max_lifetime_s", self.auth.max_lifetime_s),
+            ("auth.dev_token_lifetime_s", self.auth.dev_token_lifetime_s),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.auth.dev_token_lifetime_s > self.auth.max_lifetime_s {
+            return Err(invalid(
+                "auth.dev_token_lifetime_s",
+                "must not exceed auth.max_lifetime_s",
+            ));
+        }
+        self.game.validate()
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.server.data_dir.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_config_is_valid() {
+        let config = ServerConfig::from_toml_overrides("").expect("embedded config loads");
+        assert_eq!(config.game.wheels[0].id, "classic");
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let error = ServerConfig::from_toml_overrides("[limits]\nframe_bytes_max = 0")
+            .expect_err("zero frame size is refused");
+        assert!(
+            error.to_string().contains("limits.frame_bytes_max"),
+            "{error}"
+        );
+        let error = ServerConfig::from_toml_overrides("[limits]\nframe_bytes_maxx = 1")
+            .expect_err("typo is refused");
+        assert!(error.to_string().contains("frame_bytes_maxx"), "{error}");
+        let error =
+            ServerConfig::from_toml_overrides("[limitz]\nx = 1").expect_err("unknown section");
+        assert!(error.to_string().contains("limitz"), "{error}");
+        let error = ServerConfig::from_toml_overrides("[session]\npassivate_after_ms = \"soon\"")
+            .expect_err("wrong type");
+        assert!(error.to_string().contains("passivate_after_ms"), "{error}");
+    }
+}

@@ -1,0 +1,432 @@
+//! The websocket gateway: one task per connection. It runs the handshake (Hello within a
+//! timeout, version check, token check), forwards requests to the player's session, and
+//! writes everything queued for the connection in batches. Bad input gets an error frame
+//! and, where the error ends the connection, a close with the documented code.
+
+use crate::auth::Authenticator;
+use crate::config::LimitsConfig;
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use playtree_actors::session::SessionMsg;
+use playtree_actors::{Hub, OutFrame, Outbound};
+use playtree_protocol::codec::{decode_client, encode_server};
+use playtree_protocol::{
+    ClientFrame, DecodeError, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, ServerFrame, Welcome,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tracing::Instrument;
+
+type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+type Source = SplitStream<WebSocketStream<TcpStream>>;
+
+/// Most queued frames written before one flush.
+const WRITE_BATCH_FRAMES_MAX: usize = 64;
+/// Heartbeat intervals of silence after which a connection is closed.
+const SILENT_INTERVALS_MAX: u32 = 3;
+
+#[derive(Debug)]
+pub struct Gateway {
+    pub hub: Hub,
+    pub auth: Authenticator,
+    pub limits: LimitsConfig,
+    pub open_connections: AtomicUsize,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Gateway {
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .max_message_size(Some(self.limits.frame_bytes_max))
+            .max_frame_size(Some(self.limits.frame_bytes_max))
+    }
+}
+
+/// Why a connection ends early, with the frame that tells the client.
+struct Refusal(ErrorReply);
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal(ErrorReply::new(code, message))
+    }
+}
+
+pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+    let connection = gateway.hub.connections.next_connection_id();
+    let span = tracing::info_span!("connection", %peer, connection, player = tracing::field::Empty);
+    async move {
+        let open = gateway.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!("playtree_connections_open").set(open as f64);
+        metrics::counter!("playtree_connections_total").increment(1);
+        match tokio_tungstenite::accept_async_with_config(stream, Some(gateway.websocket_config()))
+            .await
+        {
+            Ok(websocket) => {
+                let (sink, source) = websocket.split();
+                if open > gateway.limits.connections_max {
+                    let mut sink = sink;
+                    refuse(
+                        &mut sink,
+                        Refusal::new(
+                            ErrorCode::TooManyConnections,
+                            format!(
+                                "the server holds its maximum of {} connections; retry later",
+                                gateway.limits.connections_max
+                            ),
+                        ),
+                    )
+                    .await;
+                } else {
+                    run_connection(&gateway, connection, sink, source).await;
+                }
+            }
+            Err(error) => tracing::debug!(%error, "websocket handshake failed"),
+        }
+        let open = gateway.open_connections.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("playtree_connections_open").set(open as f64);
+    }
+    .instrument(span)
+    .await;
+}
+
+fn frame_bytes(frame: &ServerFrame) -> Bytes {
+    Bytes::from(encode_server(frame))
+}
+
+/// Sends an error frame, then the close code it calls for (if any).
+async fn refuse(sink: &mut Sink, refusal: Refusal) {
+    let error = refusal.0;
+    metrics::counter!("playtree_protocol_errors_total", "code" => error.code.as_u16().to_string())
+        .increment(1);
+    tracing::info!(code = error.code.as_u16(), message = %error.message, "refusing");
+    let _ = sink
+        .send(Message::Binary(frame_bytes(&ServerFrame::Error(
+            error.clone(),
+        ))))
+        .await;
+    metrics::counter!("playtree_frames_out_total", "type" => "error").increment(1);
+    if let Some(close) = error.code.close_code() {
+        let mut reason = error.message;
+        // A close frame's reason must fit in 123 bytes.
+        while reason.len() > 120 {
+            reason.pop();
+        }
+        let frame = CloseFrame {
+            code: WsCloseCode::from(close.as_u16()),
+            reason: reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+    let _ = sink.close().await;
+}
+
+/// The refusal for a websocket read that failed or brought a non-binary message.
+fn refusal_for_read(result: Option<Result<Message, WsError>>, limit: usize) -> Option<Refusal> {
+    match result {
+        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+            metrics::counter!("playtree_frames_in_total", "type" => "oversize").increment(1);
+            Some(Refusal::new(
+                ErrorCode::FrameTooLarge,
+                format!("a frame of {size} bytes exceeds the limit of {max_size} bytes"),
+            ))
+        }
+        Some(Ok(Message::Text(_))) => {
+            metrics::counter!("playtree_frames_in_total", "type" => "text").increment(1);
+            Some(Refusal::new(
+                ErrorCode::TextFrameRejected,
+                "text messages are not accepted; send bincode frames as binary messages (see PROTOCOL.md)",
+            ))
+        }
+        Some(Ok(Message::Binary(bytes))) if bytes.len() > limit => Some(Refusal::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "a frame of {} bytes exceeds the limit of {limit} bytes",
+                bytes.len()
+            ),
+        )),
+        _ => None,
+    }
+}
+
+fn decode_refusal(error: DecodeError) -> Refusal {
+    metrics::counter!("playtree_frames_in_total", "type" => "malformed").increment(1);
+    match error {
+        DecodeError::TooLarge { len, limit } => Refusal::new(
+            ErrorCode::FrameTooLarge,
+            format!("a frame of {len} bytes exceeds the limit of {limit} bytes"),
+        ),
+        other => Refusal::new(
+            ErrorCode::MalformedFrame,
+            format!("the frame is not a valid ClientFrame: {other}"),
+        ),
+    }
+}
+
+/// Waits for `Hello` and checks version and token.
+async fn handshake(
+    gateway: &Gateway,
+    source: &mut Source,
+) -> Result<(Hello, crate::auth::Identity), Refusal> {
+    let limits = &gateway.limits;
+    let deadline = Instant::now() + Duration::from_millis(limits.hello_timeout_ms);
+    let hello = loop {
+        let read = tokio::time::timeout_at(deadline, source.next())
+            .await
+            .map_err(|_| {
+                Refusal::new(
+                    ErrorCode::HelloTimeout,
+                    format!(
+                        "no Hello within {} ms of connecting",
+                        limits.hello_timeout_ms
+                    ),
+                )
+            })?;
+        match read {
+            Some(Ok(Message::Binary(bytes))) if bytes.len() <= limits.frame_bytes_max => {
+                match decode_client(&bytes, limits.frame_bytes_max).map_err(decode_refusal)? {
+                    ClientFrame::Hello(hello) => {
+                        metrics::counter!("playtree_frames_in_total", "type" => "hello")
+                            .increment(1);
+                        break hello;
+                    }
+                    other => {
+                        metrics::counter!("playtree_frames_in_total", "type" => other.kind_name())
+                            .increment(1);
+                        return Err(Refusal::new(
+                            ErrorCode::HelloExpected,
+                            "the first frame of a connection must be Hello",
+                        ));
+                    }
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            None | Some(Ok(Message::Close(_))) => {
+                return Err(Refusal::new(
+                    ErrorCode::HelloExpected,
+                    "closed before Hello",
+                ));
+            }
+            other => {
+                return Err(
+                    refusal_for_read(other, limits.frame_bytes_max).unwrap_or_else(|| {
+                        Refusal::new(
+                            ErrorCode::MalformedFrame,
+                            "the connection failed before Hello",
+                        )
+                    }),
+                );
+            }
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Refusal::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "this server speaks protocol version {PROTOCOL_VERSION}; the client sent {}",
+                hello.protocol_version
+            ),
+        ));
+    }
+    let identity = gateway.auth.verify(&hello.token).map_err(|error| {
+        metrics::counter!("playtree_auth_failures_total", "reason" => error.reason()).increment(1);
+        Refusal(error.to_reply())
+    })?;
+    Ok((hello, identity))
+}
+
+async fn run_connection(
+    gateway: &Arc<Gateway>,
+    connection: u64,
+    mut sink: Sink,
+    mut source: Source,
+) {
+    let (_hello, identity) = match handshake(gateway, &mut source).await {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refuse(&mut sink, refusal).await,
+    };
+    let player = identity.player_id.clone();
+    tracing::Span::current().record("player", player.as_str());
+    let hub = &gateway.hub;
+    let (outbound, mut receiver) =
+        Outbound::channel(connection, gateway.limits.outbound_frames_max);
+    hub.connections.attach(&player, outbound.clone());
+    let welcome = hub
+        .call_session(&player, |reply| SessionMsg::Connect { reply })
+        .await;
+    let welcome = match welcome {
+        Ok(welcome) => welcome,
+        Err(error) => {
+            hub.connections.detach(&player, connection);
+            return refuse(&mut sink, Refusal(error.to_reply())).await;
+        }
+    };
+    let welcome = ServerFrame::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        player_id: player.clone(),
+        role: identity.role,
+        player_stream_epoch: welcome.player_stream_epoch,
+        server_time_ms: hub.now_ms(),
+        heartbeat_interval_ms: u32::try_from(gateway.limits.heartbeat_interval_ms)
+            .unwrap_or(u32::MAX),
+        token_expires_ms: identity.expires_at_s.saturating_mul(1000),
+    });
+    if sink
+        .send(Message::Binary(frame_bytes(&welcome)))
+        .await
+        .is_err()
+    {
+        hub.connections.detach(&player, connection);
+        return;
+    }
+    metrics::counter!("playtree_frames_out_total", "type" => "welcome").increment(1);
+    tracing::info!(role = ?identity.role, "welcomed");
+
+    let in_flight = Arc::new(Semaphore::new(gateway.limits.requests_in_flight_max));
+    let heartbeat_period = Duration::from_millis(gateway.limits.heartbeat_interval_ms);
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut shutdown = gateway.shutdown.clone();
+    let slow = receiver.slow.clone();
+    let frame_limit = gateway.limits.frame_bytes_max;
+
+    let refusal = loop {
+        tokio::select! {
+            queued = receiver.frames.recv() => {
+                let Some(first) = queued else { break None };
+                if write_batch(&mut sink, &mut receiver.frames, first).await.is_err() {
+                    break None;
+                }
+            }
+            _ = slow.wait() => {
+                break Some(Refusal::new(
+                    ErrorCode::SlowConsumer,
+                    "the connection fell too far behind its events",
+                ));
+            }
+            read = source.next() => {
+                last_heard = Instant::now();
+                match read {
+                    Some(Ok(Message::Binary(bytes))) if bytes.len() <= frame_limit => {
+                        match decode_client(&bytes, frame_limit) {
+                            Ok(ClientFrame::Request { req_id, request }) => {
+                                metrics::counter!("playtree_frames_in_total", "type" => request.kind_name()).increment(1);
+                                dispatch(gateway, &player, &outbound, &in_flight, req_id, request);
+                            }
+                            Ok(ClientFrame::Hello(_)) => {
+                                metrics::counter!("playtree_frames_in_total", "type" => "hello").increment(1);
+                                break Some(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
+                            }
+                            Err(error) => break Some(decode_refusal(error)),
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    None | Some(Ok(Message::Close(_))) => break None,
+                    Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) | WsError::Protocol(_))) => break None,
+                    other => break refusal_for_read(other, frame_limit),
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > heartbeat_period * SILENT_INTERVALS_MAX {
+                    tracing::info!("closing a silent connection");
+                    break None;
+                }
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break None;
+                }
+            }
+            _ = shutdown.changed() => {
+                break Some(Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down; reconnect in a moment"));
+            }
+        }
+    };
+    hub.connections.detach(&player, connection);
+    match refusal {
+        Some(refusal) => refuse(&mut sink, refusal).await,
+        None => {
+            let _ = sink.close().await;
+        }
+    }
+    tracing::info!("connection closed");
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn write_batch(
+    sink: &mut Sink,
+    frames: &mut tokio::sync::mpsc::Receiver<OutFrame>,
+    first: OutFrame,
+) -> Result<(), WsError> {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(frame) = next.take() {
+        metrics::counter!("playtree_frames_out_total", "type" => frame.kind).increment(1);
+        sink.feed(Message::Binary(frame.bytes)).await?;
+        written += 1;
+        if written < WRITE_BATCH_FRAMES_MAX {
+            next = frames.try_recv().ok();
+        }
+    }
+    sink.flush().await
+}
+
+/// Runs one request on its own task (bounded per connection) and queues the reply.
+fn dispatch(
+    gateway: &Arc<Gateway>,
+    player: &str,
+    outbound: &Outbound,
+    in_flight: &Arc<Semaphore>,
+    req_id: u32,
+    request: playtree_protocol::Request,
+) {
+    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+        let reply = ServerFrame::Reply {
+            req_id,
+            result: Err(ErrorReply::new(
+                ErrorCode::TooManyRequestsInFlight,
+                format!(
+                    "at most {} requests may be in flight on one connection; wait for replies",
+                    gateway.limits.requests_in_flight_max
+                ),
+            )),
+        };
+        metrics::counter!("playtree_rate_limited_total", "limit" => "requests_in_flight")
+            .increment(1);
+        outbound.push("reply", frame_bytes(&reply));
+        return;
+    };
+    let hub = gateway.hub.clone();
+    let player = player.to_owned();
+    let outbound = outbound.clone();
+    tokio::spawn(
+        async move {
+            let kind = request.kind_name();
+            let result = match hub
+                .call_session(&player, |reply| SessionMsg::Request {
+                    request: request.clone(),
+                    reply,
+                })
+                .await
+            {
+                Ok(result) => result,
+                Err(error) => Err(error.to_reply()),
+            };
+            if let Err(error) = &result {
+                metrics::counter!("playtree_request_errors_total", "request" => kind, "code" => error.code.as_u16().to_string()).increment(1);
+            }
+            outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
+            drop(permit);
+        }
+        .in_current_span(),
+    );
+}
