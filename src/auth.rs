@@ -13,8 +13,12 @@ use std::path::Path;
 /// the server caps token lifetimes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
+    // Defaults let a missing `sub` or `iat` reach the explicit check below and get the
+    // "missing claim" code instead of failing deserialization as "malformed".
+    #[serde(default)]
     pub sub: String,
     pub exp: u64,
+    #[serde(default)]
     pub iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
@@ -183,6 +187,12 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| classify(error.kind()))?;
         let claims = data.claims;
+        if claims.iat == 0 {
+            return Err(AuthError::new(
+                ErrorCode::TokenMissingClaim,
+                "the token lacks the required claim `iat`",
+            ));
+        }
         if claims.sub.is_empty() || claims.sub.len() > 128 {
             return Err(AuthError::new(
                 ErrorCode::TokenMissingClaim,

@@ -1,0 +1,156 @@
+//! A real server on 127.0.0.1 (port 0), a temp data dir, and token minting.
+#![allow(dead_code)]
+
+use playtree::auth::{Authenticator, Claims};
+use playtree::{Environment, RunningServer, ServerConfig};
+use playtree_client::{Client, ClientError, Events};
+use playtree_protocol::Role;
+use std::time::Duration;
+use tempfile::TempDir;
+
+pub const SECRET: &str = "integration-test-secret";
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A wheel whose every segment pays, so that credits are visible.
+pub const TEST_WHEEL: &str = r#"
+[[wheels]]
+id = "test"
+spins_per_day = 4
+segments = [
+  { label = "ten", prize = 10, weight = 1 },
+  { label = "twenty", prize = 20, weight = 1 },
+  { label = "thirty", prize = 30, weight = 1 },
+]
+"#;
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub dir: TempDir,
+    pub config: ServerConfig,
+}
+
+pub fn base_overrides(dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nshutdown_grace_ms = 5000\n\n[auth]\nhs256_secret = \"{SECRET}\"\n{extra}\n",
+        dir.display()
+    )
+}
+
+impl TestServer {
+    pub async fn start(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = ServerConfig::from_toml_overrides(&base_overrides(dir.path(), extra))
+            .expect("test config");
+        let server = playtree::start(config.clone(), Environment::default())
+            .await
+            .expect("server starts");
+        TestServer {
+            server: Some(server),
+            dir,
+            config,
+        }
+    }
+
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.running().ws_addr)
+    }
+
+    pub fn token(&self, player: &str) -> String {
+        mint(&self.config, player, now_s(), 600)
+    }
+
+    pub async fn connect(&self, player: &str) -> (Client, Events) {
+        tokio::time::timeout(WAIT, Client::connect(&self.url(), &self.token(player)))
+            .await
+            .expect("connect in time")
+            .expect("connects")
+    }
+
+    pub async fn connect_with_token(&self, token: &str) -> Result<(Client, Events), ClientError> {
+        tokio::time::timeout(WAIT, Client::connect(&self.url(), token))
+            .await
+            .expect("connect in time")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.running().admin_addr, path).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(WAIT, server.shutdown())
+                .await
+                .expect("shutdown in time");
+        }
+    }
+}
+
+pub fn now_s() -> u64 {
+    playtree::clock::now_s()
+}
+
+pub fn mint(config: &ServerConfig, player: &str, iat: u64, lifetime_s: u64) -> String {
+    let auth = Authenticator::from_config(&config.auth, &config.server.data_dir).expect("auth");
+    auth.mint(player, Role::Player, iat, lifetime_s)
+        .expect("mint")
+}
+
+/// Signs arbitrary claims with `secret` (HS256).
+pub fn sign(claims: &Claims, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// A minimal HTTP/1.1 GET, enough for the admin endpoints.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("admin connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    };
+    let response = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("admin answers in time");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The next event matching `predicate`, within the wait bound.
+pub async fn next_event<T>(
+    events: &mut Events,
+    mut predicate: impl FnMut(&playtree_protocol::EventEnvelope) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = events.next().await.expect("connection stays open");
+            if let Some(found) = predicate(&event) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("event arrives in time")
+}

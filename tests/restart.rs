@@ -1,0 +1,130 @@
+//! Stop the real binary with SIGTERM and start it again on the same data directory:
+//! wallets, spin nonces, daily spin counts and seed commitments are all still there.
+
+mod common;
+
+use common::{WAIT, base_overrides};
+use playtree_client::Client;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Process {
+    child: Child,
+    ws: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config_path: &std::path::Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_playtree"))
+        .args([
+            "--config",
+            config_path.to_str().expect("utf-8 path"),
+            "serve",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    // The first stdout line names the bound addresses. A reader thread bounds the wait.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let line = receiver
+        .recv_timeout(WAIT * 3)
+        .expect("server prints its addresses");
+    let ws = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("ws="))
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    Process { child, ws }
+}
+
+fn sigterm_and_wait(mut process: Process) {
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + WAIT * 2;
+    loop {
+        if let Some(status) = process.child.try_wait().expect("wait") {
+            assert!(status.success(), "server exited with {status}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_sigterm_and_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("playtree.toml");
+    std::fs::write(
+        &config_path,
+        base_overrides(&dir.path().join("data"), common::TEST_WHEEL),
+    )
+    .expect("config");
+    let config = playtree::ServerConfig::load(Some(&config_path)).expect("config loads");
+    let token = common::mint(&config, "alice", common::now_s(), 600);
+
+    let first = start(&config_path);
+    let (alice, _events) = Client::connect(&format!("ws://{}", first.ws), &token)
+        .await
+        .expect("connect");
+    let joined = alice.quick_join_wheel(Some("test")).await.expect("join");
+    let first_spin = alice.spin(joined.room, "one").await.expect("spin");
+    let second_spin = alice.spin(joined.room, "two").await.expect("spin");
+    let balance = alice.wallet().await.expect("wallet");
+    assert_eq!(balance, first_spin.prize + second_spin.prize);
+    drop(alice);
+    sigterm_and_wait(first);
+
+    let second = start(&config_path);
+    let (alice, _events) = Client::connect(&format!("ws://{}", second.ws), &token)
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        alice.wallet().await.expect("wallet"),
+        balance,
+        "wallet survives"
+    );
+    let rejoined = alice.quick_join_wheel(Some("test")).await.expect("rejoin");
+    assert_eq!(rejoined.room, joined.room, "membership survives");
+    assert_eq!(
+        rejoined.fairness.commitment, joined.fairness.commitment,
+        "seed commitment survives"
+    );
+    assert_eq!(rejoined.fairness.next_nonce, 2, "spin nonce survives");
+    assert_eq!(
+        rejoined.fairness.spins_today, 2,
+        "daily spin count survives"
+    );
+    let third = alice.spin(joined.room, "three").await.expect("spin");
+    assert_eq!(third.nonce, 2);
+    assert_eq!(third.spins_left_today, 1);
+
+    // The seed committed before the restart still explains the spins made before it.
+    let reveal = alice.rotate_seed("test").await.expect("rotate");
+    let wheel = rejoined.wheel.clone();
+    for spin in [&first_spin, &second_spin, &third] {
+        playtree_client::verify_spin(&wheel, spin, &reveal.revealed_seed).expect("verifies");
+    }
+    sigterm_and_wait(second);
+}
