@@ -120,11 +120,36 @@ async fn state_survives_sigterm_and_restart() {
     assert_eq!(third.nonce, 2);
     assert_eq!(third.spins_left_today, 1);
 
-    // The seed committed before the restart still explains the spins made before it.
+    let balance = alice.wallet().await.expect("wallet");
+    drop(alice);
+
+    // A crash (SIGKILL, no snapshot, no final flush) loses nothing that was acknowledged:
+    // replies are sent only after their events are durable.
+    let mut crashed = second;
+    crashed.child.kill().expect("SIGKILL");
+    crashed.child.wait().expect("reaped");
+    let third_process = start(&config_path);
+    let (alice, _events) = Client::connect(&format!("ws://{}", third_process.ws), &token)
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        alice.wallet().await.expect("wallet"),
+        balance,
+        "wallet survives a crash"
+    );
+    let rejoined = alice.quick_join_wheel(Some("test")).await.expect("rejoin");
+    assert_eq!(rejoined.fairness.next_nonce, 3, "nonce survives a crash");
+    assert_eq!(
+        rejoined.fairness.spins_today, 3,
+        "daily count survives a crash"
+    );
+
+    // The seed committed before both restarts still explains every spin made under it.
     let reveal = alice.rotate_seed("test").await.expect("rotate");
+    assert_eq!(reveal.revealed_commitment, joined.fairness.commitment);
     let wheel = rejoined.wheel.clone();
     for spin in [&first_spin, &second_spin, &third] {
         playtree_client::verify_spin(&wheel, spin, &reveal.revealed_seed).expect("verifies");
     }
-    sigterm_and_wait(second);
+    sigterm_and_wait(third_process);
 }

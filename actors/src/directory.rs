@@ -170,7 +170,6 @@ impl<M: Message> Directory<M> {
                     // The old instance finishes its queue and snapshots; it must be gone
                     // before a new one reads the store.
                     let _ = old.wait(Some(stop_wait)).await;
-                    self.forget(old.get_id());
                 }
                 self.slots
                     .remove_if(id, |_, current| Arc::ptr_eq(current, &slot));
@@ -211,7 +210,16 @@ impl<M: Message> Directory<M> {
         }
     }
 
-    /// Removes a stopped actor from the directory.
+    /// Drops the slot of an actor a caller found stopped, so the next lookup activates
+    /// a fresh one. The actor's id mapping stays for its supervisor, which decides about
+    /// restarts when the stop event arrives.
+    pub fn discard(&self, actor_id: ActorId) {
+        if let Some(id) = self.ids_by_actor.get(&actor_id).map(|id| id.clone()) {
+            self.slots.remove_if(&id, |_, slot| slot.holds(actor_id));
+        }
+    }
+
+    /// Removes a stopped actor from the directory (its supervisor calls this).
     pub fn forget(&self, actor_id: ActorId) -> Option<String> {
         let (_, id) = self.ids_by_actor.remove(&actor_id)?;
         self.slots.remove_if(&id, |_, slot| slot.holds(actor_id));

@@ -248,7 +248,7 @@ impl Hub {
                 Err(error) => {
                     message = returned_message(error).ok_or(HubError::ShuttingDown)?;
                     let _ = actor.wait(Some(self.call_timeout())).await;
-                    self.sessions.forget(actor.get_id());
+                    self.sessions.discard(actor.get_id());
                 }
             }
         }
@@ -268,7 +268,7 @@ impl Hub {
                 Err(error) => {
                     message = returned_message(error).ok_or(HubError::ShuttingDown)?;
                     let _ = actor.wait(Some(self.call_timeout())).await;
-                    self.rooms.forget(actor.get_id());
+                    self.rooms.discard(actor.get_id());
                 }
             }
         }
@@ -322,6 +322,14 @@ impl Hub {
                 });
             }
             RestartDecision::GiveUp { id, failures } => {
+                // A caller may have activated a fresh instance meanwhile; it goes too.
+                let racing = match kind {
+                    EntityKind::Session => self.sessions.get(&id).map(|a| a.get_cell()),
+                    EntityKind::Room => self.rooms.get(&id).map(|a| a.get_cell()),
+                };
+                if let Some(actor) = racing {
+                    actor.stop(Some("restart intensity exceeded".into()));
+                }
                 tracing::error!(kind = kind.name(), %id, %error, failures, "entity failed too often; stopped for the restart window");
                 metrics::counter!("playtree_actor_given_up_total", "kind" => kind.name())
                     .increment(1);
@@ -350,6 +358,16 @@ impl Hub {
         if let Err(error) = self.store.flush().await {
             tracing::error!(%error, "final store flush failed");
         }
+    }
+
+    /// The session of `player` if it is active in memory (not activating it).
+    pub fn active_session(&self, player: &str) -> Option<ActorRef<SessionMsg>> {
+        self.sessions.get(player)
+    }
+
+    /// The room if it is active in memory (not activating it).
+    pub fn active_room(&self, room: RoomId) -> Option<ActorRef<RoomMsg>> {
+        self.rooms.get(&room.to_string())
     }
 
     /// True once `shutdown` has begun.

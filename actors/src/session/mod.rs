@@ -123,6 +123,8 @@ impl Actor for PlayerSession {
             }
             SessionMsg::RetryPending => state.retry_pending().await,
             SessionMsg::PassivateCheck => state.passivate_if_idle(&myself).await,
+            #[cfg(feature = "fault-injection")]
+            SessionMsg::InjectFault => panic!("injected fault in session {}", state.player),
         }
         Ok(())
     }

@@ -26,6 +26,9 @@ pub enum SessionMsg {
     RetryPending,
     /// Timer: passivate if the player has been gone long enough.
     PassivateCheck,
+    /// Test only: panic inside the handler, as a bug would.
+    #[cfg(feature = "fault-injection")]
+    InjectFault,
 }
 
 impl ractor::Message for SessionMsg {}

@@ -2,6 +2,8 @@
 //! once, and resolves all their tickets with the result.
 
 use super::{StoreError, WriteOp};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,6 +17,7 @@ pub(super) async fn run(
     db: sled::Db,
     mut requests: mpsc::Receiver<CommitRequest>,
     batch_max: usize,
+    flushes: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(batch_max);
     while requests.recv_many(&mut batch, batch_max).await > 0 {
@@ -32,6 +35,7 @@ pub(super) async fn run(
             Ok(()) => db.flush_async().await.map(|_| ()).map_err(StoreError::from),
             Err(error) => Err(StoreError::from(error)),
         };
+        flushes.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("playtree_store_flush_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("playtree_store_commit_batch_size").record(batch.len() as f64);
         if let Err(error) = &result {

@@ -14,6 +14,7 @@ use crate::config::StoreConfig;
 use commit::CommitRequest;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Format byte that starts every stored value; bump it when the encoding changes.
@@ -57,6 +58,17 @@ struct StoreInner {
     db: sled::Db,
     commits: mpsc::Sender<CommitRequest>,
     queue_max: usize,
+    flushes: Arc<AtomicU64>,
+}
+
+/// Resolves once the submitted ops are durable.
+#[derive(Debug)]
+pub struct CommitTicket(oneshot::Receiver<Result<(), StoreError>>);
+
+impl CommitTicket {
+    pub async fn durable(self) -> Result<(), StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
 }
 
 impl Store {
@@ -65,18 +77,31 @@ impl Store {
     pub fn open(path: &Path, config: &StoreConfig) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(path).open()?;
         let (commits, receiver) = mpsc::channel(config.commit_queue_max);
-        tokio::spawn(commit::run(db.clone(), receiver, config.commit_batch_max));
+        let flushes = Arc::new(AtomicU64::new(0));
+        tokio::spawn(commit::run(
+            db.clone(),
+            receiver,
+            config.commit_batch_max,
+            flushes.clone(),
+        ));
         Ok(Store {
             inner: Arc::new(StoreInner {
                 db,
                 commits,
                 queue_max: config.commit_queue_max,
+                flushes,
             }),
         })
     }
 
     /// Writes `ops` atomically and returns once they are durable (flushed to disk).
     pub async fn commit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        self.submit(ops)?.durable().await
+    }
+
+    /// Queues `ops` for the next group commit without waiting. Every request queued
+    /// while a flush runs is served by the following single flush.
+    pub fn submit(&self, ops: Vec<WriteOp>) -> Result<CommitTicket, StoreError> {
         let (done, ticket) = oneshot::channel();
         self.inner
             .commits
@@ -87,7 +112,12 @@ impl Store {
                 },
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
-        ticket.await.map_err(|_| StoreError::Closed)?
+        Ok(CommitTicket(ticket))
+    }
+
+    /// How many flushes the group-commit task has made.
+    pub fn flush_count(&self) -> u64 {
+        self.inner.flushes.load(Ordering::Relaxed)
     }
 
     /// A fresh id, unique across restarts (sled persists the counter).
@@ -148,16 +178,16 @@ fn entity_prefix(tag: u8, kind: &str, id: &str) -> Vec<u8> {
     key
 }
 
-pub(crate) fn journal_prefix(kind: &str, id: &str) -> Vec<u8> {
+pub fn journal_prefix(kind: &str, id: &str) -> Vec<u8> {
     entity_prefix(b'j', kind, id)
 }
 
-pub(crate) fn journal_key(kind: &str, id: &str, seq: u64) -> Vec<u8> {
+pub fn journal_key(kind: &str, id: &str, seq: u64) -> Vec<u8> {
     let mut key = journal_prefix(kind, id);
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
-pub(crate) fn snapshot_key(kind: &str, id: &str) -> Vec<u8> {
+pub fn snapshot_key(kind: &str, id: &str) -> Vec<u8> {
     entity_prefix(b's', kind, id)
 }

@@ -1,0 +1,100 @@
+//! A hub over a temp store, with a manual clock and seeded entropy.
+#![allow(dead_code)]
+
+use playtree_actors::config::{GameConfig, SegmentConfig, WheelConfig};
+use playtree_actors::{Clock, Entropy, Hub, Store};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tempfile::TempDir;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+pub struct SeededEntropy(Mutex<ChaCha20Rng>);
+
+impl Entropy for SeededEntropy {
+    fn server_seed(&self) -> [u8; 32] {
+        let mut seed = [0u8; 32];
+        self.0.lock().expect("entropy lock").fill_bytes(&mut seed);
+        seed
+    }
+}
+
+pub fn config() -> GameConfig {
+    let mut config = GameConfig {
+        wheels: vec![WheelConfig {
+            id: "classic".into(),
+            spins_per_day: 100,
+            segments: vec![
+                SegmentConfig {
+                    label: "ten".into(),
+                    prize: 10,
+                    weight: 1,
+                    inventory: None,
+                },
+                SegmentConfig {
+                    label: "jackpot".into(),
+                    prize: 100,
+                    weight: 1,
+                    inventory: Some(2),
+                },
+            ],
+        }],
+        ..GameConfig::default()
+    };
+    config.store.snapshot_every = 5;
+    config
+}
+
+pub struct TestHub {
+    pub hub: Hub,
+    pub clock: Arc<ManualClock>,
+    pub store: Store,
+    pub dir: TempDir,
+}
+
+pub async fn hub_with(config: GameConfig) -> TestHub {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path(), &config.store).expect("store opens");
+    let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
+    let entropy = Arc::new(SeededEntropy(Mutex::new(ChaCha20Rng::seed_from_u64(7))));
+    let hub = Hub::start(config, store.clone(), clock.clone(), entropy)
+        .await
+        .expect("hub starts");
+    TestHub {
+        hub,
+        clock,
+        store,
+        dir,
+    }
+}
+
+/// Polls `condition` until it holds, within the wait bound (a condition, not a sleep,
+/// decides when the test goes on).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
