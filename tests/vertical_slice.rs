@@ -94,15 +94,24 @@ async fn the_daily_spin_limit_is_enforced_with_its_own_error() {
         .await
         .expect("join")
         .room;
-    alice.spin(room, "one").await.expect("first spin");
-    alice.spin(room, "two").await.expect("second spin");
+    let first = alice.spin(room, "one").await.expect("first spin");
+    let second = alice.spin(room, "two").await.expect("second spin");
+    assert_eq!(second.spins_left_today, 0);
     let refused = alice
         .spin(room, "three")
         .await
         .expect_err("third spin refused");
     assert_eq!(refused.code(), Some(ErrorCode::DailySpinLimit));
-    // The refused spin cost nothing and the connection carries on.
-    assert_eq!(alice.wallet().await.expect("wallet") > 0, true);
+    // The refused spin paid nothing, used no nonce, and the connection carries on.
+    assert_eq!(
+        alice.wallet().await.expect("wallet"),
+        first.prize + second.prize
+    );
+    let rejoined = alice.quick_join_wheel(Some("test")).await.expect("rejoin");
+    assert_eq!(
+        (rejoined.fairness.next_nonce, rejoined.fairness.spins_today),
+        (2, 2)
+    );
 }
 
 #[tokio::test]

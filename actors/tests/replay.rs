@@ -12,7 +12,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 fn session_event(rng: &mut ChaCha20Rng, step: u64) -> SessionEvent {
-    let wheel = if rng.next_u32() % 2 == 0 {
+    let wheel = if rng.next_u32().is_multiple_of(2) {
         "classic"
     } else {
         "bonus"
@@ -72,7 +72,7 @@ fn room_event(rng: &mut ChaCha20Rng, step: u64) -> RoomEvent {
             player,
             nonce: step,
             segment: rng.next_u32() % 2,
-            inventory_exhausted: rng.next_u32() % 3 == 0,
+            inventory_exhausted: rng.next_u32().is_multiple_of(3),
         },
         _ => RoomEvent::GrantDelivered {
             grant: GrantId {
