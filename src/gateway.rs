@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use playtree_actors::session::SessionMsg;
 use playtree_actors::{Hub, OutFrame, Outbound};
 use playtree_protocol::codec::{decode_client, encode_server};
+use playtree_protocol::limits::RESUME_STREAMS_MAX;
 use playtree_protocol::{
     ClientFrame, DecodeError, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, ServerFrame, Welcome,
 };
@@ -228,6 +229,12 @@ async fn handshake(
             }
         }
     };
+    if hello.resume.len() > RESUME_STREAMS_MAX {
+        return Err(Refusal::new(
+            ErrorCode::MalformedFrame,
+            format!("Hello may carry at most {RESUME_STREAMS_MAX} resume positions"),
+        ));
+    }
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(Refusal::new(
             ErrorCode::UnsupportedVersion,

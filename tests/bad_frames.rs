@@ -77,122 +77,86 @@ async fn error_then_close(socket: &mut Socket) -> (ErrorCode, Option<u16>) {
     (code, close)
 }
 
+/// Where a case starts: after a welcome, or right after connecting.
+enum Phase {
+    Welcomed,
+    Connected,
+}
+
 #[tokio::test]
 async fn each_bad_frame_gets_its_error_and_close_code_and_the_server_carries_on() {
     let server =
         TestServer::start("[limits]\nframe_bytes_max = 1024\nhello_timeout_ms = 300\n").await;
-
-    let mut socket = welcomed(&server, "garbage").await;
-    socket
-        .send(Message::Binary(vec![0xFF, 0x13, 0x37, 0x00, 0x42].into()))
-        .await
-        .expect("send");
-    assert_eq!(
-        error_then_close(&mut socket).await,
-        (
-            ErrorCode::MalformedFrame,
-            Some(CloseCode::MalformedFrame.as_u16())
-        )
-    );
-
-    let mut socket = welcomed(&server, "trailing").await;
-    let mut frame = encode_client(&ClientFrame::Request {
+    let request = |request| {
+        Message::Binary(encode_client(&ClientFrame::Request { req_id: 1, request }).into())
+    };
+    let mut trailing = encode_client(&ClientFrame::Request {
         req_id: 1,
         request: Request::GetWallet,
     });
-    frame.push(0);
-    socket
-        .send(Message::Binary(frame.into()))
-        .await
-        .expect("send");
-    assert_eq!(
-        error_then_close(&mut socket).await,
+    trailing.push(0);
+
+    let cases: Vec<(&str, Phase, Option<Message>, ErrorCode)> = vec![
         (
+            "garbage",
+            Phase::Welcomed,
+            Some(Message::Binary(vec![0xFF, 0x13, 0x37, 0x00, 0x42].into())),
             ErrorCode::MalformedFrame,
-            Some(CloseCode::MalformedFrame.as_u16())
-        )
-    );
-
-    let mut socket = welcomed(&server, "text").await;
-    socket
-        .send(Message::Text("{\"hello\": true}".into()))
-        .await
-        .expect("send");
-    assert_eq!(
-        error_then_close(&mut socket).await,
+        ),
         (
+            "trailing bytes",
+            Phase::Welcomed,
+            Some(Message::Binary(trailing.into())),
+            ErrorCode::MalformedFrame,
+        ),
+        (
+            "text",
+            Phase::Welcomed,
+            Some(Message::Text("{\"hello\": true}".into())),
             ErrorCode::TextFrameRejected,
-            Some(CloseCode::TextFrameRejected.as_u16())
-        )
-    );
-
-    let mut socket = welcomed(&server, "oversize").await;
-    socket
-        .send(Message::Binary(vec![0u8; 4096].into()))
-        .await
-        .expect("send");
-    assert_eq!(
-        error_then_close(&mut socket).await,
+        ),
         (
+            "oversize",
+            Phase::Welcomed,
+            Some(Message::Binary(vec![0u8; 4096].into())),
             ErrorCode::FrameTooLarge,
-            Some(CloseCode::FrameTooLarge.as_u16())
-        )
-    );
-
-    let mut socket = welcomed(&server, "twice").await;
-    socket
-        .send(hello(server.token("twice"), PROTOCOL_VERSION))
-        .await
-        .expect("send");
-    assert_eq!(
-        error_then_close(&mut socket).await,
+        ),
         (
+            "second hello",
+            Phase::Welcomed,
+            Some(hello(server.token("twice"), PROTOCOL_VERSION)),
             ErrorCode::HelloExpected,
-            Some(CloseCode::HelloExpected.as_u16())
-        )
-    );
-
-    // Before the handshake: a request instead of Hello, a wrong version, and silence.
-    let mut socket = raw(&server).await;
-    socket
-        .send(Message::Binary(
-            encode_client(&ClientFrame::Request {
-                req_id: 1,
-                request: Request::GetWallet,
-            })
-            .into(),
-        ))
-        .await
-        .expect("send");
-    assert_eq!(
-        error_then_close(&mut socket).await,
+        ),
         (
+            "request before hello",
+            Phase::Connected,
+            Some(request(Request::GetWallet)),
             ErrorCode::HelloExpected,
-            Some(CloseCode::HelloExpected.as_u16())
-        )
-    );
-
-    let mut socket = raw(&server).await;
-    socket
-        .send(hello(server.token("old"), PROTOCOL_VERSION + 1))
-        .await
-        .expect("send");
-    assert_eq!(
-        error_then_close(&mut socket).await,
+        ),
         (
+            "wrong version",
+            Phase::Connected,
+            Some(hello(server.token("old"), PROTOCOL_VERSION + 1)),
             ErrorCode::UnsupportedVersion,
-            Some(CloseCode::UnsupportedVersion.as_u16())
-        )
-    );
-
-    let mut socket = raw(&server).await;
-    assert_eq!(
-        error_then_close(&mut socket).await,
-        (
-            ErrorCode::HelloTimeout,
-            Some(CloseCode::HelloTimeout.as_u16())
-        )
-    );
+        ),
+        ("silence", Phase::Connected, None, ErrorCode::HelloTimeout),
+    ];
+    for (name, phase, message, code) in cases {
+        let mut socket = match phase {
+            Phase::Welcomed => welcomed(&server, name).await,
+            Phase::Connected => raw(&server).await,
+        };
+        if let Some(message) = message {
+            socket.send(message).await.expect("send");
+        }
+        let close = code.close_code().map(CloseCode::as_u16);
+        assert!(close.is_some(), "{name}: {code} must end the connection");
+        assert_eq!(
+            error_then_close(&mut socket).await,
+            (code, close),
+            "case: {name}"
+        );
+    }
 
     // The server still serves, and counted what it refused.
     let (client, _events) = server.connect("after").await;

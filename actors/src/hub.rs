@@ -240,43 +240,34 @@ impl Hub {
     /// Fire-and-forget to a session, activating it if needed (e.g. a reward for an
     /// offline player).
     pub async fn cast_session(&self, player: &str, message: SessionMsg) -> Result<(), HubError> {
-        let mut message = message;
-        for _ in 0..3 {
-            let actor = self.session(player).await?;
-            match actor.cast(message) {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    message = returned_message(error).ok_or(HubError::ShuttingDown)?;
-                    let _ = actor.wait(Some(self.call_timeout())).await;
-                    self.sessions.discard(actor.get_id());
-                }
-            }
-        }
-        Err(HubError::Timeout {
-            kind: "session",
-            id: player.to_owned(),
-            timeout_ms: self.config.actors.call_timeout_ms,
-        })
+        let timeout = self.call_timeout();
+        cast_with_retry(
+            || self.session(player),
+            message,
+            timeout,
+            "session",
+            player,
+            |actor| {
+                self.sessions.discard(actor);
+            },
+        )
+        .await
     }
 
     pub async fn cast_room(&self, room: RoomId, message: RoomMsg) -> Result<(), HubError> {
-        let mut message = message;
-        for _ in 0..3 {
-            let actor = self.room(room, None).await?;
-            match actor.cast(message) {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    message = returned_message(error).ok_or(HubError::ShuttingDown)?;
-                    let _ = actor.wait(Some(self.call_timeout())).await;
-                    self.rooms.discard(actor.get_id());
-                }
-            }
-        }
-        Err(HubError::Timeout {
-            kind: "room",
-            id: room.to_string(),
-            timeout_ms: self.config.actors.call_timeout_ms,
-        })
+        let timeout = self.call_timeout();
+        let id = room.to_string();
+        cast_with_retry(
+            || self.room(room, None),
+            message,
+            timeout,
+            "room",
+            &id,
+            |actor| {
+                self.rooms.discard(actor);
+            },
+        )
+        .await
     }
 
     /// An entity about to passivate: later lookups wait for it to stop, then reactivate.
@@ -376,11 +367,39 @@ impl Hub {
     }
 }
 
-fn returned_message<M>(error: MessagingErr<M>) -> Option<M> {
-    match error {
-        MessagingErr::SendErr(message) => Some(message),
-        _ => None,
+/// Casts to the entity `resolve` finds; if it stopped before taking the message, waits
+/// for it to be gone, drops it from the directory and resolves again.
+async fn cast_with_retry<M, Resolve, Fut>(
+    resolve: Resolve,
+    message: M,
+    timeout: Duration,
+    kind: &'static str,
+    id: &str,
+    discard: impl Fn(ActorId),
+) -> Result<(), HubError>
+where
+    M: Message,
+    Resolve: Fn() -> Fut,
+    Fut: Future<Output = Result<ActorRef<M>, HubError>>,
+{
+    let mut message = message;
+    for _ in 0..3 {
+        let actor = resolve().await?;
+        match actor.cast(message) {
+            Ok(()) => return Ok(()),
+            Err(MessagingErr::SendErr(returned)) => {
+                message = returned;
+                let _ = actor.wait(Some(timeout)).await;
+                discard(actor.get_id());
+            }
+            Err(_) => return Err(HubError::ShuttingDown),
+        }
     }
+    Err(HubError::Timeout {
+        kind,
+        id: id.to_owned(),
+        timeout_ms: timeout.as_millis() as u64,
+    })
 }
 
 async fn call_with_retry<M, R, Resolve, Fut>(
