@@ -5,7 +5,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use playtree_actors::GameConfig;
 use playtree_actors::config::{
-    ActorsConfig, ConfigError, RoomsConfig, SessionConfig, StoreConfig, WheelConfig,
+    ActorsConfig, ConfigError, QuizConfig, RoomsConfig, SessionConfig, StoreConfig, WheelConfig,
 };
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use serde::{Deserialize, Serialize};
@@ -22,10 +22,12 @@ struct ConfigFile {
     server: ListenConfig,
     limits: LimitsConfig,
     auth: AuthConfig,
+    fanout: FanoutConfig,
     actors: ActorsConfig,
     session: SessionConfig,
     rooms: RoomsConfig,
     store: StoreConfig,
+    quiz: QuizConfig,
     wheels: Vec<WheelConfig>,
 }
 
@@ -33,8 +35,16 @@ struct ConfigFile {
 pub struct ServerConfig {
     pub server: ListenConfig,
     pub limits: LimitsConfig,
+    pub fanout: FanoutConfig,
     pub auth: AuthConfig,
     pub game: GameConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanoutConfig {
+    pub write_delay_ms: u64,
+    pub write_batch_frames_max: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,8 +63,12 @@ pub struct LimitsConfig {
     pub frame_bytes_max: usize,
     pub hello_timeout_ms: u64,
     pub outbound_frames_max: usize,
+    pub outbound_bytes_max: usize,
     pub requests_in_flight_max: usize,
     pub heartbeat_interval_ms: u64,
+    pub frames_per_second: u32,
+    pub frames_burst: u32,
+    pub rate_limit_strikes_max: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +127,7 @@ impl ServerConfig {
         let config = ServerConfig {
             server: file.server,
             limits: file.limits,
+            fanout: file.fanout,
             auth: file.auth,
             game: GameConfig {
                 actors: file.actors,
@@ -120,6 +135,7 @@ impl ServerConfig {
                 rooms: file.rooms,
                 store: file.store,
                 wheels: file.wheels,
+                quiz: file.quiz,
             },
         };
         config.validate()?;

@@ -3,21 +3,23 @@
 //! writes everything queued for the connection in batches. Bad input gets an error frame
 //! and, where the error ends the connection, a close with the documented code.
 
-use crate::auth::Authenticator;
-use crate::config::LimitsConfig;
+use crate::auth::{Authenticator, Identity};
+use crate::config::{FanoutConfig, LimitsConfig};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use playtree_actors::rate::TokenBucket;
 use playtree_actors::session::SessionMsg;
-use playtree_actors::{Hub, OutFrame, Outbound};
+use playtree_actors::{Hub, OutFrame, Outbound, OutboundReceiver};
 use playtree_protocol::codec::{decode_client, encode_server};
 use playtree_protocol::limits::RESUME_STREAMS_MAX;
 use playtree_protocol::{
-    ClientFrame, DecodeError, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, ServerFrame, Welcome,
+    ClientFrame, DecodeError, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, ReplyBody, Request,
+    ServerFrame, Welcome,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -31,8 +33,6 @@ use tracing::Instrument;
 type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
 type Source = SplitStream<WebSocketStream<TcpStream>>;
 
-/// Most queued frames written before one flush.
-const WRITE_BATCH_FRAMES_MAX: usize = 64;
 /// Heartbeat intervals of silence after which a connection is closed.
 const SILENT_INTERVALS_MAX: u32 = 3;
 
@@ -41,7 +41,9 @@ pub struct Gateway {
     pub hub: Hub,
     pub auth: Authenticator,
     pub limits: LimitsConfig,
+    pub fanout: FanoutConfig,
     pub open_connections: AtomicUsize,
+    pub next_connection: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -63,7 +65,7 @@ impl Refusal {
 }
 
 pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
-    let connection = gateway.hub.connections.next_connection_id();
+    let connection = gateway.next_connection.fetch_add(1, Ordering::Relaxed) + 1;
     let span = tracing::info_span!("connection", %peer, connection, player = tracing::field::Empty);
     async move {
         let open = gateway.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
@@ -251,31 +253,44 @@ async fn handshake(
     Ok((hello, identity))
 }
 
+/// The live part of a connection: who it is, until when, and how fast it may send.
+struct Live {
+    identity: Identity,
+    frames: TokenBucket,
+    strikes: u32,
+}
+
 async fn run_connection(
     gateway: &Arc<Gateway>,
     connection: u64,
     mut sink: Sink,
     mut source: Source,
 ) {
-    let (_hello, identity) = match handshake(gateway, &mut source).await {
+    let (hello, identity) = match handshake(gateway, &mut source).await {
         Ok(accepted) => accepted,
         Err(refusal) => return refuse(&mut sink, refusal).await,
     };
     let player = identity.player_id.clone();
     tracing::Span::current().record("player", player.as_str());
     let hub = &gateway.hub;
-    let (outbound, mut receiver) =
-        Outbound::channel(connection, gateway.limits.outbound_frames_max);
-    hub.connections.attach(&player, outbound.clone());
+    let limits = &gateway.limits;
+    let (outbound, mut receiver) = Outbound::channel(
+        connection,
+        limits.outbound_frames_max,
+        limits.outbound_bytes_max,
+    );
+    // The session subscribes this connection to the player's streams, replaying from the
+    // positions in Hello; what it queues is written after the Welcome below.
     let welcome = hub
-        .call_session(&player, |reply| SessionMsg::Connect { reply })
+        .call_session(&player, |reply| SessionMsg::Connect {
+            outbound: outbound.clone(),
+            resume: hello.resume.clone(),
+            reply,
+        })
         .await;
     let welcome = match welcome {
         Ok(welcome) => welcome,
-        Err(error) => {
-            hub.connections.detach(&player, connection);
-            return refuse(&mut sink, Refusal(error.to_reply())).await;
-        }
+        Err(error) => return refuse(&mut sink, Refusal(error.to_reply())).await,
     };
     let welcome = ServerFrame::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,
@@ -283,59 +298,113 @@ async fn run_connection(
         role: identity.role,
         player_stream_epoch: welcome.player_stream_epoch,
         server_time_ms: hub.now_ms(),
-        heartbeat_interval_ms: u32::try_from(gateway.limits.heartbeat_interval_ms)
-            .unwrap_or(u32::MAX),
+        heartbeat_interval_ms: u32::try_from(limits.heartbeat_interval_ms).unwrap_or(u32::MAX),
         token_expires_ms: identity.expires_at_s.saturating_mul(1000),
     });
     if sink
         .send(Message::Binary(frame_bytes(&welcome)))
         .await
-        .is_err()
+        .is_ok()
     {
-        hub.connections.detach(&player, connection);
-        return;
+        metrics::counter!("playtree_frames_out_total", "type" => "welcome").increment(1);
+        tracing::info!(role = ?identity.role, resumed_streams = hello.resume.len(), "welcomed");
+        let live = Live {
+            frames: TokenBucket::new(limits.frames_per_second, limits.frames_burst, hub.now_ms()),
+            identity,
+            strikes: 0,
+        };
+        serve_welcomed(
+            gateway,
+            &player,
+            &outbound,
+            &mut receiver,
+            &mut sink,
+            &mut source,
+            live,
+        )
+        .await;
     }
-    metrics::counter!("playtree_frames_out_total", "type" => "welcome").increment(1);
-    tracing::info!(role = ?identity.role, "welcomed");
+    if let Some(session) = hub.active_session(&player) {
+        let _ = session.cast(SessionMsg::Disconnect { connection });
+    }
+    tracing::info!("connection closed");
+}
 
-    let in_flight = Arc::new(Semaphore::new(gateway.limits.requests_in_flight_max));
-    let heartbeat_period = Duration::from_millis(gateway.limits.heartbeat_interval_ms);
+async fn serve_welcomed(
+    gateway: &Arc<Gateway>,
+    player: &str,
+    outbound: &Outbound,
+    receiver: &mut OutboundReceiver,
+    sink: &mut Sink,
+    source: &mut Source,
+    mut live: Live,
+) {
+    let limits = &gateway.limits;
+    let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max));
+    let heartbeat_period = Duration::from_millis(limits.heartbeat_interval_ms);
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut shutdown = gateway.shutdown.clone();
     let slow = receiver.slow.clone();
-    let frame_limit = gateway.limits.frame_bytes_max;
+    let frame_limit = limits.frame_bytes_max;
 
     let refusal = loop {
         tokio::select! {
-            queued = receiver.frames.recv() => {
+            queued = receiver.recv() => {
                 let Some(first) = queued else { break None };
-                if write_batch(&mut sink, &mut receiver.frames, first).await.is_err() {
+                if write_batch(gateway, sink, receiver, first).await.is_err() {
                     break None;
                 }
             }
             _ = slow.wait() => {
                 break Some(Refusal::new(
                     ErrorCode::SlowConsumer,
-                    "the connection fell too far behind its events",
+                    "the connection fell too far behind its events; reconnect and resume",
                 ));
             }
             read = source.next() => {
                 last_heard = Instant::now();
                 match read {
                     Some(Ok(Message::Binary(bytes))) if bytes.len() <= frame_limit => {
-                        match decode_client(&bytes, frame_limit) {
-                            Ok(ClientFrame::Request { req_id, request }) => {
-                                metrics::counter!("playtree_frames_in_total", "type" => request.kind_name()).increment(1);
-                                dispatch(gateway, &player, &outbound, &in_flight, req_id, request);
+                        let frame = match decode_client(&bytes, frame_limit) {
+                            Ok(frame) => frame,
+                            Err(error) => break Some(decode_refusal(error)),
+                        };
+                        metrics::counter!("playtree_frames_in_total", "type" => frame.kind_name()).increment(1);
+                        if !live.frames.try_take(gateway.hub.now_ms()) {
+                            live.strikes += 1;
+                            metrics::counter!("playtree_rate_limited_total", "limit" => "frames").increment(1);
+                            if live.strikes > limits.rate_limit_strikes_max {
+                                break Some(Refusal::new(
+                                    ErrorCode::RateLimitPersisted,
+                                    "the connection kept sending faster than its rate limit",
+                                ));
                             }
-                            Ok(ClientFrame::Hello(_)) => {
-                                metrics::counter!("playtree_frames_in_total", "type" => "hello").increment(1);
+                            let error = ErrorReply::new(
+                                ErrorCode::RateLimited,
+                                format!("at most {} frames per second; this frame was dropped", limits.frames_per_second),
+                            );
+                            let reply = match &frame {
+                                ClientFrame::Request { req_id, .. } => ServerFrame::Reply { req_id: *req_id, result: Err(error) },
+                                ClientFrame::Hello(_) => ServerFrame::Error(error),
+                            };
+                            outbound.push("reply", frame_bytes(&reply));
+                            continue;
+                        }
+                        live.strikes = 0;
+                        match frame {
+                            ClientFrame::Request { req_id, request: Request::RefreshToken { token } } => {
+                                let result = refresh(gateway, &mut live, &token);
+                                outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
+                            }
+                            ClientFrame::Request { req_id, request } => {
+                                dispatch(gateway, player, outbound, &in_flight, req_id, request);
+                            }
+                            ClientFrame::Hello(_) => {
                                 break Some(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
                             }
-                            Err(error) => break Some(decode_refusal(error)),
                         }
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -345,8 +414,16 @@ async fn run_connection(
                 }
             }
             _ = heartbeat.tick() => {
+                if gateway.hub.now_ms() >= live.identity.expires_at_s.saturating_mul(1000) {
+                    metrics::counter!("playtree_auth_failures_total", "reason" => "expired_live").increment(1);
+                    break Some(Refusal::new(
+                        ErrorCode::TokenExpiredLive,
+                        "the token expired; refresh it before it expires (RefreshToken), or reconnect with a new one",
+                    ));
+                }
                 if last_heard.elapsed() > heartbeat_period * SILENT_INTERVALS_MAX {
                     tracing::info!("closing a silent connection");
+                    metrics::counter!("playtree_heartbeat_timeouts_total").increment(1);
                     break None;
                 }
                 if sink.send(Message::Ping(Bytes::new())).await.is_err() {
@@ -358,32 +435,55 @@ async fn run_connection(
             }
         }
     };
-    hub.connections.detach(&player, connection);
-    match refusal {
-        Some(refusal) => refuse(&mut sink, refusal).await,
-        None => {
-            let _ = sink.close().await;
-        }
+    if let Some(refusal) = refusal {
+        refuse(sink, refusal).await;
+    } else {
+        let _ = sink.close().await;
     }
-    tracing::info!("connection closed");
+}
+
+/// Replaces the connection's token with `token`, which must name the same player.
+fn refresh(gateway: &Gateway, live: &mut Live, token: &str) -> Result<ReplyBody, ErrorReply> {
+    let identity = gateway.auth.verify(token).map_err(|error| {
+        metrics::counter!("playtree_auth_failures_total", "reason" => error.reason()).increment(1);
+        error.to_reply()
+    })?;
+    if identity.player_id != live.identity.player_id {
+        return Err(ErrorReply::new(
+            ErrorCode::TokenPlayerMismatch,
+            "the new token names another player; connect again to switch players",
+        ));
+    }
+    let expires_ms = identity.expires_at_s.saturating_mul(1000);
+    live.identity = identity;
+    metrics::counter!("playtree_token_refreshes_total").increment(1);
+    Ok(ReplyBody::TokenRefreshed { expires_ms })
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once.
+/// With `fanout.write_delay_ms`, waits that long first so that more frames go out in
+/// the same write.
 async fn write_batch(
+    gateway: &Gateway,
     sink: &mut Sink,
-    frames: &mut tokio::sync::mpsc::Receiver<OutFrame>,
+    frames: &mut OutboundReceiver,
     first: OutFrame,
 ) -> Result<(), WsError> {
+    let fanout = &gateway.fanout;
+    if fanout.write_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fanout.write_delay_ms)).await;
+    }
     let mut next = Some(first);
     let mut written = 0;
     while let Some(frame) = next.take() {
         metrics::counter!("playtree_frames_out_total", "type" => frame.kind).increment(1);
         sink.feed(Message::Binary(frame.bytes)).await?;
         written += 1;
-        if written < WRITE_BATCH_FRAMES_MAX {
-            next = frames.try_recv().ok();
+        if written < fanout.write_batch_frames_max {
+            next = frames.try_recv();
         }
     }
+    metrics::histogram!("playtree_write_batch_frames").record(written as f64);
     sink.flush().await
 }
 

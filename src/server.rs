@@ -8,7 +8,7 @@ use crate::gateway::{Gateway, serve_connection};
 use playtree_actors::{Clock, Entropy, Hub, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -31,6 +31,8 @@ pub enum StartError {
     Key(#[from] crate::auth::KeyError),
     #[error("starting the actors: {0}")]
     Hub(#[from] playtree_actors::HubError),
+    #[error(transparent)]
+    Questions(#[from] crate::questions::QuestionsError),
 }
 
 /// A running server.
@@ -80,11 +82,13 @@ pub async fn start_with_auth(
             path: store_dir.display().to_string(),
             source,
         })?;
+    let questions = Arc::new(crate::questions::load(&config.game.quiz.questions_dir)?);
     let hub = Hub::start(
         config.game.clone(),
         store,
         environment.clock,
         environment.entropy,
+        questions,
     )
     .await?;
 
@@ -115,7 +119,9 @@ pub async fn start_with_auth(
         hub: hub.clone(),
         auth,
         limits: config.limits.clone(),
+        fanout: config.fanout.clone(),
         open_connections: AtomicUsize::new(0),
+        next_connection: AtomicU64::new(0),
         shutdown: shutdown_rx.clone(),
     });
     let mut tasks = JoinSet::new();

@@ -12,6 +12,61 @@ pub struct GameConfig {
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
     pub wheels: Vec<WheelConfig>,
+    pub quiz: QuizConfig,
+}
+
+/// What happens to a player who joins a quiz room whose game has started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinStarted {
+    /// Seat them; they watch and play the next game.
+    Wait,
+    /// Refuse with `GameInProgress`.
+    Refuse,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuizConfig {
+    /// The game starts as soon as this many players are in the lobby...
+    pub min_players: usize,
+    /// ...or when this countdown (from the first player's arrival) ends.
+    pub lobby_countdown_ms: u64,
+    pub players_max: usize,
+    pub questions_per_game: usize,
+    /// Time to answer each question (T in the score formula).
+    pub question_ms: u64,
+    /// Pause after each reveal, and on the podium before the next lobby.
+    pub reveal_ms: u64,
+    pub podium_ms: u64,
+    /// Prizes by final rank: first entry for rank 1, and so on.
+    pub prizes: Vec<u64>,
+    pub join_started: JoinStarted,
+    /// How often a quiz room checks its timers.
+    pub tick_ms: u64,
+    /// A disconnected player keeps their seat this long.
+    pub seat_grace_ms: u64,
+    /// Folder of question files; empty: the bank embedded in the binary.
+    pub questions_dir: String,
+}
+
+impl Default for QuizConfig {
+    fn default() -> Self {
+        QuizConfig {
+            min_players: 2,
+            lobby_countdown_ms: 20_000,
+            players_max: 50,
+            questions_per_game: 10,
+            question_ms: 10_000,
+            reveal_ms: 4_000,
+            podium_ms: 10_000,
+            prizes: vec![500, 300, 100],
+            join_started: JoinStarted::Wait,
+            tick_ms: 100,
+            seat_grace_ms: 30_000,
+            questions_dir: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +125,17 @@ pub struct RoomsConfig {
     pub outbox_retry_ms: u64,
     /// An empty room with nothing left to deliver stops after this long.
     pub passivate_after_ms: u64,
+    /// Events each stream keeps for clients that resume.
+    pub history_len: usize,
+    /// Longest chat line, in characters.
+    pub chat_chars_max: usize,
+    /// Chat lines and reactions per player per room: sustained rate and burst.
+    pub chat_per_second: u32,
+    pub chat_burst: u32,
+    /// The reactions players may send.
+    pub reactions: Vec<String>,
+    /// Length of private room codes.
+    pub private_code_len: usize,
 }
 
 impl Default for RoomsConfig {
@@ -79,6 +145,14 @@ impl Default for RoomsConfig {
             rooms_max: 10_000,
             outbox_retry_ms: 5_000,
             passivate_after_ms: 60_000,
+            history_len: 256,
+            chat_chars_max: 200,
+            chat_per_second: 2,
+            chat_burst: 5,
+            reactions: ["👍", "❤️", "😂", "😮", "🎉", "🔥"]
+                .map(String::from)
+                .to_vec(),
+            private_code_len: 6,
         }
     }
 }
@@ -163,6 +237,23 @@ impl GameConfig {
             ("rooms.rooms_max", self.rooms.rooms_max as u64),
             ("rooms.outbox_retry_ms", self.rooms.outbox_retry_ms),
             ("rooms.passivate_after_ms", self.rooms.passivate_after_ms),
+            ("rooms.history_len", self.rooms.history_len as u64),
+            ("rooms.chat_chars_max", self.rooms.chat_chars_max as u64),
+            (
+                "rooms.chat_per_second",
+                u64::from(self.rooms.chat_per_second),
+            ),
+            ("rooms.chat_burst", u64::from(self.rooms.chat_burst)),
+            ("rooms.private_code_len", self.rooms.private_code_len as u64),
+            ("quiz.min_players", self.quiz.min_players as u64),
+            ("quiz.lobby_countdown_ms", self.quiz.lobby_countdown_ms),
+            ("quiz.players_max", self.quiz.players_max as u64),
+            (
+                "quiz.questions_per_game",
+                self.quiz.questions_per_game as u64,
+            ),
+            ("quiz.question_ms", self.quiz.question_ms),
+            ("quiz.tick_ms", self.quiz.tick_ms),
             ("store.snapshot_every", self.store.snapshot_every),
             ("store.commit_batch_max", self.store.commit_batch_max as u64),
             ("store.commit_queue_max", self.store.commit_queue_max as u64),
@@ -171,6 +262,15 @@ impl GameConfig {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if self.rooms.private_code_len > 16 {
+            return Err(invalid("rooms.private_code_len", "must be at most 16"));
+        }
+        if self.quiz.min_players > self.quiz.players_max {
+            return Err(invalid(
+                "quiz.min_players",
+                "must not exceed quiz.players_max",
+            ));
         }
         if self.wheels.is_empty() {
             return Err(invalid("wheels", "at least one wheel must be defined"));

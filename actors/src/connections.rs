@@ -1,13 +1,13 @@
-//! Live connections per player, each with a bounded outbound queue of encoded frames.
+//! One connection's bounded outbound queue of encoded frames, bounded in frames and in
+//! bytes.
 //!
-//! Actors push bytes with `try_send`: a full queue never blocks an actor. The connection
-//! is marked as a slow consumer instead, and its writer closes it with the documented
-//! close code; the room and every other member carry on.
+//! Stream owners push with `try_send`: a full queue never blocks an actor. The
+//! connection is marked as a slow consumer instead, and its writer closes it with the
+//! documented close code; the room and every other member carry on.
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::{Notify, mpsc};
 
 pub type ConnectionId = u64;
@@ -24,6 +24,8 @@ pub struct OutFrame {
 pub struct Outbound {
     pub connection: ConnectionId,
     frames: mpsc::Sender<OutFrame>,
+    queued_bytes: Arc<AtomicUsize>,
+    bytes_max: usize,
     slow: SlowSignal,
 }
 
@@ -49,6 +51,10 @@ impl SlowSignal {
         }
     }
 
+    pub fn is_set(&self) -> bool {
+        self.0.set.load(Ordering::Acquire)
+    }
+
     fn raise(&self) {
         if !self.0.set.swap(true, Ordering::AcqRel) {
             metrics::counter!("playtree_slow_consumer_disconnects_total").increment(1);
@@ -60,23 +66,48 @@ impl SlowSignal {
 /// The receiving side, owned by the connection's writer.
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    pub frames: mpsc::Receiver<OutFrame>,
+    frames: mpsc::Receiver<OutFrame>,
+    queued_bytes: Arc<AtomicUsize>,
     pub slow: SlowSignal,
 }
 
+impl OutboundReceiver {
+    pub async fn recv(&mut self) -> Option<OutFrame> {
+        let frame = self.frames.recv().await?;
+        self.queued_bytes
+            .fetch_sub(frame.bytes.len(), Ordering::AcqRel);
+        Some(frame)
+    }
+
+    pub fn try_recv(&mut self) -> Option<OutFrame> {
+        let frame = self.frames.try_recv().ok()?;
+        self.queued_bytes
+            .fetch_sub(frame.bytes.len(), Ordering::AcqRel);
+        Some(frame)
+    }
+}
+
 impl Outbound {
-    /// A new outbound queue holding at most `frames_max` frames.
-    pub fn channel(connection: ConnectionId, frames_max: usize) -> (Outbound, OutboundReceiver) {
+    /// A new outbound queue holding at most `frames_max` frames and `bytes_max` bytes.
+    pub fn channel(
+        connection: ConnectionId,
+        frames_max: usize,
+        bytes_max: usize,
+    ) -> (Outbound, OutboundReceiver) {
         let (frames, receiver) = mpsc::channel(frames_max.max(1));
         let slow = SlowSignal::default();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         (
             Outbound {
                 connection,
                 frames,
+                queued_bytes: queued_bytes.clone(),
+                bytes_max,
                 slow: slow.clone(),
             },
             OutboundReceiver {
                 frames: receiver,
+                queued_bytes,
                 slow,
             },
         )
@@ -85,58 +116,33 @@ impl Outbound {
     /// Queues a frame. Returns false when the queue is full (the connection is then
     /// marked slow) or the connection is gone.
     pub fn push(&self, kind: &'static str, bytes: Bytes) -> bool {
+        if self.slow.is_set() {
+            return false;
+        }
+        let len = bytes.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        if queued > self.bytes_max {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.slow.raise();
+            return false;
+        }
         match self.frames.try_send(OutFrame { kind, bytes }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
                 self.slow.raise();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-}
-
-/// Every live connection, by player id.
-#[derive(Debug, Default)]
-pub struct Connections {
-    by_player: DashMap<String, Vec<Outbound>>,
-    next_id: AtomicU64,
-}
-
-impl Connections {
-    pub fn next_connection_id(&self) -> ConnectionId {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    pub fn attach(&self, player: &str, outbound: Outbound) {
-        self.by_player
-            .entry(player.to_owned())
-            .or_default()
-            .push(outbound);
-    }
-
-    pub fn detach(&self, player: &str, connection: ConnectionId) {
-        self.by_player.remove_if_mut(player, |_, outbounds| {
-            outbounds.retain(|o| o.connection != connection);
-            outbounds.is_empty()
-        });
-    }
-
-    pub fn is_connected(&self, player: &str) -> bool {
-        self.by_player.contains_key(player)
-    }
-
-    /// Hands the same bytes to every connection of `player`.
-    pub fn push(&self, player: &str, kind: &'static str, frame: &Bytes) {
-        if let Some(outbounds) = self.by_player.get(player) {
-            for outbound in outbounds.iter() {
-                outbound.push(kind, frame.clone());
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                false
             }
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.by_player.iter().map(|entry| entry.value().len()).sum()
+    /// True once the connection's writer has gone.
+    pub fn is_closed(&self) -> bool {
+        self.frames.is_closed()
     }
 }
 
@@ -144,27 +150,29 @@ impl Connections {
 mod tests {
     use super::*;
 
+    fn frame(len: usize) -> Bytes {
+        Bytes::from(vec![0u8; len])
+    }
+
     #[tokio::test]
     async fn a_full_queue_marks_the_connection_slow_without_blocking() {
-        let (outbound, receiver) = Outbound::channel(1, 2);
-        assert!(outbound.push("event", Bytes::from_static(b"a")));
-        assert!(outbound.push("event", Bytes::from_static(b"b")));
-        assert!(!outbound.push("event", Bytes::from_static(b"c")));
+        let (outbound, receiver) = Outbound::channel(1, 2, 1 << 20);
+        assert!(outbound.push("event", frame(1)));
+        assert!(outbound.push("event", frame(1)));
+        assert!(!outbound.push("event", frame(1)));
         tokio::time::timeout(std::time::Duration::from_secs(5), receiver.slow.wait())
             .await
             .expect("slow consumer flagged");
     }
 
-    #[test]
-    fn detaching_the_last_connection_forgets_the_player() {
-        let connections = Connections::default();
-        let (first, _r1) = Outbound::channel(1, 4);
-        let (second, _r2) = Outbound::channel(2, 4);
-        connections.attach("alice", first);
-        connections.attach("alice", second);
-        connections.detach("alice", 1);
-        assert!(connections.is_connected("alice"));
-        connections.detach("alice", 2);
-        assert!(!connections.is_connected("alice"));
+    #[tokio::test]
+    async fn the_byte_bound_holds_too_and_draining_frees_it() {
+        let (outbound, mut receiver) = Outbound::channel(1, 100, 10);
+        assert!(outbound.push("event", frame(6)));
+        assert!(outbound.push("event", frame(4)));
+        assert!(receiver.recv().await.is_some());
+        assert!(outbound.push("event", frame(6)), "6 bytes were drained");
+        assert!(!outbound.push("event", frame(1)), "11 bytes exceed 10");
+        assert!(receiver.slow.is_set());
     }
 }

@@ -1,13 +1,13 @@
 //! The hub wires the actor system together: the store, the clock, the directories and
-//! supervisors of each entity kind, live connections and the matchmaker. Every actor gets
+//! supervisors of each entity kind, the question bank and the matchmaker. Every actor gets
 //! a clone of it; the server talks to actors only through it.
 
 use crate::clock::{Clock, Entropy};
 use crate::config::GameConfig;
-use crate::connections::Connections;
 use crate::directory::{Directory, RestartDecision, RestartPolicy};
 use crate::error::HubError;
 use crate::matchmaker::Matchmaker;
+use crate::questions::QuestionBank;
 use crate::room::{Room, RoomArgs, RoomMsg, RoomSpec};
 use crate::session::{PlayerSession, SessionArgs, SessionMsg};
 use crate::store::Store;
@@ -42,7 +42,7 @@ pub struct HubInner {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
-    pub connections: Connections,
+    pub questions: Arc<QuestionBank>,
     pub matchmaker: Matchmaker,
     pub(crate) sessions: Directory<SessionMsg>,
     pub(crate) rooms: Directory<RoomMsg>,
@@ -76,6 +76,7 @@ impl Hub {
         store: Store,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
+        questions: Arc<QuestionBank>,
     ) -> Result<Hub, HubError> {
         let policy = RestartPolicy {
             restarts_max: config.actors.restarts_max,
@@ -88,7 +89,7 @@ impl Hub {
             store,
             clock,
             entropy,
-            connections: Connections::default(),
+            questions,
             matchmaker: Matchmaker::default(),
             session_supervisor: OnceLock::new(),
             room_supervisor: OnceLock::new(),

@@ -12,6 +12,8 @@ pub mod error;
 pub mod grant;
 pub mod hub;
 pub mod matchmaker;
+pub mod questions;
+pub mod rate;
 pub mod room;
 pub mod session;
 pub mod store;
@@ -20,9 +22,7 @@ pub mod supervisor;
 
 pub use clock::{Clock, Entropy};
 pub use config::GameConfig;
-pub use connections::{
-    ConnectionId, Connections, OutFrame, Outbound, OutboundReceiver, SlowSignal,
-};
+pub use connections::{ConnectionId, OutFrame, Outbound, OutboundReceiver, SlowSignal};
 pub use error::HubError;
 pub use hub::Hub;
 pub use store::{Store, StoreError};

@@ -3,8 +3,16 @@
 //! word on whether a join fits.
 
 use playtree_protocol::{RoomId, RoomKind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock leaves only a stale listing behind, which the
+    // rooms rewrite on their next change; keep serving.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
@@ -12,11 +20,14 @@ pub struct Listing {
     pub variant: String,
     pub members: usize,
     pub capacity: usize,
+    /// Whether QuickJoin may pick it (public, and for quizzes still in the lobby).
+    pub open: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Matchmaker {
     rooms: Mutex<BTreeMap<RoomId, Listing>>,
+    codes: Mutex<HashMap<String, RoomId>>,
 }
 
 impl Matchmaker {
@@ -34,7 +45,8 @@ impl Matchmaker {
         self.rooms()
             .iter()
             .filter(|(id, listing)| {
-                listing.kind == kind
+                listing.open
+                    && listing.kind == kind
                     && listing.variant == variant
                     && listing.members < listing.capacity
                     && !excluding.contains(id)
@@ -49,6 +61,16 @@ impl Matchmaker {
 
     pub fn remove(&self, room: RoomId) {
         self.rooms().remove(&room);
+        lock(&self.codes).retain(|_, id| *id != room);
+    }
+
+    pub fn register_code(&self, code: &str, room: RoomId) {
+        lock(&self.codes).insert(code.to_owned(), room);
+    }
+
+    /// The room of a private code, while that room is active.
+    pub fn room_for_code(&self, code: &str) -> Option<RoomId> {
+        lock(&self.codes).get(code).copied()
     }
 
     pub fn open_rooms(&self) -> usize {
@@ -66,6 +88,7 @@ mod tests {
             variant: "classic".into(),
             members,
             capacity: 3,
+            open: true,
         }
     }
 

@@ -1,24 +1,33 @@
-//! An entity's outgoing event stream: each event gets the next `(epoch, seq)` and is
-//! encoded once, so the same bytes go to every recipient.
+//! Event streams and their subscribers. Each stream owner (a room, a player session)
+//! numbers its events `(epoch, seq)`, encodes each once, keeps a bounded history for
+//! clients that resume, and hands the same bytes to every subscribed connection.
+//! Because replay and subscription happen inside the owner's handler, a resuming
+//! client gets the missed events in order, with no gap and no duplicate, before any new one.
 
+use crate::connections::{ConnectionId, Outbound};
 use bytes::Bytes;
 use playtree_protocol::codec::encode_server;
 use playtree_protocol::{Event, EventEnvelope, ServerFrame, StreamId};
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Debug)]
-pub struct StreamCursor {
+pub struct Stream {
     stream: StreamId,
     epoch: u64,
     seq: u64,
+    history: VecDeque<(u64, Bytes)>,
+    history_max: usize,
 }
 
-impl StreamCursor {
-    /// A stream starting a new epoch (an activation of its entity).
-    pub fn new(stream: StreamId, epoch: u64) -> Self {
-        StreamCursor {
+impl Stream {
+    /// A stream starting a new epoch (an activation of its owner).
+    pub fn new(stream: StreamId, epoch: u64, history_max: usize) -> Self {
+        Stream {
             stream,
             epoch,
             seq: 0,
+            history: VecDeque::with_capacity(history_max.min(1024)),
+            history_max,
         }
     }
 
@@ -26,15 +35,143 @@ impl StreamCursor {
         self.epoch
     }
 
-    /// The next event as an encoded `ServerFrame::Event`.
-    pub fn frame(&mut self, event: Event) -> Bytes {
-        self.seq += 1;
-        let frame = ServerFrame::Event(EventEnvelope {
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn encode(&self, seq: u64, event: Event) -> Bytes {
+        Bytes::from(encode_server(&ServerFrame::Event(EventEnvelope {
             stream: self.stream.clone(),
             epoch: self.epoch,
-            seq: self.seq,
+            seq,
             event,
+        })))
+    }
+
+    /// The next event, encoded once and kept in the history.
+    pub fn publish(&mut self, event: Event) -> Bytes {
+        self.seq += 1;
+        let frame = self.encode(self.seq, event);
+        if self.history.len() == self.history_max {
+            self.history.pop_front();
+        }
+        self.history.push_back((self.seq, frame.clone()));
+        frame
+    }
+
+    /// A snapshot carries the current seq without taking a new one: the client continues
+    /// from the event after it.
+    pub fn snapshot_frame(&self, event: Event) -> Bytes {
+        self.encode(self.seq, event)
+    }
+
+    /// The frames after `(epoch, seq)`, if the history still reaches back that far.
+    pub fn replay_after(&self, epoch: u64, seq: u64) -> Option<Vec<Bytes>> {
+        if epoch != self.epoch || seq > self.seq {
+            return None;
+        }
+        let oldest = self
+            .history
+            .front()
+            .map_or(self.seq + 1, |(first, _)| *first);
+        if seq + 1 < oldest {
+            return None;
+        }
+        Some(
+            self.history
+                .iter()
+                .filter(|(event_seq, _)| *event_seq > seq)
+                .map(|(_, frame)| frame.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The connections following a stream, by player.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    by_player: BTreeMap<String, Vec<Outbound>>,
+}
+
+impl Subscribers {
+    pub fn add(&mut self, player: &str, outbound: Outbound) {
+        let outbounds = self.by_player.entry(player.to_owned()).or_default();
+        if !outbounds
+            .iter()
+            .any(|o| o.connection == outbound.connection)
+        {
+            outbounds.push(outbound);
+        }
+    }
+
+    pub fn remove_connection(&mut self, player: &str, connection: ConnectionId) {
+        if let Some(outbounds) = self.by_player.get_mut(player) {
+            outbounds.retain(|o| o.connection != connection);
+            if outbounds.is_empty() {
+                self.by_player.remove(player);
+            }
+        }
+    }
+
+    pub fn remove_player(&mut self, player: &str) {
+        self.by_player.remove(player);
+    }
+
+    pub fn is_connected(&self, player: &str) -> bool {
+        self.by_player.contains_key(player)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_player.is_empty()
+    }
+
+    pub fn outbounds(&self, player: &str) -> Vec<Outbound> {
+        self.by_player.get(player).cloned().unwrap_or_default()
+    }
+
+    /// Hands `frame` to every subscriber; connections that have gone are dropped.
+    pub fn send(&mut self, frame: &Bytes) {
+        self.by_player.retain(|_, outbounds| {
+            outbounds
+                .retain(|outbound| outbound.push("event", frame.clone()) || !outbound.is_closed());
+            !outbounds.is_empty()
         });
-        Bytes::from(encode_server(&frame))
+    }
+
+    /// Hands frames to one player's connections.
+    pub fn send_to(&self, player: &str, frames: &[Bytes]) {
+        for outbound in self.by_player.get(player).into_iter().flatten() {
+            for frame in frames {
+                outbound.push("event", frame.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(n: u64) -> Event {
+        Event::Chat {
+            room: 1,
+            player: "p".into(),
+            text: n.to_string(),
+        }
+    }
+
+    #[test]
+    fn replay_reaches_back_only_as_far_as_the_history() {
+        let mut stream = Stream::new(StreamId::Room(1), 7, 3);
+        for n in 1..=5 {
+            stream.publish(chat(n));
+        }
+        // History holds seqs 3, 4, 5.
+        assert_eq!(stream.replay_after(7, 2).map(|f| f.len()), Some(3));
+        assert_eq!(stream.replay_after(7, 4).map(|f| f.len()), Some(1));
+        assert_eq!(stream.replay_after(7, 5).map(|f| f.len()), Some(0));
+        assert_eq!(stream.replay_after(7, 1), None, "seq 2 is gone");
+        assert_eq!(stream.replay_after(6, 4), None, "another epoch");
+        assert_eq!(stream.replay_after(7, 9), None, "from the future");
     }
 }

@@ -4,8 +4,9 @@
 mod common;
 
 use playtree_actors::grant::Grant;
+use playtree_actors::room::quiz::{QuizEvent, TakenAnswer};
 use playtree_actors::room::{RoomEntity, RoomEvent, RoomSetup};
-use playtree_actors::session::{PendingSpin, SessionEntity, SessionEvent};
+use playtree_actors::session::{Membership, PendingSpin, SessionEntity, SessionEvent};
 use playtree_actors::store::{Entity, Journal, Store};
 use playtree_protocol::{GrantId, RoomKind};
 use rand_chacha::ChaCha20Rng;
@@ -45,7 +46,10 @@ fn session_event(rng: &mut ChaCha20Rng, step: u64) -> SessionEvent {
         },
         3 => SessionEvent::JoinedRoom {
             room: u64::from(rng.next_u32() % 3),
-            wheel,
+            membership: Membership {
+                kind: RoomKind::Wheel,
+                variant: wheel,
+            },
         },
         _ => SessionEvent::LeftRoom {
             room: u64::from(rng.next_u32() % 3),
@@ -53,9 +57,51 @@ fn session_event(rng: &mut ChaCha20Rng, step: u64) -> SessionEvent {
     }
 }
 
+fn quiz_event(rng: &mut ChaCha20Rng, step: u64, player: String) -> QuizEvent {
+    match rng.next_u32() % 6 {
+        0 => QuizEvent::GameStarted {
+            game_no: step,
+            questions: vec![3, 1, 2],
+            players: vec![player, "p0".into()],
+        },
+        1 => QuizEvent::QuestionAsked {
+            index: (step % 3) as u32,
+            asked_at_ms: step * 10,
+            deadline_ms: step * 10 + 5,
+        },
+        2 => QuizEvent::AnswerTaken {
+            player,
+            answer: TakenAnswer {
+                choice: 1,
+                correct: rng.next_u32().is_multiple_of(2),
+                points: step,
+            },
+        },
+        3 => QuizEvent::QuestionRevealed {
+            index: 0,
+            until_ms: step,
+        },
+        4 => QuizEvent::GameFinished { until_ms: step },
+        _ => QuizEvent::BackToLobby,
+    }
+}
+
 fn room_event(rng: &mut ChaCha20Rng, step: u64) -> RoomEvent {
     let player = format!("p{}", rng.next_u32() % 4);
-    match rng.next_u32() % 4 {
+    match rng.next_u32() % 6 {
+        4 => RoomEvent::Quiz(quiz_event(rng, step, player)),
+        5 => RoomEvent::GrantsIssued {
+            grants: vec![Grant {
+                id: GrantId {
+                    source: format!("room:9:game:{step}"),
+                    seq: 0,
+                },
+                beneficiary: player,
+                amount: 5,
+                reason: "quiz".into(),
+                settles: None,
+            }],
+        },
         0 => RoomEvent::MemberJoined { player },
         1 => RoomEvent::MemberLeft { player },
         2 => RoomEvent::SpinSettled {
@@ -145,6 +191,8 @@ async fn recovery_equals_live_state_for_many_random_histories() {
             setup: RoomSetup {
                 kind: RoomKind::Wheel,
                 variant: "classic".into(),
+                seed: 5,
+                private_code: None,
             },
             inventory: [(1, 3)].into_iter().collect(),
         }];
@@ -163,7 +211,10 @@ async fn snapshots_truncate_the_journal_they_cover() {
         journal
             .persist(vec![SessionEvent::JoinedRoom {
                 room,
-                wheel: "classic".into(),
+                membership: Membership {
+                    kind: RoomKind::Wheel,
+                    variant: "classic".into(),
+                },
             }])
             .await
             .expect("persist");

@@ -34,6 +34,7 @@ pub struct StreamPosition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RoomKind {
     Wheel,
+    Quiz,
 }
 
 /// Requests a client may make once welcomed. New variants go at the end.
@@ -54,6 +55,25 @@ pub enum Request {
     RotateSeed { wheel: String },
     /// Read the player's wallet.
     GetWallet,
+    /// Open a private room; the reply carries a short code to share with friends.
+    CreatePrivate {
+        kind: RoomKind,
+        variant: Option<String>,
+    },
+    /// Join a private room by its code.
+    JoinPrivate { code: String },
+    /// Answer the current quiz question (`question` is its index in the game).
+    Answer {
+        room: RoomId,
+        question: u32,
+        choice: u32,
+    },
+    /// Send a short chat line to a room.
+    Chat { room: RoomId, text: String },
+    /// Send a reaction (one of the server's configured emoji) to a room.
+    React { room: RoomId, emoji: String },
+    /// Replace the connection's token before it expires.
+    RefreshToken { token: String },
 }
 
 impl Request {
@@ -65,6 +85,12 @@ impl Request {
             Request::Spin { .. } => "spin",
             Request::RotateSeed { .. } => "rotate_seed",
             Request::GetWallet => "get_wallet",
+            Request::CreatePrivate { .. } => "create_private",
+            Request::JoinPrivate { .. } => "join_private",
+            Request::Answer { .. } => "answer",
+            Request::Chat { .. } => "chat",
+            Request::React { .. } => "react",
+            Request::RefreshToken { .. } => "refresh_token",
         }
     }
 }

@@ -80,6 +80,10 @@ codes! {
     TooManyRequestsInFlight = 3002, close = None;
     /// The connection's outbound queue filled up: it read its events too slowly.
     SlowConsumer = 3004, close = Some(CloseCode::SlowConsumer);
+    /// The connection sent frames faster than its rate limit; slow down.
+    RateLimited = 3005, close = None;
+    /// The connection kept exceeding its rate limit after being told.
+    RateLimitPersisted = 3006, close = Some(CloseCode::RateLimited);
     /// The server is shutting down; reconnect (to another node) shortly.
     ShuttingDown = 3003, close = Some(CloseCode::ShuttingDown);
     /// The wheel (or other variant) named does not exist in this server's config.
@@ -102,6 +106,30 @@ codes! {
     StoreFailure = 5003, close = None;
     /// An unexpected server fault. It is logged; report it with the time it happened.
     Internal = 5004, close = None;
+    /// The room is full.
+    RoomFull = 4007, close = None;
+    /// No private room has this code.
+    UnknownRoomCode = 4008, close = None;
+    /// The player is already in this room (or in another room of this kind).
+    AlreadyInRoom = 4009, close = None;
+    /// The quiz has started; wait for the next game.
+    GameInProgress = 4010, close = None;
+    /// No question is open, or it is not the one named.
+    NoOpenQuestion = 4011, close = None;
+    /// The answer came after the question's deadline.
+    AnswerTooLate = 4012, close = None;
+    /// This player already answered this question.
+    AlreadyAnswered = 4013, close = None;
+    /// The choice index is not one of the question's choices.
+    InvalidChoice = 4014, close = None;
+    /// The chat line is empty, too long, or has control characters.
+    InvalidChat = 4015, close = None;
+    /// The emoji is not in the server's reaction set.
+    InvalidReaction = 4016, close = None;
+    /// A refreshed token must name the same player.
+    TokenPlayerMismatch = 2008, close = None;
+    /// The token expired and was not refreshed in time.
+    TokenExpiredLive = 2009, close = Some(CloseCode::TokenExpired);
 }
 
 impl Serialize for ErrorCode {
@@ -165,6 +193,7 @@ pub enum CloseCode {
     TokenMissingClaim = 4017,
     TooManyConnections = 4021,
     SlowConsumer = 4022,
+    RateLimited = 4023,
     ShuttingDown = 4031,
 }
 
@@ -185,6 +214,7 @@ impl CloseCode {
         CloseCode::TokenMissingClaim,
         CloseCode::TooManyConnections,
         CloseCode::SlowConsumer,
+        CloseCode::RateLimited,
         CloseCode::ShuttingDown,
     ];
 

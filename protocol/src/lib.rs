@@ -20,8 +20,9 @@ pub use codec::{DecodeError, EncodeError};
 pub use error::{CloseCode, ErrorCode, ErrorReply};
 pub use ids::{GrantId, RoomId, StreamId};
 pub use server::{
-    Event, EventEnvelope, FairnessInfo, ReplyBody, Role, RoomJoined, SeedReveal, SegmentInfo,
-    ServerFrame, SpinOutcome, SpinResult, Welcome, WheelInfo,
+    Event, EventEnvelope, FairnessInfo, PodiumPlace, QuizJoined, QuizLobby, QuizPhase, QuizPodium,
+    QuizQuestion, QuizReveal, ReplyBody, Role, RoomJoined, RoomSnapshot, SeedReveal, SegmentInfo,
+    ServerFrame, SpinOutcome, SpinResult, Standing, Welcome, WheelInfo,
 };
 
 /// The protocol's major version. A client whose `Hello` names another major version is

@@ -88,16 +88,152 @@ pub enum Event {
         balance: u64,
         reason: String,
     },
+    /// The quiz lobby changed: who is waiting, and when the game starts if it is
+    /// counting down (room stream).
+    QuizLobby(QuizLobby),
+    /// A quiz question, without its answer (room stream).
+    Question(QuizQuestion),
+    /// The answer to a question, and the standings after it (room stream).
+    Reveal(QuizReveal),
+    /// The final standings and prizes of a quiz game (room stream).
+    Podium(QuizPodium),
+    /// A chat line (room stream).
+    Chat {
+        room: RoomId,
+        player: String,
+        text: String,
+    },
+    /// A reaction (room stream).
+    Reaction {
+        room: RoomId,
+        player: String,
+        emoji: String,
+    },
+    /// The stream could not be replayed from where the client left off: this is its
+    /// state now; events continue after this event's seq (room stream).
+    RoomSnapshot(RoomSnapshot),
+    /// The player stream could not be replayed: the wallet as it is now (player stream).
+    PlayerSnapshot { balance: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuizLobby {
+    pub room: RoomId,
+    pub players: Vec<String>,
+    pub min_players: u32,
+    /// Server time the game starts, when a countdown runs.
+    pub starts_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuizQuestion {
+    pub room: RoomId,
+    /// 0-based index of the question in this game.
+    pub index: u32,
+    pub total: u32,
+    pub category: String,
+    pub text: String,
+    pub choices: Vec<String>,
+    /// Server time the question was asked and the time answers stop being accepted.
+    pub asked_at_ms: u64,
+    pub deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Standing {
+    pub player: String,
+    /// 1-based; players with equal scores share a rank.
+    pub rank: u32,
+    pub score: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuizReveal {
+    pub room: RoomId,
+    pub index: u32,
+    pub correct_choice: u32,
+    /// What each player scored on this question (0 for wrong or no answer).
+    pub points: Vec<(String, u64)>,
+    /// The top five.
+    pub top: Vec<Standing>,
+    /// Every player's standing, so that each finds its own rank.
+    pub standings: Vec<Standing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodiumPlace {
+    pub standing: Standing,
+    pub prize: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuizPodium {
+    pub room: RoomId,
+    pub places: Vec<PodiumPlace>,
+    pub standings: Vec<Standing>,
+}
+
+/// A room's state for a client that lost track of the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    pub room: RoomId,
+    pub kind: RoomKind,
+    pub members: Vec<String>,
+    /// The quiz phase, for quiz rooms.
+    pub quiz: Option<QuizPhase>,
+}
+
+/// Where a quiz room stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuizPhase {
+    Lobby(QuizLobby),
+    Asking {
+        question: QuizQuestion,
+        standings: Vec<Standing>,
+    },
+    Revealed(QuizReveal),
+    Finished(QuizPodium),
 }
 
 /// Successful replies. New variants go at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyBody {
     RoomJoined(RoomJoined),
-    RoomLeft { room: RoomId },
+    RoomLeft {
+        room: RoomId,
+    },
     Spun(SpinOutcome),
     SeedRotated(SeedReveal),
-    Wallet { balance: u64 },
+    Wallet {
+        balance: u64,
+    },
+    /// A quiz room was joined (by QuickJoin, or by code).
+    QuizJoined(QuizJoined),
+    /// A private room was opened; share `code`.
+    PrivateCreated {
+        room: RoomId,
+        code: String,
+    },
+    /// The answer was taken; points are told at the reveal.
+    AnswerTaken {
+        room: RoomId,
+        question: u32,
+    },
+    /// A chat line or reaction was accepted and broadcast.
+    Sent,
+    /// The token was replaced; the connection now expires at this time.
+    TokenRefreshed {
+        expires_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuizJoined {
+    pub room: RoomId,
+    pub stream_epoch: u64,
+    /// The private code, for private rooms.
+    pub code: Option<String>,
+    pub snapshot: RoomSnapshot,
 }
 
 /// A wheel as clients see it: enough to draw it and to verify every spin.

@@ -41,6 +41,35 @@ pub fn settled_grant<'a>(state: &'a RoomState, wheel: &str, nonce: u64) -> Optio
     })
 }
 
+/// A chat line must be non-empty, at most `chars_max` characters, without control
+/// characters (no newlines, no terminal escapes).
+pub fn validate_chat(text: &str, chars_max: usize) -> Result<(), playtree_protocol::ErrorReply> {
+    use playtree_protocol::{ErrorCode, ErrorReply};
+    let chars = text.chars().count();
+    if text.trim().is_empty() {
+        return Err(ErrorReply::new(
+            ErrorCode::InvalidChat,
+            "the chat line is empty",
+        ));
+    }
+    if chars > chars_max {
+        return Err(ErrorReply::new(
+            ErrorCode::InvalidChat,
+            format!("the chat line has {chars} characters; at most {chars_max} are allowed"),
+        ));
+    }
+    if let Some(bad) = text.chars().find(|c| c.is_control()) {
+        return Err(ErrorReply::new(
+            ErrorCode::InvalidChat,
+            format!(
+                "the chat line holds a control character (U+{:04X})",
+                bad as u32
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// True when this spin was settled here before.
 pub fn already_settled(state: &RoomState, player: &str, nonce: u64) -> bool {
     state
@@ -84,6 +113,26 @@ mod tests {
     }
 
     #[test]
+    fn chat_lines_are_checked() {
+        let code = |text: &str| validate_chat(text, 10).map_err(|e| e.code).err();
+        assert_eq!(code("hello"), None);
+        assert_eq!(code("  "), Some(playtree_protocol::ErrorCode::InvalidChat));
+        assert_eq!(
+            code("01234567890"),
+            Some(playtree_protocol::ErrorCode::InvalidChat)
+        );
+        assert_eq!(
+            code("bell\u{7}"),
+            Some(playtree_protocol::ErrorCode::InvalidChat)
+        );
+        assert_eq!(
+            code("two\nlines"),
+            Some(playtree_protocol::ErrorCode::InvalidChat)
+        );
+        assert_eq!(code("héllo 👋"), None, "characters, not bytes, are counted");
+    }
+
+    #[test]
     fn an_empty_inventory_turns_the_prize_into_no_win() {
         let mut state = RoomState::default();
         RoomEntity::apply(
@@ -92,6 +141,8 @@ mod tests {
                 setup: RoomSetup {
                     kind: RoomKind::Wheel,
                     variant: "classic".into(),
+                    seed: 1,
+                    private_code: None,
                 },
                 inventory: initial_inventory(&test_wheel()),
             },

@@ -1,23 +1,31 @@
-//! Room: one actor per game room (kind `wheel` for now). It holds the members and the
-//! game state, broadcasts each event to every member encoded once, and is the source of
-//! the grants that pay its prizes (outbox, redelivered until acknowledged).
+//! Room: one actor per game room, of kind `wheel` or `quiz`. It holds the members and the
+//! game state, owns the room's event stream (history and subscribed connections), and is
+//! the source of the grants that pay its prizes (outbox, redelivered until acknowledged).
 
 mod logic;
 mod msg;
+pub mod quiz;
 mod state;
 
-pub use msg::{RoomError, RoomMsg, RoomSpec, RoomView, Settled};
+pub use msg::{Position, RoomError, RoomMsg, RoomSpec, RoomView, Settled};
 pub use state::{RoomEntity, RoomEvent, RoomSetup, RoomState};
 
+use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
 use crate::matchmaker::Listing;
+use crate::rate::TokenBucket;
 use crate::session::{PendingSpin, SessionMsg};
 use crate::store::Journal;
-use crate::stream::StreamCursor;
-use playtree_protocol::{Event, GrantId, RoomId, SpinResult, StreamId};
+use crate::stream::{Stream, Subscribers};
+use playtree_protocol::{
+    ErrorCode, ErrorReply, Event, GrantId, PodiumPlace, QuizLobby, QuizPhase, QuizPodium,
+    QuizQuestion, QuizReveal, RoomId, RoomKind, RoomSnapshot, SpinResult, StreamId,
+};
+use quiz::{QuizEvent, Stage};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -40,7 +48,11 @@ pub struct RoomRuntime {
     room: RoomId,
     hub: Hub,
     journal: Journal<RoomEntity>,
-    stream: StreamCursor,
+    stream: Stream,
+    subscribers: Subscribers,
+    /// Members with no live connection, since when (their seat is kept for a grace time).
+    away_since_ms: BTreeMap<String, u64>,
+    chat_buckets: HashMap<String, TokenBucket>,
     last_active_ms: u64,
     timers: Vec<JoinHandle<()>>,
 }
@@ -61,41 +73,65 @@ impl Actor for Room {
             Journal::open(hub.store.clone(), &id, hub.config.store.snapshot_every).await?;
         if journal.state().setup.is_none() {
             let spec = args.spec.ok_or(UnknownRoom(args.room))?;
-            let wheel = hub
-                .config
-                .wheel(&spec.variant)
-                .ok_or_else(|| RoomError::MissingWheel(spec.variant.clone()))?;
+            let inventory = match spec.kind {
+                RoomKind::Wheel => logic::initial_inventory(
+                    hub.config
+                        .wheel(&spec.variant)
+                        .ok_or_else(|| RoomError::MissingWheel(spec.variant.clone()))?,
+                ),
+                RoomKind::Quiz => BTreeMap::new(),
+            };
+            let seed_bytes = hub.entropy.server_seed();
+            let mut seed = [0u8; 8];
+            seed.copy_from_slice(&seed_bytes[..8]);
             let created = RoomEvent::Created {
-                inventory: logic::initial_inventory(wheel),
+                inventory,
                 setup: RoomSetup {
                     kind: spec.kind,
                     variant: spec.variant,
+                    seed: u64::from_le_bytes(seed),
+                    private_code: spec.private_code,
                 },
             };
             journal.persist(vec![created]).await?;
         }
+        let kind = journal.state().setup.as_ref().map(|s| s.kind);
         let rooms = &hub.config.rooms;
         let passivate_check = Duration::from_millis((rooms.passivate_after_ms / 2).max(100));
-        let timers = vec![
+        let mut timers = vec![
             myself.send_interval(Duration::from_millis(rooms.outbox_retry_ms), || {
                 RoomMsg::RedeliverOutbox
             }),
             myself.send_interval(passivate_check, || RoomMsg::PassivateCheck),
         ];
+        if kind == Some(RoomKind::Quiz) {
+            let tick = Duration::from_millis(hub.config.quiz.tick_ms);
+            timers.push(myself.send_interval(tick, || RoomMsg::Tick));
+        }
         if !journal.state().outbox.is_empty() {
             myself.cast(RoomMsg::RedeliverOutbox)?;
         }
         let now_ms = hub.now_ms();
+        // After an activation nobody is connected yet: every seat starts its grace time.
+        let away_since_ms = journal
+            .state()
+            .members
+            .iter()
+            .map(|m| (m.clone(), now_ms))
+            .collect();
         let runtime = RoomRuntime {
             room: args.room,
-            stream: StreamCursor::new(StreamId::Room(args.room), now_ms),
+            stream: Stream::new(StreamId::Room(args.room), now_ms, rooms.history_len),
+            subscribers: Subscribers::default(),
+            away_since_ms,
+            chat_buckets: HashMap::new(),
             hub,
             journal,
             last_active_ms: now_ms,
             timers,
         };
         runtime.update_listing();
-        metrics::gauge!("playtree_rooms_open", "kind" => "wheel").increment(1.0);
+        metrics::gauge!("playtree_rooms_open", "kind" => runtime.kind_name()).increment(1.0);
         Ok(runtime)
     }
 
@@ -108,7 +144,7 @@ impl Actor for Room {
             timer.abort();
         }
         state.hub.matchmaker.remove(state.room);
-        metrics::gauge!("playtree_rooms_open", "kind" => "wheel").decrement(1.0);
+        metrics::gauge!("playtree_rooms_open", "kind" => state.kind_name()).decrement(1.0);
         if let Err(error) = state.journal.snapshot().await {
             tracing::warn!(room = state.room, %error, "snapshot on stop failed; the journal still holds every event");
         }
@@ -122,13 +158,23 @@ impl Actor for Room {
         state: &mut RoomRuntime,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RoomMsg::Join { player, reply } => {
+            RoomMsg::Join {
+                player,
+                outbounds,
+                reply,
+            } => {
                 state.last_active_ms = state.hub.now_ms();
-                let _ = reply.send(state.join(player).await);
+                let _ = reply.send(state.join(player, outbounds).await);
             }
             RoomMsg::Leave { player, reply } => {
-                let _ = reply.send(state.leave(player).await);
+                let _ = reply.send(state.leave(&player).await);
             }
+            RoomMsg::Subscribe {
+                player,
+                outbound,
+                position,
+            } => state.subscribe(player, outbound, position),
+            RoomMsg::Unsubscribe { player, connection } => state.unsubscribe(&player, connection),
             RoomMsg::Settle {
                 player,
                 spin,
@@ -137,6 +183,29 @@ impl Actor for Room {
                 state.last_active_ms = state.hub.now_ms();
                 let _ = reply.send(state.settle(player, spin).await);
             }
+            RoomMsg::Answer {
+                player,
+                question,
+                choice,
+                reply,
+            } => {
+                let _ = reply.send(state.answer(&player, question, choice).await);
+            }
+            RoomMsg::Chat {
+                player,
+                text,
+                reply,
+            } => {
+                let _ = reply.send(state.chat(&player, text));
+            }
+            RoomMsg::React {
+                player,
+                emoji,
+                reply,
+            } => {
+                let _ = reply.send(state.react(&player, emoji));
+            }
+            RoomMsg::Tick => state.tick().await,
             RoomMsg::GrantAcked { grant } => state.grant_acked(grant).await,
             RoomMsg::RedeliverOutbox => state.redeliver().await,
             RoomMsg::PassivateCheck => state.passivate_if_idle(&myself).await,
@@ -155,82 +224,457 @@ impl RoomRuntime {
             .ok_or_else(|| RoomError::MissingWheel(String::new()))
     }
 
+    fn kind(&self) -> RoomKind {
+        self.journal
+            .state()
+            .setup
+            .as_ref()
+            .map_or(RoomKind::Wheel, |s| s.kind)
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind() {
+            RoomKind::Wheel => "wheel",
+            RoomKind::Quiz => "quiz",
+        }
+    }
+
     fn capacity(&self) -> usize {
-        self.hub.config.rooms.wheel_players_max
+        match self.kind() {
+            RoomKind::Wheel => self.hub.config.rooms.wheel_players_max,
+            RoomKind::Quiz => self.hub.config.quiz.players_max,
+        }
     }
 
+    /// Listed for QuickJoin: public rooms; for quizzes, only while in the lobby.
     fn update_listing(&self) {
-        if let Some(setup) = &self.journal.state().setup {
-            self.hub.matchmaker.update(
-                self.room,
-                Listing {
-                    kind: setup.kind,
-                    variant: setup.variant.clone(),
-                    members: self.journal.state().members.len(),
-                    capacity: self.capacity(),
-                },
-            );
+        let state = self.journal.state();
+        let Some(setup) = &state.setup else { return };
+        let open = setup.private_code.is_none()
+            && (setup.kind == RoomKind::Wheel || state.quiz.stage == Stage::Lobby);
+        if let Some(code) = &setup.private_code {
+            self.hub.matchmaker.register_code(code, self.room);
         }
+        self.hub.matchmaker.update(
+            self.room,
+            Listing {
+                kind: setup.kind,
+                variant: setup.variant.clone(),
+                members: state.members.len(),
+                capacity: self.capacity(),
+                open,
+            },
+        );
     }
 
-    /// Encodes `event` once and hands the same bytes to every member's connections.
+    /// Encodes `event` once, keeps it for resumes, and hands it to every subscriber.
     fn broadcast(&mut self, event: Event) {
-        let frame = self.stream.frame(event);
-        for member in &self.journal.state().members {
-            self.hub.connections.push(member, "event", &frame);
-        }
+        let frame = self.stream.publish(event);
+        self.subscribers.send(&frame);
     }
 
-    async fn join(&mut self, player: String) -> Result<RoomView, RoomError> {
+    fn persist_error(error: crate::store::StoreError) -> RoomError {
+        RoomError::Store(error.to_string())
+    }
+
+    async fn join(
+        &mut self,
+        player: String,
+        outbounds: Vec<Outbound>,
+    ) -> Result<RoomView, RoomError> {
         let setup = self.setup()?.clone();
-        let members = &self.journal.state().members;
-        if !members.contains(&player) {
-            if members.len() >= self.capacity() {
+        let state = self.journal.state();
+        if state.members.contains(&player) {
+            if setup.kind == RoomKind::Quiz {
+                return Err(RoomError::AlreadyMember);
+            }
+        } else {
+            if state.members.len() >= self.capacity() {
                 return Err(RoomError::Full {
                     capacity: self.capacity(),
                 });
+            }
+            if setup.kind == RoomKind::Quiz
+                && state.quiz.stage != Stage::Lobby
+                && self.hub.config.quiz.join_started == crate::config::JoinStarted::Refuse
+            {
+                return Err(RoomError::GameInProgress);
             }
             self.journal
                 .persist(vec![RoomEvent::MemberJoined {
                     player: player.clone(),
                 }])
                 .await
-                .map_err(|error| RoomError::Store(error.to_string()))?;
-            self.broadcast(Event::MemberJoined {
-                room: self.room,
-                player,
-            });
-            self.update_listing();
+                .map_err(Self::persist_error)?;
         }
+        for outbound in outbounds {
+            self.subscribers.add(&player, outbound);
+        }
+        self.away_since_ms.remove(&player);
+        self.broadcast(Event::MemberJoined {
+            room: self.room,
+            player,
+        });
+        if setup.kind == RoomKind::Quiz {
+            // The game may start right away now that one more player is here.
+            self.tick().await;
+        }
+        self.update_listing();
         Ok(RoomView {
             kind: setup.kind,
             variant: setup.variant,
             stream_epoch: self.stream.epoch(),
             members: self.journal.state().members.iter().cloned().collect(),
+            private_code: setup.private_code,
+            snapshot: self.snapshot(),
         })
     }
 
-    async fn leave(&mut self, player: String) -> Result<(), RoomError> {
-        if !self.journal.state().members.contains(&player) {
+    async fn leave(&mut self, player: &str) -> Result<(), RoomError> {
+        if !self.journal.state().members.contains(player) {
             return Ok(());
         }
         self.journal
             .persist(vec![RoomEvent::MemberLeft {
-                player: player.clone(),
+                player: player.to_owned(),
             }])
             .await
-            .map_err(|error| RoomError::Store(error.to_string()))?;
+            .map_err(Self::persist_error)?;
         self.broadcast(Event::MemberLeft {
             room: self.room,
-            player,
+            player: player.to_owned(),
         });
+        self.subscribers.remove_player(player);
+        self.away_since_ms.remove(player);
+        self.chat_buckets.remove(player);
         self.update_listing();
+        Ok(())
+    }
+
+    fn subscribe(&mut self, player: String, outbound: Outbound, position: Option<Position>) {
+        if !self.journal.state().members.contains(&player) {
+            // The seat is gone (grace time over): the session learns it.
+            let hub = self.hub.clone();
+            let room = self.room;
+            tokio::spawn(async move {
+                let _ = hub
+                    .cast_session(&player, SessionMsg::RemovedFromRoom { room })
+                    .await;
+            });
+            return;
+        }
+        let replay = position.and_then(|(epoch, seq)| self.stream.replay_after(epoch, seq));
+        match replay {
+            Some(frames) => {
+                metrics::counter!("playtree_resumes_total", "outcome" => "replayed").increment(1);
+                for frame in frames {
+                    outbound.push("event", frame);
+                }
+            }
+            None => {
+                metrics::counter!("playtree_resumes_total", "outcome" => "snapshot").increment(1);
+                let frame = self
+                    .stream
+                    .snapshot_frame(Event::RoomSnapshot(self.snapshot()));
+                outbound.push("event", frame);
+            }
+        }
+        self.subscribers.add(&player, outbound);
+        self.away_since_ms.remove(&player);
+    }
+
+    fn unsubscribe(&mut self, player: &str, connection: ConnectionId) {
+        self.subscribers.remove_connection(player, connection);
+        if !self.subscribers.is_connected(player) && self.journal.state().members.contains(player) {
+            self.away_since_ms
+                .insert(player.to_owned(), self.hub.now_ms());
+        }
+    }
+
+    fn snapshot(&self) -> RoomSnapshot {
+        RoomSnapshot {
+            room: self.room,
+            kind: self.kind(),
+            members: self.journal.state().members.iter().cloned().collect(),
+            quiz: (self.kind() == RoomKind::Quiz).then(|| self.quiz_phase()),
+        }
+    }
+
+    fn quiz_phase(&self) -> QuizPhase {
+        let quiz = &self.journal.state().quiz;
+        match &quiz.stage {
+            Stage::Lobby => QuizPhase::Lobby(self.lobby()),
+            Stage::Asking { index, .. } => match self.question(*index) {
+                Some(question) => QuizPhase::Asking {
+                    question,
+                    standings: quiz::standings(quiz),
+                },
+                None => QuizPhase::Lobby(self.lobby()),
+            },
+            Stage::Revealing { index, .. } => QuizPhase::Revealed(self.reveal(*index)),
+            Stage::Podium { .. } => QuizPhase::Finished(self.podium()),
+        }
+    }
+
+    fn lobby(&self) -> QuizLobby {
+        let state = self.journal.state();
+        QuizLobby {
+            room: self.room,
+            players: state.members.iter().cloned().collect(),
+            min_players: self.hub.config.quiz.min_players as u32,
+            starts_at_ms: state.quiz.countdown_ends_ms,
+        }
+    }
+
+    /// The question as players see it: without its answer.
+    fn question(&self, index: u32) -> Option<QuizQuestion> {
+        let quiz = &self.journal.state().quiz;
+        let Stage::Asking {
+            asked_at_ms,
+            deadline_ms,
+            ..
+        } = quiz.stage
+        else {
+            return None;
+        };
+        let question = self
+            .hub
+            .questions
+            .get(*quiz.questions.get(index as usize)?)?;
+        Some(QuizQuestion {
+            room: self.room,
+            index,
+            total: quiz.questions.len() as u32,
+            category: question.category.clone(),
+            text: question.text.clone(),
+            choices: question.choices.clone(),
+            asked_at_ms,
+            deadline_ms,
+        })
+    }
+
+    fn reveal(&self, index: u32) -> QuizReveal {
+        let quiz = &self.journal.state().quiz;
+        let correct_choice = quiz
+            .questions
+            .get(index as usize)
+            .and_then(|&id| self.hub.questions.get(id))
+            .map_or(0, |question| question.answer);
+        let standings = quiz::standings(quiz);
+        QuizReveal {
+            room: self.room,
+            index,
+            correct_choice,
+            points: quiz
+                .scores
+                .keys()
+                .map(|player| {
+                    (
+                        player.clone(),
+                        quiz.answers.get(player).map_or(0, |a| a.points),
+                    )
+                })
+                .collect(),
+            top: standings.iter().take(5).cloned().collect(),
+            standings,
+        }
+    }
+
+    fn podium(&self) -> QuizPodium {
+        let standings = quiz::standings(&self.journal.state().quiz);
+        QuizPodium {
+            room: self.room,
+            places: quiz::prizes_for(&standings, &self.hub.config.quiz.prizes)
+                .into_iter()
+                .map(|(standing, prize)| PodiumPlace { standing, prize })
+                .collect(),
+            standings,
+        }
+    }
+
+    /// Seat grace, then the quiz clock.
+    async fn tick(&mut self) {
+        let now_ms = self.hub.now_ms();
+        let grace_ms = self.hub.config.quiz.seat_grace_ms;
+        let expired: Vec<String> = self
+            .away_since_ms
+            .iter()
+            .filter(|(_, since)| now_ms.saturating_sub(**since) >= grace_ms)
+            .map(|(player, _)| player.clone())
+            .collect();
+        for player in expired {
+            if self.leave(&player).await.is_ok() {
+                let room = self.room;
+                if let Err(error) = self
+                    .hub
+                    .cast_session(&player, SessionMsg::RemovedFromRoom { room })
+                    .await
+                {
+                    tracing::warn!(room, %player, %error, "could not tell the session its seat expired");
+                }
+            }
+        }
+        if self.kind() != RoomKind::Quiz {
+            return;
+        }
+        let Some(seed) = self.journal.state().setup.as_ref().map(|s| s.seed) else {
+            return;
+        };
+        let events = quiz::advance(
+            &self.journal.state().quiz,
+            now_ms,
+            &self.hub.config.quiz,
+            &self.journal.state().members,
+            seed,
+            &self.hub.questions,
+        );
+        if events.is_empty() {
+            return;
+        }
+        let mut to_persist: Vec<RoomEvent> = events.iter().cloned().map(RoomEvent::Quiz).collect();
+        if events
+            .iter()
+            .any(|e| matches!(e, QuizEvent::GameFinished { .. }))
+        {
+            let grants = self.podium_grants();
+            if !grants.is_empty() {
+                to_persist.push(RoomEvent::GrantsIssued { grants });
+            }
+        }
+        if let Err(error) = self.journal.persist(to_persist).await {
+            // Nothing was applied; the next tick tries again.
+            tracing::error!(room = self.room, %error, "quiz step not saved");
+            return;
+        }
+        for event in &events {
+            if let Some(wire) = self.wire_event(event) {
+                self.broadcast(wire);
+            }
+            if let QuizEvent::GameFinished { .. } = event {
+                metrics::counter!("playtree_quiz_games_finished_total").increment(1);
+                self.redeliver().await;
+            }
+        }
+        self.update_listing();
+    }
+
+    fn podium_grants(&self) -> Vec<Grant> {
+        let quiz = &self.journal.state().quiz;
+        let standings = quiz::standings(quiz);
+        quiz::prizes_for(&standings, &self.hub.config.quiz.prizes)
+            .into_iter()
+            .enumerate()
+            .map(|(place, (standing, prize))| Grant {
+                // Unique and stable: one grant per place of one game of one room.
+                id: GrantId {
+                    source: format!("room:{}:game:{}", self.room, quiz.game_no),
+                    seq: place as u64,
+                },
+                beneficiary: standing.player.clone(),
+                amount: prize,
+                reason: format!("quiz rank {} in room {}", standing.rank, self.room),
+                settles: None,
+            })
+            .collect()
+    }
+
+    fn wire_event(&self, event: &QuizEvent) -> Option<Event> {
+        match event {
+            QuizEvent::Countdown { .. } | QuizEvent::BackToLobby => {
+                Some(Event::QuizLobby(self.lobby()))
+            }
+            QuizEvent::QuestionAsked { index, .. } => self.question(*index).map(Event::Question),
+            QuizEvent::QuestionRevealed { index, .. } => Some(Event::Reveal(self.reveal(*index))),
+            QuizEvent::GameFinished { .. } => Some(Event::Podium(self.podium())),
+            QuizEvent::GameStarted { .. } | QuizEvent::AnswerTaken { .. } => None,
+        }
+    }
+
+    async fn answer(&mut self, player: &str, question: u32, choice: u32) -> Result<(), ErrorReply> {
+        if self.kind() != RoomKind::Quiz {
+            return Err(ErrorReply::new(
+                ErrorCode::WrongRoomKind,
+                "this room is not a quiz",
+            ));
+        }
+        let event = quiz::answer(
+            &self.journal.state().quiz,
+            player,
+            question,
+            choice,
+            self.hub.now_ms(),
+            &self.hub.config.quiz,
+            &self.hub.questions,
+        )?;
+        self.journal
+            .persist(vec![RoomEvent::Quiz(event)])
+            .await
+            .map_err(|error| ErrorReply::new(ErrorCode::StoreFailure, error.to_string()))?;
+        // When this was the last answer, the reveal comes now rather than at the deadline.
+        self.tick().await;
+        Ok(())
+    }
+
+    fn check_chat_allowed(&mut self, player: &str) -> Result<(), ErrorReply> {
+        if !self.journal.state().members.contains(player) {
+            return Err(ErrorReply::new(
+                ErrorCode::NotInRoom,
+                format!("you are not in room {}", self.room),
+            ));
+        }
+        let rooms = &self.hub.config.rooms;
+        let now_ms = self.hub.now_ms();
+        let bucket = self
+            .chat_buckets
+            .entry(player.to_owned())
+            .or_insert_with(|| TokenBucket::new(rooms.chat_per_second, rooms.chat_burst, now_ms));
+        if !bucket.try_take(now_ms) {
+            metrics::counter!("playtree_rate_limited_total", "limit" => "chat").increment(1);
+            return Err(ErrorReply::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "at most {} chat lines or reactions per second; slow down",
+                    rooms.chat_per_second
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn chat(&mut self, player: &str, text: String) -> Result<(), ErrorReply> {
+        logic::validate_chat(&text, self.hub.config.rooms.chat_chars_max)?;
+        self.check_chat_allowed(player)?;
+        self.broadcast(Event::Chat {
+            room: self.room,
+            player: player.to_owned(),
+            text,
+        });
+        metrics::counter!("playtree_chat_messages_total").increment(1);
+        Ok(())
+    }
+
+    fn react(&mut self, player: &str, emoji: String) -> Result<(), ErrorReply> {
+        if !self.hub.config.rooms.reactions.contains(&emoji) {
+            return Err(ErrorReply::new(
+                ErrorCode::InvalidReaction,
+                format!(
+                    "reactions are: {}",
+                    self.hub.config.rooms.reactions.join(" ")
+                ),
+            ));
+        }
+        self.check_chat_allowed(player)?;
+        self.broadcast(Event::Reaction {
+            room: self.room,
+            player: player.to_owned(),
+            emoji,
+        });
         Ok(())
     }
 
     async fn settle(&mut self, player: String, spin: PendingSpin) -> Result<Settled, RoomError> {
         let setup = self.setup()?.clone();
-        if setup.variant != spin.wheel {
+        if setup.kind != RoomKind::Wheel || setup.variant != spin.wheel {
             return Err(RoomError::WrongWheel(spin.wheel));
         }
         let wheel = self
@@ -273,7 +717,7 @@ impl RoomRuntime {
                 inventory_exhausted: exhausted,
             }])
             .await
-            .map_err(|error| RoomError::Store(error.to_string()))?;
+            .map_err(Self::persist_error)?;
         metrics::counter!("playtree_rewards_granted_total", "source" => "wheel").increment(1);
         metrics::counter!("playtree_reward_coins_granted_total", "source" => "wheel")
             .increment(prize);
@@ -330,11 +774,7 @@ impl RoomRuntime {
         let hub = &self.hub;
         let state = self.journal.state();
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
-        let anyone_connected = state
-            .members
-            .iter()
-            .any(|m| hub.connections.is_connected(m));
-        if anyone_connected
+        if !self.subscribers.is_empty()
             || !state.outbox.is_empty()
             || idle_ms < hub.config.rooms.passivate_after_ms
         {

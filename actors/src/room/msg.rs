@@ -1,16 +1,18 @@
 //! Messages a room takes, and its replies.
 
+use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
 use crate::session::PendingSpin;
-use playtree_protocol::{ErrorCode, ErrorReply, GrantId, RoomKind};
+use playtree_protocol::{ErrorCode, ErrorReply, GrantId, RoomKind, RoomSnapshot};
 use ractor::RpcReplyPort;
 
 /// What a room is, given when it is first opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSpec {
     pub kind: RoomKind,
-    /// The wheel id for wheel rooms.
+    /// The wheel id for wheel rooms; "quiz" for quiz rooms.
     pub variant: String,
+    pub private_code: Option<String>,
 }
 
 /// A room as a joining member sees it.
@@ -20,7 +22,12 @@ pub struct RoomView {
     pub variant: String,
     pub stream_epoch: u64,
     pub members: Vec<String>,
+    pub private_code: Option<String>,
+    pub snapshot: RoomSnapshot,
 }
+
+/// A stream position a reconnecting client sent: `(epoch, seq)`.
+pub type Position = (u64, u64);
 
 /// A settled spin: the grant that pays it (possibly 0) and what the wheel showed.
 #[derive(Debug, Clone)]
@@ -35,6 +42,10 @@ pub struct Settled {
 pub enum RoomError {
     #[error("room is full ({capacity} players)")]
     Full { capacity: usize },
+    #[error("you are already in this room")]
+    AlreadyMember,
+    #[error("the game has started; joining mid-game is not allowed here, try again after it ends")]
+    GameInProgress,
     #[error("this room does not spin wheel `{0}`")]
     WrongWheel(String),
     #[error("the spin was settled and delivered already")]
@@ -48,7 +59,9 @@ pub enum RoomError {
 impl From<RoomError> for ErrorReply {
     fn from(error: RoomError) -> Self {
         let code = match &error {
-            RoomError::Full { .. } => ErrorCode::NoRoomAvailable,
+            RoomError::Full { .. } => ErrorCode::RoomFull,
+            RoomError::AlreadyMember => ErrorCode::AlreadyInRoom,
+            RoomError::GameInProgress => ErrorCode::GameInProgress,
             RoomError::WrongWheel(_) => ErrorCode::WrongRoomKind,
             RoomError::AlreadyDelivered | RoomError::MissingWheel(_) => ErrorCode::Internal,
             RoomError::Store(_) => ErrorCode::StoreFailure,
@@ -59,9 +72,23 @@ impl From<RoomError> for ErrorReply {
 
 #[derive(Debug)]
 pub enum RoomMsg {
+    /// Seat a player; their live connections start following the room's stream.
     Join {
         player: String,
+        outbounds: Vec<Outbound>,
         reply: RpcReplyPort<Result<RoomView, RoomError>>,
+    },
+    /// A member's connection (re)connected: replay what it missed after `position`, or
+    /// send a snapshot, then keep it following the stream.
+    Subscribe {
+        player: String,
+        outbound: Outbound,
+        position: Option<Position>,
+    },
+    /// A member's connection went away.
+    Unsubscribe {
+        player: String,
+        connection: ConnectionId,
     },
     Leave {
         player: String,
@@ -73,6 +100,25 @@ pub enum RoomMsg {
         spin: PendingSpin,
         reply: RpcReplyPort<Result<Settled, RoomError>>,
     },
+    /// A quiz answer, timed on arrival.
+    Answer {
+        player: String,
+        question: u32,
+        choice: u32,
+        reply: RpcReplyPort<Result<(), ErrorReply>>,
+    },
+    Chat {
+        player: String,
+        text: String,
+        reply: RpcReplyPort<Result<(), ErrorReply>>,
+    },
+    React {
+        player: String,
+        emoji: String,
+        reply: RpcReplyPort<Result<(), ErrorReply>>,
+    },
+    /// Timer: advance the game clock.
+    Tick,
     /// The beneficiary's wallet has the grant; drop it from the outbox.
     GrantAcked { grant: GrantId },
     /// Timer: resend every grant not yet acknowledged.

@@ -1,5 +1,6 @@
 //! A room's durable state, its events, and the pure `apply`.
 
+use super::quiz::{self, QuizEvent, QuizState};
 use crate::grant::Grant;
 use crate::store::Entity;
 use playtree_protocol::{GrantId, RoomKind};
@@ -19,12 +20,18 @@ pub struct RoomState {
     pub settled_next_nonce: BTreeMap<String, u64>,
     /// Sum of every grant this room has issued.
     pub granted_total: u64,
+    /// The quiz game, in quiz rooms.
+    pub quiz: QuizState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomSetup {
     pub kind: RoomKind,
     pub variant: String,
+    /// Seeds the room's randomness (the quiz's question order).
+    pub seed: u64,
+    /// Set for private rooms, joined by this code only.
+    pub private_code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +56,11 @@ pub enum RoomEvent {
     },
     GrantDelivered {
         grant: GrantId,
+    },
+    Quiz(QuizEvent),
+    /// Prizes decided at once (a quiz podium), each put in the outbox.
+    GrantsIssued {
+        grants: Vec<Grant>,
     },
 }
 
@@ -89,6 +101,13 @@ impl Entity for RoomEntity {
             }
             RoomEvent::GrantDelivered { grant } => {
                 state.outbox.remove(grant);
+            }
+            RoomEvent::Quiz(event) => quiz::apply(&mut state.quiz, event),
+            RoomEvent::GrantsIssued { grants } => {
+                for grant in grants {
+                    state.granted_total = state.granted_total.saturating_add(grant.amount);
+                    state.outbox.insert(grant.id.clone(), grant.clone());
+                }
             }
         }
     }

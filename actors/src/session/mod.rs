@@ -8,16 +8,19 @@ mod msg;
 mod state;
 
 pub use msg::{SessionMsg, SessionWelcome};
-pub use state::{PendingSpin, SessionEntity, SessionEvent, SessionState, WheelFairness};
+pub use state::{
+    Membership, PendingSpin, SessionEntity, SessionEvent, SessionState, WheelFairness,
+};
 
+use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
-use crate::room::{RoomMsg, RoomSpec, Settled};
+use crate::room::{RoomMsg, RoomSpec, RoomView, Settled};
 use crate::store::{Journal, StoreError};
-use crate::stream::StreamCursor;
+use crate::stream::Stream;
 use playtree_protocol::{
-    ErrorCode, ErrorReply, Event, ReplyBody, Request, RoomId, RoomJoined, RoomKind, SeedReveal,
-    SpinOutcome, StreamId, fairness,
+    ErrorCode, ErrorReply, Event, QuizJoined, ReplyBody, Request, RoomId, RoomJoined, RoomKind,
+    SeedReveal, SpinOutcome, StreamId, StreamPosition, fairness,
 };
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -38,7 +41,9 @@ pub struct SessionRuntime {
     player: String,
     hub: Hub,
     journal: Journal<SessionEntity>,
-    stream: StreamCursor,
+    stream: Stream,
+    /// The player's live connections.
+    outbounds: Vec<Outbound>,
     last_active_ms: u64,
     timers: Vec<JoinHandle<()>>,
 }
@@ -77,7 +82,12 @@ impl Actor for PlayerSession {
             myself.cast(SessionMsg::RetryPending)?;
         }
         Ok(SessionRuntime {
-            stream: StreamCursor::new(StreamId::Player(args.player.clone()), now_ms),
+            stream: Stream::new(
+                StreamId::Player(args.player.clone()),
+                now_ms,
+                hub.config.rooms.history_len,
+            ),
+            outbounds: Vec::new(),
             player: args.player,
             hub,
             journal,
@@ -107,11 +117,27 @@ impl Actor for PlayerSession {
         state: &mut SessionRuntime,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Connect { reply } => {
+            SessionMsg::Connect {
+                outbound,
+                resume,
+                reply,
+            } => {
                 state.last_active_ms = state.hub.now_ms();
+                state.connect(outbound, &resume).await;
                 let _ = reply.send(msg::SessionWelcome {
                     player_stream_epoch: state.stream.epoch(),
                 });
+            }
+            SessionMsg::Disconnect { connection } => state.disconnect(connection),
+            SessionMsg::RemovedFromRoom { room } => {
+                if state.journal.state().rooms.contains_key(&room)
+                    && let Err(error) = state
+                        .journal
+                        .persist(vec![SessionEvent::LeftRoom { room }])
+                        .await
+                {
+                    tracing::warn!(player = %state.player, room, %error, "seat loss not saved");
+                }
             }
             SessionMsg::Request { request, reply } => {
                 state.last_active_ms = state.hub.now_ms();
@@ -131,16 +157,309 @@ impl Actor for PlayerSession {
 }
 
 impl SessionRuntime {
+    /// Follows the player's stream and every room's stream on `outbound`, replaying from
+    /// the positions in `resume` where the histories allow.
+    async fn connect(&mut self, outbound: Outbound, resume: &[StreamPosition]) {
+        let position = |stream: &StreamId| {
+            resume
+                .iter()
+                .find(|p| p.stream == *stream)
+                .map(|p| (p.epoch, p.seq))
+        };
+        if let Some((epoch, seq)) = position(&StreamId::Player(self.player.clone())) {
+            match self.stream.replay_after(epoch, seq) {
+                Some(frames) => frames.into_iter().for_each(|f| {
+                    outbound.push("event", f);
+                }),
+                None => {
+                    let balance = self.journal.state().balance;
+                    outbound.push(
+                        "event",
+                        self.stream
+                            .snapshot_frame(Event::PlayerSnapshot { balance }),
+                    );
+                }
+            }
+        }
+        let rooms: Vec<RoomId> = self.journal.state().rooms.keys().copied().collect();
+        for room in rooms {
+            let subscribe = RoomMsg::Subscribe {
+                player: self.player.clone(),
+                outbound: outbound.clone(),
+                position: position(&StreamId::Room(room)),
+            };
+            match self.hub.cast_room(room, subscribe).await {
+                Ok(()) => {}
+                Err(crate::HubError::UnknownRoom(_)) => {
+                    let _ = self
+                        .journal
+                        .persist(vec![SessionEvent::LeftRoom { room }])
+                        .await;
+                }
+                Err(error) => {
+                    tracing::warn!(player = %self.player, room, %error, "could not follow the room")
+                }
+            }
+        }
+        self.outbounds
+            .retain(|o| o.connection != outbound.connection && !o.is_closed());
+        self.outbounds.push(outbound);
+    }
+
+    fn disconnect(&mut self, connection: ConnectionId) {
+        self.outbounds.retain(|o| o.connection != connection);
+        for room in self.journal.state().rooms.keys() {
+            if let Some(actor) = self.hub.active_room(*room) {
+                let _ = actor.cast(RoomMsg::Unsubscribe {
+                    player: self.player.clone(),
+                    connection,
+                });
+            }
+        }
+        self.last_active_ms = self.hub.now_ms();
+    }
+
+    /// Publishes on the player's own stream to every connection of the player.
+    fn publish(&mut self, event: Event) {
+        let frame = self.stream.publish(event);
+        self.outbounds
+            .retain(|outbound| outbound.push("event", frame.clone()) || !outbound.is_closed());
+    }
+
     async fn handle_request(&mut self, request: Request) -> Result<ReplyBody, ErrorReply> {
         match request {
-            Request::QuickJoin { kind, variant } => self.quick_join(kind, variant).await,
+            Request::QuickJoin {
+                kind: RoomKind::Wheel,
+                variant,
+            } => self.quick_join_wheel(variant).await,
+            Request::QuickJoin {
+                kind: RoomKind::Quiz,
+                variant,
+            } => self.quick_join_quiz(variant).await,
+            Request::CreatePrivate { kind, variant } => self.create_private(kind, variant).await,
+            Request::JoinPrivate { code } => self.join_private(code).await,
             Request::LeaveRoom { room } => self.leave_room(room).await,
             Request::Spin { room, client_seed } => self.spin(room, client_seed).await,
             Request::RotateSeed { wheel } => self.rotate_seed(wheel).await,
             Request::GetWallet => Ok(ReplyBody::Wallet {
                 balance: self.journal.state().balance,
             }),
+            Request::Answer {
+                room,
+                question,
+                choice,
+            } => {
+                self.member_of(room, RoomKind::Quiz)?;
+                let player = self.player.clone();
+                self.hub
+                    .call_room(room, None, |reply| RoomMsg::Answer {
+                        player: player.clone(),
+                        question,
+                        choice,
+                        reply,
+                    })
+                    .await??;
+                Ok(ReplyBody::AnswerTaken { room, question })
+            }
+            Request::Chat { room, text } => {
+                self.require_member(room)?;
+                let player = self.player.clone();
+                self.hub
+                    .call_room(room, None, |reply| RoomMsg::Chat {
+                        player: player.clone(),
+                        text: text.clone(),
+                        reply,
+                    })
+                    .await??;
+                Ok(ReplyBody::Sent)
+            }
+            Request::React { room, emoji } => {
+                self.require_member(room)?;
+                let player = self.player.clone();
+                self.hub
+                    .call_room(room, None, |reply| RoomMsg::React {
+                        player: player.clone(),
+                        emoji: emoji.clone(),
+                        reply,
+                    })
+                    .await??;
+                Ok(ReplyBody::Sent)
+            }
+            // The gateway answers token refreshes itself; one reaching here is a bug.
+            Request::RefreshToken { .. } => Err(ErrorReply::new(
+                ErrorCode::Internal,
+                "token refresh is handled by the connection",
+            )),
         }
+    }
+
+    fn require_member(&self, room: RoomId) -> Result<&Membership, ErrorReply> {
+        self.journal
+            .state()
+            .rooms
+            .get(&room)
+            .ok_or_else(|| not_in_room(room))
+    }
+
+    fn member_of(&self, room: RoomId, kind: RoomKind) -> Result<&Membership, ErrorReply> {
+        let membership = self.require_member(room)?;
+        if membership.kind != kind {
+            return Err(ErrorReply::new(
+                ErrorCode::WrongRoomKind,
+                format!("room {room} is a {:?} room", membership.kind),
+            ));
+        }
+        Ok(membership)
+    }
+
+    /// Joins `room` (opening it with `spec` if new), with the player's live connections
+    /// following it from now on, and records the membership with `extra` events.
+    async fn join_room(
+        &mut self,
+        room: RoomId,
+        spec: Option<RoomSpec>,
+        membership: Membership,
+        mut extra: Vec<SessionEvent>,
+    ) -> Result<Result<RoomView, crate::room::RoomError>, crate::HubError> {
+        let player = self.player.clone();
+        let outbounds = self.outbounds.clone();
+        let view = self
+            .hub
+            .call_room(room, spec, |reply| RoomMsg::Join {
+                player: player.clone(),
+                outbounds: outbounds.clone(),
+                reply,
+            })
+            .await?;
+        if view.is_ok() && !self.journal.state().rooms.contains_key(&room) {
+            extra.push(SessionEvent::JoinedRoom { room, membership });
+        }
+        if view.is_ok() {
+            self.journal.persist(extra).await?;
+        }
+        Ok(view)
+    }
+
+    fn already_in_quiz(&self) -> Result<(), ErrorReply> {
+        match self.journal.state().room_of(RoomKind::Quiz, None) {
+            Some(room) => Err(ErrorReply::new(
+                ErrorCode::AlreadyInRoom,
+                format!("you are already in quiz room {room}; leave it first"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn quiz_membership() -> Membership {
+        Membership {
+            kind: RoomKind::Quiz,
+            variant: QUIZ_VARIANT.into(),
+        }
+    }
+
+    fn quiz_joined(room: RoomId, view: RoomView) -> ReplyBody {
+        ReplyBody::QuizJoined(QuizJoined {
+            room,
+            stream_epoch: view.stream_epoch,
+            code: view.private_code,
+            snapshot: view.snapshot,
+        })
+    }
+
+    async fn quick_join_quiz(&mut self, variant: Option<String>) -> Result<ReplyBody, ErrorReply> {
+        if variant.as_deref().is_some_and(|v| v != QUIZ_VARIANT) {
+            return Err(ErrorReply::new(
+                ErrorCode::UnknownVariant,
+                "quiz rooms have no variants; send none",
+            ));
+        }
+        self.already_in_quiz()?;
+        let hub = self.hub.clone();
+        let mut tried = Vec::new();
+        for _ in 0..4 {
+            let (room, spec) = match hub
+                .matchmaker
+                .find_open(RoomKind::Quiz, QUIZ_VARIANT, &tried)
+            {
+                Some(room) => (room, None),
+                None => (
+                    hub.store.generate_id().map_err(store_error)?,
+                    Some(RoomSpec {
+                        kind: RoomKind::Quiz,
+                        variant: QUIZ_VARIANT.into(),
+                        private_code: None,
+                    }),
+                ),
+            };
+            match self
+                .join_room(room, spec, Self::quiz_membership(), Vec::new())
+                .await
+            {
+                Ok(Ok(view)) => return Ok(Self::quiz_joined(room, view)),
+                // Filled up or started since it was listed: try another.
+                Ok(Err(
+                    crate::room::RoomError::Full { .. } | crate::room::RoomError::GameInProgress,
+                ))
+                | Err(crate::HubError::UnknownRoom(_)) => tried.push(room),
+                Ok(Err(error)) => return Err(error.into()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ErrorReply::new(
+            ErrorCode::NoRoomAvailable,
+            "every quiz room tried was full; try again shortly",
+        ))
+    }
+
+    async fn create_private(
+        &mut self,
+        kind: RoomKind,
+        variant: Option<String>,
+    ) -> Result<ReplyBody, ErrorReply> {
+        if kind != RoomKind::Quiz || variant.is_some() {
+            return Err(ErrorReply::new(
+                ErrorCode::WrongRoomKind,
+                "private rooms are quiz rooms, with no variant",
+            ));
+        }
+        self.already_in_quiz()?;
+        let hub = self.hub.clone();
+        let code = private_code(
+            &hub.entropy.server_seed(),
+            hub.config.rooms.private_code_len,
+        );
+        let room = hub.store.generate_id().map_err(store_error)?;
+        let spec = RoomSpec {
+            kind: RoomKind::Quiz,
+            variant: QUIZ_VARIANT.into(),
+            private_code: Some(code),
+        };
+        let view = self
+            .join_room(room, Some(spec), Self::quiz_membership(), Vec::new())
+            .await??;
+        metrics::counter!("playtree_private_rooms_created_total").increment(1);
+        Ok(Self::quiz_joined(room, view))
+    }
+
+    async fn join_private(&mut self, code: String) -> Result<ReplyBody, ErrorReply> {
+        let code = code.trim().to_ascii_uppercase();
+        let room = self.hub.matchmaker.room_for_code(&code).ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::UnknownRoomCode,
+                format!("no open private room has the code {code}"),
+            )
+        })?;
+        if self.journal.state().rooms.contains_key(&room) {
+            return Err(ErrorReply::new(
+                ErrorCode::AlreadyInRoom,
+                format!("you are already in room {room}"),
+            ));
+        }
+        self.already_in_quiz()?;
+        let view = self
+            .join_room(room, None, Self::quiz_membership(), Vec::new())
+            .await??;
+        Ok(Self::quiz_joined(room, view))
     }
 
     fn unknown_wheel(&self, name: &str) -> ErrorReply {
@@ -160,25 +479,19 @@ impl SessionRuntime {
         )
     }
 
-    async fn quick_join(
-        &mut self,
-        kind: RoomKind,
-        variant: Option<String>,
-    ) -> Result<ReplyBody, ErrorReply> {
-        let RoomKind::Wheel = kind;
+    async fn quick_join_wheel(&mut self, variant: Option<String>) -> Result<ReplyBody, ErrorReply> {
+        let kind = RoomKind::Wheel;
         let hub = self.hub.clone();
         let wheel = hub
             .config
             .wheel_or_default(variant.as_deref())
             .ok_or_else(|| self.unknown_wheel(variant.as_deref().unwrap_or_default()))?;
         // Rejoining the room this player is already in for that wheel keeps one seat.
-        let mut current = self
-            .journal
-            .state()
-            .rooms
-            .iter()
-            .find(|(_, room_wheel)| **room_wheel == wheel.id)
-            .map(|(room, _)| *room);
+        let mut current = self.journal.state().room_of(kind, Some(&wheel.id));
+        let membership = Membership {
+            kind,
+            variant: wheel.id.clone(),
+        };
         let mut tried = Vec::new();
         let mut joined = None;
         for _ in 0..4 {
@@ -191,26 +504,27 @@ impl SessionRuntime {
                         let spec = RoomSpec {
                             kind,
                             variant: wheel.id.clone(),
+                            private_code: None,
                         };
                         (room, Some(spec))
                     }
                 },
             };
-            let player = self.player.clone();
-            let result = hub
-                .call_room(room, spec, |reply| RoomMsg::Join {
-                    player: player.clone(),
-                    reply,
-                })
-                .await;
-            match result {
+            let mut extra = Vec::new();
+            if !self.journal.state().wheels.contains_key(&wheel.id) {
+                extra.push(SessionEvent::SeedCommitted {
+                    wheel: wheel.id.clone(),
+                    server_seed: hub.entropy.server_seed(),
+                });
+            }
+            match self.join_room(room, spec, membership.clone(), extra).await {
                 Ok(Ok(view)) => {
                     joined = Some((room, view));
                     break;
                 }
-                Ok(Err(crate::room::RoomError::Full { .. })) => tried.push(room),
+                Ok(Err(crate::room::RoomError::Full { .. }))
+                | Err(crate::HubError::UnknownRoom(_)) => tried.push(room),
                 Ok(Err(error)) => return Err(error.into()),
-                Err(crate::HubError::UnknownRoom(_)) => tried.push(room),
                 Err(error) => return Err(error.into()),
             }
         }
@@ -223,20 +537,6 @@ impl SessionRuntime {
                 ),
             )
         })?;
-        let mut events = Vec::new();
-        if !self.journal.state().wheels.contains_key(&wheel.id) {
-            events.push(SessionEvent::SeedCommitted {
-                wheel: wheel.id.clone(),
-                server_seed: hub.entropy.server_seed(),
-            });
-        }
-        if !self.journal.state().rooms.contains_key(&room) {
-            events.push(SessionEvent::JoinedRoom {
-                room,
-                wheel: wheel.id.clone(),
-            });
-        }
-        self.journal.persist(events).await.map_err(store_error)?;
         let fairness = self
             .journal
             .state()
@@ -282,13 +582,7 @@ impl SessionRuntime {
 
     async fn spin(&mut self, room: RoomId, client_seed: String) -> Result<ReplyBody, ErrorReply> {
         let hub = self.hub.clone();
-        let wheel_id = self
-            .journal
-            .state()
-            .rooms
-            .get(&room)
-            .cloned()
-            .ok_or_else(|| not_in_room(room))?;
+        let wheel_id = self.member_of(room, RoomKind::Wheel)?.variant.clone();
         let wheel = hub
             .config
             .wheel(&wheel_id)
@@ -404,13 +698,13 @@ impl SessionRuntime {
             metrics::counter!("playtree_rewards_credited_total").increment(1);
             metrics::counter!("playtree_reward_coins_credited_total").increment(grant.amount);
             if grant.amount > 0 {
-                let frame = self.stream.frame(Event::WalletCredited {
+                let balance = self.journal.state().balance;
+                self.publish(Event::WalletCredited {
                     grant_id: grant.id.to_string(),
                     amount: grant.amount,
-                    balance: self.journal.state().balance,
+                    balance,
                     reason: grant.reason.clone(),
                 });
-                self.hub.connections.push(&self.player, "event", &frame);
             }
         }
         if let Err(error) = self
@@ -469,7 +763,7 @@ impl SessionRuntime {
     async fn passivate_if_idle(&mut self, myself: &ActorRef<SessionMsg>) {
         let hub = &self.hub;
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
-        if hub.connections.is_connected(&self.player)
+        if !self.outbounds.is_empty()
             || idle_ms < hub.config.session.passivate_after_ms
             || !self.journal.state().pending_spins.is_empty()
         {
@@ -484,6 +778,20 @@ impl SessionRuntime {
         // and re-resolve through the directory, which waits for this stop.
         let _ = myself.drain();
     }
+}
+
+/// The variant name of quiz rooms (there is one kind of quiz so far).
+pub const QUIZ_VARIANT: &str = "quiz";
+
+/// A short code for a private room, from the letters and digits people do not confuse.
+fn private_code(entropy: &[u8; 32], len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    // 32 symbols: each byte's low five bits pick one without bias.
+    entropy
+        .iter()
+        .take(len)
+        .map(|byte| ALPHABET[(byte & 31) as usize] as char)
+        .collect()
 }
 
 fn not_in_room(room: RoomId) -> ErrorReply {

@@ -1,7 +1,8 @@
 //! Messages a player session takes.
 
+use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
-use playtree_protocol::{ErrorReply, ReplyBody, Request, RoomId};
+use playtree_protocol::{ErrorReply, ReplyBody, Request, RoomId, StreamPosition};
 use ractor::RpcReplyPort;
 
 /// What a new connection learns from the session.
@@ -12,8 +13,17 @@ pub struct SessionWelcome {
 
 #[derive(Debug)]
 pub enum SessionMsg {
-    /// A connection for this player was attached to the hub's connection registry.
-    Connect { reply: RpcReplyPort<SessionWelcome> },
+    /// A connection for this player was opened. It follows the player's stream and the
+    /// streams of the player's rooms, resuming each from `resume` where it names one.
+    Connect {
+        outbound: Outbound,
+        resume: Vec<StreamPosition>,
+        reply: RpcReplyPort<SessionWelcome>,
+    },
+    /// A connection closed.
+    Disconnect { connection: ConnectionId },
+    /// A room gave up this player's seat (its grace time passed).
+    RemovedFromRoom { room: RoomId },
     /// A request from one of the player's connections.
     Request {
         request: Request,

@@ -4,7 +4,7 @@ use crate::clock::utc_day;
 use crate::grant::SpinKey;
 use crate::store::Entity;
 use playtree_protocol::fairness::{Commitment, ServerSeed, commitment};
-use playtree_protocol::{FairnessInfo, GrantId, RoomId};
+use playtree_protocol::{FairnessInfo, GrantId, RoomId, RoomKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -17,10 +17,17 @@ pub struct SessionState {
     pub credited: VecDeque<GrantId>,
     pub credited_index: HashSet<GrantId>,
     pub wheels: BTreeMap<String, WheelFairness>,
-    /// Rooms the player is in, with the wheel each one spins.
-    pub rooms: BTreeMap<RoomId, String>,
+    /// Rooms the player is in.
+    pub rooms: BTreeMap<RoomId, Membership>,
     /// Spins drawn but not yet settled by their room.
     pub pending_spins: BTreeMap<SpinKey, PendingSpin>,
+}
+
+/// A room the player is in: its kind and variant (the wheel id, or "quiz").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub kind: RoomKind,
+    pub variant: String,
 }
 
 /// The player's provably fair state on one wheel.
@@ -87,7 +94,7 @@ pub enum SessionEvent {
     },
     JoinedRoom {
         room: RoomId,
-        wheel: String,
+        membership: Membership,
     },
     LeftRoom {
         room: RoomId,
@@ -147,8 +154,8 @@ impl Entity for SessionEntity {
                     }
                 }
             }
-            SessionEvent::JoinedRoom { room, wheel } => {
-                state.rooms.insert(*room, wheel.clone());
+            SessionEvent::JoinedRoom { room, membership } => {
+                state.rooms.insert(*room, membership.clone());
             }
             SessionEvent::LeftRoom { room } => {
                 state.rooms.remove(room);
@@ -160,5 +167,13 @@ impl Entity for SessionEntity {
 impl SessionState {
     pub fn has_credited(&self, grant: &GrantId) -> bool {
         self.credited_index.contains(grant)
+    }
+
+    /// The room of `kind` (and `variant`, if given) the player is in, if any.
+    pub fn room_of(&self, kind: RoomKind, variant: Option<&str>) -> Option<RoomId> {
+        self.rooms
+            .iter()
+            .find(|(_, m)| m.kind == kind && variant.is_none_or(|v| v == m.variant))
+            .map(|(room, _)| *room)
     }
 }

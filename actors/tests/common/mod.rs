@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use playtree_actors::config::{GameConfig, SegmentConfig, WheelConfig};
+use playtree_actors::questions::{Question, QuestionBank, QuestionFile};
 use playtree_actors::{Clock, Entropy, Hub, Store};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -64,6 +65,26 @@ pub fn config() -> GameConfig {
     config
 }
 
+/// Twelve questions whose correct choice is `id % 3`.
+pub fn test_bank() -> QuestionBank {
+    let questions = (0..12)
+        .map(|id| Question {
+            category: String::new(),
+            text: format!("Question {id}?"),
+            choices: vec!["a".into(), "b".into(), "c".into()],
+            answer: id % 3,
+        })
+        .collect();
+    QuestionBank::from_files(vec![(
+        "test".into(),
+        QuestionFile {
+            category: "Test".into(),
+            questions,
+        },
+    )])
+    .expect("valid bank")
+}
+
 pub struct TestHub {
     pub hub: Hub,
     pub clock: Arc<ManualClock>,
@@ -76,9 +97,15 @@ pub async fn hub_with(config: GameConfig) -> TestHub {
     let store = Store::open(dir.path(), &config.store).expect("store opens");
     let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
     let entropy = Arc::new(SeededEntropy(Mutex::new(ChaCha20Rng::seed_from_u64(7))));
-    let hub = Hub::start(config, store.clone(), clock.clone(), entropy)
-        .await
-        .expect("hub starts");
+    let hub = Hub::start(
+        config,
+        store.clone(),
+        clock.clone(),
+        entropy,
+        Arc::new(test_bank()),
+    )
+    .await
+    .expect("hub starts");
     TestHub {
         hub,
         clock,
