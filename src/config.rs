@@ -64,6 +64,7 @@ pub struct LimitsConfig {
     pub hello_timeout_ms: u64,
     pub outbound_frames_max: usize,
     pub outbound_bytes_max: usize,
+    pub socket_send_buffer_bytes: usize,
     pub requests_in_flight_max: usize,
     pub heartbeat_interval_ms: u64,
     pub frames_per_second: u32,
@@ -172,6 +173,12 @@ impl ServerConfig {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if limits.outbound_frames_max < self.game.rooms.history_len {
+            return Err(invalid(
+                "limits.outbound_frames_max",
+                "must be at least rooms.history_len, so that a full replay fits in the queue",
+            ));
         }
         if self.auth.dev_token_lifetime_s > self.auth.max_lifetime_s {
             return Err(invalid(

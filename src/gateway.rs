@@ -33,6 +33,8 @@ use tracing::Instrument;
 type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
 type Source = SplitStream<WebSocketStream<TcpStream>>;
 
+/// How long the closing frames may take: a slow consumer may never read them.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Heartbeat intervals of silence after which a connection is closed.
 const SILENT_INTERVALS_MAX: u32 = 3;
 
@@ -112,25 +114,26 @@ async fn refuse(sink: &mut Sink, refusal: Refusal) {
     metrics::counter!("playtree_protocol_errors_total", "code" => error.code.as_u16().to_string())
         .increment(1);
     tracing::info!(code = error.code.as_u16(), message = %error.message, "refusing");
-    let _ = sink
-        .send(Message::Binary(frame_bytes(&ServerFrame::Error(
-            error.clone(),
-        ))))
-        .await;
-    metrics::counter!("playtree_frames_out_total", "type" => "error").increment(1);
-    if let Some(close) = error.code.close_code() {
-        let mut reason = error.message;
-        // A close frame's reason must fit in 123 bytes.
-        while reason.len() > 120 {
-            reason.pop();
+    let closing = async {
+        let error_frame = frame_bytes(&ServerFrame::Error(error.clone()));
+        let _ = sink.send(Message::Binary(error_frame)).await;
+        metrics::counter!("playtree_frames_out_total", "type" => "error").increment(1);
+        if let Some(close) = error.code.close_code() {
+            let mut reason = error.message.clone();
+            // A close frame's reason must fit in 123 bytes.
+            while reason.len() > 120 {
+                reason.pop();
+            }
+            let frame = CloseFrame {
+                code: WsCloseCode::from(close.as_u16()),
+                reason: reason.into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
         }
-        let frame = CloseFrame {
-            code: WsCloseCode::from(close.as_u16()),
-            reason: reason.into(),
-        };
-        let _ = sink.send(Message::Close(Some(frame))).await;
-    }
-    let _ = sink.close().await;
+        let _ = sink.close().await;
+    };
+    // A slow consumer may never read these; past the timeout the socket is just dropped.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
 }
 
 /// The refusal for a websocket read that failed or brought a non-binary message.

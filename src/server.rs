@@ -177,6 +177,12 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let send_buffer = gateway.limits.socket_send_buffer_bytes;
+                    if send_buffer > 0
+                        && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer)
+                    {
+                        tracing::warn!(%error, "could not set the socket send buffer");
+                    }
                     connections.spawn(serve_connection(gateway.clone(), stream, peer));
                 }
                 Err(error) => {

@@ -317,17 +317,34 @@ pub fn answer(
     config: &QuizConfig,
     bank: &QuestionBank,
 ) -> Result<QuizEvent, ErrorReply> {
-    let Stage::Asking {
-        index: open,
-        asked_at_ms,
-        deadline_ms,
-    } = state.stage
-    else {
-        return Err(ErrorReply::new(
-            ErrorCode::NoOpenQuestion,
-            "no question is open",
-        ));
+    let too_late = |index: u32| {
+        ErrorReply::new(
+            ErrorCode::AnswerTooLate,
+            format!("question {index} is closed"),
+        )
     };
+    let (open, asked_at_ms, deadline_ms) = match state.stage {
+        Stage::Asking {
+            index: open,
+            asked_at_ms,
+            deadline_ms,
+        } => (open, asked_at_ms, deadline_ms),
+        // A question that was asked and has closed: the answer came too late, whether or
+        // not the reveal has happened yet.
+        Stage::Revealing { index: closed, .. } if index <= closed => return Err(too_late(index)),
+        Stage::Podium { .. } if (index as usize) < state.questions.len() => {
+            return Err(too_late(index));
+        }
+        _ => {
+            return Err(ErrorReply::new(
+                ErrorCode::NoOpenQuestion,
+                "no question is open",
+            ));
+        }
+    };
+    if index < open {
+        return Err(too_late(index));
+    }
     if index != open {
         return Err(ErrorReply::new(
             ErrorCode::NoOpenQuestion,

@@ -1,32 +1,49 @@
-//! The connection: a background task owns the websocket; requests wait on their reply by
-//! `req_id`; events arrive on [`Events`].
+//! The connection: a background task owns the websocket, reconnects with backoff when it
+//! drops, and resumes every stream from the last `(epoch, seq)` seen, so the application
+//! reads one unbroken event stream — or an explicit snapshot event where the server could
+//! not replay (`RoomSnapshot`, `PlayerSnapshot`: the view was resynced).
 
 use crate::error::ClientError;
 use crate::verify::{SpinRecord, verify_spin};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use playtree_protocol::codec::{decode_server, encode_client};
 use playtree_protocol::fairness::VerifyError;
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use playtree_protocol::{
-    ClientFrame, ErrorReply, EventEnvelope, Hello, PROTOCOL_VERSION, ReplyBody, Request, RoomId,
-    RoomJoined, RoomKind, SeedReveal, ServerFrame, SpinOutcome, Welcome, WheelInfo,
+    ClientFrame, CloseCode, ErrorReply, EventEnvelope, Hello, PROTOCOL_VERSION, QuizJoined,
+    ReplyBody, Request, RoomId, RoomJoined, RoomKind, SeedReveal, ServerFrame, SpinOutcome,
+    StreamId, StreamPosition, Welcome, WheelInfo,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Sink = SplitSink<Socket, Message>;
+type Source = SplitStream<Socket>;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// How long a request waits for its reply.
     pub request_timeout: Duration,
-    /// How long `connect` waits for the server's Welcome.
+    /// How long a connection attempt waits for the server's Welcome.
     pub handshake_timeout: Duration,
     /// Events buffered for the application before the client stops reading the socket
     /// (and the server, seeing its queue fill, closes the connection as slow).
     pub event_buffer: usize,
+    /// Reconnect (and resume) when the connection drops for a reason worth retrying.
+    pub reconnect: bool,
+    /// Backoff between reconnect attempts: doubles from `backoff_min` up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Give up after this many failed attempts in a row.
+    pub reconnect_attempts_max: u32,
 }
 
 impl Default for ClientOptions {
@@ -35,6 +52,10 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             event_buffer: 1024,
+            reconnect: true,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            reconnect_attempts_max: 20,
         }
     }
 }
@@ -48,27 +69,39 @@ struct Ending {
     error: Option<ErrorReply>,
 }
 
+/// State shared between the client handle and its connection task.
+#[derive(Debug)]
+struct Shared {
+    url: String,
+    token: Mutex<String>,
+    welcome: Mutex<Welcome>,
+    pending: Mutex<HashMap<u32, ReplySender>>,
+    /// The last `(epoch, seq)` seen per stream, for resuming.
+    positions: Mutex<HashMap<StreamId, (u64, u64)>>,
+    reconnects: AtomicU64,
+    reconnect_now: Notify,
+}
+
 /// A connected, welcomed client. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Client {
-    welcome: Welcome,
+    shared: Arc<Shared>,
     options: ClientOptions,
     outgoing: mpsc::Sender<Vec<u8>>,
-    pending: Arc<Mutex<HashMap<u32, ReplySender>>>,
     next_req_id: AtomicU32,
     ended: watch::Receiver<Option<Ending>>,
     wheels: Mutex<HashMap<String, WheelInfo>>,
     spins: Mutex<Vec<SpinRecord>>,
 }
 
-/// The events the server pushes, in order.
+/// The events the server pushes, in order, across reconnects.
 #[derive(Debug)]
 pub struct Events {
     receiver: mpsc::Receiver<EventEnvelope>,
 }
 
 impl Events {
-    /// The next event; `None` once the connection has ended.
+    /// The next event; `None` once the connection has ended for good.
     pub async fn next(&mut self) -> Option<EventEnvelope> {
         self.receiver.recv().await
     }
@@ -81,6 +114,203 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Connects and completes the handshake.
+async fn handshake(
+    url: &str,
+    token: &str,
+    resume: Vec<StreamPosition>,
+    timeout: Duration,
+) -> Result<(Welcome, Sink, Source), ClientError> {
+    let attempt = async {
+        let (websocket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|error| ClientError::Connect(error.to_string()))?;
+        let (mut sink, mut source) = websocket.split();
+        let hello = ClientFrame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+            resume,
+        });
+        sink.send(Message::Binary(encode_client(&hello).into()))
+            .await
+            .map_err(|error| ClientError::Connect(error.to_string()))?;
+        loop {
+            match source.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    return match decode_server(&bytes, FRAME_BYTES_HARD_MAX) {
+                        Ok(ServerFrame::Welcome(welcome)) => Ok((welcome, sink, source)),
+                        Ok(ServerFrame::Error(error)) => {
+                            let close_code = read_close_code(&mut source).await;
+                            Err(ClientError::Refused { error, close_code })
+                        }
+                        Ok(other) => Err(ClientError::Protocol(format!(
+                            "expected Welcome, got {}",
+                            other.kind_name()
+                        ))),
+                        Err(error) => Err(ClientError::Protocol(error.to_string())),
+                    };
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ClientError::Closed {
+                        close_code: frame.map(|f| u16::from(f.code)),
+                        error: None,
+                    });
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(ClientError::Connect(error.to_string())),
+                None => {
+                    return Err(ClientError::Closed {
+                        close_code: None,
+                        error: None,
+                    });
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+}
+
+/// Whether a connection that ended this way is worth reconnecting.
+fn retryable(ending: &Ending) -> bool {
+    match ending.close_code.and_then(CloseCode::from_u16) {
+        None => true,
+        Some(code) => matches!(
+            code,
+            CloseCode::SlowConsumer | CloseCode::ShuttingDown | CloseCode::TooManyConnections
+        ),
+    }
+}
+
+/// A little jitter, so that clients dropped together do not return together.
+fn jittered(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    delay + delay.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+/// How one connected session ended.
+enum SessionEnd {
+    /// The application dropped the client.
+    ByClient,
+    /// The application asked for a fresh connection.
+    Reconnect,
+    /// The connection closed or failed.
+    Closed(Ending),
+}
+
+async fn run_session(
+    shared: &Shared,
+    sink: &mut Sink,
+    source: &mut Source,
+    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+    events: &mpsc::Sender<EventEnvelope>,
+) -> SessionEnd {
+    let mut ending = Ending::default();
+    loop {
+        tokio::select! {
+            frame = outgoing.recv() => {
+                let Some(frame) = frame else {
+                    let _ = sink.close().await;
+                    return SessionEnd::ByClient;
+                };
+                if sink.send(Message::Binary(frame.into())).await.is_err() {
+                    return SessionEnd::Closed(ending);
+                }
+            }
+            _ = shared.reconnect_now.notified() => {
+                let _ = sink.close().await;
+                return SessionEnd::Reconnect;
+            }
+            read = source.next() => match read {
+                Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes, FRAME_BYTES_HARD_MAX) {
+                    Ok(ServerFrame::Reply { req_id, result }) => {
+                        if let Some(waiter) = lock(&shared.pending).remove(&req_id) {
+                            let _ = waiter.send(result);
+                        }
+                    }
+                    Ok(ServerFrame::Event(event)) => {
+                        lock(&shared.positions).insert(event.stream.clone(), (event.epoch, event.seq));
+                        // An application that dropped its Events still gets replies.
+                        let _ = events.send(event).await;
+                    }
+                    Ok(ServerFrame::Error(error)) => ending.error = Some(error),
+                    Ok(ServerFrame::Welcome(_)) => {}
+                    Err(error) => tracing::warn!(%error, "undecodable frame from the server"),
+                },
+                Some(Ok(Message::Close(frame))) => {
+                    ending.close_code = frame.map(|f| u16::from(f.code));
+                    return SessionEnd::Closed(ending);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return SessionEnd::Closed(ending),
+            },
+        }
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    options: ClientOptions,
+    mut sink: Sink,
+    mut source: Source,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::Sender<EventEnvelope>,
+    ended: watch::Sender<Option<Ending>>,
+) {
+    let final_ending = 'connections: loop {
+        let end = run_session(&shared, &mut sink, &mut source, &mut outgoing, &events).await;
+        // Requests sent on the lost connection get no reply: fail them now, and drop
+        // what was queued for it, so nothing runs twice when the application retries.
+        lock(&shared.pending).clear();
+        while outgoing.try_recv().is_ok() {}
+        let mut last = match end {
+            SessionEnd::ByClient => break Ending::default(),
+            SessionEnd::Reconnect => Ending::default(),
+            SessionEnd::Closed(ending) if options.reconnect && retryable(&ending) => ending,
+            SessionEnd::Closed(ending) => break ending,
+        };
+        let mut delay = options.backoff_min;
+        for _ in 0..options.reconnect_attempts_max {
+            tokio::time::sleep(jittered(delay)).await;
+            let token = lock(&shared.token).clone();
+            let resume: Vec<StreamPosition> = lock(&shared.positions)
+                .iter()
+                .map(|(stream, (epoch, seq))| StreamPosition {
+                    stream: stream.clone(),
+                    epoch: *epoch,
+                    seq: *seq,
+                })
+                .collect();
+            match handshake(&shared.url, &token, resume, options.handshake_timeout).await {
+                Ok((welcome, new_sink, new_source)) => {
+                    *lock(&shared.welcome) = welcome;
+                    shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                    sink = new_sink;
+                    source = new_source;
+                    continue 'connections;
+                }
+                Err(ClientError::Refused { error, close_code }) => {
+                    last = Ending {
+                        close_code,
+                        error: Some(error),
+                    };
+                    if !retryable(&last) {
+                        break 'connections last;
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "reconnect attempt failed"),
+            }
+            delay = (delay * 2).min(options.backoff_max);
+        }
+        break last;
+    };
+    lock(&shared.pending).clear();
+    let _ = ended.send(Some(final_ending));
+}
+
 impl Client {
     pub async fn connect(url: &str, token: &str) -> Result<(Client, Events), ClientError> {
         Self::connect_with(url, token, ClientOptions::default()).await
@@ -91,109 +321,33 @@ impl Client {
         token: &str,
         options: ClientOptions,
     ) -> Result<(Client, Events), ClientError> {
-        let (websocket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|error| ClientError::Connect(error.to_string()))?;
-        let (mut sink, mut source) = websocket.split();
-        let hello = ClientFrame::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            token: token.to_owned(),
-            resume: Vec::new(),
-        });
-        sink.send(Message::Binary(encode_client(&hello).into()))
-            .await
-            .map_err(|error| ClientError::Connect(error.to_string()))?;
-        let welcome = tokio::time::timeout(options.handshake_timeout, async {
-            loop {
-                match source.next().await {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        return match decode_server(&bytes, FRAME_BYTES_HARD_MAX) {
-                            Ok(ServerFrame::Welcome(welcome)) => Ok(welcome),
-                            Ok(ServerFrame::Error(error)) => {
-                                let close_code = read_close_code(&mut source).await;
-                                Err(ClientError::Refused { error, close_code })
-                            }
-                            Ok(other) => Err(ClientError::Protocol(format!(
-                                "expected Welcome, got {}",
-                                other.kind_name()
-                            ))),
-                            Err(error) => Err(ClientError::Protocol(error.to_string())),
-                        };
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        return Err(ClientError::Closed {
-                            close_code: frame.map(|f| u16::from(f.code)),
-                            error: None,
-                        });
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(error)) => return Err(ClientError::Connect(error.to_string())),
-                    None => {
-                        return Err(ClientError::Closed {
-                            close_code: None,
-                            error: None,
-                        });
-                    }
-                }
-            }
-        })
-        .await
-        .map_err(|_| ClientError::Timeout(options.handshake_timeout))??;
-
-        let (outgoing, mut outgoing_rx) = mpsc::channel::<Vec<u8>>(256);
+        let (welcome, sink, source) =
+            handshake(url, token, Vec::new(), options.handshake_timeout).await?;
+        let (outgoing, outgoing_rx) = mpsc::channel::<Vec<u8>>(256);
         let (events_tx, events_rx) = mpsc::channel(options.event_buffer.max(1));
-        let pending: Arc<Mutex<HashMap<u32, ReplySender>>> = Arc::default();
         let (ended_tx, ended) = watch::channel(None);
-        let task_pending = pending.clone();
-        tokio::spawn(async move {
-            let mut ending = Ending::default();
-            loop {
-                tokio::select! {
-                    frame = outgoing_rx.recv() => {
-                        let Some(frame) = frame else {
-                            let _ = sink.close().await;
-                            break;
-                        };
-                        if sink.send(Message::Binary(frame.into())).await.is_err() {
-                            break;
-                        }
-                    }
-                    read = source.next() => match read {
-                        Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes, FRAME_BYTES_HARD_MAX) {
-                            Ok(ServerFrame::Reply { req_id, result }) => {
-                                if let Some(waiter) = lock(&task_pending).remove(&req_id) {
-                                    let _ = waiter.send(result);
-                                }
-                            }
-                            Ok(ServerFrame::Event(event)) => {
-                                if events_tx.send(event).await.is_err() {
-                                    // The application dropped its Events; keep serving replies.
-                                }
-                            }
-                            Ok(ServerFrame::Error(error)) => ending.error = Some(error),
-                            Ok(ServerFrame::Welcome(_)) => {}
-                            Err(error) => {
-                                tracing::warn!(%error, "undecodable frame from the server");
-                            }
-                        },
-                        Some(Ok(Message::Close(frame))) => {
-                            ending.close_code = frame.map(|f| u16::from(f.code));
-                            break;
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => break,
-                    },
-                }
-            }
-            // Requests still waiting learn that the connection is gone.
-            lock(&task_pending).clear();
-            let _ = ended_tx.send(Some(ending));
+        let shared = Arc::new(Shared {
+            url: url.to_owned(),
+            token: Mutex::new(token.to_owned()),
+            welcome: Mutex::new(welcome),
+            pending: Mutex::default(),
+            positions: Mutex::default(),
+            reconnects: AtomicU64::new(0),
+            reconnect_now: Notify::new(),
         });
+        tokio::spawn(run(
+            shared.clone(),
+            options.clone(),
+            sink,
+            source,
+            outgoing_rx,
+            events_tx,
+            ended_tx,
+        ));
         let client = Client {
-            welcome,
+            shared,
             options,
             outgoing,
-            pending,
             next_req_id: AtomicU32::new(1),
             ended,
             wheels: Mutex::default(),
@@ -207,8 +361,25 @@ impl Client {
         ))
     }
 
-    pub fn welcome(&self) -> &Welcome {
-        &self.welcome
+    /// The server's Welcome on the current connection.
+    pub fn welcome(&self) -> Welcome {
+        lock(&self.shared.welcome).clone()
+    }
+
+    /// How many times the client has reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// The last `(epoch, seq)` received on `stream`.
+    pub fn position(&self, stream: &StreamId) -> Option<(u64, u64)> {
+        lock(&self.shared.positions).get(stream).copied()
+    }
+
+    /// Drops the current connection and reconnects at once, resuming every stream (for
+    /// example when the device changed networks).
+    pub fn reconnect_now(&self) {
+        self.shared.reconnect_now.notify_one();
     }
 
     fn closed_error(&self) -> ClientError {
@@ -223,10 +394,10 @@ impl Client {
     pub async fn request(&self, request: Request) -> Result<ReplyBody, ClientError> {
         let req_id = self.next_req_id.fetch_add(1, Ordering::Relaxed);
         let (waiter, reply) = oneshot::channel();
-        lock(&self.pending).insert(req_id, waiter);
+        lock(&self.shared.pending).insert(req_id, waiter);
         let frame = encode_client(&ClientFrame::Request { req_id, request });
         if self.outgoing.send(frame).await.is_err() {
-            lock(&self.pending).remove(&req_id);
+            lock(&self.shared.pending).remove(&req_id);
             return Err(self.closed_error());
         }
         match tokio::time::timeout(self.options.request_timeout, reply).await {
@@ -234,13 +405,13 @@ impl Client {
             Ok(Ok(Err(error))) => Err(ClientError::Server(error)),
             Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {
-                lock(&self.pending).remove(&req_id);
+                lock(&self.shared.pending).remove(&req_id);
                 Err(ClientError::Timeout(self.options.request_timeout))
             }
         }
     }
 
-    /// Waits until the connection has ended and says how.
+    /// Waits until the connection has ended for good and says how.
     pub async fn closed(&self) -> ClientError {
         let mut ended = self.ended.clone();
         let _ = ended.wait_for(|ending| ending.is_some()).await;
@@ -261,6 +432,95 @@ impl Client {
                 Ok(joined)
             }
             other => Err(unexpected("RoomJoined", &other)),
+        }
+    }
+
+    /// Joins a quiz room still in its lobby, or opens one.
+    pub async fn quick_join_quiz(&self) -> Result<QuizJoined, ClientError> {
+        let request = Request::QuickJoin {
+            kind: RoomKind::Quiz,
+            variant: None,
+        };
+        quiz_joined(self.request(request).await?)
+    }
+
+    /// Opens a private quiz room; share `QuizJoined::code` with friends.
+    pub async fn create_private_quiz(&self) -> Result<QuizJoined, ClientError> {
+        let request = Request::CreatePrivate {
+            kind: RoomKind::Quiz,
+            variant: None,
+        };
+        quiz_joined(self.request(request).await?)
+    }
+
+    pub async fn join_private(&self, code: &str) -> Result<QuizJoined, ClientError> {
+        quiz_joined(
+            self.request(Request::JoinPrivate {
+                code: code.to_owned(),
+            })
+            .await?,
+        )
+    }
+
+    /// Answers question `question` (its index in the game) with choice `choice`.
+    pub async fn answer(
+        &self,
+        room: RoomId,
+        question: u32,
+        choice: u32,
+    ) -> Result<(), ClientError> {
+        match self
+            .request(Request::Answer {
+                room,
+                question,
+                choice,
+            })
+            .await?
+        {
+            ReplyBody::AnswerTaken { .. } => Ok(()),
+            other => Err(unexpected("AnswerTaken", &other)),
+        }
+    }
+
+    pub async fn chat(&self, room: RoomId, text: &str) -> Result<(), ClientError> {
+        match self
+            .request(Request::Chat {
+                room,
+                text: text.to_owned(),
+            })
+            .await?
+        {
+            ReplyBody::Sent => Ok(()),
+            other => Err(unexpected("Sent", &other)),
+        }
+    }
+
+    pub async fn react(&self, room: RoomId, emoji: &str) -> Result<(), ClientError> {
+        match self
+            .request(Request::React {
+                room,
+                emoji: emoji.to_owned(),
+            })
+            .await?
+        {
+            ReplyBody::Sent => Ok(()),
+            other => Err(unexpected("Sent", &other)),
+        }
+    }
+
+    /// Replaces the connection's token; later reconnects use the new one too.
+    pub async fn refresh_token(&self, token: &str) -> Result<u64, ClientError> {
+        match self
+            .request(Request::RefreshToken {
+                token: token.to_owned(),
+            })
+            .await?
+        {
+            ReplyBody::TokenRefreshed { expires_ms } => {
+                *lock(&self.shared.token) = token.to_owned();
+                Ok(expires_ms)
+            }
+            other => Err(unexpected("TokenRefreshed", &other)),
         }
     }
 
@@ -336,14 +596,18 @@ impl Client {
     }
 }
 
+fn quiz_joined(reply: ReplyBody) -> Result<QuizJoined, ClientError> {
+    match reply {
+        ReplyBody::QuizJoined(joined) => Ok(joined),
+        other => Err(unexpected("QuizJoined", &other)),
+    }
+}
+
 fn unexpected(wanted: &str, got: &ReplyBody) -> ClientError {
     ClientError::Protocol(format!("expected a {wanted} reply, got {got:?}"))
 }
 
-async fn read_close_code<S>(source: &mut S) -> Option<u16>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
+async fn read_close_code(source: &mut Source) -> Option<u16> {
     let read = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(Ok(message)) = source.next().await {
             if let Message::Close(frame) = message {
