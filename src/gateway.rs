@@ -263,6 +263,20 @@ struct Live {
     strikes: u32,
 }
 
+impl Live {
+    /// The refusal for a connection whose token has expired by `now_ms`.
+    fn expired(&self, now_ms: u64) -> Option<Refusal> {
+        if now_ms < self.identity.expires_at_s.saturating_mul(1000) {
+            return None;
+        }
+        metrics::counter!("playtree_auth_failures_total", "reason" => "expired_live").increment(1);
+        Some(Refusal::new(
+            ErrorCode::TokenExpiredLive,
+            "the token expired; refresh it before it expires (RefreshToken), or reconnect with a new one",
+        ))
+    }
+}
+
 async fn run_connection(
     gateway: &Arc<Gateway>,
     connection: u64,
@@ -376,6 +390,10 @@ async fn serve_welcomed(
                             Err(error) => break Some(decode_refusal(error)),
                         };
                         metrics::counter!("playtree_frames_in_total", "type" => frame.kind_name()).increment(1);
+                        // Idle connections are caught at the heartbeat; busy ones here.
+                        if let Some(expired) = live.expired(gateway.hub.now_ms()) {
+                            break Some(expired);
+                        }
                         if !live.frames.try_take(gateway.hub.now_ms()) {
                             live.strikes += 1;
                             metrics::counter!("playtree_rate_limited_total", "limit" => "frames").increment(1);
@@ -417,12 +435,8 @@ async fn serve_welcomed(
                 }
             }
             _ = heartbeat.tick() => {
-                if gateway.hub.now_ms() >= live.identity.expires_at_s.saturating_mul(1000) {
-                    metrics::counter!("playtree_auth_failures_total", "reason" => "expired_live").increment(1);
-                    break Some(Refusal::new(
-                        ErrorCode::TokenExpiredLive,
-                        "the token expired; refresh it before it expires (RefreshToken), or reconnect with a new one",
-                    ));
+                if let Some(expired) = live.expired(gateway.hub.now_ms()) {
+                    break Some(expired);
                 }
                 if last_heard.elapsed() > heartbeat_period * SILENT_INTERVALS_MAX {
                     tracing::info!("closing a silent connection");

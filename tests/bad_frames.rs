@@ -3,60 +3,13 @@
 
 mod common;
 
-use common::{TestServer, WAIT};
+use common::{Socket, TestServer, WAIT, hello, next_frame, raw, welcomed};
 use futures_util::{SinkExt, StreamExt};
-use playtree_protocol::codec::{decode_server, encode_client};
+use playtree_protocol::codec::encode_client;
 use playtree_protocol::{
-    ClientFrame, CloseCode, ErrorCode, Hello, PROTOCOL_VERSION, Request, ServerFrame,
+    ClientFrame, CloseCode, ErrorCode, PROTOCOL_VERSION, Request, ServerFrame,
 };
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn raw(server: &TestServer) -> Socket {
-    let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(server.url()))
-        .await
-        .expect("connect in time")
-        .expect("connects");
-    socket
-}
-
-fn hello(token: String, version: u16) -> Message {
-    Message::Binary(
-        encode_client(&ClientFrame::Hello(Hello {
-            protocol_version: version,
-            token,
-            resume: vec![],
-        }))
-        .into(),
-    )
-}
-
-async fn welcomed(server: &TestServer, player: &str) -> Socket {
-    let mut socket = raw(server).await;
-    socket
-        .send(hello(server.token(player), PROTOCOL_VERSION))
-        .await
-        .expect("send hello");
-    match next_frame(&mut socket).await {
-        Some(ServerFrame::Welcome(_)) => socket,
-        other => panic!("expected Welcome, got {other:?}"),
-    }
-}
-
-async fn next_frame(socket: &mut Socket) -> Option<ServerFrame> {
-    tokio::time::timeout(WAIT, async {
-        while let Some(Ok(message)) = socket.next().await {
-            if let Message::Binary(bytes) = message {
-                return Some(decode_server(&bytes, 1 << 20).expect("server frames decode"));
-            }
-        }
-        None
-    })
-    .await
-    .expect("frame in time")
-}
 
 /// The error frame and close code that end a connection.
 async fn error_then_close(socket: &mut Socket) -> (ErrorCode, Option<u16>) {

@@ -37,12 +37,49 @@ pub fn base_overrides(dir: &std::path::Path, extra: &str) -> String {
     )
 }
 
+/// A clock the test moves by hand, starting at the real time (so that tokens minted
+/// for real time are valid for it).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    pub fn starting_now() -> std::sync::Arc<ManualClock> {
+        std::sync::Arc::new(ManualClock(std::sync::atomic::AtomicU64::new(
+            now_s() * 1000,
+        )))
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl playtree_actors::Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 impl TestServer {
     pub async fn start(extra: &str) -> TestServer {
+        Self::start_with(extra, Environment::default()).await
+    }
+
+    /// A server whose actors and gateway read `clock`.
+    pub async fn start_with_clock(extra: &str) -> (TestServer, std::sync::Arc<ManualClock>) {
+        let clock = ManualClock::starting_now();
+        let environment = Environment {
+            clock: clock.clone(),
+            ..Environment::default()
+        };
+        (Self::start_with(extra, environment).await, clock)
+    }
+
+    pub async fn start_with(extra: &str, environment: Environment) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = ServerConfig::from_toml_overrides(&base_overrides(dir.path(), extra))
             .expect("test config");
-        let server = playtree::start(config.clone(), Environment::default())
+        let server = playtree::start(config.clone(), environment)
             .await
             .expect("server starts");
         TestServer {
@@ -153,4 +190,90 @@ pub async fn next_event<T>(
     })
     .await
     .expect("event arrives in time")
+}
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A websocket to the server with no handshake done.
+pub async fn raw(server: &TestServer) -> Socket {
+    let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(server.url()))
+        .await
+        .expect("connect in time")
+        .expect("connects");
+    socket
+}
+
+pub fn hello(token: String, version: u16) -> tokio_tungstenite::tungstenite::Message {
+    hello_resuming(token, version, Vec::new())
+}
+
+pub fn hello_resuming(
+    token: String,
+    version: u16,
+    resume: Vec<playtree_protocol::StreamPosition>,
+) -> tokio_tungstenite::tungstenite::Message {
+    let frame = playtree_protocol::ClientFrame::Hello(playtree_protocol::Hello {
+        protocol_version: version,
+        token,
+        resume,
+    });
+    tokio_tungstenite::tungstenite::Message::Binary(
+        playtree_protocol::codec::encode_client(&frame).into(),
+    )
+}
+
+/// A raw connection past its Welcome, resuming from `resume`.
+pub async fn welcomed_resuming(
+    server: &TestServer,
+    player: &str,
+    resume: Vec<playtree_protocol::StreamPosition>,
+) -> Socket {
+    use futures_util::SinkExt;
+    let mut socket = raw(server).await;
+    socket
+        .send(hello_resuming(
+            server.token(player),
+            playtree_protocol::PROTOCOL_VERSION,
+            resume,
+        ))
+        .await
+        .expect("send hello");
+    match next_frame(&mut socket).await {
+        Some(playtree_protocol::ServerFrame::Welcome(_)) => socket,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+pub async fn welcomed(server: &TestServer, player: &str) -> Socket {
+    welcomed_resuming(server, player, Vec::new()).await
+}
+
+/// The next binary frame, decoded (None when the connection ends).
+pub async fn next_frame(socket: &mut Socket) -> Option<playtree_protocol::ServerFrame> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(WAIT, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message {
+                return Some(
+                    playtree_protocol::codec::decode_server(&bytes, 1 << 20)
+                        .expect("server frames decode"),
+                );
+            }
+        }
+        None
+    })
+    .await
+    .expect("frame in time")
+}
+
+/// The next event envelope on a raw connection.
+pub async fn next_envelope(socket: &mut Socket) -> playtree_protocol::EventEnvelope {
+    loop {
+        match next_frame(socket).await {
+            Some(playtree_protocol::ServerFrame::Event(envelope)) => return envelope,
+            Some(_) => continue,
+            None => panic!("connection ended while waiting for an event"),
+        }
+    }
 }

@@ -1,0 +1,198 @@
+//! Backpressure and limits: a slow consumer is closed while every other member receives
+//! everything; inbound rate limits answer, then close.
+
+mod common;
+
+use common::{TestServer, WAIT, hello};
+use futures_util::{SinkExt, StreamExt};
+use playtree_client::ClientError;
+use playtree_protocol::{
+    CloseCode, ErrorCode, Event, PROTOCOL_VERSION, ServerFrame, codec::decode_server,
+};
+use tokio_tungstenite::tungstenite::Message;
+
+const SLOW: &str = r#"
+[limits]
+frames_per_second = 100000
+frames_burst = 100000
+outbound_frames_max = 16
+outbound_bytes_max = 4096
+socket_send_buffer_bytes = 4096
+
+[rooms]
+history_len = 16
+chat_per_second = 100000
+chat_burst = 100000
+
+[quiz]
+min_players = 10
+lobby_countdown_ms = 600000
+"#;
+
+/// A client socket with a small receive buffer that reads nothing until told.
+async fn stalled_client(
+    server: &TestServer,
+    player: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let stream = socket
+        .connect(server.running().ws_addr)
+        .await
+        .expect("tcp connect");
+    let (mut websocket, _) = tokio_tungstenite::client_async(server.url(), stream)
+        .await
+        .expect("websocket");
+    websocket
+        .send(hello(server.token(player), PROTOCOL_VERSION))
+        .await
+        .expect("hello");
+    websocket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_and_the_others_receive_everything() {
+    let server = TestServer::start(SLOW).await;
+    let (alice, _alice_events) = server.connect("alice").await;
+    let room = alice.quick_join_quiz().await.expect("join").room;
+    let (carol, mut carol_events) = server.connect("carol").await;
+    carol.quick_join_quiz().await.expect("join");
+
+    // Bob joins over a raw socket, then stops reading.
+    let mut bob = stalled_client(&server, "bob").await;
+    let join = playtree_protocol::ClientFrame::Request {
+        req_id: 1,
+        request: playtree_protocol::Request::QuickJoin {
+            kind: playtree_protocol::RoomKind::Quiz,
+            variant: None,
+        },
+    };
+    bob.send(Message::Binary(
+        playtree_protocol::codec::encode_client(&join).into(),
+    ))
+    .await
+    .expect("join");
+
+    // Carol must see bob join before the flood, so that bob is in the room for it.
+    let mut carol_seen = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let envelope = carol_events.next().await.expect("open");
+            if matches!(&envelope.event, Event::MemberJoined { player, .. } if player == "bob") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("bob joined");
+
+    let n_lines = 400u32;
+    let text = "x".repeat(150);
+    for n in 0..n_lines {
+        alice
+            .chat(room, &format!("{n} {text}"))
+            .await
+            .expect("chat is accepted");
+    }
+    // Carol, reading normally, gets every line in order with consecutive seqs.
+    tokio::time::timeout(WAIT, async {
+        while carol_seen.len() < n_lines as usize {
+            let envelope = carol_events.next().await.expect("carol stays connected");
+            if let Event::Chat { text, .. } = &envelope.event {
+                carol_seen.push((
+                    envelope.seq,
+                    text.split(' ').next().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    })
+    .await
+    .expect("carol receives every line");
+    for (index, window) in carol_seen.windows(2).enumerate() {
+        assert_eq!(window[1].0, window[0].0 + 1, "gap after line {index}");
+    }
+    let numbers: Vec<String> = carol_seen.iter().map(|(_, n)| n.clone()).collect();
+    assert_eq!(
+        numbers,
+        (0..n_lines).map(|n| n.to_string()).collect::<Vec<_>>()
+    );
+
+    // Bob, once he reads again, finds his connection ended early: far fewer lines than
+    // were sent, then (if it got through his full buffers) the slow-consumer close.
+    let mut bob_lines = 0;
+    let mut close_code = None;
+    tokio::time::timeout(WAIT, async {
+        while let Some(message) = bob.next().await {
+            match message {
+                Ok(Message::Binary(bytes)) => {
+                    if let Ok(ServerFrame::Event(envelope)) = decode_server(&bytes, 1 << 20)
+                        && matches!(envelope.event, Event::Chat { .. })
+                    {
+                        bob_lines += 1;
+                    }
+                }
+                Ok(Message::Close(frame)) => close_code = frame.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    })
+    .await
+    .expect("bob's connection ends");
+    assert!(
+        bob_lines < n_lines,
+        "bob was cut off (he got {bob_lines} lines)"
+    );
+    assert!(
+        close_code.is_none_or(|code| code == CloseCode::SlowConsumer.as_u16()),
+        "{close_code:?}"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("playtree_slow_consumer_disconnects_total"),
+        "counted"
+    );
+    // The room carries on.
+    alice.chat(room, "still here").await.expect("chat");
+}
+
+#[tokio::test]
+async fn inbound_frames_are_rate_limited_then_the_connection_is_closed() {
+    let (server, clock) = TestServer::start_with_clock(
+        "[limits]\nframes_per_second = 5\nframes_burst = 5\nrate_limit_strikes_max = 3\n",
+    )
+    .await;
+    let (alice, _events) = server.connect("alice").await;
+    for _ in 0..5 {
+        alice.wallet().await.expect("within the burst");
+    }
+    let limited = alice.wallet().await.expect_err("over the rate");
+    assert_eq!(limited.code(), Some(ErrorCode::RateLimited));
+    // A second later the bucket has refilled.
+    clock.advance(1_000);
+    for _ in 0..5 {
+        alice.wallet().await.expect("refilled");
+    }
+    // Persisting: strikes 1..=3 are answered, the 4th closes the connection.
+    for strike in 1..=3 {
+        let limited = alice.wallet().await.expect_err("limited");
+        assert_eq!(
+            limited.code(),
+            Some(ErrorCode::RateLimited),
+            "strike {strike}"
+        );
+    }
+    let _ = alice.wallet().await;
+    match tokio::time::timeout(WAIT, alice.closed())
+        .await
+        .expect("closed in time")
+    {
+        ClientError::Closed { close_code, error } => {
+            assert_eq!(close_code, Some(CloseCode::RateLimited.as_u16()));
+            assert_eq!(error.map(|e| e.code), Some(ErrorCode::RateLimitPersisted));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
