@@ -35,6 +35,29 @@ async fn two_in_a_room(
     (alice, alice_events, room, position)
 }
 
+/// Alice sends `count` lines; then Bob reconnects over a raw socket, resuming the room
+/// from `(epoch, seq)`.
+async fn miss_lines_then_resume(
+    server: &TestServer,
+    alice: &playtree_client::Client,
+    room: u64,
+    (epoch, seq): (u64, u64),
+    count: u64,
+) -> common::Socket {
+    for n in 1..=count {
+        alice
+            .chat(room, &format!("missed {n}"))
+            .await
+            .expect("chat");
+    }
+    let resume = vec![StreamPosition {
+        stream: StreamId::Room(room),
+        epoch,
+        seq,
+    }];
+    welcomed_resuming(server, "bob", resume).await
+}
+
 fn chat_text(envelope: &EventEnvelope) -> Option<String> {
     match &envelope.event {
         Event::Chat { text, .. } => Some(text.clone()),
@@ -46,18 +69,7 @@ fn chat_text(envelope: &EventEnvelope) -> Option<String> {
 async fn a_dropped_connection_resumes_with_the_missed_events_in_order() {
     let server = TestServer::start(&rooms(64)).await;
     let (alice, _alice_events, room, (epoch, seq)) = two_in_a_room(&server).await;
-    for n in 1..=3 {
-        alice
-            .chat(room, &format!("missed {n}"))
-            .await
-            .expect("chat");
-    }
-    let resume = vec![StreamPosition {
-        stream: StreamId::Room(room),
-        epoch,
-        seq,
-    }];
-    let mut bob = welcomed_resuming(&server, "bob", resume).await;
+    let mut bob = miss_lines_then_resume(&server, &alice, room, (epoch, seq), 3).await;
     for n in 1..=3u64 {
         let envelope = next_envelope(&mut bob).await;
         assert_eq!(
@@ -80,18 +92,7 @@ async fn a_dropped_connection_resumes_with_the_missed_events_in_order() {
 async fn a_resume_past_the_history_gets_a_snapshot() {
     let server = TestServer::start(&rooms(4)).await;
     let (alice, _alice_events, room, (epoch, seq)) = two_in_a_room(&server).await;
-    for n in 1..=10 {
-        alice
-            .chat(room, &format!("missed {n}"))
-            .await
-            .expect("chat");
-    }
-    let resume = vec![StreamPosition {
-        stream: StreamId::Room(room),
-        epoch,
-        seq,
-    }];
-    let mut bob = welcomed_resuming(&server, "bob", resume).await;
+    let mut bob = miss_lines_then_resume(&server, &alice, room, (epoch, seq), 10).await;
     let envelope = next_envelope(&mut bob).await;
     let Event::RoomSnapshot(snapshot) = &envelope.event else {
         panic!("expected a snapshot, got {envelope:?}");

@@ -74,6 +74,17 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
                 request: Request::GetWallet,
             },
         ),
+        (
+            "answer",
+            ClientFrame::Request {
+                req_id: 10,
+                request: Request::Answer {
+                    room: 42,
+                    question: 2,
+                    choice: 1,
+                },
+            },
+        ),
     ]
 }
 
@@ -122,6 +133,24 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
         (
             "error_frame",
             ServerFrame::Error(ErrorReply::new(ErrorCode::TokenExpired, "expired")),
+        ),
+        (
+            "event_question",
+            ServerFrame::Event(EventEnvelope {
+                stream: StreamId::Room(42),
+                epoch: 1,
+                seq: 5,
+                event: Event::Question(QuizQuestion {
+                    room: 42,
+                    index: 0,
+                    total: 3,
+                    category: "Geo".into(),
+                    text: "Q?".into(),
+                    choices: vec!["a".into(), "b".into()],
+                    asked_at_ms: 1000,
+                    deadline_ms: 11000,
+                }),
+            }),
         ),
     ]
 }

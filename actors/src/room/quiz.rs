@@ -558,6 +558,38 @@ mod tests {
     }
 
     #[test]
+    fn a_player_who_leaves_keeps_their_score_and_is_not_waited_for() {
+        let bank = bank(5);
+        let config = QuizConfig {
+            min_players: 2,
+            ..QuizConfig::default()
+        };
+        let both: BTreeSet<String> = ["a", "b"].map(String::from).into();
+        let mut state = QuizState::default();
+        for event in advance(&state, 0, &config, &both, 3, &bank) {
+            apply(&mut state, &event);
+        }
+        let correct = bank.get(state.questions[0]).expect("question").answer;
+        let event = answer(&state, "b", 0, correct, 0, &config, &bank).expect("taken");
+        apply(&mut state, &event);
+        // b leaves; a alone answering is enough to reveal, and b's points still count.
+        let only_a: BTreeSet<String> = ["a"].map(String::from).into();
+        let event = answer(&state, "a", 0, (correct + 1) % 3, 10, &config, &bank).expect("taken");
+        apply(&mut state, &event);
+        let reveal = advance(&state, 10, &config, &only_a, 3, &bank);
+        assert!(matches!(
+            reveal[..],
+            [QuizEvent::QuestionRevealed { index: 0, .. }]
+        ));
+        apply(&mut state, &reveal[0]);
+        let ranks: Vec<(String, u64)> = standings(&state)
+            .into_iter()
+            .map(|s| (s.player, s.score))
+            .collect();
+        assert_eq!(ranks, vec![("b".to_string(), 1000), ("a".to_string(), 0)]);
+    }
+
+    #[test]
     fn a_lobby_starts_at_min_players_or_when_the_countdown_ends() {
         let bank = bank(5);
         let config = QuizConfig {

@@ -250,39 +250,31 @@ impl SessionRuntime {
                 choice,
             } => {
                 self.member_of(room, RoomKind::Quiz)?;
-                let player = self.player.clone();
-                self.hub
-                    .call_room(room, None, |reply| RoomMsg::Answer {
-                        player: player.clone(),
-                        question,
-                        choice,
-                        reply,
-                    })
-                    .await??;
+                self.relay(room, |player, reply| RoomMsg::Answer {
+                    player,
+                    question,
+                    choice,
+                    reply,
+                })
+                .await?;
                 Ok(ReplyBody::AnswerTaken { room, question })
             }
             Request::Chat { room, text } => {
-                self.require_member(room)?;
-                let player = self.player.clone();
-                self.hub
-                    .call_room(room, None, |reply| RoomMsg::Chat {
-                        player: player.clone(),
-                        text: text.clone(),
-                        reply,
-                    })
-                    .await??;
+                self.relay(room, |player, reply| RoomMsg::Chat {
+                    player,
+                    text: text.clone(),
+                    reply,
+                })
+                .await?;
                 Ok(ReplyBody::Sent)
             }
             Request::React { room, emoji } => {
-                self.require_member(room)?;
-                let player = self.player.clone();
-                self.hub
-                    .call_room(room, None, |reply| RoomMsg::React {
-                        player: player.clone(),
-                        emoji: emoji.clone(),
-                        reply,
-                    })
-                    .await??;
+                self.relay(room, |player, reply| RoomMsg::React {
+                    player,
+                    emoji: emoji.clone(),
+                    reply,
+                })
+                .await?;
                 Ok(ReplyBody::Sent)
             }
             // The gateway answers token refreshes itself; one reaching here is a bug.
@@ -291,6 +283,19 @@ impl SessionRuntime {
                 "token refresh is handled by the connection",
             )),
         }
+    }
+
+    /// Passes a member's request on to its room and returns the room's verdict.
+    async fn relay(
+        &self,
+        room: RoomId,
+        build: impl Fn(String, ractor::RpcReplyPort<Result<(), ErrorReply>>) -> RoomMsg,
+    ) -> Result<(), ErrorReply> {
+        self.require_member(room)?;
+        let player = self.player.clone();
+        self.hub
+            .call_room(room, None, |reply| build(player.clone(), reply))
+            .await?
     }
 
     fn require_member(&self, room: RoomId) -> Result<&Membership, ErrorReply> {
