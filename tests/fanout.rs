@@ -196,3 +196,27 @@ async fn inbound_frames_are_rate_limited_then_the_connection_is_closed() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_three_heartbeats() {
+    let server = TestServer::start("[limits]\nheartbeat_interval_ms = 50\n").await;
+    let mut silent = common::welcomed(&server, "silent").await;
+    // The scenario itself: the client neither reads nor answers pings for 400 ms (eight
+    // heartbeat intervals). What the test then waits on is the observable close.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match silent.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server closed the silent connection");
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("playtree_heartbeat_timeouts_total"),
+        "counted"
+    );
+}
