@@ -67,6 +67,8 @@ pub struct LimitsConfig {
     pub socket_send_buffer_bytes: usize,
     pub requests_in_flight_max: usize,
     pub heartbeat_interval_ms: u64,
+    pub silent_heartbeats_max: u32,
+    pub close_timeout_ms: u64,
     pub frames_per_second: u32,
     pub frames_burst: u32,
     pub rate_limit_strikes_max: u32,
@@ -167,6 +169,11 @@ impl ServerConfig {
                 limits.requests_in_flight_max as u64,
             ),
             ("limits.heartbeat_interval_ms", limits.heartbeat_interval_ms),
+            (
+                "limits.silent_heartbeats_max",
+                u64::from(limits.silent_heartbeats_max),
+            ),
+            ("limits.close_timeout_ms", limits.close_timeout_ms),
             ("auth.max_lifetime_s", self.auth.max_lifetime_s),
             ("auth.dev_token_lifetime_s", self.auth.dev_token_lifetime_s),
         ] {

@@ -33,11 +33,6 @@ use tracing::Instrument;
 type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
 type Source = SplitStream<WebSocketStream<TcpStream>>;
 
-/// How long the closing frames may take: a slow consumer may never read them.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Heartbeat intervals of silence after which a connection is closed.
-const SILENT_INTERVALS_MAX: u32 = 3;
-
 #[derive(Debug)]
 pub struct Gateway {
     pub hub: Hub,
@@ -81,6 +76,7 @@ pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: So
                 if open > gateway.limits.connections_max {
                     let mut sink = sink;
                     refuse(
+                        &gateway,
                         &mut sink,
                         Refusal::new(
                             ErrorCode::TooManyConnections,
@@ -109,7 +105,7 @@ fn frame_bytes(frame: &ServerFrame) -> Bytes {
 }
 
 /// Sends an error frame, then the close code it calls for (if any).
-async fn refuse(sink: &mut Sink, refusal: Refusal) {
+async fn refuse(gateway: &Gateway, sink: &mut Sink, refusal: Refusal) {
     let error = refusal.0;
     metrics::counter!("playtree_protocol_errors_total", "code" => error.code.as_u16().to_string())
         .increment(1);
@@ -133,7 +129,8 @@ async fn refuse(sink: &mut Sink, refusal: Refusal) {
         let _ = sink.close().await;
     };
     // A slow consumer may never read these; past the timeout the socket is just dropped.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+    let close_timeout = Duration::from_millis(gateway.limits.close_timeout_ms);
+    let _ = tokio::time::timeout(close_timeout, closing).await;
 }
 
 /// The refusal for a websocket read that failed or brought a non-binary message.
@@ -285,7 +282,7 @@ async fn run_connection(
 ) {
     let (hello, identity) = match handshake(gateway, &mut source).await {
         Ok(accepted) => accepted,
-        Err(refusal) => return refuse(&mut sink, refusal).await,
+        Err(refusal) => return refuse(gateway, &mut sink, refusal).await,
     };
     let player = identity.player_id.clone();
     tracing::Span::current().record("player", player.as_str());
@@ -305,9 +302,13 @@ async fn run_connection(
             reply,
         })
         .await;
-    let welcome = match welcome {
+    // The session may refuse too (the player's connection limit).
+    let welcome = match welcome
+        .map_err(|error| error.to_reply())
+        .and_then(|reply| reply)
+    {
         Ok(welcome) => welcome,
-        Err(error) => return refuse(&mut sink, Refusal(error.to_reply())).await,
+        Err(error) => return refuse(gateway, &mut sink, Refusal(error)).await,
     };
     let welcome = ServerFrame::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,
@@ -438,7 +439,7 @@ async fn serve_welcomed(
                 if let Some(expired) = live.expired(gateway.hub.now_ms()) {
                     break Some(expired);
                 }
-                if last_heard.elapsed() > heartbeat_period * SILENT_INTERVALS_MAX {
+                if last_heard.elapsed() > heartbeat_period * limits.silent_heartbeats_max {
                     tracing::info!("closing a silent connection");
                     metrics::counter!("playtree_heartbeat_timeouts_total").increment(1);
                     break None;
@@ -453,7 +454,7 @@ async fn serve_welcomed(
         }
     };
     if let Some(refusal) = refusal {
-        refuse(sink, refusal).await;
+        refuse(gateway, sink, refusal).await;
     } else {
         let _ = sink.close().await;
     }

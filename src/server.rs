@@ -92,27 +92,9 @@ pub async fn start_with_auth(
     )
     .await?;
 
-    let bind = |what: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { what, addr, source })
-    };
-    let ws_listener = bind("the websocket listener", config.server.listen).await?;
-    let admin_listener = bind("the admin listener", config.server.admin_listen).await?;
-    let ws_addr = ws_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            what: "the websocket listener",
-            addr: config.server.listen,
-            source,
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            what: "the admin listener",
-            addr: config.server.admin_listen,
-            source,
-        })?;
+    let (ws_listener, ws_addr) = listen("the websocket listener", config.server.listen).await?;
+    let (admin_listener, admin_addr) =
+        listen("the admin listener", config.server.admin_listen).await?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let gateway = Arc::new(Gateway {
@@ -164,6 +146,17 @@ pub async fn start_with_auth(
         tasks,
         grace: Duration::from_millis(config.server.shutdown_grace_ms),
     })
+}
+
+/// Binds `addr` and returns the listener with the address it got (port 0 picks one).
+async fn listen(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
 }
 
 async fn accept_loop(

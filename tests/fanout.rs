@@ -220,3 +220,30 @@ async fn a_silent_connection_is_closed_after_three_heartbeats() {
         "counted"
     );
 }
+
+#[tokio::test]
+async fn a_player_holds_at_most_the_configured_connections() {
+    let server = TestServer::start("[session]\nconnections_max = 1\n").await;
+    let token = server.token("alice");
+    let (first, _first_events) = server.connect("alice").await;
+    match server.connect_with_token(&token).await {
+        Err(ClientError::Refused { error, close_code }) => {
+            assert_eq!(error.code, ErrorCode::TooManyConnections);
+            assert_eq!(close_code, Some(CloseCode::TooManyConnections.as_u16()));
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // Once the first connection is gone, the player may connect again. Its close reaches
+    // the session asynchronously: retry until it has, within the bound.
+    drop(first);
+    let again = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(connected) = server.connect_with_token(&token).await {
+                return connected;
+            }
+        }
+    })
+    .await
+    .expect("a new connection is accepted after the old one closed");
+    assert_eq!(again.0.wallet().await.expect("works"), 0);
+}

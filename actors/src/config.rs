@@ -102,6 +102,8 @@ pub struct SessionConfig {
     pub credited_grants_max: usize,
     /// How often a session retries settling spins whose room did not answer.
     pub pending_retry_ms: u64,
+    /// Live connections one player may hold at once.
+    pub connections_max: usize,
 }
 
 impl Default for SessionConfig {
@@ -110,6 +112,7 @@ impl Default for SessionConfig {
             passivate_after_ms: 60_000,
             credited_grants_max: 4_096,
             pending_retry_ms: 5_000,
+            connections_max: 8,
         }
     }
 }
@@ -230,6 +233,10 @@ impl GameConfig {
                 self.session.credited_grants_max as u64,
             ),
             ("session.pending_retry_ms", self.session.pending_retry_ms),
+            (
+                "session.connections_max",
+                self.session.connections_max as u64,
+            ),
             (
                 "rooms.wheel_players_max",
                 self.rooms.wheel_players_max as u64,

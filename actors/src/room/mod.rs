@@ -221,7 +221,7 @@ impl RoomRuntime {
             .state()
             .setup
             .as_ref()
-            .ok_or_else(|| RoomError::MissingWheel(String::new()))
+            .ok_or(RoomError::NotSetUp)
     }
 
     fn kind(&self) -> RoomKind {

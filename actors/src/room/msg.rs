@@ -52,6 +52,8 @@ pub enum RoomError {
     AlreadyDelivered,
     #[error("the room's config no longer has its wheel `{0}`")]
     MissingWheel(String),
+    #[error("the room was never set up")]
+    NotSetUp,
     #[error("the room could not save the change: {0}")]
     Store(String),
 }
@@ -63,7 +65,9 @@ impl From<RoomError> for ErrorReply {
             RoomError::AlreadyMember => ErrorCode::AlreadyInRoom,
             RoomError::GameInProgress => ErrorCode::GameInProgress,
             RoomError::WrongWheel(_) => ErrorCode::WrongRoomKind,
-            RoomError::AlreadyDelivered | RoomError::MissingWheel(_) => ErrorCode::Internal,
+            RoomError::AlreadyDelivered | RoomError::MissingWheel(_) | RoomError::NotSetUp => {
+                ErrorCode::Internal
+            }
             RoomError::Store(_) => ErrorCode::StoreFailure,
         };
         ErrorReply::new(code, error.to_string())

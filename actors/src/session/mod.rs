@@ -123,10 +123,13 @@ impl Actor for PlayerSession {
                 reply,
             } => {
                 state.last_active_ms = state.hub.now_ms();
-                state.connect(outbound, &resume).await;
-                let _ = reply.send(msg::SessionWelcome {
-                    player_stream_epoch: state.stream.epoch(),
-                });
+                let result = match state.connect(outbound, &resume).await {
+                    Ok(()) => Ok(msg::SessionWelcome {
+                        player_stream_epoch: state.stream.epoch(),
+                    }),
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(result);
             }
             SessionMsg::Disconnect { connection } => state.disconnect(connection),
             SessionMsg::RemovedFromRoom { room } => {
@@ -159,7 +162,21 @@ impl Actor for PlayerSession {
 impl SessionRuntime {
     /// Follows the player's stream and every room's stream on `outbound`, replaying from
     /// the positions in `resume` where the histories allow.
-    async fn connect(&mut self, outbound: Outbound, resume: &[StreamPosition]) {
+    async fn connect(
+        &mut self,
+        outbound: Outbound,
+        resume: &[StreamPosition],
+    ) -> Result<(), ErrorReply> {
+        self.outbounds.retain(|o| !o.is_closed());
+        let connections_max = self.hub.config.session.connections_max;
+        if self.outbounds.len() >= connections_max {
+            metrics::counter!("playtree_rate_limited_total", "limit" => "connections_per_player")
+                .increment(1);
+            return Err(ErrorReply::new(
+                ErrorCode::TooManyConnections,
+                format!("you already have {connections_max} live connections; close one first"),
+            ));
+        }
         let position = |stream: &StreamId| {
             resume
                 .iter()
@@ -201,9 +218,9 @@ impl SessionRuntime {
                 }
             }
         }
-        self.outbounds
-            .retain(|o| o.connection != outbound.connection && !o.is_closed());
+        // Closed ones were dropped above; connection ids are never reused.
         self.outbounds.push(outbound);
+        Ok(())
     }
 
     fn disconnect(&mut self, connection: ConnectionId) {

@@ -18,7 +18,7 @@ pub enum SessionMsg {
     Connect {
         outbound: Outbound,
         resume: Vec<StreamPosition>,
-        reply: RpcReplyPort<SessionWelcome>,
+        reply: RpcReplyPort<Result<SessionWelcome, ErrorReply>>,
     },
     /// A connection closed.
     Disconnect { connection: ConnectionId },
