@@ -98,8 +98,6 @@ impl Default for ActorsConfig {
 pub struct SessionConfig {
     /// A session with no connection for this long is snapshotted and stopped.
     pub passivate_after_ms: u64,
-    /// How many credited grant ids a wallet remembers to refuse duplicates.
-    pub credited_grants_max: usize,
     /// How often a session retries settling spins whose room did not answer.
     pub pending_retry_ms: u64,
     /// Live connections one player may hold at once.
@@ -110,7 +108,6 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             passivate_after_ms: 60_000,
-            credited_grants_max: 4_096,
             pending_retry_ms: 5_000,
             connections_max: 8,
         }
@@ -169,6 +166,10 @@ pub struct StoreConfig {
     pub commit_batch_max: usize,
     /// Most commit requests waiting for the group-commit task.
     pub commit_queue_max: usize,
+    /// fdatasync sled's data file after every group flush, so that nothing is
+    /// acknowledged before it would survive a power loss. Turn off only to measure
+    /// what it costs.
+    pub fdatasync: bool,
 }
 
 impl Default for StoreConfig {
@@ -177,6 +178,7 @@ impl Default for StoreConfig {
             snapshot_every: 100,
             commit_batch_max: 1_024,
             commit_queue_max: 65_536,
+            fdatasync: true,
         }
     }
 }
@@ -227,10 +229,6 @@ impl GameConfig {
             (
                 "session.passivate_after_ms",
                 self.session.passivate_after_ms,
-            ),
-            (
-                "session.credited_grants_max",
-                self.session.credited_grants_max as u64,
             ),
             ("session.pending_retry_ms", self.session.pending_retry_ms),
             (

@@ -1,39 +1,53 @@
-//! One directory per entity kind: `id → actor`, with get-or-activate in one atomic step so
-//! that two activations of one entity never exist, and the restart bookkeeping that the
-//! kind's supervisor consults.
+//! One directory per entity kind: `id → actor`, with activation as an explicit slot
+//! state machine so that two incarnations of one entity are never alive at once, and the
+//! restart bookkeeping that the kind's supervisor consults.
 //!
-//! Passivation: an entity marks its slot as draining, then drains its mailbox and stops.
-//! A lookup that meets a draining slot waits for that actor to stop before activating a
-//! fresh one, so the old and the new instance never journal side by side; a send that
-//! fails because its target stopped re-resolves here.
+//! A slot is `Activating` (one activator, everyone else waits for it), `Active`, or
+//! `Draining` (the entity is passivating: it finishes its queue and stops). A lookup
+//! that meets a draining slot waits for that actor to stop before activating anew; if
+//! the wait runs out it answers `Timeout` and activates nothing. The slot goes when its
+//! actor has stopped. The store fences every commit with the incarnation number as well,
+//! so even a bug here could not let two instances write one journal.
 
 use crate::error::HubError;
+use crate::stream::Subscribers;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use ractor::{ActorId, ActorRef, Message};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 #[derive(Debug)]
-struct Slot<M: Message> {
-    actor: OnceCell<ActorRef<M>>,
-    draining: AtomicBool,
+enum Slot<M: Message> {
+    /// Being activated; the activator drops the sender when it is done either way.
+    Activating(watch::Receiver<()>),
+    Active(ActorRef<M>),
+    Draining(ActorRef<M>),
 }
 
 impl<M: Message> Slot<M> {
-    fn new() -> Self {
-        Slot {
-            actor: OnceCell::new(),
-            draining: AtomicBool::new(false),
+    fn holds(&self, actor_id: ActorId) -> bool {
+        match self {
+            Slot::Active(actor) | Slot::Draining(actor) => actor.get_id() == actor_id,
+            Slot::Activating(_) => false,
         }
     }
+}
 
-    fn holds(&self, actor_id: ActorId) -> bool {
-        self.actor.get().map(|actor| actor.get_id()) == Some(actor_id)
-    }
+/// The live connections following an entity's streams. They outlive the entity's
+/// incarnations, so that a restarted entity can tell them it is back (a snapshot with
+/// the new epoch) instead of leaving them silent.
+pub type Followers = Arc<Mutex<Subscribers>>;
+
+/// Locks an entity's followers. A panic while holding the lock leaves a subscriber
+/// list that is still consistent (every mutation is a single map operation).
+pub fn followers_of(followers: &Followers) -> std::sync::MutexGuard<'_, Subscribers> {
+    followers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What the supervisor should do about a failed child.
@@ -76,11 +90,20 @@ impl RestartPolicy {
 pub struct Directory<M: Message> {
     kind: &'static str,
     entities_max: usize,
-    slots: DashMap<String, Arc<Slot<M>>>,
-    ids_by_actor: DashMap<ActorId, String>,
+    slots: Arc<DashMap<String, Slot<M>>>,
+    ids_by_actor: Arc<DashMap<ActorId, String>>,
+    followers: DashMap<String, Followers>,
     failures: DashMap<String, VecDeque<u64>>,
     unavailable_until_ms: DashMap<String, u64>,
     policy: RestartPolicy,
+}
+
+/// What a lookup found in the slot, taken out of the map's lock before awaiting.
+enum Found<M: Message> {
+    Ready(ActorRef<M>),
+    ActivationUnderWay(watch::Receiver<()>),
+    Draining(ActorRef<M>),
+    YoursToActivate(watch::Sender<()>),
 }
 
 impl<M: Message> Directory<M> {
@@ -88,8 +111,9 @@ impl<M: Message> Directory<M> {
         Directory {
             kind,
             entities_max,
-            slots: DashMap::new(),
-            ids_by_actor: DashMap::new(),
+            slots: Arc::new(DashMap::new()),
+            ids_by_actor: Arc::new(DashMap::new()),
+            followers: DashMap::new(),
             failures: DashMap::new(),
             unavailable_until_ms: DashMap::new(),
             policy,
@@ -110,110 +134,171 @@ impl<M: Message> Directory<M> {
 
     /// The live actor for `id`, if one is active and not draining.
     pub fn get(&self, id: &str) -> Option<ActorRef<M>> {
-        let slot = self.slots.get(id)?.clone();
-        if slot.draining.load(Ordering::Acquire) {
-            return None;
+        match self.slots.get(id)?.value() {
+            Slot::Active(actor) => Some(actor.clone()),
+            Slot::Activating(_) | Slot::Draining(_) => None,
         }
-        slot.actor.get().cloned()
     }
 
-    /// Every active actor (for shutdown).
+    /// Every actor alive (for shutdown).
     pub fn actors(&self) -> Vec<ActorRef<M>> {
         self.slots
             .iter()
-            .filter_map(|entry| entry.value().actor.get().cloned())
+            .filter_map(|entry| match entry.value() {
+                Slot::Active(actor) | Slot::Draining(actor) => Some(actor.clone()),
+                Slot::Activating(_) => None,
+            })
             .collect()
     }
 
-    /// Returns the actor for `id`, spawning it with `spawn` if none is active. Concurrent
-    /// callers for one id share one spawn.
+    /// The connections following entity `id`, shared by all its incarnations.
+    pub fn followers(&self, id: &str) -> Followers {
+        self.followers.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn check_available(&self, id: &str, now_ms: u64) -> Result<(), HubError> {
+        if let Some(until) = self.unavailable_until_ms.get(id).map(|until| *until) {
+            if now_ms < until {
+                return Err(HubError::Unavailable {
+                    kind: self.kind,
+                    id: id.to_owned(),
+                    restarts: self.policy.restarts_max,
+                });
+            }
+            self.unavailable_until_ms.remove(id);
+        }
+        Ok(())
+    }
+
+    fn find(&self, id: &str) -> Result<Found<M>, HubError> {
+        // Checked before taking the entry: `len` reads every shard, the entry holds one.
+        let full = self.slots.len() >= self.entities_max;
+        Ok(match self.slots.entry(id.to_owned()) {
+            Entry::Occupied(slot) => match slot.get() {
+                Slot::Active(actor) => Found::Ready(actor.clone()),
+                Slot::Activating(done) => Found::ActivationUnderWay(done.clone()),
+                Slot::Draining(actor) => Found::Draining(actor.clone()),
+            },
+            Entry::Vacant(vacant) => {
+                if full {
+                    return Err(HubError::TooManyEntities {
+                        kind: self.kind,
+                        max: self.entities_max,
+                    });
+                }
+                let (done, waiting) = watch::channel(());
+                vacant.insert(Slot::Activating(waiting));
+                Found::YoursToActivate(done)
+            }
+        })
+    }
+
+    /// Returns the actor for `id`, spawning it with `spawn` if none is alive. Concurrent
+    /// callers for one id share one activation; nothing is activated while an older
+    /// incarnation is alive: past `wait` the answer is `Timeout`.
     pub async fn get_or_activate<F, Fut>(
         &self,
         id: &str,
         now_ms: u64,
-        stop_wait: Duration,
+        wait: Duration,
         spawn: F,
     ) -> Result<ActorRef<M>, HubError>
     where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<ActorRef<M>, HubError>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<ActorRef<M>, HubError>> + Send + 'static,
     {
-        // Bounded: each pass either returns or waits for one draining actor to stop.
-        for _ in 0..4 {
-            if let Some(until) = self.unavailable_until_ms.get(id).map(|until| *until) {
-                if now_ms < until {
-                    return Err(HubError::Unavailable {
-                        kind: self.kind,
-                        id: id.to_owned(),
-                        restarts: self.policy.restarts_max,
-                    });
-                }
-                self.unavailable_until_ms.remove(id);
-            }
-            let slot = match self.slots.get(id) {
-                Some(slot) => slot.clone(),
-                None => {
-                    if self.slots.len() >= self.entities_max {
-                        return Err(HubError::TooManyEntities {
-                            kind: self.kind,
-                            max: self.entities_max,
-                        });
-                    }
-                    self.slots
-                        .entry(id.to_owned())
-                        .or_insert_with(|| Arc::new(Slot::new()))
-                        .clone()
-                }
-            };
-            if slot.draining.load(Ordering::Acquire) {
-                if let Some(old) = slot.actor.get() {
-                    // The old instance finishes its queue and snapshots; it must be gone
-                    // before a new one reads the store.
-                    let _ = old.wait(Some(stop_wait)).await;
-                }
-                self.slots
-                    .remove_if(id, |_, current| Arc::ptr_eq(current, &slot));
-                continue;
-            }
-            let result = slot
-                .actor
-                .get_or_try_init(|| async {
-                    let actor = spawn().await?;
-                    self.ids_by_actor.insert(actor.get_id(), id.to_owned());
-                    Ok::<_, HubError>(actor)
-                })
-                .await;
-            return match result {
-                Ok(actor) => Ok(actor.clone()),
-                Err(error) => {
-                    self.slots.remove_if(id, |_, current| {
-                        Arc::ptr_eq(current, &slot) && current.actor.get().is_none()
-                    });
-                    Err(error)
-                }
-            };
-        }
-        Err(HubError::Timeout {
+        let timeout = || HubError::Timeout {
             kind: self.kind,
             id: id.to_owned(),
-            timeout_ms: stop_wait.as_millis() as u64,
-        })
+            timeout_ms: wait.as_millis() as u64,
+        };
+        let mut spawn = Some(spawn);
+        let lookup = async {
+            loop {
+                self.check_available(id, now_ms)?;
+                match self.find(id)? {
+                    Found::Ready(actor) => return Ok(actor),
+                    Found::ActivationUnderWay(mut done) => {
+                        // Resolves when the activator drops its sender, however it ended.
+                        let _ = done.changed().await;
+                    }
+                    Found::Draining(old) => {
+                        // The old incarnation finishes its queue and snapshots; it must
+                        // be gone before a new one reads the store.
+                        let _ = old.wait(None).await;
+                        self.slots.remove_if(id, |_, slot| {
+                            matches!(slot, Slot::Draining(actor) if actor.get_id() == old.get_id())
+                        });
+                    }
+                    Found::YoursToActivate(done) => {
+                        let Some(spawn) = spawn.take() else {
+                            // Only reachable if an activation of ours failed and the loop
+                            // came round again, which returns before looping.
+                            return Err(timeout());
+                        };
+                        return self.activate(id, spawn, done).await;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(wait, lookup)
+            .await
+            .unwrap_or_else(|_| Err(timeout()))
+    }
+
+    /// Runs `spawn` in a task of its own, so that a caller that gives up cannot leave
+    /// the slot `Activating` forever, and records the outcome in the slot.
+    async fn activate<F, Fut>(
+        &self,
+        id: &str,
+        spawn: F,
+        done: watch::Sender<()>,
+    ) -> Result<ActorRef<M>, HubError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<ActorRef<M>, HubError>> + Send + 'static,
+    {
+        let slots = self.slots.clone();
+        let ids_by_actor = self.ids_by_actor.clone();
+        let key = id.to_owned();
+        let kind = self.kind;
+        let activation = tokio::spawn(async move {
+            let result = spawn().await;
+            match &result {
+                Ok(actor) => {
+                    ids_by_actor.insert(actor.get_id(), key.clone());
+                    slots.insert(key, Slot::Active(actor.clone()));
+                }
+                Err(_) => {
+                    slots.remove_if(&key, |_, slot| matches!(slot, Slot::Activating(_)));
+                }
+            }
+            drop(done);
+            result
+        });
+        activation.await.map_err(|error| HubError::Spawn {
+            kind,
+            id: id.to_owned(),
+            reason: format!("activation task failed: {error}"),
+        })?
     }
 
     /// Called by an entity that is about to drain and stop.
     pub fn mark_draining(&self, actor_id: ActorId) {
         if let Some(id) = self.ids_by_actor.get(&actor_id).map(|id| id.clone())
-            && let Some(slot) = self.slots.get(&id)
-            && slot.holds(actor_id)
+            && let Some(mut slot) = self.slots.get_mut(&id)
+            && let Slot::Active(actor) = slot.value()
+            && actor.get_id() == actor_id
         {
-            slot.draining.store(true, Ordering::Release);
+            let actor = actor.clone();
+            *slot = Slot::Draining(actor);
         }
     }
 
-    /// Drops the slot of an actor a caller found stopped, so the next lookup activates
-    /// a fresh one. The actor's id mapping stays for its supervisor, which decides about
-    /// restarts when the stop event arrives.
-    pub fn discard(&self, actor_id: ActorId) {
+    /// Drops the slot of an actor that a caller saw stop, so the next lookup activates
+    /// a fresh one. Only for actors known to have stopped. The actor's id mapping stays
+    /// for its supervisor, which decides about restarts when the stop event arrives.
+    pub fn discard_stopped(&self, actor_id: ActorId) {
         if let Some(id) = self.ids_by_actor.get(&actor_id).map(|id| id.clone()) {
             self.slots.remove_if(&id, |_, slot| slot.holds(actor_id));
         }
@@ -224,6 +309,17 @@ impl<M: Message> Directory<M> {
         let (_, id) = self.ids_by_actor.remove(&actor_id)?;
         self.slots.remove_if(&id, |_, slot| slot.holds(actor_id));
         Some(id)
+    }
+
+    /// Removes an actor that stopped normally; its followers go with it (an entity
+    /// passivates only when nobody follows it).
+    pub fn stopped(&self, actor_id: ActorId) {
+        if let Some(id) = self.forget(actor_id)
+            && !self.slots.contains_key(&id)
+        {
+            self.followers
+                .remove_if(&id, |_, followers| followers_of(followers).is_empty());
+        }
     }
 
     /// Removes a failed actor and applies the restart intensity.
@@ -246,6 +342,211 @@ impl<M: Message> Directory<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ractor::{Actor, ActorProcessingErr, ActorStatus};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Notify;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A test entity: it can be held inside a handler, passivated, or made to panic.
+    struct Probe;
+
+    enum ProbeMsg {
+        Hold(Arc<Notify>),
+        Passivate,
+        Panic,
+        Ping,
+    }
+
+    impl ractor::Message for ProbeMsg {}
+
+    struct ProbeArgs {
+        directory: Arc<Directory<ProbeMsg>>,
+    }
+
+    impl Actor for Probe {
+        type Msg = ProbeMsg;
+        type State = Arc<Directory<ProbeMsg>>;
+        type Arguments = ProbeArgs;
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<ProbeMsg>,
+            args: ProbeArgs,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(args.directory)
+        }
+
+        async fn handle(
+            &self,
+            myself: ActorRef<ProbeMsg>,
+            message: ProbeMsg,
+            directory: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            match message {
+                ProbeMsg::Hold(release) => release.notified().await,
+                ProbeMsg::Passivate => {
+                    directory.mark_draining(myself.get_id());
+                    let _ = myself.drain();
+                }
+                ProbeMsg::Panic => panic!("probe fails on purpose"),
+                ProbeMsg::Ping => {}
+            }
+            Ok(())
+        }
+    }
+
+    fn directory() -> Arc<Directory<ProbeMsg>> {
+        Arc::new(Directory::new(
+            "probe",
+            100,
+            RestartPolicy {
+                restarts_max: 1_000,
+                window_ms: 1,
+            },
+        ))
+    }
+
+    /// Spawns a probe after checking that every earlier incarnation has stopped.
+    fn spawner(
+        directory: &Arc<Directory<ProbeMsg>>,
+        spawned: &Arc<Mutex<Vec<ActorRef<ProbeMsg>>>>,
+    ) -> impl FnOnce() -> std::pin::Pin<
+        Box<dyn Future<Output = Result<ActorRef<ProbeMsg>, HubError>> + Send>,
+    > + Send
+    + 'static {
+        let directory = directory.clone();
+        let spawned = spawned.clone();
+        move || {
+            Box::pin(async move {
+                let alive = spawned
+                    .lock()
+                    .expect("spawned")
+                    .iter()
+                    .filter(|earlier| earlier.get_status() != ActorStatus::Stopped)
+                    .count();
+                assert_eq!(alive, 0, "an earlier incarnation is still alive");
+                let (actor, _) = Actor::spawn(None, Probe, ProbeArgs { directory })
+                    .await
+                    .map_err(|error| HubError::Spawn {
+                        kind: "probe",
+                        id: "x".into(),
+                        reason: error.to_string(),
+                    })?;
+                spawned.lock().expect("spawned").push(actor.clone());
+                Ok(actor)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_activates_beside_a_draining_incarnation_however_long_it_takes() {
+        let directory = directory();
+        let spawned = Arc::new(Mutex::new(Vec::new()));
+        let first = directory
+            .get_or_activate("x", 0, WAIT, spawner(&directory, &spawned))
+            .await
+            .expect("activates");
+        // The first incarnation is busy, then asked to passivate: it drains slowly.
+        let release = Arc::new(Notify::new());
+        first.cast(ProbeMsg::Hold(release.clone())).expect("hold");
+        first.cast(ProbeMsg::Passivate).expect("passivate");
+        directory.mark_draining(first.get_id());
+        let short = Duration::from_millis(50);
+        let meanwhile = directory
+            .get_or_activate("x", 0, short, spawner(&directory, &spawned))
+            .await;
+        assert!(
+            matches!(meanwhile, Err(HubError::Timeout { .. })),
+            "{meanwhile:?}"
+        );
+        assert_eq!(spawned.lock().expect("spawned").len(), 1, "no second spawn");
+        release.notify_one();
+        let second = directory
+            .get_or_activate("x", 0, WAIT, spawner(&directory, &spawned))
+            .await
+            .expect("activates once the first is gone");
+        assert_ne!(second.get_id(), first.get_id());
+        assert_eq!(first.get_status(), ActorStatus::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_failed_activation_does_not_strand_or_duplicate_waiters() {
+        let directory = directory();
+        let spawned = Arc::new(Mutex::new(Vec::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let failing = {
+            let attempts = attempts.clone();
+            move || async move {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Err::<ActorRef<ProbeMsg>, _>(HubError::ShuttingDown)
+            }
+        };
+        let (failed, retried) = tokio::join!(
+            directory.get_or_activate("x", 0, WAIT, failing),
+            directory.get_or_activate("x", 0, WAIT, spawner(&directory, &spawned)),
+        );
+        assert!(failed.is_err());
+        let retried = retried.expect("the waiter activates after the failure");
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        let again = directory
+            .get_or_activate("x", 0, WAIT, spawner(&directory, &spawned))
+            .await
+            .expect("active");
+        assert_eq!(again.get_id(), retried.get_id(), "one incarnation");
+        assert_eq!(spawned.lock().expect("spawned").len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hammering_activation_passivation_and_failure_keeps_one_incarnation_at_a_time() {
+        let directory = directory();
+        let spawned = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..16u64 {
+            let directory = directory.clone();
+            let spawned = spawned.clone();
+            tasks.spawn(async move {
+                for step in 0..60u64 {
+                    let actor = directory
+                        .get_or_activate("x", 0, WAIT, spawner(&directory, &spawned))
+                        .await
+                        .expect("activates");
+                    let (message, stops) = match (task * 7 + step) % 11 {
+                        0 => (ProbeMsg::Passivate, true),
+                        5 => (ProbeMsg::Panic, true),
+                        _ => (ProbeMsg::Ping, false),
+                    };
+                    let sent = actor.cast(message).is_ok();
+                    if sent && stops {
+                        // Let the stop happen before this task goes on, so that the
+                        // hammer goes through many incarnations.
+                        actor.wait(Some(WAIT)).await.expect("stops");
+                    }
+                    if !sent {
+                        // Stopped under us: as the hub does, free its slot once it is
+                        // gone for sure.
+                        actor.wait(Some(WAIT)).await.expect("stops");
+                        directory.discard_stopped(actor.get_id());
+                    }
+                }
+            });
+        }
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(result) = tasks.join_next().await {
+                result.expect("no task panicked");
+            }
+        })
+        .await
+        .expect("the hammer finishes");
+        let spawned = spawned.lock().expect("spawned");
+        assert!(spawned.len() >= 10, "{} incarnations", spawned.len());
+        let alive = spawned
+            .iter()
+            .filter(|actor| actor.get_status() != ActorStatus::Stopped)
+            .count();
+        assert!(alive <= 1, "{alive} alive at the end");
+    }
 
     #[test]
     fn restart_intensity_allows_n_restarts_per_window() {

@@ -113,7 +113,36 @@ impl Hub {
             // Invariant: each slot is set exactly once, here, before the hub is shared.
             let _ = slot.set(supervisor);
         }
-        Ok(Hub { inner })
+        let hub = Hub { inner };
+        let owed = hub.clone();
+        tokio::spawn(async move {
+            if let Err(error) = owed.activate_owing_rooms().await {
+                tracing::error!(%error, "could not read the outbox index; grants wait for their rooms' next activation");
+            }
+        });
+        Ok(hub)
+    }
+
+    /// Activates every room that the outbox index says owes grants, so that grants
+    /// left undelivered by a crash reach their wallets without waiting for traffic.
+    /// Reads only the index, no entity. Returns how many rooms it activated.
+    pub async fn activate_owing_rooms(&self) -> Result<usize, HubError> {
+        let owing = self.store.owing(EntityKind::Room.name()).await?;
+        let mut activated = 0;
+        for id in owing {
+            let Ok(room) = id.parse::<RoomId>() else {
+                tracing::error!(%id, "outbox index names a room id that is not a number");
+                continue;
+            };
+            match self.room(room, None).await {
+                Ok(_) => activated += 1,
+                Err(error) => {
+                    tracing::warn!(room, %error, "a room that owes grants did not activate")
+                }
+            }
+        }
+        metrics::counter!("playtree_owing_rooms_activated_total").increment(activated as u64);
+        Ok(activated)
     }
 
     pub fn call_timeout(&self) -> Duration {
@@ -134,22 +163,25 @@ impl Hub {
     /// The session of `player`, activated from the store if it is not in memory.
     pub async fn session(&self, player: &str) -> Result<ActorRef<SessionMsg>, HubError> {
         self.check_running()?;
+        let hub = self.clone();
+        let id = player.to_owned();
         self.sessions
-            .get_or_activate(player, self.now_ms(), self.call_timeout(), || async {
-                let supervisor = self
+            .get_or_activate(player, self.now_ms(), self.call_timeout(), move || async move {
+                let supervisor = hub
                     .session_supervisor
                     .get()
                     .ok_or(HubError::ShuttingDown)?;
                 let args = SessionArgs {
-                    player: player.to_owned(),
-                    hub: self.clone(),
+                    followers: hub.sessions.followers(&id),
+                    player: id.clone(),
+                    hub: hub.clone(),
                 };
                 let (actor, _) =
                     Actor::spawn_linked(None, PlayerSession, args, supervisor.get_cell())
                         .await
                         .map_err(|error| HubError::Spawn {
                             kind: "session",
-                            id: player.to_owned(),
+                            id: id.clone(),
                             reason: error.to_string(),
                         })?;
                 metrics::counter!("playtree_actor_activations_total", "kind" => "session")
@@ -168,13 +200,15 @@ impl Hub {
     ) -> Result<ActorRef<RoomMsg>, HubError> {
         self.check_running()?;
         let id = room.to_string();
+        let hub = self.clone();
         self.rooms
-            .get_or_activate(&id, self.now_ms(), self.call_timeout(), || async {
-                let supervisor = self.room_supervisor.get().ok_or(HubError::ShuttingDown)?;
+            .get_or_activate(&id, self.now_ms(), self.call_timeout(), move || async move {
+                let supervisor = hub.room_supervisor.get().ok_or(HubError::ShuttingDown)?;
                 let args = RoomArgs {
                     room,
-                    spec: spec.clone(),
-                    hub: self.clone(),
+                    spec,
+                    followers: hub.rooms.followers(&room.to_string()),
+                    hub: hub.clone(),
                 };
                 let (actor, _) = Actor::spawn_linked(None, Room, args, supervisor.get_cell())
                     .await
@@ -210,9 +244,7 @@ impl Hub {
             timeout,
             "session",
             player,
-            |id| {
-                self.sessions.forget(id);
-            },
+            |actor| self.sessions.discard_stopped(actor),
         )
         .await
     }
@@ -231,9 +263,7 @@ impl Hub {
             timeout,
             "room",
             &id,
-            |actor| {
-                self.rooms.forget(actor);
-            },
+            |actor| self.rooms.discard_stopped(actor),
         )
         .await
     }
@@ -248,9 +278,7 @@ impl Hub {
             timeout,
             "session",
             player,
-            |actor| {
-                self.sessions.discard(actor);
-            },
+            |actor| self.sessions.discard_stopped(actor),
         )
         .await
     }
@@ -264,9 +292,7 @@ impl Hub {
             timeout,
             "room",
             &id,
-            |actor| {
-                self.rooms.discard(actor);
-            },
+            |actor| self.rooms.discard_stopped(actor),
         )
         .await
     }
@@ -281,9 +307,9 @@ impl Hub {
 
     pub(crate) fn child_stopped(&self, kind: EntityKind, actor: ActorId) {
         match kind {
-            EntityKind::Session => self.sessions.forget(actor),
-            EntityKind::Room => self.rooms.forget(actor),
-        };
+            EntityKind::Session => self.sessions.stopped(actor),
+            EntityKind::Room => self.rooms.stopped(actor),
+        }
     }
 
     pub(crate) fn child_failed(&self, kind: EntityKind, actor: ActorId, error: String) {
@@ -292,6 +318,21 @@ impl Hub {
             EntityKind::Session => self.sessions.on_failed(actor, now_ms),
             EntityKind::Room => self.rooms.on_failed(actor, now_ms),
         };
+        // A failed room no longer runs its `post_stop` (ractor skips it after a panic):
+        // unlist it here, so QuickJoin does not send players to it. A restarted room
+        // lists itself again.
+        if kind == EntityKind::Room
+            && let RestartDecision::Restart { id } | RestartDecision::GiveUp { id, .. } =
+                &decision
+            && let Ok(room) = id.parse::<RoomId>()
+            && let Some(listing) = self.matchmaker.remove(room)
+        {
+            let kind = match listing.kind {
+                playtree_protocol::RoomKind::Wheel => "wheel",
+                playtree_protocol::RoomKind::Quiz => "quiz",
+            };
+            metrics::gauge!("playtree_rooms_open", "kind" => kind).decrement(1.0);
+        }
         match decision {
             RestartDecision::Restart { id } => {
                 tracing::warn!(kind = kind.name(), %id, %error, "entity failed; restarting from its persisted state");
@@ -390,7 +431,11 @@ where
             Ok(()) => return Ok(()),
             Err(MessagingErr::SendErr(returned)) => {
                 message = returned;
-                let _ = actor.wait(Some(timeout)).await;
+                // Only a stopped actor's slot may be freed: one still draining must not
+                // see a second incarnation start beside it.
+                if actor.wait(Some(timeout)).await.is_err() {
+                    break;
+                }
                 discard(actor.get_id());
             }
             Err(_) => return Err(HubError::ShuttingDown),
@@ -409,7 +454,7 @@ async fn call_with_retry<M, R, Resolve, Fut>(
     timeout: Duration,
     kind: &'static str,
     id: &str,
-    forget: impl Fn(ActorId),
+    discard: impl Fn(ActorId),
 ) -> Result<R, HubError>
 where
     M: Message,
@@ -436,10 +481,13 @@ where
                     reason: "the entity failed while handling the request; it restarts from its last durable state".into(),
                 });
             }
-            // The actor stopped before taking the message: resolve again.
+            // The actor stopped before taking the message: resolve again, once it is
+            // gone for sure.
             Err(_) => {
-                let _ = actor.wait(Some(timeout)).await;
-                forget(actor.get_id());
+                if actor.wait(Some(timeout)).await.is_err() {
+                    return Err(timeout_error());
+                }
+                discard(actor.get_id());
             }
         }
     }

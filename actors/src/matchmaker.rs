@@ -59,9 +59,11 @@ impl Matchmaker {
         self.rooms().insert(room, listing);
     }
 
-    pub fn remove(&self, room: RoomId) {
-        self.rooms().remove(&room);
+    /// Unlists a room; returns its last listing, if it had one.
+    pub fn remove(&self, room: RoomId) -> Option<Listing> {
+        let listing = self.rooms().remove(&room);
         lock(&self.codes).retain(|_, id| *id != room);
+        listing
     }
 
     pub fn register_code(&self, code: &str, room: RoomId) {

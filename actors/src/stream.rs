@@ -117,6 +117,24 @@ impl Subscribers {
         self.by_player.remove(player);
     }
 
+    /// Keeps only the players `keep` accepts.
+    pub fn retain_players(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.by_player.retain(|player, _| keep(player));
+    }
+
+    /// Drops connections that have gone; returns how many are left for `player`.
+    pub fn prune_closed(&mut self, player: &str) -> usize {
+        let Some(outbounds) = self.by_player.get_mut(player) else {
+            return 0;
+        };
+        outbounds.retain(|outbound| !outbound.is_closed());
+        let left = outbounds.len();
+        if left == 0 {
+            self.by_player.remove(player);
+        }
+        left
+    }
+
     pub fn is_connected(&self, player: &str) -> bool {
         self.by_player.contains_key(player)
     }

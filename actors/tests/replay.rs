@@ -40,9 +40,9 @@ fn session_event(rng: &mut ChaCha20Rng, step: u64) -> SessionEvent {
                 source: "room:1".into(),
                 seq: u64::from(rng.next_u32() % 20),
             },
+            previous: u64::from(rng.next_u32() % 20),
             amount: u64::from(rng.next_u32() % 100),
             settles: Some((wheel, step.saturating_sub(1))),
-            remember_max: 6,
         },
         3 => SessionEvent::JoinedRoom {
             room: u64::from(rng.next_u32() % 3),
@@ -94,8 +94,9 @@ fn room_event(rng: &mut ChaCha20Rng, step: u64) -> RoomEvent {
             grants: vec![Grant {
                 id: GrantId {
                     source: format!("room:9:game:{step}"),
-                    seq: 0,
+                    seq: 1,
                 },
+                previous: 0,
                 beneficiary: player,
                 amount: 5,
                 reason: "quiz".into(),
@@ -110,6 +111,7 @@ fn room_event(rng: &mut ChaCha20Rng, step: u64) -> RoomEvent {
                     source: "room:9".into(),
                     seq: step,
                 },
+                previous: step.saturating_sub(1),
                 beneficiary: player.clone(),
                 amount: u64::from(rng.next_u32() % 50),
                 reason: "spin".into(),
@@ -129,12 +131,16 @@ fn room_event(rng: &mut ChaCha20Rng, step: u64) -> RoomEvent {
     }
 }
 
+/// Persists `events` in chunks of `batch`, restarting the entity (a new incarnation
+/// recovered from the store) after a chunk whenever `restarts` says so, and checks that
+/// the live state is the fold of the events and that recovery rebuilds it exactly.
 async fn check_replay<E: Entity>(
     store: &Store,
     id: &str,
     snapshot_every: u64,
     events: Vec<E::Event>,
     batch: usize,
+    restarts: &mut ChaCha20Rng,
 ) where
     E::State: PartialEq,
 {
@@ -143,6 +149,21 @@ async fn check_replay<E: Entity>(
         .expect("open");
     for chunk in events.chunks(batch) {
         live.persist(chunk.to_vec()).await.expect("persist");
+        if restarts.next_u32().is_multiple_of(3) {
+            let previous = live.incarnation();
+            let mut stale = live;
+            live = Journal::open(store.clone(), id, snapshot_every)
+                .await
+                .expect("restart");
+            assert_eq!(live.incarnation(), previous + 1);
+            assert_eq!(live.state(), stale.state(), "{id}: restart recovers the state");
+            // The old incarnation can no longer write.
+            let refused = stale.persist(chunk.to_vec()).await;
+            assert!(
+                matches!(refused, Err(playtree_actors::StoreError::Fenced { .. })),
+                "{id}: a stale incarnation's write: {refused:?}"
+            );
+        }
     }
     // The pure fold over all events is what the live journal holds...
     let mut folded = E::State::default();
@@ -178,12 +199,14 @@ async fn recovery_equals_live_state_for_many_random_histories() {
         let events: Vec<SessionEvent> = (0..n_events)
             .map(|step| session_event(&mut rng, step))
             .collect();
+        let mut restarts = ChaCha20Rng::seed_from_u64(seed + 1_000);
         check_replay::<SessionEntity>(
             &store,
             &format!("player-{seed}"),
             snapshot_every,
             events,
             batch,
+            &mut restarts,
         )
         .await;
 
@@ -197,7 +220,15 @@ async fn recovery_equals_live_state_for_many_random_histories() {
             inventory: [(1, 3)].into_iter().collect(),
         }];
         events.extend((1..n_events).map(|step| room_event(&mut rng, step)));
-        check_replay::<RoomEntity>(&store, &format!("{seed}"), snapshot_every, events, batch).await;
+        check_replay::<RoomEntity>(
+            &store,
+            &format!("{seed}"),
+            snapshot_every,
+            events,
+            batch,
+            &mut restarts,
+        )
+        .await;
     }
 }
 

@@ -30,6 +30,7 @@ fn grant(seq: u64, amount: u64) -> Grant {
             source: "room:77".into(),
             seq,
         },
+        previous: seq - 1,
         beneficiary: "alice".into(),
         amount,
         reason: "test".into(),
@@ -129,10 +130,11 @@ async fn spins_settle_into_wallets_and_grants_equal_credits() {
     assert_eq!(credited, total_prizes);
     // The jackpot's inventory of 2 bounds what the room paid for it.
     let room = room.expect("a room");
-    let reopened: playtree_actors::store::Journal<playtree_actors::room::RoomEntity> =
-        playtree_actors::store::Journal::open(test.store.clone(), &room.to_string(), 5)
-            .await
-            .expect("room journal");
-    assert_eq!(reopened.state().granted_total, total_prizes);
-    assert!(reopened.state().inventory.values().all(|&left| left <= 2));
+    let (_, room_state, _) = playtree_actors::store::Journal::<
+        playtree_actors::room::RoomEntity,
+    >::inspect(&test.store, &room.to_string())
+    .await
+    .expect("room journal");
+    assert_eq!(room_state.granted_total, total_prizes);
+    assert!(room_state.inventory.values().all(|&left| left <= 2));
 }

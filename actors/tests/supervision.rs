@@ -16,6 +16,7 @@ fn credit(seq: u64, amount: u64) -> SessionMsg {
                 source: "room:5".into(),
                 seq,
             },
+            previous: seq - 1,
             beneficiary: "alice".into(),
             amount,
             reason: "test".into(),
@@ -120,7 +121,6 @@ async fn one_flush_serves_many_writers() {
     let test = hub_with(config()).await;
     let store = &test.store;
     let before = store.flush_count();
-    // All 50 requests are queued before the commit task runs on this single thread.
     let tickets: Vec<_> = (0..50u64)
         .map(|n| {
             store
@@ -134,5 +134,7 @@ async fn one_flush_serves_many_writers() {
     for ticket in tickets {
         ticket.durable().await.expect("durable");
     }
-    assert_eq!(store.flush_count() - before, 1);
+    // The commit thread may wake for the first request before the others are queued;
+    // every later one shares the next flush.
+    assert!(store.flush_count() - before <= 2);
 }

@@ -32,12 +32,19 @@ pub fn initial_inventory(wheel: &WheelConfig) -> BTreeMap<u32, u64> {
 }
 
 /// The grant that already settled this player's spin, if it is still in the outbox.
-pub fn settled_grant<'a>(state: &'a RoomState, wheel: &str, nonce: u64) -> Option<&'a Grant> {
+/// Nonces count per player, so the player is part of the key.
+pub fn settled_grant<'a>(
+    state: &'a RoomState,
+    player: &str,
+    wheel: &str,
+    nonce: u64,
+) -> Option<&'a Grant> {
     state.outbox.values().find(|grant| {
-        grant
-            .settles
-            .as_ref()
-            .is_some_and(|(w, n)| w == wheel && *n == nonce)
+        grant.beneficiary == player
+            && grant
+                .settles
+                .as_ref()
+                .is_some_and(|(w, n)| w == wheel && *n == nonce)
     })
 }
 
@@ -84,16 +91,15 @@ mod tests {
     use crate::config::test_wheel;
     use crate::room::state::{RoomEntity, RoomEvent, RoomSetup};
     use crate::store::Entity;
-    use playtree_protocol::{GrantId, RoomKind};
+    use playtree_protocol::RoomKind;
 
     fn settle(state: &mut RoomState, nonce: u64, segment: u32) -> (u64, bool) {
         let wheel = test_wheel();
         let (_, prize, exhausted) = prize_for(state, &wheel, segment).expect("segment exists");
+        let (id, previous) = state.grants.next("room:1", "alice");
         let grant = Grant {
-            id: GrantId {
-                source: "room:1".into(),
-                seq: nonce + 10,
-            },
+            id,
+            previous,
             beneficiary: "alice".into(),
             amount: prize,
             reason: "spin".into(),
@@ -154,6 +160,10 @@ mod tests {
         assert_eq!(state.granted_total, 510);
         assert!(already_settled(&state, "alice", 2));
         assert!(!already_settled(&state, "alice", 3));
-        assert!(settled_grant(&state, "classic", 1).is_some());
+        assert!(settled_grant(&state, "alice", "classic", 1).is_some());
+        assert!(
+            settled_grant(&state, "bob", "classic", 1).is_none(),
+            "bob's nonce 1 is not alice's"
+        );
     }
 }

@@ -11,13 +11,14 @@ pub use msg::{Position, RoomError, RoomMsg, RoomSpec, RoomView, Settled};
 pub use state::{RoomEntity, RoomEvent, RoomSetup, RoomState};
 
 use crate::connections::{ConnectionId, Outbound};
+use crate::directory::{Followers, followers_of};
 use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
 use crate::matchmaker::Listing;
 use crate::rate::TokenBucket;
 use crate::session::{PendingSpin, SessionMsg};
 use crate::store::Journal;
-use crate::stream::{Stream, Subscribers};
+use crate::stream::Stream;
 use playtree_protocol::{
     ErrorCode, ErrorReply, Event, GrantId, PodiumPlace, QuizLobby, QuizPhase, QuizPodium,
     QuizQuestion, QuizReveal, RoomId, RoomKind, RoomSnapshot, SpinResult, StreamId,
@@ -35,6 +36,8 @@ pub struct Room;
 pub struct RoomArgs {
     pub room: RoomId,
     pub spec: Option<RoomSpec>,
+    /// The connections following the room, kept across its incarnations.
+    pub followers: Followers,
     pub hub: Hub,
 }
 
@@ -49,7 +52,7 @@ pub struct RoomRuntime {
     hub: Hub,
     journal: Journal<RoomEntity>,
     stream: Stream,
-    subscribers: Subscribers,
+    followers: Followers,
     /// Members with no live connection, since when (their seat is kept for a grace time).
     away_since_ms: BTreeMap<String, u64>,
     chat_buckets: HashMap<String, TokenBucket>,
@@ -119,10 +122,17 @@ impl Actor for Room {
             .iter()
             .map(|m| (m.clone(), now_ms))
             .collect();
+        // The stream's epoch is the incarnation number: unique per activation, whatever
+        // the clock says.
+        let stream = Stream::new(
+            StreamId::Room(args.room),
+            journal.incarnation(),
+            rooms.history_len,
+        );
         let runtime = RoomRuntime {
             room: args.room,
-            stream: Stream::new(StreamId::Room(args.room), now_ms, rooms.history_len),
-            subscribers: Subscribers::default(),
+            stream,
+            followers: args.followers,
             away_since_ms,
             chat_buckets: HashMap::new(),
             hub,
@@ -131,6 +141,7 @@ impl Actor for Room {
             timers,
         };
         runtime.update_listing();
+        runtime.resync_followers();
         metrics::gauge!("playtree_rooms_open", "kind" => runtime.kind_name()).increment(1.0);
         Ok(runtime)
     }
@@ -209,6 +220,14 @@ impl Actor for Room {
             RoomMsg::GrantAcked { grant } => state.grant_acked(grant).await,
             RoomMsg::RedeliverOutbox => state.redeliver().await,
             RoomMsg::PassivateCheck => state.passivate_if_idle(&myself).await,
+            #[cfg(feature = "fault-injection")]
+            RoomMsg::InjectFault => panic!("injected fault in room {}", state.room),
+        }
+        if state.journal.is_fenced() {
+            // A newer incarnation owns the room's journal: this one must not go on.
+            tracing::error!(room = state.room, "room fenced by a newer incarnation; stopping");
+            metrics::counter!("playtree_actor_fenced_total", "kind" => "room").increment(1);
+            myself.stop(Some("fenced by a newer incarnation".into()));
         }
         Ok(())
     }
@@ -270,7 +289,23 @@ impl RoomRuntime {
     /// Encodes `event` once, keeps it for resumes, and hands it to every subscriber.
     fn broadcast(&mut self, event: Event) {
         let frame = self.stream.publish(event);
-        self.subscribers.send(&frame);
+        followers_of(&self.followers).send(&frame);
+    }
+
+    /// A new incarnation (after a failure) tells the connections that followed the old
+    /// one where the room stands now: a snapshot in the new epoch, never silence.
+    fn resync_followers(&self) {
+        let mut followers = followers_of(&self.followers);
+        if followers.is_empty() {
+            return;
+        }
+        let frame = self
+            .stream
+            .snapshot_frame(Event::RoomSnapshot(self.snapshot()));
+        let members = &self.journal.state().members;
+        followers.retain_players(|player| members.contains(player));
+        followers.send(&frame);
+        metrics::counter!("playtree_resumes_total", "outcome" => "restart_snapshot").increment(1);
     }
 
     fn persist_error(error: crate::store::StoreError) -> RoomError {
@@ -307,8 +342,11 @@ impl RoomRuntime {
                 .await
                 .map_err(Self::persist_error)?;
         }
-        for outbound in outbounds {
-            self.subscribers.add(&player, outbound);
+        {
+            let mut followers = followers_of(&self.followers);
+            for outbound in outbounds {
+                followers.add(&player, outbound);
+            }
         }
         self.away_since_ms.remove(&player);
         self.broadcast(Event::MemberJoined {
@@ -344,7 +382,7 @@ impl RoomRuntime {
             room: self.room,
             player: player.to_owned(),
         });
-        self.subscribers.remove_player(player);
+        followers_of(&self.followers).remove_player(player);
         self.away_since_ms.remove(player);
         self.chat_buckets.remove(player);
         self.update_listing();
@@ -379,13 +417,17 @@ impl RoomRuntime {
                 outbound.push("event", frame);
             }
         }
-        self.subscribers.add(&player, outbound);
+        followers_of(&self.followers).add(&player, outbound);
         self.away_since_ms.remove(&player);
     }
 
     fn unsubscribe(&mut self, player: &str, connection: ConnectionId) {
-        self.subscribers.remove_connection(player, connection);
-        if !self.subscribers.is_connected(player) && self.journal.state().members.contains(player) {
+        let connected = {
+            let mut followers = followers_of(&self.followers);
+            followers.remove_connection(player, connection);
+            followers.is_connected(player)
+        };
+        if !connected && self.journal.state().members.contains(player) {
             self.away_since_ms
                 .insert(player.to_owned(), self.hub.now_ms());
         }
@@ -558,22 +600,33 @@ impl RoomRuntime {
         self.update_listing();
     }
 
+    /// The room's grants come from one source, numbered by its `GrantCounter`.
+    fn grant_source(&self) -> String {
+        format!("room:{}", self.room)
+    }
+
     fn podium_grants(&self) -> Vec<Grant> {
-        let quiz = &self.journal.state().quiz;
-        let standings = quiz::standings(quiz);
+        let state = self.journal.state();
+        let standings = quiz::standings(&state.quiz);
+        let source = self.grant_source();
+        let mut counter = state.grants.clone();
         quiz::prizes_for(&standings, &self.hub.config.quiz.prizes)
             .into_iter()
-            .enumerate()
-            .map(|(place, (standing, prize))| Grant {
-                // Unique and stable: one grant per place of one game of one room.
-                id: GrantId {
-                    source: format!("room:{}:game:{}", self.room, quiz.game_no),
-                    seq: place as u64,
-                },
-                beneficiary: standing.player.clone(),
-                amount: prize,
-                reason: format!("quiz rank {} in room {}", standing.rank, self.room),
-                settles: None,
+            .map(|(standing, prize)| {
+                let (id, previous) = counter.next(&source, &standing.player);
+                let grant = Grant {
+                    id,
+                    previous,
+                    beneficiary: standing.player.clone(),
+                    amount: prize,
+                    reason: format!(
+                        "quiz rank {} in room {} game {}",
+                        standing.rank, self.room, state.quiz.game_no
+                    ),
+                    settles: None,
+                };
+                counter.issued(&grant);
+                grant
             })
             .collect()
     }
@@ -688,7 +741,8 @@ impl RoomRuntime {
                 .ok_or_else(|| RoomError::MissingWheel(setup.variant.clone()))?;
         if logic::already_settled(self.journal.state(), &player, spin.nonce) {
             // A retry of a spin settled before: hand back the same grant.
-            let grant = logic::settled_grant(self.journal.state(), &spin.wheel, spin.nonce)
+            let grant =
+                logic::settled_grant(self.journal.state(), &player, &spin.wheel, spin.nonce)
                 .cloned()
                 .ok_or(RoomError::AlreadyDelivered)?;
             return Ok(Settled {
@@ -698,11 +752,14 @@ impl RoomRuntime {
                 label,
             });
         }
+        let (id, previous) = self
+            .journal
+            .state()
+            .grants
+            .next(&self.grant_source(), &player);
         let grant = Grant {
-            id: GrantId {
-                source: format!("room:{}", self.room),
-                seq: self.journal.next_seq(),
-            },
+            id,
+            previous,
             beneficiary: player.clone(),
             amount: prize,
             reason: format!("wheel {} spin {}: {label}", spin.wheel, spin.nonce),
@@ -774,7 +831,7 @@ impl RoomRuntime {
         let hub = &self.hub;
         let state = self.journal.state();
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
-        if !self.subscribers.is_empty()
+        if !followers_of(&self.followers).is_empty()
             || !state.outbox.is_empty()
             || idle_ms < hub.config.rooms.passivate_after_ms
         {

@@ -58,6 +58,19 @@ pub enum RoomError {
     Store(String),
 }
 
+impl RoomError {
+    /// True when retrying cannot help: the spin's room no longer matches it.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            RoomError::WrongWheel(_)
+                | RoomError::AlreadyDelivered
+                | RoomError::MissingWheel(_)
+                | RoomError::NotSetUp
+        )
+    }
+}
+
 impl From<RoomError> for ErrorReply {
     fn from(error: RoomError) -> Self {
         let code = match &error {
@@ -129,6 +142,9 @@ pub enum RoomMsg {
     RedeliverOutbox,
     /// Timer: passivate when empty and idle.
     PassivateCheck,
+    /// Test only: panic inside the handler, as a bug would.
+    #[cfg(feature = "fault-injection")]
+    InjectFault,
 }
 
 impl ractor::Message for RoomMsg {}

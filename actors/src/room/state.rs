@@ -1,7 +1,7 @@
 //! A room's durable state, its events, and the pure `apply`.
 
 use super::quiz::{self, QuizEvent, QuizState};
-use crate::grant::Grant;
+use crate::grant::{Grant, GrantCounter};
 use crate::store::Entity;
 use playtree_protocol::{GrantId, RoomKind};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,8 @@ pub struct RoomState {
     pub settled_next_nonce: BTreeMap<String, u64>,
     /// Sum of every grant this room has issued.
     pub granted_total: u64,
+    /// Numbers the room's grants (see [`crate::grant`]).
+    pub grants: GrantCounter,
     /// The quiz game, in quiz rooms.
     pub quiz: QuizState,
 }
@@ -72,6 +74,10 @@ impl Entity for RoomEntity {
     type State = RoomState;
     type Event = RoomEvent;
 
+    fn owes_grants(state: &RoomState) -> bool {
+        !state.outbox.is_empty()
+    }
+
     fn apply(state: &mut RoomState, event: &RoomEvent) {
         match event {
             RoomEvent::Created { setup, inventory } => {
@@ -97,6 +103,7 @@ impl Entity for RoomEntity {
                     *remaining = remaining.saturating_sub(1);
                 }
                 state.granted_total = state.granted_total.saturating_add(grant.amount);
+                state.grants.issued(grant);
                 state.outbox.insert(grant.id.clone(), grant.clone());
             }
             RoomEvent::GrantDelivered { grant } => {
@@ -106,6 +113,7 @@ impl Entity for RoomEntity {
             RoomEvent::GrantsIssued { grants } => {
                 for grant in grants {
                     state.granted_total = state.granted_total.saturating_add(grant.amount);
+                    state.grants.issued(grant);
                     state.outbox.insert(grant.id.clone(), grant.clone());
                 }
             }

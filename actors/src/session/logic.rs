@@ -143,9 +143,9 @@ mod tests {
         };
         let credit = SessionEvent::Credited {
             grant: grant.clone(),
+            previous: 0,
             amount: 25,
             settles: None,
-            remember_max: 8,
         };
         SessionEntity::apply(&mut state, &credit);
         SessionEntity::apply(&mut state, &credit);

@@ -13,10 +13,11 @@ pub use state::{
 };
 
 use crate::connections::{ConnectionId, Outbound};
+use crate::directory::{Followers, followers_of};
 use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
 use crate::room::{RoomMsg, RoomSpec, RoomView, Settled};
-use crate::store::{Journal, StoreError};
+use crate::store::{DeadLetter, Journal, StoreError};
 use crate::stream::Stream;
 use playtree_protocol::{
     ErrorCode, ErrorReply, Event, QuizJoined, ReplyBody, Request, RoomId, RoomJoined, RoomKind,
@@ -32,6 +33,8 @@ pub struct PlayerSession;
 #[derive(Debug)]
 pub struct SessionArgs {
     pub player: String,
+    /// The player's live connections, kept across the session's incarnations.
+    pub followers: Followers,
     pub hub: Hub,
 }
 
@@ -42,8 +45,8 @@ pub struct SessionRuntime {
     hub: Hub,
     journal: Journal<SessionEntity>,
     stream: Stream,
-    /// The player's live connections.
-    outbounds: Vec<Outbound>,
+    /// The player's live connections (all under the player's own name).
+    followers: Followers,
     last_active_ms: u64,
     timers: Vec<JoinHandle<()>>,
 }
@@ -81,19 +84,23 @@ impl Actor for PlayerSession {
         if !journal.state().pending_spins.is_empty() {
             myself.cast(SessionMsg::RetryPending)?;
         }
-        Ok(SessionRuntime {
+        let runtime = SessionRuntime {
+            // The epoch is the incarnation number: unique per activation, whatever the
+            // clock says.
             stream: Stream::new(
                 StreamId::Player(args.player.clone()),
-                now_ms,
+                journal.incarnation(),
                 hub.config.rooms.history_len,
             ),
-            outbounds: Vec::new(),
+            followers: args.followers,
             player: args.player,
             hub,
             journal,
             last_active_ms: now_ms,
             timers,
-        })
+        };
+        runtime.resync_followers();
+        Ok(runtime)
     }
 
     async fn post_stop(
@@ -155,6 +162,12 @@ impl Actor for PlayerSession {
             #[cfg(feature = "fault-injection")]
             SessionMsg::InjectFault => panic!("injected fault in session {}", state.player),
         }
+        if state.journal.is_fenced() {
+            // A newer incarnation owns the session's journal: this one must not go on.
+            tracing::error!(player = %state.player, "session fenced by a newer incarnation; stopping");
+            metrics::counter!("playtree_actor_fenced_total", "kind" => "session").increment(1);
+            myself.stop(Some("fenced by a newer incarnation".into()));
+        }
         Ok(())
     }
 }
@@ -167,9 +180,9 @@ impl SessionRuntime {
         outbound: Outbound,
         resume: &[StreamPosition],
     ) -> Result<(), ErrorReply> {
-        self.outbounds.retain(|o| !o.is_closed());
+        let connections = followers_of(&self.followers).prune_closed(&self.player);
         let connections_max = self.hub.config.session.connections_max;
-        if self.outbounds.len() >= connections_max {
+        if connections >= connections_max {
             metrics::counter!("playtree_rate_limited_total", "limit" => "connections_per_player")
                 .increment(1);
             return Err(ErrorReply::new(
@@ -219,12 +232,12 @@ impl SessionRuntime {
             }
         }
         // Closed ones were dropped above; connection ids are never reused.
-        self.outbounds.push(outbound);
+        followers_of(&self.followers).add(&self.player, outbound);
         Ok(())
     }
 
     fn disconnect(&mut self, connection: ConnectionId) {
-        self.outbounds.retain(|o| o.connection != connection);
+        followers_of(&self.followers).remove_connection(&self.player, connection);
         for room in self.journal.state().rooms.keys() {
             if let Some(actor) = self.hub.active_room(*room) {
                 let _ = actor.cast(RoomMsg::Unsubscribe {
@@ -239,8 +252,23 @@ impl SessionRuntime {
     /// Publishes on the player's own stream to every connection of the player.
     fn publish(&mut self, event: Event) {
         let frame = self.stream.publish(event);
-        self.outbounds
-            .retain(|outbound| outbound.push("event", frame.clone()) || !outbound.is_closed());
+        followers_of(&self.followers).send(&frame);
+    }
+
+    /// A new incarnation (after a failure) tells the player's live connections where
+    /// the wallet stands now: a snapshot in the new epoch, never silence.
+    fn resync_followers(&self) {
+        let mut followers = followers_of(&self.followers);
+        if followers.is_empty() {
+            return;
+        }
+        let balance = self.journal.state().balance;
+        followers.send(
+            &self
+                .stream
+                .snapshot_frame(Event::PlayerSnapshot { balance }),
+        );
+        metrics::counter!("playtree_resumes_total", "outcome" => "restart_snapshot").increment(1);
     }
 
     async fn handle_request(&mut self, request: Request) -> Result<ReplyBody, ErrorReply> {
@@ -344,7 +372,7 @@ impl SessionRuntime {
         mut extra: Vec<SessionEvent>,
     ) -> Result<Result<RoomView, crate::room::RoomError>, crate::HubError> {
         let player = self.player.clone();
-        let outbounds = self.outbounds.clone();
+        let outbounds = followers_of(&self.followers).outbounds(&player);
         let view = self
             .hub
             .call_room(room, spec, |reply| RoomMsg::Join {
@@ -670,17 +698,32 @@ impl SessionRuntime {
         }))
     }
 
-    /// Asks the spin's room to settle it and credits the grant that comes back.
+    /// Asks the spin's room to settle it and credits the grant that comes back. A
+    /// settlement that can never succeed abandons the spin.
     async fn settle(&mut self, spin: &PendingSpin) -> Result<Settled, ErrorReply> {
         let player = self.player.clone();
-        let settled = self
+        let answer = self
             .hub
             .call_room(spin.room, None, |reply| RoomMsg::Settle {
                 player: player.clone(),
                 spin: spin.clone(),
                 reply,
             })
-            .await??;
+            .await;
+        let permanent = match &answer {
+            Err(crate::HubError::UnknownRoom(_)) => true,
+            Ok(Err(error)) => error.is_permanent(),
+            _ => false,
+        };
+        if permanent {
+            let reason = match &answer {
+                Err(error) => error.to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Ok(Ok(_)) => String::new(),
+            };
+            self.abandon(spin, &reason).await;
+        }
+        let settled = answer??;
         self.credit(settled.grant.clone(), spin.room).await;
         Ok(settled)
     }
@@ -700,17 +743,58 @@ impl SessionRuntime {
         }
     }
 
+    /// A spin whose settlement failed for good (its room or wheel is gone, or the room
+    /// says it was delivered already) stops waiting: it would otherwise be retried
+    /// forever, block the player's next spin and keep the session from passivating.
+    /// A dead letter keeps it for an operator.
+    async fn abandon(&mut self, spin: &PendingSpin, reason: &str) {
+        let letter = DeadLetter {
+            kind: "spin".into(),
+            id: self.player.clone(),
+            what: format!(
+                "spin {} of wheel {} in room {} (segment {})",
+                spin.nonce, spin.wheel, spin.room, spin.segment
+            ),
+            reason: reason.to_owned(),
+        };
+        if let Err(error) = self.hub.store.dead_letter(letter).await {
+            tracing::error!(player = %self.player, %error, "dead letter not saved; the spin stays pending");
+            return;
+        }
+        if let Err(error) = self
+            .journal
+            .persist(vec![SessionEvent::SpinAbandoned { spin: spin.key() }])
+            .await
+        {
+            tracing::error!(player = %self.player, %error, "abandoned spin not saved; it stays pending");
+        }
+    }
+
     /// Credits `grant` unless it was credited before, then acknowledges it to its room
     /// either way (an acknowledgement can be lost, so duplicates must be acknowledged too).
     async fn credit(&mut self, grant: Grant, source_room: RoomId) {
+        if grant.beneficiary != self.player {
+            // Never credited and never acknowledged: the grant stays with its source.
+            metrics::counter!("playtree_rewards_misaddressed_total").increment(1);
+            let letter = DeadLetter {
+                kind: "grant".into(),
+                id: self.player.clone(),
+                what: format!("grant {} for {}", grant.id, grant.beneficiary),
+                reason: "delivered to another player's wallet".into(),
+            };
+            if let Err(error) = self.hub.store.dead_letter(letter).await {
+                tracing::error!(player = %self.player, %error, "dead letter not saved");
+            }
+            return;
+        }
         if self.journal.state().has_credited(&grant.id) {
             metrics::counter!("playtree_rewards_duplicates_total").increment(1);
         } else {
             let event = SessionEvent::Credited {
                 grant: grant.id.clone(),
+                previous: grant.previous,
                 amount: grant.amount,
                 settles: grant.settles.clone(),
-                remember_max: self.hub.config.session.credited_grants_max,
             };
             if let Err(error) = self.journal.persist(vec![event]).await {
                 // Not acknowledged: the room keeps the grant and delivers it again.
@@ -785,7 +869,7 @@ impl SessionRuntime {
     async fn passivate_if_idle(&mut self, myself: &ActorRef<SessionMsg>) {
         let hub = &self.hub;
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
-        if !self.outbounds.is_empty()
+        if !followers_of(&self.followers).is_empty()
             || idle_ms < hub.config.session.passivate_after_ms
             || !self.journal.state().pending_spins.is_empty()
         {

@@ -1,21 +1,20 @@
 //! A player session's durable state, its events, and the pure `apply`.
 
 use crate::clock::utc_day;
-use crate::grant::SpinKey;
+use crate::grant::{GrantMark, SpinKey};
 use crate::store::Entity;
 use playtree_protocol::fairness::{Commitment, ServerSeed, commitment};
 use playtree_protocol::{FairnessInfo, GrantId, RoomId, RoomKind};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {
     pub balance: u64,
     /// Sum of every grant ever credited (the balance, before any future spending).
     pub credited_total: u64,
-    /// Recently credited grant ids, oldest first, to refuse a redelivered grant.
-    pub credited: VecDeque<GrantId>,
-    pub credited_index: HashSet<GrantId>,
+    /// Per grant source, which of its grants are credited: exact, with no window.
+    pub grant_marks: BTreeMap<String, GrantMark>,
     pub wheels: BTreeMap<String, WheelFairness>,
     /// Rooms the player is in.
     pub rooms: BTreeMap<RoomId, Membership>,
@@ -85,12 +84,18 @@ pub enum SessionEvent {
         spin: PendingSpin,
         day: u32,
     },
-    /// A grant reached the wallet. `remember_max` bounds the remembered grant ids.
+    /// A grant reached the wallet. `previous` is the source's grant to this player
+    /// before it (see [`crate::grant::Grant`]).
     Credited {
         grant: GrantId,
+        previous: u64,
         amount: u64,
         settles: Option<SpinKey>,
-        remember_max: usize,
+    },
+    /// A drawn spin that can never be settled (its room or wheel is gone): it stops
+    /// waiting, and a dead letter records it.
+    SpinAbandoned {
+        spin: SpinKey,
     },
     JoinedRoom {
         room: RoomId,
@@ -135,24 +140,22 @@ impl Entity for SessionEntity {
             }
             SessionEvent::Credited {
                 grant,
+                previous,
                 amount,
                 settles,
-                remember_max,
             } => {
                 if let Some(key) = settles {
                     state.pending_spins.remove(key);
                 }
-                if !state.credited_index.insert(grant.clone()) {
+                let mark = state.grant_marks.entry(grant.source.clone()).or_default();
+                if !mark.record(grant.seq, *previous) {
                     return;
                 }
                 state.balance = state.balance.saturating_add(*amount);
                 state.credited_total = state.credited_total.saturating_add(*amount);
-                state.credited.push_back(grant.clone());
-                while state.credited.len() > *remember_max {
-                    if let Some(oldest) = state.credited.pop_front() {
-                        state.credited_index.remove(&oldest);
-                    }
-                }
+            }
+            SessionEvent::SpinAbandoned { spin } => {
+                state.pending_spins.remove(spin);
             }
             SessionEvent::JoinedRoom { room, membership } => {
                 state.rooms.insert(*room, membership.clone());
@@ -166,7 +169,9 @@ impl Entity for SessionEntity {
 
 impl SessionState {
     pub fn has_credited(&self, grant: &GrantId) -> bool {
-        self.credited_index.contains(grant)
+        self.grant_marks
+            .get(&grant.source)
+            .is_some_and(|mark| mark.has_credited(grant.seq))
     }
 
     /// The room of `kind` (and `variant`, if given) the player is in, if any.

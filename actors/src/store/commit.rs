@@ -1,53 +1,133 @@
-//! The group-commit task: applies every waiting writer's ops in one sled batch, flushes
-//! once, and resolves all their tickets with the result.
+//! The group-commit thread: the store's only writer. It takes every waiting request,
+//! checks each one's fence, writes the accepted ops in one durable batch, and resolves
+//! all their tickets with the result.
+//!
+//! Fail-stop: when a write fails its outcome is unknown (the batch may still be on disk),
+//! so no ticket is told "nothing changed". Every waiting and later request is answered
+//! [`StoreError::FailStopped`] and the failure is published for the server, which exits;
+//! recovery replays the journal.
 
+use super::backend::StoreBackend;
 use super::{StoreError, WriteOp};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A precondition on one stored counter, checked by the commit thread right before the
+/// write: the request is refused unless the stored value (0 when absent) is `expect`.
+/// With `set`, the same batch stores the new value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub key: Vec<u8>,
+    pub expect: u64,
+    pub set: Option<u64>,
+    /// Names the fenced entity in the error.
+    pub owner: String,
+}
 
 #[derive(Debug)]
 pub(super) struct CommitRequest {
+    pub fence: Option<Fence>,
     pub ops: Vec<WriteOp>,
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-pub(super) async fn run(
-    db: sled::Db,
+pub(super) fn decode_counter(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn check_fence(
+    backend: &dyn StoreBackend,
+    fence: &Fence,
+    written_in_batch: &HashMap<Vec<u8>, u64>,
+) -> Result<(), StoreError> {
+    let stored = match written_in_batch.get(&fence.key) {
+        Some(value) => *value,
+        None => match backend.get(&fence.key)? {
+            Some(bytes) => decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
+                key: fence.owner.clone(),
+                reason: "incarnation is not an 8-byte counter".into(),
+            })?,
+            None => 0,
+        },
+    };
+    if stored == fence.expect {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            owner: fence.owner.clone(),
+            incarnation: fence.expect,
+            current: stored,
+        })
+    }
+}
+
+pub(super) fn run(
+    backend: Arc<dyn StoreBackend>,
     mut requests: mpsc::Receiver<CommitRequest>,
     batch_max: usize,
     flushes: Arc<AtomicU64>,
+    failure: watch::Sender<Option<StoreError>>,
 ) {
-    let mut batch = Vec::with_capacity(batch_max);
-    while requests.recv_many(&mut batch, batch_max).await > 0 {
+    let mut batch: Vec<CommitRequest> = Vec::with_capacity(batch_max);
+    while let Some(first) = requests.blocking_recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        if let Some(error) = failure.borrow().clone() {
+            for request in batch.drain(..) {
+                let _ = request.done.send(Err(error.clone()));
+            }
+            continue;
+        }
         // Flush latency is a measurement of the machine for the metrics, not an input to
         // any decision, so reading the clock here does not break replayability.
         #[allow(clippy::disallowed_methods)]
         let started = Instant::now();
-        let mut sled_batch = sled::Batch::default();
-        for request in &batch {
-            for op in &request.ops {
-                match op {
-                    WriteOp::Put(key, value) => sled_batch.insert(key.as_slice(), value.as_slice()),
-                    WriteOp::Delete(key) => sled_batch.remove(key.as_slice()),
+        let mut ops = Vec::new();
+        let mut written_in_batch = HashMap::new();
+        let mut verdicts = Vec::with_capacity(batch.len());
+        for request in &mut batch {
+            let verdict = match &request.fence {
+                None => Ok(()),
+                Some(fence) => check_fence(&*backend, fence, &written_in_batch),
+            };
+            if verdict.is_ok() {
+                if let Some(fence) = &request.fence
+                    && let Some(value) = fence.set
+                {
+                    written_in_batch.insert(fence.key.clone(), value);
+                    ops.push(WriteOp::Put(fence.key.clone(), value.to_be_bytes().to_vec()));
                 }
+                ops.append(&mut request.ops);
+            } else {
+                metrics::counter!("playtree_store_fenced_commits_total").increment(1);
             }
+            verdicts.push(verdict);
         }
-        let result = match db.apply_batch(sled_batch) {
-            Ok(()) => db.flush_async().await.map(|_| ()).map_err(StoreError::from),
-            Err(error) => Err(StoreError::from(error)),
-        };
+        let written = backend.write_durable(&ops);
         flushes.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("playtree_store_flush_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("playtree_store_commit_batch_size").record(batch.len() as f64);
-        if let Err(error) = &result {
-            tracing::error!(%error, "store commit failed");
+        if let Err(error) = written {
+            tracing::error!(%error, "store commit failed; the server stops and recovers from its journal");
             metrics::counter!("playtree_store_commit_failures_total").increment(1);
+            let stopped = StoreError::FailStopped(error.to_string());
+            failure.send_replace(Some(stopped.clone()));
+            for request in batch.drain(..) {
+                let _ = request.done.send(Err(stopped.clone()));
+            }
+            continue;
         }
-        for request in batch.drain(..) {
+        for (request, verdict) in batch.drain(..).zip(verdicts) {
             // A writer that stopped waiting has nothing left to tell.
-            let _ = request.done.send(result.clone());
+            let _ = request.done.send(verdict);
         }
     }
 }

@@ -2,8 +2,10 @@
 //! The live path ([`Journal::persist`]) and recovery ([`Journal::open`]) run the same
 //! `apply`, so replay reproduces live state.
 
-use super::{RECORD_FORMAT_VERSION, Store, StoreError, WriteOp, journal_key, snapshot_key};
-use playtree_protocol::codec::{decode_record, encode_record};
+use super::{
+    Fence, Store, StoreError, WriteOp, decode_value, encode_value, incarnation_key, journal_key,
+    outbox_index_key, snapshot_key,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -17,6 +19,13 @@ pub trait Entity: Send + 'static {
 
     /// The only way state changes. Pure: no I/O, no clock, no randomness.
     fn apply(state: &mut Self::State, event: &Self::Event);
+
+    /// Whether the state holds grants not yet acknowledged. The journal keeps the
+    /// outbox index in step with it, in the same batch, so that start-up finds every
+    /// entity that owes grants without reading any entity.
+    fn owes_grants(_state: &Self::State) -> bool {
+        false
+    }
 }
 
 /// One entity's state with its journal position.
@@ -29,75 +38,131 @@ pub struct Journal<E: Entity> {
     /// Sequence number covered by the latest snapshot.
     snapshot_seq: u64,
     snapshot_every: u64,
+    /// This activation's number: every commit checks that the store still holds it.
+    incarnation: u64,
+    /// Whether the outbox index entry is present.
+    indexed: bool,
+    /// Set once a commit was refused because a newer incarnation exists: this instance
+    /// must stop.
+    fenced: bool,
     store: Store,
 }
 
-fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let body = encode_record(value).map_err(|error| StoreError::Encode(error.to_string()))?;
-    let mut bytes = Vec::with_capacity(body.len() + 1);
-    bytes.push(RECORD_FORMAT_VERSION);
-    bytes.extend_from_slice(&body);
-    Ok(bytes)
+/// An entity's state as recovered from the store: snapshot, then newer journal entries.
+struct Recovered<S> {
+    state: S,
+    seq: u64,
+    snapshot_seq: u64,
+    incarnation: u64,
 }
 
-fn decode_value<T: DeserializeOwned>(
-    key: impl Fn() -> String,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    match bytes.split_first() {
-        Some((&RECORD_FORMAT_VERSION, body)) => {
-            decode_record(body).map_err(|error| StoreError::Corrupt {
-                key: key(),
-                reason: error.to_string(),
-            })
+async fn recover<E: Entity>(store: &Store, id: &str) -> Result<Recovered<E::State>, StoreError> {
+    let stored = store.load(E::KIND, id).await?;
+    let (mut seq, mut state) = match stored.snapshot {
+        Some(bytes) => {
+            decode_value::<(u64, E::State)>(|| format!("snapshot {}/{id}", E::KIND), &bytes)?
         }
-        Some((version, _)) => Err(StoreError::Corrupt {
-            key: key(),
-            reason: format!("unknown record format {version}"),
-        }),
-        None => Err(StoreError::Corrupt {
-            key: key(),
-            reason: "empty record".into(),
-        }),
+        None => (0, E::State::default()),
+    };
+    let snapshot_seq = seq;
+    for (entry_seq, bytes) in stored.journal {
+        if entry_seq <= seq {
+            // Left behind by a snapshot whose truncation did not finish; already in it.
+            continue;
+        }
+        if entry_seq != seq + 1 {
+            return Err(StoreError::Corrupt {
+                key: format!("journal {}/{id}", E::KIND),
+                reason: format!("gap: entry {entry_seq} follows {seq}"),
+            });
+        }
+        let event: E::Event =
+            decode_value(|| format!("journal {}/{id}#{entry_seq}", E::KIND), &bytes)?;
+        E::apply(&mut state, &event);
+        seq = entry_seq;
     }
+    Ok(Recovered {
+        state,
+        seq,
+        snapshot_seq,
+        incarnation: stored.incarnation,
+    })
 }
 
 impl<E: Entity> Journal<E> {
-    /// Recovers an entity: its latest snapshot, then every newer journal entry applied
-    /// in order. A new entity starts from `E::State::default()` at seq 0.
+    /// Activates an entity: recovers its latest snapshot and every newer journal entry,
+    /// then durably takes the next incarnation number. From then on a commit of any
+    /// older incarnation is refused ([`StoreError::Fenced`]). Two activations racing
+    /// for one number: the second is refused. A new entity starts from
+    /// `E::State::default()` at seq 0.
     pub async fn open(store: Store, id: &str, snapshot_every: u64) -> Result<Self, StoreError> {
-        let stored = store.load(E::KIND, id).await?;
-        let (mut seq, mut state) = match stored.snapshot {
-            Some(bytes) => {
-                decode_value::<(u64, E::State)>(|| format!("snapshot {}/{id}", E::KIND), &bytes)?
-            }
-            None => (0, E::State::default()),
+        let recovered = recover::<E>(&store, id).await?;
+        let incarnation = recovered.incarnation + 1;
+        let indexed = E::owes_grants(&recovered.state);
+        // The index entry is rewritten from the state, which heals a missing one.
+        let index_op = if indexed {
+            WriteOp::Put(outbox_index_key(E::KIND, id), Vec::new())
+        } else {
+            WriteOp::Delete(outbox_index_key(E::KIND, id))
         };
-        let snapshot_seq = seq;
-        for (entry_seq, bytes) in stored.journal {
-            if entry_seq <= seq {
-                // Left behind by a snapshot whose truncation did not finish; already in it.
-                continue;
-            }
-            if entry_seq != seq + 1 {
-                return Err(StoreError::Corrupt {
-                    key: format!("journal {}/{id}", E::KIND),
-                    reason: format!("gap: entry {entry_seq} follows {seq}"),
-                });
-            }
-            let event: E::Event =
-                decode_value(|| format!("journal {}/{id}#{entry_seq}", E::KIND), &bytes)?;
-            E::apply(&mut state, &event);
-            seq = entry_seq;
-        }
+        let fence = Fence {
+            key: incarnation_key(E::KIND, id),
+            expect: recovered.incarnation,
+            set: Some(incarnation),
+            owner: format!("{}/{id}", E::KIND),
+        };
+        store
+            .submit_fenced(Some(fence), vec![index_op])?
+            .durable()
+            .await?;
         Ok(Journal {
             id: id.to_owned(),
-            state,
-            seq,
-            snapshot_seq,
+            state: recovered.state,
+            seq: recovered.seq,
+            snapshot_seq: recovered.snapshot_seq,
             snapshot_every,
+            incarnation,
+            indexed,
+            fenced: false,
             store,
         })
+    }
+
+    /// Reads an entity's current durable state without activating it (no fence is
+    /// taken): for inspection, tests and tools. Returns `(seq, state, incarnation)`.
+    pub async fn inspect(store: &Store, id: &str) -> Result<(u64, E::State, u64), StoreError> {
+        let recovered = recover::<E>(store, id).await?;
+        Ok((recovered.seq, recovered.state, recovered.incarnation))
+    }
+
+    /// This activation's number; also the epoch of the entity's streams.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// True once a newer incarnation has taken over: this instance must stop.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    fn fence(&self) -> Fence {
+        Fence {
+            key: incarnation_key(E::KIND, &self.id),
+            expect: self.incarnation,
+            set: None,
+            owner: format!("{}/{}", E::KIND, self.id),
+        }
+    }
+
+    async fn commit(&mut self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        let result = match self.store.submit_fenced(Some(self.fence()), ops) {
+            Ok(ticket) => ticket.durable().await,
+            Err(error) => Err(error),
+        };
+        if let Err(StoreError::Fenced { .. }) = &result {
+            self.fenced = true;
+        }
+        result
     }
 
     pub fn id(&self) -> &str {
@@ -139,7 +204,17 @@ impl<E: Entity> Journal<E> {
         if snapshot_due {
             ops.extend(self.snapshot_ops(last_seq, &next_state)?);
         }
-        self.store.commit(ops).await?;
+        let owes = E::owes_grants(&next_state);
+        if owes != self.indexed {
+            let key = outbox_index_key(E::KIND, &self.id);
+            ops.push(if owes {
+                WriteOp::Put(key, Vec::new())
+            } else {
+                WriteOp::Delete(key)
+            });
+        }
+        self.commit(ops).await?;
+        self.indexed = owes;
         self.state = next_state;
         self.seq = last_seq;
         if snapshot_due {
@@ -154,7 +229,7 @@ impl<E: Entity> Journal<E> {
             return Ok(());
         }
         let ops = self.snapshot_ops(self.seq, &self.state)?;
-        self.store.commit(ops).await?;
+        self.commit(ops).await?;
         self.snapshot_seq = self.seq;
         Ok(())
     }

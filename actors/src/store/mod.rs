@@ -1,26 +1,34 @@
 //! The persistent store: per-entity journals and snapshots in sled, written by one
 //! group-commit task so that a single flush makes many writers' events durable.
 //!
-//! Key layout (one sled tree): `'j' kind id seq` → journal entry and `'s' kind id` →
-//! snapshot, with `kind` and `id` length-prefixed and `seq` big-endian so that one
-//! entity's journal is a contiguous, ordered range. Values start with a format byte.
+//! Key layout (one sled tree): `'j' kind id seq` → journal entry, `'s' kind id` →
+//! snapshot, `'i' kind id` → incarnation (the fence), `'o' kind id` → outbox index entry,
+//! `'d' n` → dead letter; `kind` and `id` are length-prefixed and `seq` big-endian so
+//! that one entity's journal is a contiguous, ordered range. Values start with a format
+//! byte.
 
+mod backend;
 mod commit;
 mod journal;
 
+pub use backend::{Fault, FaultyBackend, MemoryBackend, SledBackend, StoreBackend};
+pub use commit::Fence;
 pub use journal::{Entity, Journal};
 
 use crate::config::StoreConfig;
 use commit::CommitRequest;
+use playtree_protocol::codec::{decode_record, encode_record};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Format byte that starts every stored value; bump it when the encoding changes.
-pub const RECORD_FORMAT_VERSION: u8 = 1;
+/// 2: grants carry the previous grant to the same beneficiary; wallets keep watermarks.
+pub const RECORD_FORMAT_VERSION: u8 = 2;
 
-#[derive(Debug, thiserror::Error, Clone)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sled(String),
@@ -32,6 +40,18 @@ pub enum StoreError {
     Closed,
     #[error("the store's commit queue is full ({max} requests waiting)")]
     Overloaded { max: usize },
+    #[error(
+        "{owner} incarnation {incarnation} was superseded by incarnation {current}; its write was refused"
+    )]
+    Fenced {
+        owner: String,
+        incarnation: u64,
+        current: u64,
+    },
+    #[error(
+        "the store failed ({0}); the server stops and recovers from its journal, so the outcome of this request is unknown until it is back"
+    )]
+    FailStopped(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -47,6 +67,16 @@ pub enum WriteOp {
     Delete(Vec<u8>),
 }
 
+/// A record of something that can never be done (a spin whose room or wheel is gone, a
+/// grant addressed to someone else): kept for an operator, counted, and out of the way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub kind: String,
+    pub id: String,
+    pub what: String,
+    pub reason: String,
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -55,10 +85,11 @@ pub struct Store {
 
 #[derive(Debug)]
 struct StoreInner {
-    db: sled::Db,
+    backend: Arc<dyn StoreBackend>,
     commits: mpsc::Sender<CommitRequest>,
     queue_max: usize,
     flushes: Arc<AtomicU64>,
+    failure: watch::Receiver<Option<StoreError>>,
 }
 
 /// Resolves once the submitted ops are durable.
@@ -72,24 +103,36 @@ impl CommitTicket {
 }
 
 impl Store {
-    /// Opens (or creates) the store under `path` and starts its group-commit task on the
-    /// current tokio runtime.
+    /// Opens (or creates) the sled store under `path`, durable by fdatasync unless
+    /// `config.fdatasync` is off.
     pub fn open(path: &Path, config: &StoreConfig) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
-        let (commits, receiver) = mpsc::channel(config.commit_queue_max);
+        let backend = SledBackend::open(path, config.fdatasync)?;
+        Store::with_backend(Arc::new(backend), config)
+    }
+
+    /// A store over any backend; starts its commit thread, which ends when the last
+    /// handle is dropped.
+    pub fn with_backend(
+        backend: Arc<dyn StoreBackend>,
+        config: &StoreConfig,
+    ) -> Result<Store, StoreError> {
+        let (commits, receiver) = mpsc::channel(config.commit_queue_max.max(1));
         let flushes = Arc::new(AtomicU64::new(0));
-        tokio::spawn(commit::run(
-            db.clone(),
-            receiver,
-            config.commit_batch_max,
-            flushes.clone(),
-        ));
+        let (failed, failure) = watch::channel(None);
+        let writer = backend.clone();
+        let batch_max = config.commit_batch_max.max(1);
+        let counter = flushes.clone();
+        std::thread::Builder::new()
+            .name("playtree-store-commit".into())
+            .spawn(move || commit::run(writer, receiver, batch_max, counter, failed))
+            .map_err(|error| StoreError::Sled(format!("starting the commit thread: {error}")))?;
         Ok(Store {
             inner: Arc::new(StoreInner {
-                db,
+                backend,
                 commits,
                 queue_max: config.commit_queue_max,
                 flushes,
+                failure,
             }),
         })
     }
@@ -102,10 +145,23 @@ impl Store {
     /// Queues `ops` for the next group commit without waiting. Every request queued
     /// while a flush runs is served by the following single flush.
     pub fn submit(&self, ops: Vec<WriteOp>) -> Result<CommitTicket, StoreError> {
+        self.submit_fenced(None, ops)
+    }
+
+    /// Like [`Store::submit`], refused with [`StoreError::Fenced`] unless `fence` holds
+    /// when the commit thread writes the batch.
+    pub fn submit_fenced(
+        &self,
+        fence: Option<Fence>,
+        ops: Vec<WriteOp>,
+    ) -> Result<CommitTicket, StoreError> {
+        if let Some(error) = self.failure() {
+            return Err(error);
+        }
         let (done, ticket) = oneshot::channel();
         self.inner
             .commits
-            .try_send(CommitRequest { ops, done })
+            .try_send(CommitRequest { fence, ops, done })
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => StoreError::Overloaded {
                     max: self.inner.queue_max,
@@ -115,27 +171,60 @@ impl Store {
         Ok(CommitTicket(ticket))
     }
 
-    /// How many flushes the group-commit task has made.
+    /// The failure that stopped the store, if one did.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.inner.failure.borrow().clone()
+    }
+
+    /// Resolves when a commit has failed: the process must stop (fail-stop).
+    pub async fn failed(&self) -> StoreError {
+        let mut failure = self.inner.failure.clone();
+        match failure.wait_for(Option::is_some).await {
+            Ok(error) => error.clone().unwrap_or(StoreError::Closed),
+            Err(_) => StoreError::Closed,
+        }
+    }
+
+    /// How many flushes the group-commit thread has made.
     pub fn flush_count(&self) -> u64 {
         self.inner.flushes.load(Ordering::Relaxed)
     }
 
-    /// A fresh id, unique across restarts (sled persists the counter).
+    /// A fresh id, unique across restarts.
     pub fn generate_id(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.generate_id()?)
+        self.inner.backend.generate_id()
     }
 
-    /// Everything stored for one entity: its snapshot (if any) and the journal entries
-    /// after it, in order. Runs on the blocking pool: sled reads may touch the disk.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn StoreBackend) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let backend = self.inner.backend.clone();
+        // Reads may touch the disk: keep them off the workers that serve sockets.
+        tokio::task::spawn_blocking(move || read(&*backend))
+            .await
+            .map_err(|error| StoreError::Sled(format!("read task failed: {error}")))?
+    }
+
+    /// Everything stored for one entity: its incarnation, its snapshot (if any) and the
+    /// journal entries after it, in order.
     pub async fn load(&self, kind: &str, id: &str) -> Result<StoredEntity, StoreError> {
-        let db = self.inner.db.clone();
         let snapshot_key = snapshot_key(kind, id);
+        let incarnation_key = incarnation_key(kind, id);
         let journal_prefix = journal_prefix(kind, id);
-        tokio::task::spawn_blocking(move || {
-            let snapshot = db.get(&snapshot_key)?.map(|value| value.to_vec());
+        self.blocking(move |backend| {
+            let snapshot = backend.get(&snapshot_key)?;
+            let incarnation = match backend.get(&incarnation_key)? {
+                Some(bytes) => {
+                    commit::decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
+                        key: format!("{incarnation_key:?}"),
+                        reason: "incarnation is not an 8-byte counter".into(),
+                    })?
+                }
+                None => 0,
+            };
             let mut journal = Vec::new();
-            for entry in db.scan_prefix(&journal_prefix) {
-                let (key, value) = entry?;
+            for (key, value) in backend.scan_prefix(&journal_prefix)? {
                 let seq_bytes: [u8; 8] =
                     key[journal_prefix.len()..]
                         .try_into()
@@ -143,18 +232,93 @@ impl Store {
                             key: format!("{key:?}"),
                             reason: "journal key does not end in an 8-byte sequence number".into(),
                         })?;
-                journal.push((u64::from_be_bytes(seq_bytes), value.to_vec()));
+                journal.push((u64::from_be_bytes(seq_bytes), value));
             }
-            Ok(StoredEntity { snapshot, journal })
+            Ok(StoredEntity {
+                snapshot,
+                journal,
+                incarnation,
+            })
         })
         .await
-        .map_err(|error| StoreError::Sled(format!("load task failed: {error}")))?
     }
 
-    /// Flushes everything written so far; used at shutdown.
+    /// The entities of `kind` whose outbox holds grants not yet acknowledged, from the
+    /// outbox index (no entity is read).
+    pub async fn owing(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = kind_prefix(b'o', kind);
+        self.blocking(move |backend| {
+            backend
+                .scan_prefix(&prefix)?
+                .into_iter()
+                .map(|(key, _)| {
+                    let id = key
+                        .get(prefix.len() + 2..)
+                        .and_then(|id| String::from_utf8(id.to_vec()).ok())
+                        .ok_or_else(|| StoreError::Corrupt {
+                            key: format!("{key:?}"),
+                            reason: "outbox index key does not end in an id".into(),
+                        })?;
+                    Ok(id)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Files a dead letter durably and counts it.
+    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        tracing::error!(kind = %letter.kind, id = %letter.id, what = %letter.what, reason = %letter.reason, "dead letter");
+        metrics::counter!("playtree_dead_letters_total", "kind" => letter.kind.clone())
+            .increment(1);
+        let mut key = vec![b'd'];
+        key.extend_from_slice(&self.generate_id()?.to_be_bytes());
+        self.commit(vec![WriteOp::Put(key, encode_value(&letter)?)])
+            .await
+    }
+
+    /// Every dead letter filed, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let letters = self.blocking(|backend| backend.scan_prefix(b"d")).await?;
+        letters
+            .into_iter()
+            .map(|(key, value)| decode_value(|| format!("dead letter {key:?}"), &value))
+            .collect()
+    }
+
+    /// Makes everything written so far durable; used at shutdown.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush_async().await?;
-        Ok(())
+        self.commit(Vec::new()).await
+    }
+}
+
+pub(crate) fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let body = encode_record(value).map_err(|error| StoreError::Encode(error.to_string()))?;
+    let mut bytes = Vec::with_capacity(body.len() + 1);
+    bytes.push(RECORD_FORMAT_VERSION);
+    bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+pub(crate) fn decode_value<T: serde::de::DeserializeOwned>(
+    key: impl Fn() -> String,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT_VERSION, body)) => {
+            decode_record(body).map_err(|error| StoreError::Corrupt {
+                key: key(),
+                reason: error.to_string(),
+            })
+        }
+        Some((version, _)) => Err(StoreError::Corrupt {
+            key: key(),
+            reason: format!("unknown record format {version}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            key: key(),
+            reason: "empty record".into(),
+        }),
     }
 }
 
@@ -163,16 +327,22 @@ impl Store {
 pub struct StoredEntity {
     pub snapshot: Option<Vec<u8>>,
     pub journal: Vec<(u64, Vec<u8>)>,
+    /// How many activations the entity has had (0: never activated).
+    pub incarnation: u64,
+}
+
+fn kind_prefix(tag: u8, kind: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + kind.len());
+    key.push(tag);
+    // Invariant: kinds are short static names and ids are bounded by the token size
+    // limit, so both lengths fit their prefixes.
+    key.push(u8::try_from(kind.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(kind.as_bytes());
+    key
 }
 
 fn entity_prefix(tag: u8, kind: &str, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(4 + kind.len() + id.len() + 8);
-    key.push(tag);
-    // Invariant: kinds are short static names and ids are bounded by the token size
-    // limit, so both lengths fit their prefixes; truncating would only merge no keys
-    // because the lengths are checked here.
-    key.push(u8::try_from(kind.len()).unwrap_or(u8::MAX));
-    key.extend_from_slice(kind.as_bytes());
+    let mut key = kind_prefix(tag, kind);
     key.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     key
@@ -190,4 +360,14 @@ pub fn journal_key(kind: &str, id: &str, seq: u64) -> Vec<u8> {
 
 pub fn snapshot_key(kind: &str, id: &str) -> Vec<u8> {
     entity_prefix(b's', kind, id)
+}
+
+/// The entity's activation counter: bumped by every activation, checked by every commit.
+pub fn incarnation_key(kind: &str, id: &str) -> Vec<u8> {
+    entity_prefix(b'i', kind, id)
+}
+
+/// Present while the entity's outbox holds unacknowledged grants.
+pub fn outbox_index_key(kind: &str, id: &str) -> Vec<u8> {
+    entity_prefix(b'o', kind, id)
 }

@@ -95,6 +95,11 @@ pub struct TestHub {
 pub async fn hub_with(config: GameConfig) -> TestHub {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), &config.store).expect("store opens");
+    hub_on(config, store, dir).await
+}
+
+/// A hub over `store` (a backend of the test's choosing); `dir` is only kept alive.
+pub async fn hub_on(config: GameConfig, store: Store, dir: TempDir) -> TestHub {
     let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
     let entropy = Arc::new(SeededEntropy(Mutex::new(ChaCha20Rng::seed_from_u64(7))));
     let hub = Hub::start(

@@ -1,0 +1,418 @@
+//! The invariants of the entity foundation, each once broken by a heuristic: grants are
+//! paid to their beneficiary only and exactly once, a failed commit acknowledges nothing,
+//! a restarted entity tells its followers in a new epoch, a spin that can never settle
+//! does not wedge its player, a crash strands no grant, and a failed room leaves
+//! matchmaking.
+
+mod common;
+
+use common::{TestHub, WAIT, config, eventually, hub_on, hub_with};
+use playtree_actors::connections::{Outbound, OutboundReceiver};
+use playtree_actors::grant::Grant;
+use playtree_actors::room::{RoomEntity, RoomEvent, RoomMsg, RoomSetup, RoomSpec};
+use playtree_actors::session::{PendingSpin, SessionEntity, SessionEvent, SessionMsg};
+use playtree_actors::store::{Fault, FaultyBackend, Journal, MemoryBackend};
+use playtree_actors::{Store, StoreError};
+use playtree_protocol::codec::decode_server;
+use playtree_protocol::{
+    Event, GrantId, ReplyBody, Request, RoomId, RoomKind, ServerFrame, StreamId,
+};
+use std::sync::Arc;
+
+async fn request(test: &TestHub, player: &str, request: Request) -> ReplyBody {
+    test.hub
+        .call_session(player, |reply| SessionMsg::Request {
+            request: request.clone(),
+            reply,
+        })
+        .await
+        .expect("session answers")
+        .unwrap_or_else(|error| panic!("{player}: {error:?}"))
+}
+
+async fn wallet(test: &TestHub, player: &str) -> u64 {
+    match request(test, player, Request::GetWallet).await {
+        ReplyBody::Wallet { balance } => balance,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn grant(source: &str, seq: u64, previous: u64, beneficiary: &str, amount: u64) -> Grant {
+    Grant {
+        id: GrantId {
+            source: source.into(),
+            seq,
+        },
+        previous,
+        beneficiary: beneficiary.into(),
+        amount,
+        reason: "test".into(),
+        settles: None,
+    }
+}
+
+fn spin(room: RoomId, nonce: u64) -> PendingSpin {
+    PendingSpin {
+        room,
+        wheel: "classic".into(),
+        nonce,
+        client_seed: "seed".into(),
+        commitment: [0; 32],
+        // Segment 0 pays 10 and has no inventory cap.
+        segment: 0,
+    }
+}
+
+async fn settle(
+    test: &TestHub,
+    room: RoomId,
+    player: &str,
+    nonce: u64,
+) -> Result<playtree_actors::room::Settled, playtree_actors::room::RoomError> {
+    test.hub
+        .call_room(room, None, |reply| RoomMsg::Settle {
+            player: player.into(),
+            spin: spin(room, nonce),
+            reply,
+        })
+        .await
+        .expect("room answers")
+}
+
+async fn open_wheel_room(test: &TestHub) -> RoomId {
+    let room = test.store.generate_id().expect("id");
+    let spec = RoomSpec {
+        kind: RoomKind::Wheel,
+        variant: "classic".into(),
+        private_code: None,
+    };
+    test.hub.room(room, Some(spec)).await.expect("room opens");
+    room
+}
+
+/// The first frame on `receiver` that carries an event, decoded.
+async fn next_event(receiver: &mut OutboundReceiver) -> (StreamId, u64, Event) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let frame = receiver.recv().await.expect("connection open");
+            if let Ok(ServerFrame::Event(envelope)) = decode_server(&frame.bytes, 1 << 20) {
+                return (envelope.stream, envelope.epoch, envelope.event);
+            }
+        }
+    })
+    .await
+    .expect("an event arrives")
+}
+
+#[tokio::test]
+async fn a_retried_settlement_never_pays_another_players_grant() {
+    let test = hub_with(config()).await;
+    let room = open_wheel_room(&test).await;
+    // Bob's spin 0 is settled and delivered; alice's spin 0 waits in the outbox.
+    let bob = settle(&test, room, "bob", 0).await.expect("bob settles");
+    test.hub
+        .cast_room(room, RoomMsg::GrantAcked { grant: bob.grant.id })
+        .await
+        .expect("ack");
+    let alice = settle(&test, room, "alice", 0).await.expect("alice settles");
+    assert_eq!(alice.grant.beneficiary, "alice");
+    // Bob's session retries its spin 0 (its first answer was lost): nonces count per
+    // player, so alice's grant with the same wheel and nonce is not his.
+    match settle(&test, room, "bob", 0).await {
+        Ok(settled) => assert_eq!(settled.grant.beneficiary, "bob", "{settled:?}"),
+        Err(error) => assert_eq!(error, playtree_actors::room::RoomError::AlreadyDelivered),
+    }
+}
+
+#[tokio::test]
+async fn a_grant_addressed_to_another_player_is_neither_credited_nor_acknowledged() {
+    let test = hub_with(config()).await;
+    let room = open_wheel_room(&test).await;
+    let for_alice = settle(&test, room, "alice", 0).await.expect("settles");
+    test.hub
+        .cast_session(
+            "bob",
+            SessionMsg::Credit {
+                grant: for_alice.grant.clone(),
+                source_room: room,
+            },
+        )
+        .await
+        .expect("delivered");
+    assert_eq!(wallet(&test, "bob").await, 0);
+    let letters = test.store.dead_letters().await.expect("dead letters");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].kind, "grant");
+    let (_, room_state, _) = Journal::<RoomEntity>::inspect(&test.store, &room.to_string())
+        .await
+        .expect("room");
+    assert!(
+        room_state.outbox.contains_key(&for_alice.grant.id),
+        "alice's grant still waits for alice"
+    );
+}
+
+#[tokio::test]
+async fn an_old_grant_redelivered_after_many_newer_ones_is_not_paid_again() {
+    let test = hub_with(config()).await;
+    // Grants 1..=60 of one source, each worth its seq, delivered out of order in pairs.
+    let mut expected = 0;
+    for pair in (1..=60u64).collect::<Vec<_>>().chunks(2) {
+        for &seq in pair.iter().rev() {
+            let message = SessionMsg::Credit {
+                grant: grant("room:77", seq, seq - 1, "alice", seq),
+                source_room: 77,
+            };
+            test.hub.cast_session("alice", message).await.expect("deliver");
+            expected += seq;
+        }
+    }
+    assert_eq!(wallet(&test, "alice").await, expected);
+    for seq in [1, 2, 30, 59, 60] {
+        let message = SessionMsg::Credit {
+            grant: grant("room:77", seq, seq - 1, "alice", seq),
+            source_room: 77,
+        };
+        test.hub.cast_session("alice", message).await.expect("redeliver");
+    }
+    assert_eq!(wallet(&test, "alice").await, expected);
+    let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, "alice")
+        .await
+        .expect("session");
+    let mark = &state.grant_marks["room:77"];
+    assert_eq!((mark.through, mark.above.len()), (60, 0));
+}
+
+#[tokio::test]
+async fn a_failed_commit_stops_the_store_and_recovery_keeps_what_reached_the_disk() {
+    let disk = Arc::new(MemoryBackend::default());
+    let faulty = Arc::new(FaultyBackend::new(disk.clone()));
+    let store = Store::with_backend(faulty.clone(), &config().store).expect("store");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let test = hub_on(config(), store, dir).await;
+    assert_eq!(wallet(&test, "alice").await, 0);
+
+    // The credit's batch reaches the disk, but the write reports an error.
+    faulty.fail_next_write(Fault::FailAfterWrite);
+    test.hub
+        .cast_session(
+            "alice",
+            SessionMsg::Credit {
+                grant: grant("room:1", 1, 0, "alice", 40),
+                source_room: 1,
+            },
+        )
+        .await
+        .expect("delivered");
+    let failure = tokio::time::timeout(WAIT, test.store.failed())
+        .await
+        .expect("the store reports its failure");
+    assert!(matches!(failure, StoreError::FailStopped(_)), "{failure:?}");
+    // Nothing more is written or acknowledged: every later commit is refused.
+    assert!(matches!(
+        test.store.commit(Vec::new()).await,
+        Err(StoreError::FailStopped(_))
+    ));
+
+    // "Restart": a new store and hub on what is on the disk.
+    drop(test);
+    let store = Store::with_backend(disk, &config().store).expect("store");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let restarted = hub_on(config(), store, dir).await;
+    assert_eq!(
+        wallet(&restarted, "alice").await,
+        40,
+        "the credit that reached the disk is there, once"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_room_tells_its_followers_with_a_snapshot_in_a_new_epoch() {
+    let test = hub_with(config()).await;
+    let (outbound, mut receiver) = Outbound::channel(1, 1_000, 1 << 20);
+    test.hub
+        .call_session("alice", |reply| SessionMsg::Connect {
+            outbound: outbound.clone(),
+            resume: Vec::new(),
+            reply,
+        })
+        .await
+        .expect("answers")
+        .expect("connects");
+    let ReplyBody::RoomJoined(joined) = request(
+        &test,
+        "alice",
+        Request::QuickJoin {
+            kind: RoomKind::Wheel,
+            variant: None,
+        },
+    )
+    .await
+    else {
+        panic!("not joined")
+    };
+    let (stream, epoch, _) = next_event(&mut receiver).await;
+    assert_eq!(
+        (stream, epoch),
+        (StreamId::Room(joined.room), joined.stream_epoch)
+    );
+
+    // The room fails; the clock does not move, so only the incarnation tells the
+    // epochs apart.
+    let before = test.hub.active_room(joined.room).expect("active");
+    before.cast(RoomMsg::InjectFault).expect("inject");
+    let (stream, epoch, event) = next_event(&mut receiver).await;
+    assert_eq!(stream, StreamId::Room(joined.room));
+    assert!(
+        epoch > joined.stream_epoch,
+        "new epoch {epoch} after {}",
+        joined.stream_epoch
+    );
+    let Event::RoomSnapshot(snapshot) = event else {
+        panic!("expected a snapshot, got {event:?}")
+    };
+    assert_eq!(snapshot.members, vec!["alice".to_string()]);
+
+    // And the connection keeps following the new incarnation.
+    request(
+        &test,
+        "alice",
+        Request::Chat {
+            room: joined.room,
+            text: "still here".into(),
+        },
+    )
+    .await;
+    let (_, chat_epoch, event) = next_event(&mut receiver).await;
+    assert_eq!(chat_epoch, epoch);
+    assert!(matches!(event, Event::Chat { .. }), "{event:?}");
+}
+
+#[tokio::test]
+async fn a_spin_that_can_never_settle_is_abandoned_with_a_dead_letter() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path(), &config().store).expect("store");
+    // Alice drew a spin in room 999, which does not exist (any more).
+    let mut journal: Journal<SessionEntity> =
+        Journal::open(store.clone(), "alice", 5).await.expect("open");
+    journal
+        .persist(vec![
+            SessionEvent::SeedCommitted {
+                wheel: "classic".into(),
+                server_seed: [1; 32],
+            },
+            SessionEvent::SpinDrawn {
+                spin: spin(999, 0),
+                day: 0,
+            },
+        ])
+        .await
+        .expect("persist");
+    drop(journal);
+    let test = hub_on(config(), store, dir).await;
+    // Activating alice retries the spin; the room is unknown for good.
+    assert_eq!(wallet(&test, "alice").await, 0);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, "alice")
+                .await
+                .expect("session");
+            if state.pending_spins.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the spin stops waiting");
+    let letters = test.store.dead_letters().await.expect("dead letters");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].kind, "spin");
+}
+
+#[tokio::test]
+async fn grants_left_in_an_outbox_by_a_crash_are_delivered_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path(), &config().store).expect("store");
+    // Room 42 issued alice a grant, then the process died before delivering it.
+    let mut journal: Journal<RoomEntity> =
+        Journal::open(store.clone(), "42", 5).await.expect("open");
+    journal
+        .persist(vec![
+            RoomEvent::Created {
+                setup: RoomSetup {
+                    kind: RoomKind::Quiz,
+                    variant: "quiz".into(),
+                    seed: 1,
+                    private_code: None,
+                },
+                inventory: Default::default(),
+            },
+            RoomEvent::GrantsIssued {
+                grants: vec![grant("room:42", 1, 0, "alice", 40)],
+            },
+        ])
+        .await
+        .expect("persist");
+    drop(journal);
+    assert_eq!(store.owing("room").await.expect("index"), vec!["42"]);
+
+    // Nothing touches room 42 or alice: start-up alone delivers the grant.
+    let test = hub_on(config(), store, dir).await;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, "alice")
+                .await
+                .expect("session");
+            let owing = test.store.owing("room").await.expect("index");
+            if state.balance == 40 && owing.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the stranded grant is credited and acknowledged");
+}
+
+#[tokio::test]
+async fn a_room_that_failed_for_good_leaves_matchmaking() {
+    let mut config = config();
+    config.actors.restarts_max = 0;
+    let test = hub_with(config).await;
+    let ReplyBody::RoomJoined(joined) = request(
+        &test,
+        "alice",
+        Request::QuickJoin {
+            kind: RoomKind::Wheel,
+            variant: None,
+        },
+    )
+    .await
+    else {
+        panic!("not joined")
+    };
+    let open = || {
+        test.hub
+            .matchmaker
+            .find_open(RoomKind::Wheel, "classic", &[])
+    };
+    assert_eq!(open(), Some(joined.room));
+    let room = test.hub.active_room(joined.room).expect("active");
+    room.cast(RoomMsg::InjectFault).expect("inject");
+    eventually("the failed room is unlisted", || open().is_none()).await;
+    // Bob is not sent to the dead room: he gets a new one.
+    let ReplyBody::RoomJoined(bob) = request(
+        &test,
+        "bob",
+        Request::QuickJoin {
+            kind: RoomKind::Wheel,
+            variant: None,
+        },
+    )
+    .await
+    else {
+        panic!("not joined")
+    };
+    assert_ne!(bob.room, joined.room);
+}
