@@ -1,4 +1,4 @@
-//! Admin HTTP: `/metrics` (Prometheus text), `/healthz` (the process is up) and `/readyz`
+//! Admin HTTP: `/metrics` (Prometheus text), `/healthz` (the store can write) and `/readyz`
 //! (it accepts players: not shutting down).
 
 use axum::Router;
@@ -34,7 +34,7 @@ struct AdminState {
 pub fn router(hub: Hub) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .with_state(AdminState {
             hub,
@@ -49,6 +49,15 @@ async fn metrics_text(State(state): State<AdminState>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics recorder not installed\n".into(),
         ),
+    }
+}
+
+/// Healthy while the store's commit thread can still write: after a failed commit the
+/// process is stopping (fail-stop) and must be restarted.
+async fn health(State(state): State<AdminState>) -> (StatusCode, String) {
+    match state.hub.store.failure() {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")),
     }
 }
 

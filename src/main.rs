@@ -87,11 +87,26 @@ fn serve(config: ServerConfig) -> anyhow::Result<()> {
             ws = server.ws_addr,
             admin = server.admin_addr
         );
-        wait_for_signal().await?;
+        let store = server.hub.store.clone();
+        tokio::select! {
+            signal = wait_for_signal() => signal?,
+            failure = store.failed() => {
+                // Fail-stop: a commit whose outcome is unknown was answered to nobody as
+                // done; the journal is the truth, and a restart recovers from it. No
+                // graceful shutdown: it would try to write to the failed store.
+                tracing::error!(error = %failure, "the store failed; exiting so that recovery replays the journal");
+                eprintln!("playtree: the store failed ({failure}); exiting");
+                std::process::exit(STORE_FAILED_EXIT_CODE);
+            }
+        }
         server.shutdown().await;
         Ok(())
     })
 }
+
+/// The exit status after a failed commit (EX_IOERR from sysexits.h): a supervisor such
+/// as Kubernetes restarts the process, which recovers from the journal.
+const STORE_FAILED_EXIT_CODE: i32 = 74;
 
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
