@@ -1,0 +1,435 @@
+//! Crash under load: the real binary serves several players spinning (and chatting) as
+//! fast as they can and is killed with SIGKILL at a random moment, round after round, on
+//! the same data directory. After each restart:
+//!
+//! 1. every acknowledged spin is still there (the player's next nonce is past it and the
+//!    wallet holds at least the acknowledged prizes);
+//! 2. once everything has settled, each wallet equals exactly the sum of the prizes of
+//!    every spin drawn (nonces `0..next_nonce`), acknowledged or not, recomputed here
+//!    from the server seed revealed by a rotation;
+//! 3. so no grant is credited twice (or lost).
+//!
+//! `PLAYTREE_CRASH_SEED` (u64) reproduces a run; `PLAYTREE_CRASH_ROUNDS` sets the number
+//! of crashes (default 3).
+
+mod common;
+
+use common::{WAIT, base_overrides, mint, now_s};
+use playtree_client::{Client, ClientError, ClientOptions};
+use playtree_protocol::RoomId;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WHEEL_ID: &str = "crash";
+const PLAYERS: usize = 5;
+const DEFAULT_SEED: u64 = 0x00c0_ffee_5eed;
+const DEFAULT_ROUNDS: usize = 3;
+
+/// No inventory caps, no practical daily limit, and a rate limit that fast clients do
+/// not reach (a rate-limited client would be closed, not crashed).
+const EXTRA: &str = r#"
+[[wheels]]
+id = "crash"
+spins_per_day = 1000000
+segments = [
+  { label = "one", prize = 1, weight = 5 },
+  { label = "seven", prize = 7, weight = 3 },
+  { label = "fifty", prize = 50, weight = 2 },
+  { label = "jackpot", prize = 1000, weight = 1 },
+]
+
+[limits]
+frames_per_second = 100000
+frames_burst = 100000
+"#;
+
+struct Process {
+    child: Child,
+    ws: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config_path: &std::path::Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_playtree"))
+        .args([
+            "--config",
+            config_path.to_str().expect("utf-8 path"),
+            "serve",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    // The first stdout line names the bound addresses. A reader thread bounds the wait.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let line = receiver
+        .recv_timeout(WAIT * 3)
+        .expect("server prints its addresses");
+    let ws = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("ws="))
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    Process { child, ws }
+}
+
+/// SIGKILL: no snapshot, no final flush, no goodbye to the clients.
+fn crash(mut process: Process) {
+    process.child.kill().expect("SIGKILL");
+    process.child.wait().expect("reaped");
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value} does not parse")),
+        Err(_) => default,
+    }
+}
+
+/// What the test knows about one player across rounds.
+struct Player {
+    name: String,
+    token: String,
+    client_seed: String,
+    /// The commitment of the seed the next spins use (known before they are drawn).
+    commitment: [u8; 32],
+    /// Every nonce below this is accounted for in `expected_wallet`.
+    accounted_nonce: u64,
+    /// The exact sum of the prizes of every spin drawn so far.
+    expected_wallet: u64,
+}
+
+/// A spin whose reply the client received.
+#[derive(Debug, Clone)]
+struct Acked {
+    nonce: u64,
+    prize: u64,
+    segment: u32,
+    commitment: [u8; 32],
+}
+
+#[derive(Debug, Default)]
+struct LoadLog {
+    acked: Vec<Acked>,
+    /// Errors other than the connection ending (none are expected before the crash).
+    other_errors: Vec<String>,
+    chats: u32,
+}
+
+async fn connect(url: &str, token: &str, reconnect: bool) -> Client {
+    let options = ClientOptions {
+        request_timeout: WAIT,
+        handshake_timeout: WAIT,
+        reconnect,
+        ..ClientOptions::default()
+    };
+    let (client, events) = tokio::time::timeout(WAIT, Client::connect_with(url, token, options))
+        .await
+        .expect("connect in time")
+        .expect("connects");
+    // Nobody reads events here: dropped, they never hold back the replies.
+    drop(events);
+    client
+}
+
+/// Spins as fast as possible (with a chat now and then) until the connection ends (the
+/// client does not reconnect, so every request after the crash fails at once).
+async fn load(client: Client, room: RoomId, client_seed: String, log: Arc<Mutex<LoadLog>>) {
+    let mut iteration = 0u64;
+    loop {
+        iteration += 1;
+        if iteration % 25 == 0 {
+            // Chat is rate limited per room; a refusal here is fine.
+            if client
+                .chat(room, &format!("{client_seed} still spinning"))
+                .await
+                .is_ok()
+            {
+                log.lock().expect("log").chats += 1;
+            }
+        }
+        match client.spin(room, &client_seed).await {
+            Ok(outcome) => log.lock().expect("log").acked.push(Acked {
+                nonce: outcome.nonce,
+                prize: outcome.prize,
+                segment: outcome.segment,
+                commitment: outcome.commitment,
+            }),
+            Err(ClientError::Closed { .. }) => return,
+            // Anything else is unexpected: recorded, and the load goes on.
+            Err(error) => log
+                .lock()
+                .expect("log")
+                .other_errors
+                .push(error.to_string()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_load() {
+    let seed: u64 = env_or("PLAYTREE_CRASH_SEED", DEFAULT_SEED);
+    let rounds: usize = env_or("PLAYTREE_CRASH_ROUNDS", DEFAULT_ROUNDS);
+    println!("crash loop: PLAYTREE_CRASH_SEED={seed} PLAYTREE_CRASH_ROUNDS={rounds}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let began = Instant::now();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = dir.path().join("playtree.toml");
+    std::fs::write(
+        &config_path,
+        base_overrides(&dir.path().join("data"), EXTRA),
+    )
+    .expect("config");
+    let config = playtree::ServerConfig::load(Some(&config_path)).expect("config loads");
+
+    // Round 0 setup: every player joins once, so that its first seed is committed.
+    let mut server = start(&config_path);
+    let mut players = Vec::new();
+    for index in 0..PLAYERS {
+        let name = format!("crasher-{index}");
+        let token = mint(&config, &name, now_s(), 600);
+        let client = connect(&format!("ws://{}", server.ws), &token, false).await;
+        let joined = client
+            .quick_join_wheel(Some(WHEEL_ID))
+            .await
+            .expect("first join");
+        assert_eq!(joined.fairness.next_nonce, 0);
+        assert_eq!(client.wallet().await.expect("wallet"), 0);
+        players.push(Player {
+            client_seed: format!("seed-{name}"),
+            name,
+            token,
+            commitment: joined.fairness.commitment,
+            accounted_nonce: 0,
+            expected_wallet: 0,
+        });
+    }
+
+    let mut total_drawn = 0u64;
+    let mut total_acked = 0usize;
+    for round in 1..=rounds {
+        // --- Load, then a crash at a random moment. ---
+        let url = format!("ws://{}", server.ws);
+        let mut tasks = Vec::new();
+        let mut logs = Vec::new();
+        for player in &players {
+            let client = connect(&url, &player.token, false).await;
+            let joined = client
+                .quick_join_wheel(Some(WHEEL_ID))
+                .await
+                .expect("join before load");
+            assert_eq!(
+                joined.fairness.next_nonce, player.accounted_nonce,
+                "{}: the nonce after the last check",
+                player.name
+            );
+            assert_eq!(
+                joined.fairness.commitment, player.commitment,
+                "{}: the seed committed at the last rotation",
+                player.name
+            );
+            let log = Arc::new(Mutex::new(LoadLog::default()));
+            logs.push(log.clone());
+            tasks.push(tokio::spawn(load(
+                client,
+                joined.room,
+                player.client_seed.clone(),
+                log,
+            )));
+        }
+        let delay = Duration::from_millis(rng.random_range(50..=400));
+        // Not synchronisation: the crash lands wherever the load happens to be.
+        tokio::time::sleep(delay).await;
+        crash(server);
+        for task in tasks {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("load stops once the server is gone")
+                .expect("load task does not panic");
+        }
+
+        // --- Restart and check. ---
+        server = start(&config_path);
+        let url = format!("ws://{}", server.ws);
+        let mut round_drawn = 0u64;
+        let mut round_acked = 0usize;
+        let mut round_chats = 0u32;
+        for (player, log) in players.iter_mut().zip(&logs) {
+            let log = log.lock().expect("log");
+            let name = &player.name;
+            // Only the crash may end a request, and only by closing the connection.
+            assert!(
+                log.other_errors.is_empty(),
+                "{name}: unexpected errors under load: {:?}",
+                log.other_errors
+            );
+            round_acked += log.acked.len();
+            round_chats += log.chats;
+
+            let client = connect(&url, &player.token, true).await;
+            let joined = client
+                .quick_join_wheel(Some(WHEEL_ID))
+                .await
+                .expect("join after restart");
+            let next_nonce = joined.fairness.next_nonce;
+            assert_eq!(
+                joined.fairness.commitment, player.commitment,
+                "{name}: the seed commitment survives the crash"
+            );
+
+            // 1. Every acknowledged spin is still there.
+            let acked_prizes: u64 = log.acked.iter().map(|spin| spin.prize).sum();
+            if let Some(highest) = log.acked.iter().map(|spin| spin.nonce).max() {
+                assert!(
+                    next_nonce > highest,
+                    "{name}: spin {highest} was acknowledged but the next nonce after the crash is {next_nonce}"
+                );
+            }
+            assert!(
+                next_nonce >= player.accounted_nonce,
+                "{name}: the nonce went back from {} to {next_nonce}",
+                player.accounted_nonce
+            );
+            let wallet_now = client.wallet().await.expect("wallet");
+            assert!(
+                wallet_now >= player.expected_wallet + acked_prizes,
+                "{name}: wallet {wallet_now} after the crash is below the {} known before the round plus the {acked_prizes} acknowledged in it",
+                player.expected_wallet
+            );
+
+            // 2. Reveal the seed that drew every nonce of this round and recompute them.
+            let reveal = client.rotate_seed(WHEEL_ID).await.expect("rotate");
+            assert_eq!(
+                reveal.revealed_commitment, player.commitment,
+                "{name}: the revealed seed is the one committed before the round"
+            );
+            assert_eq!(
+                playtree_protocol::fairness::commitment(&reveal.revealed_seed),
+                player.commitment,
+                "{name}: the revealed seed hashes to the commitment"
+            );
+            assert_eq!(
+                reveal.next_nonce, next_nonce,
+                "{name}: no spin between the join and the rotation"
+            );
+            let segments = &joined.wheel.segments;
+            let weights: Vec<u32> = segments.iter().map(|segment| segment.weight).collect();
+            let segment_of = |nonce: u64| {
+                playtree_protocol::fairness::spin_segment(
+                    &reveal.revealed_seed,
+                    &player.client_seed,
+                    nonce,
+                    &weights,
+                )
+                .expect("weights are positive")
+            };
+            for spin in &log.acked {
+                assert!(
+                    spin.nonce >= player.accounted_nonce,
+                    "{name}: acknowledged nonce {} was used in an earlier round",
+                    spin.nonce
+                );
+                assert_eq!(
+                    spin.commitment, player.commitment,
+                    "{name}: spin commitment"
+                );
+                let segment = segment_of(spin.nonce);
+                assert_eq!(
+                    spin.segment as usize, segment,
+                    "{name}: spin {} landed where the seeds say",
+                    spin.nonce
+                );
+                assert_eq!(
+                    spin.prize, segments[segment].prize,
+                    "{name}: spin {} paid its segment's prize",
+                    spin.nonce
+                );
+            }
+            let mut acked_nonces: Vec<u64> = log.acked.iter().map(|spin| spin.nonce).collect();
+            acked_nonces.sort_unstable();
+            acked_nonces.dedup();
+            assert_eq!(
+                acked_nonces.len(),
+                log.acked.len(),
+                "{name}: a nonce was acknowledged twice"
+            );
+            let round_prizes: u64 = (player.accounted_nonce..next_nonce)
+                .map(|nonce| segments[segment_of(nonce)].prize)
+                .sum();
+            let expected = player.expected_wallet + round_prizes;
+
+            // 2./3. Once settled, the wallet is exactly that sum, and stays there.
+            let deadline = Instant::now() + WAIT * 2;
+            let mut history = vec![wallet_now];
+            let mut equal_since: Option<Instant> = None;
+            loop {
+                let balance = client.wallet().await.expect("wallet");
+                if history.last() != Some(&balance) {
+                    history.push(balance);
+                }
+                assert!(
+                    balance <= expected,
+                    "{name}: wallet {balance} exceeds the {expected} that nonces 0..{next_nonce} pay: a grant was credited twice (wallet history this round {history:?}, {} acknowledged spins, {} drawn this round)",
+                    log.acked.len(),
+                    next_nonce - player.accounted_nonce
+                );
+                if balance == expected {
+                    let since = *equal_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= Duration::from_millis(300) {
+                        break;
+                    }
+                } else {
+                    equal_since = None;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: wallet {balance} never reached the {expected} that nonces 0..{next_nonce} pay (history this round {history:?}, {} acknowledged spins, {} drawn this round)",
+                    log.acked.len(),
+                    next_nonce - player.accounted_nonce
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+
+            round_drawn += next_nonce - player.accounted_nonce;
+            player.accounted_nonce = next_nonce;
+            player.expected_wallet = expected;
+            player.commitment = reveal.next_commitment;
+        }
+        println!(
+            "round {round}/{rounds}: crash after {delay:?}, {round_drawn} spins drawn, {round_acked} acknowledged, {round_chats} chats; every wallet exact"
+        );
+        total_drawn += round_drawn;
+        total_acked += round_acked;
+    }
+    crash(server);
+    println!(
+        "crash loop done: {rounds} rounds, {total_drawn} spins drawn, {total_acked} acknowledged, in {:?}",
+        began.elapsed()
+    );
+    assert!(
+        total_acked > 0,
+        "the load acknowledged no spin at all: the test checked nothing"
+    );
+}
