@@ -21,7 +21,6 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,8 @@ const WHEEL_ID: &str = "crash";
 const PLAYERS: usize = 5;
 const DEFAULT_SEED: u64 = 0x00c0_ffee_5eed;
 const DEFAULT_ROUNDS: usize = 3;
+const SEED_VAR: &str = "PLAYTREE_CRASH_SEED";
+const ROUNDS_VAR: &str = "PLAYTREE_CRASH_ROUNDS";
 
 /// No inventory caps, no practical daily limit, and a rate limit that fast clients do
 /// not reach (a rate-limited client would be closed, not crashed).
@@ -68,6 +69,10 @@ fn start(config_path: &std::path::Path) -> Process {
             "serve",
         ])
         .env("RUST_LOG", "warn")
+        // The server reads every `PLAYTREE_*` variable as configuration and refuses the
+        // unknown keys, so this test's own knobs must not reach it.
+        .env_remove(SEED_VAR)
+        .env_remove(ROUNDS_VAR)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -159,7 +164,7 @@ async fn load(client: Client, room: RoomId, client_seed: String, log: Arc<Mutex<
     let mut iteration = 0u64;
     loop {
         iteration += 1;
-        if iteration % 25 == 0 {
+        if iteration.is_multiple_of(25) {
             // Chat is rate limited per room; a refusal here is fine.
             if client
                 .chat(room, &format!("{client_seed} still spinning"))
@@ -189,20 +194,19 @@ async fn load(client: Client, room: RoomId, client_seed: String, log: Arc<Mutex<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_load() {
-    let seed: u64 = env_or("PLAYTREE_CRASH_SEED", DEFAULT_SEED);
-    let rounds: usize = env_or("PLAYTREE_CRASH_ROUNDS", DEFAULT_ROUNDS);
+    let seed: u64 = env_or(SEED_VAR, DEFAULT_SEED);
+    let rounds: usize = env_or(ROUNDS_VAR, DEFAULT_ROUNDS);
     println!("crash loop: PLAYTREE_CRASH_SEED={seed} PLAYTREE_CRASH_ROUNDS={rounds}");
     let mut rng = StdRng::seed_from_u64(seed);
     let began = Instant::now();
 
     let dir = tempfile::tempdir().expect("temp dir");
     let config_path = dir.path().join("playtree.toml");
-    std::fs::write(
-        &config_path,
-        base_overrides(&dir.path().join("data"), EXTRA),
-    )
-    .expect("config");
-    let config = playtree::ServerConfig::load(Some(&config_path)).expect("config loads");
+    let overrides = base_overrides(&dir.path().join("data"), EXTRA);
+    std::fs::write(&config_path, &overrides).expect("config");
+    // What the server loads from that file, without the environment (which holds this
+    // test's own `PLAYTREE_CRASH_*` knobs that the server's loader would refuse).
+    let config = playtree::ServerConfig::from_toml_overrides(&overrides).expect("config loads");
 
     // Round 0 setup: every player joins once, so that its first seed is committed.
     let mut server = start(&config_path);
@@ -270,6 +274,12 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
                 .expect("load task does not panic");
         }
 
+        // The load is over: its logs are final.
+        let logs: Vec<LoadLog> = logs
+            .into_iter()
+            .map(|log| std::mem::take(&mut *log.lock().expect("log")))
+            .collect();
+
         // --- Restart and check. ---
         server = start(&config_path);
         let url = format!("ws://{}", server.ws);
@@ -277,7 +287,6 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
         let mut round_acked = 0usize;
         let mut round_chats = 0u32;
         for (player, log) in players.iter_mut().zip(&logs) {
-            let log = log.lock().expect("log");
             let name = &player.name;
             // Only the crash may end a request, and only by closing the connection.
             assert!(
