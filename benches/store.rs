@@ -10,9 +10,9 @@
 //!   index, which is all that start-up reads (no entity is read eagerly).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use playtree_actors::Store;
 use playtree_actors::config::StoreConfig;
 use playtree_actors::store::{WriteOp, journal_key, snapshot_key};
-use playtree_actors::Store;
 use std::time::Duration;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -40,7 +40,9 @@ fn commit(c: &mut Criterion) {
             fdatasync,
             ..StoreConfig::default()
         };
-        let store = runtime.block_on(async { Store::open(dir.path(), &config) }).expect("store");
+        let store = runtime
+            .block_on(async { Store::open(dir.path(), &config) })
+            .expect("store");
         let label = if fdatasync { "fdatasync" } else { "flush_only" };
         let mut n = 0u64;
         group.bench_function(BenchmarkId::new("one_writer", label), |b| {
@@ -83,21 +85,30 @@ fn startup(c: &mut Criterion) {
                 let ops = chunk
                     .iter()
                     .map(|player| {
-                        WriteOp::Put(snapshot_key("session", &format!("player-{player}")), vec![1u8; 200])
+                        WriteOp::Put(
+                            snapshot_key("session", &format!("player-{player}")),
+                            vec![1u8; 200],
+                        )
                     })
                     .collect();
                 store.commit(ops).await.expect("fill");
             }
+            store.close();
         });
-        group.bench_function(BenchmarkId::new("open_and_read_outbox_index", players), |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    let store = Store::open(dir.path(), &StoreConfig::default()).expect("store");
-                    let owing = store.owing("room").await.expect("index");
-                    assert!(owing.is_empty());
+        group.bench_function(
+            BenchmarkId::new("open_and_read_outbox_index", players),
+            |b| {
+                b.iter(|| {
+                    runtime.block_on(async {
+                        let store =
+                            Store::open(dir.path(), &StoreConfig::default()).expect("store");
+                        let owing = store.owing("room").await.expect("index");
+                        assert!(owing.is_empty());
+                        store.close();
+                    })
                 })
-            })
-        });
+            },
+        );
     }
     group.finish();
 }

@@ -170,6 +170,9 @@ pub struct StoreConfig {
     /// acknowledged before it would survive a power loss. Turn off only to measure
     /// what it costs.
     pub fdatasync: bool,
+    /// A store write still running after this long means the disk is gone: the store
+    /// fails stop (the process exits and recovers on restart) instead of hanging.
+    pub write_deadline_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -179,6 +182,7 @@ impl Default for StoreConfig {
             commit_batch_max: 1_024,
             commit_queue_max: 65_536,
             fdatasync: true,
+            write_deadline_ms: 30_000,
         }
     }
 }
@@ -240,6 +244,7 @@ impl GameConfig {
                 self.rooms.wheel_players_max as u64,
             ),
             ("rooms.rooms_max", self.rooms.rooms_max as u64),
+            ("store.write_deadline_ms", self.store.write_deadline_ms),
             ("rooms.outbox_retry_ms", self.rooms.outbox_retry_ms),
             ("rooms.passivate_after_ms", self.rooms.passivate_after_ms),
             ("rooms.history_len", self.rooms.history_len as u64),

@@ -13,7 +13,7 @@ use crate::error::HubError;
 use crate::stream::Subscribers;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use ractor::{ActorId, ActorRef, Message};
+use ractor::{ActorId, ActorRef, ActorStatus, Message};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -92,7 +92,7 @@ pub struct Directory<M: Message> {
     entities_max: usize,
     slots: Arc<DashMap<String, Slot<M>>>,
     ids_by_actor: Arc<DashMap<ActorId, String>>,
-    followers: DashMap<String, Followers>,
+    followers: Arc<DashMap<String, Followers>>,
     failures: DashMap<String, VecDeque<u64>>,
     unavailable_until_ms: DashMap<String, u64>,
     policy: RestartPolicy,
@@ -113,7 +113,7 @@ impl<M: Message> Directory<M> {
             entities_max,
             slots: Arc::new(DashMap::new()),
             ids_by_actor: Arc::new(DashMap::new()),
-            followers: DashMap::new(),
+            followers: Arc::new(DashMap::new()),
             failures: DashMap::new(),
             unavailable_until_ms: DashMap::new(),
             policy,
@@ -174,8 +174,15 @@ impl<M: Message> Directory<M> {
         // Checked before taking the entry: `len` reads every shard, the entry holds one.
         let full = self.slots.len() >= self.entities_max;
         Ok(match self.slots.entry(id.to_owned()) {
-            Entry::Occupied(slot) => match slot.get() {
+            Entry::Occupied(mut slot) => match slot.get() {
                 Slot::Active(actor) => Found::Ready(actor.clone()),
+                Slot::Activating(done) if done.has_changed().is_err() => {
+                    // Its activator is gone without a word (its task was cancelled at
+                    // shutdown): the slot is stale, and this caller takes it over.
+                    let (done, waiting) = watch::channel(());
+                    slot.insert(Slot::Activating(waiting));
+                    Found::YoursToActivate(done)
+                }
                 Slot::Activating(done) => Found::ActivationUnderWay(done.clone()),
                 Slot::Draining(actor) => Found::Draining(actor.clone()),
             },
@@ -260,6 +267,7 @@ impl<M: Message> Directory<M> {
     {
         let slots = self.slots.clone();
         let ids_by_actor = self.ids_by_actor.clone();
+        let followers = self.followers.clone();
         let key = id.to_owned();
         let kind = self.kind;
         let activation = tokio::spawn(async move {
@@ -267,10 +275,26 @@ impl<M: Message> Directory<M> {
             match &result {
                 Ok(actor) => {
                     ids_by_actor.insert(actor.get_id(), key.clone());
-                    slots.insert(key, Slot::Active(actor.clone()));
+                    slots.insert(key.clone(), Slot::Active(actor.clone()));
+                    // It may have failed already, before its slot said Active (its
+                    // supervisor then found nothing to remove): free the slot, so the
+                    // next lookup activates a fresh incarnation instead of a dead one.
+                    if matches!(
+                        actor.get_status(),
+                        ActorStatus::Stopping | ActorStatus::Stopped
+                    ) {
+                        slots.remove_if(&key, |_, slot| slot.holds(actor.get_id()));
+                    }
                 }
                 Err(_) => {
-                    slots.remove_if(&key, |_, slot| matches!(slot, Slot::Activating(_)));
+                    if let Entry::Occupied(slot) = slots.entry(key.clone())
+                        && matches!(slot.get(), Slot::Activating(_))
+                    {
+                        slot.remove();
+                        // No incarnation took the followers entry created for it.
+                        followers
+                            .remove_if(&key, |_, followers| followers_of(followers).is_empty());
+                    }
                 }
             }
             drop(done);
@@ -281,6 +305,12 @@ impl<M: Message> Directory<M> {
             id: id.to_owned(),
             reason: format!("activation task failed: {error}"),
         })?
+    }
+
+    /// Called by an entity from its `pre_start`, so that a failure in its very first
+    /// message already finds its id (the activation records it only afterwards).
+    pub fn register(&self, actor_id: ActorId, id: &str) {
+        self.ids_by_actor.insert(actor_id, id.to_owned());
     }
 
     /// Called by an entity that is about to drain and stop.
@@ -315,8 +345,10 @@ impl<M: Message> Directory<M> {
     /// passivates only when nobody follows it).
     pub fn stopped(&self, actor_id: ActorId) {
         if let Some(id) = self.forget(actor_id)
-            && !self.slots.contains_key(&id)
+            && let Entry::Vacant(_no_activation) = self.slots.entry(id.clone())
         {
+            // Holding the vacant slot keeps an activation from taking the followers
+            // entry while it is removed (the slot comes first in every lock order).
             self.followers
                 .remove_if(&id, |_, followers| followers_of(followers).is_empty());
         }

@@ -85,8 +85,7 @@ impl GrantCounter {
     /// Takes an issued grant into account (from `apply`).
     pub fn issued(&mut self, grant: &Grant) {
         self.next_seq = self.next_seq.max(grant.id.seq + 1);
-        self.last_to
-            .insert(grant.beneficiary.clone(), grant.id.seq);
+        self.last_to.insert(grant.beneficiary.clone(), grant.id.seq);
     }
 }
 

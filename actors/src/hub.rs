@@ -166,28 +166,30 @@ impl Hub {
         let hub = self.clone();
         let id = player.to_owned();
         self.sessions
-            .get_or_activate(player, self.now_ms(), self.call_timeout(), move || async move {
-                let supervisor = hub
-                    .session_supervisor
-                    .get()
-                    .ok_or(HubError::ShuttingDown)?;
-                let args = SessionArgs {
-                    followers: hub.sessions.followers(&id),
-                    player: id.clone(),
-                    hub: hub.clone(),
-                };
-                let (actor, _) =
-                    Actor::spawn_linked(None, PlayerSession, args, supervisor.get_cell())
-                        .await
-                        .map_err(|error| HubError::Spawn {
-                            kind: "session",
-                            id: id.clone(),
-                            reason: error.to_string(),
-                        })?;
-                metrics::counter!("playtree_actor_activations_total", "kind" => "session")
-                    .increment(1);
-                Ok(actor)
-            })
+            .get_or_activate(
+                player,
+                self.now_ms(),
+                self.call_timeout(),
+                move || async move {
+                    let supervisor = hub.session_supervisor.get().ok_or(HubError::ShuttingDown)?;
+                    let args = SessionArgs {
+                        followers: hub.sessions.followers(&id),
+                        player: id.clone(),
+                        hub: hub.clone(),
+                    };
+                    let (actor, _) =
+                        Actor::spawn_linked(None, PlayerSession, args, supervisor.get_cell())
+                            .await
+                            .map_err(|error| HubError::Spawn {
+                                kind: "session",
+                                id: id.clone(),
+                                reason: error.to_string(),
+                            })?;
+                    metrics::counter!("playtree_actor_activations_total", "kind" => "session")
+                        .increment(1);
+                    Ok(actor)
+                },
+            )
             .await
     }
 
@@ -202,32 +204,37 @@ impl Hub {
         let id = room.to_string();
         let hub = self.clone();
         self.rooms
-            .get_or_activate(&id, self.now_ms(), self.call_timeout(), move || async move {
-                let supervisor = hub.room_supervisor.get().ok_or(HubError::ShuttingDown)?;
-                let args = RoomArgs {
-                    room,
-                    spec,
-                    followers: hub.rooms.followers(&room.to_string()),
-                    hub: hub.clone(),
-                };
-                let (actor, _) = Actor::spawn_linked(None, Room, args, supervisor.get_cell())
-                    .await
-                    .map_err(|error| match &error {
-                        ractor::SpawnErr::StartupFailed(inner)
-                            if inner.downcast_ref::<crate::room::UnknownRoom>().is_some() =>
-                        {
-                            HubError::UnknownRoom(room)
-                        }
-                        _ => HubError::Spawn {
-                            kind: "room",
-                            id: room.to_string(),
-                            reason: error.to_string(),
-                        },
-                    })?;
-                metrics::counter!("playtree_actor_activations_total", "kind" => "room")
-                    .increment(1);
-                Ok(actor)
-            })
+            .get_or_activate(
+                &id,
+                self.now_ms(),
+                self.call_timeout(),
+                move || async move {
+                    let supervisor = hub.room_supervisor.get().ok_or(HubError::ShuttingDown)?;
+                    let args = RoomArgs {
+                        room,
+                        spec,
+                        followers: hub.rooms.followers(&room.to_string()),
+                        hub: hub.clone(),
+                    };
+                    let (actor, _) = Actor::spawn_linked(None, Room, args, supervisor.get_cell())
+                        .await
+                        .map_err(|error| match &error {
+                            ractor::SpawnErr::StartupFailed(inner)
+                                if inner.downcast_ref::<crate::room::UnknownRoom>().is_some() =>
+                            {
+                                HubError::UnknownRoom(room)
+                            }
+                            _ => HubError::Spawn {
+                                kind: "room",
+                                id: room.to_string(),
+                                reason: error.to_string(),
+                            },
+                        })?;
+                    metrics::counter!("playtree_actor_activations_total", "kind" => "room")
+                        .increment(1);
+                    Ok(actor)
+                },
+            )
             .await
     }
 
@@ -322,10 +329,9 @@ impl Hub {
         // unlist it here, so QuickJoin does not send players to it. A restarted room
         // lists itself again.
         if kind == EntityKind::Room
-            && let RestartDecision::Restart { id } | RestartDecision::GiveUp { id, .. } =
-                &decision
+            && let RestartDecision::Restart { id } | RestartDecision::GiveUp { id, .. } = &decision
             && let Ok(room) = id.parse::<RoomId>()
-            && let Some(listing) = self.matchmaker.remove(room)
+            && let Some(listing) = self.matchmaker.remove(room, actor)
         {
             let kind = match listing.kind {
                 playtree_protocol::RoomKind::Wheel => "wheel",

@@ -3,6 +3,7 @@
 //! word on whether a join fits.
 
 use playtree_protocol::{RoomId, RoomKind};
+use ractor::ActorId;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -22,6 +23,9 @@ pub struct Listing {
     pub capacity: usize,
     /// Whether QuickJoin may pick it (public, and for quizzes still in the lobby).
     pub open: bool,
+    /// The incarnation that wrote the listing: only it (or its supervisor, for it)
+    /// may remove it, so an old incarnation's exit never unlists its successor.
+    pub owner: ActorId,
 }
 
 #[derive(Debug, Default)]
@@ -59,9 +63,17 @@ impl Matchmaker {
         self.rooms().insert(room, listing);
     }
 
-    /// Unlists a room; returns its last listing, if it had one.
-    pub fn remove(&self, room: RoomId) -> Option<Listing> {
-        let listing = self.rooms().remove(&room);
+    /// Unlists a room if `owner` wrote its listing; returns the listing removed.
+    pub fn remove(&self, room: RoomId, owner: ActorId) -> Option<Listing> {
+        let mut rooms = self.rooms();
+        if rooms
+            .get(&room)
+            .is_none_or(|listing| listing.owner != owner)
+        {
+            return None;
+        }
+        let listing = rooms.remove(&room);
+        drop(rooms);
         lock(&self.codes).retain(|_, id| *id != room);
         listing
     }
@@ -91,6 +103,7 @@ mod tests {
             members,
             capacity: 3,
             open: true,
+            owner: ActorId::Local(members as u64),
         }
     }
 
@@ -109,5 +122,12 @@ mod tests {
             Some(1)
         );
         assert_eq!(matchmaker.find_open(RoomKind::Wheel, "other", &[]), None);
+        // Only the incarnation that listed a room unlists it.
+        assert!(matchmaker.remove(2, ActorId::Local(99)).is_none());
+        assert!(matchmaker.remove(2, ActorId::Local(2)).is_some());
+        assert_eq!(
+            matchmaker.find_open(RoomKind::Wheel, "classic", &[]),
+            Some(1)
+        );
     }
 }

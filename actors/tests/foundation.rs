@@ -30,6 +30,17 @@ async fn request(test: &TestHub, player: &str, request: Request) -> ReplyBody {
         .unwrap_or_else(|error| panic!("{player}: {error:?}"))
 }
 
+async fn quick_join_wheel(test: &TestHub, player: &str) -> playtree_protocol::RoomJoined {
+    let request = Request::QuickJoin {
+        kind: RoomKind::Wheel,
+        variant: None,
+    };
+    match self::request(test, player, request).await {
+        ReplyBody::RoomJoined(joined) => joined,
+        other => panic!("not joined: {other:?}"),
+    }
+}
+
 async fn wallet(test: &TestHub, player: &str) -> u64 {
     match request(test, player, Request::GetWallet).await {
         ReplyBody::Wallet { balance } => balance,
@@ -111,10 +122,17 @@ async fn a_retried_settlement_never_pays_another_players_grant() {
     // Bob's spin 0 is settled and delivered; alice's spin 0 waits in the outbox.
     let bob = settle(&test, room, "bob", 0).await.expect("bob settles");
     test.hub
-        .cast_room(room, RoomMsg::GrantAcked { grant: bob.grant.id })
+        .cast_room(
+            room,
+            RoomMsg::GrantAcked {
+                grant: bob.grant.id,
+            },
+        )
         .await
         .expect("ack");
-    let alice = settle(&test, room, "alice", 0).await.expect("alice settles");
+    let alice = settle(&test, room, "alice", 0)
+        .await
+        .expect("alice settles");
     assert_eq!(alice.grant.beneficiary, "alice");
     // Bob's session retries its spin 0 (its first answer was lost): nonces count per
     // player, so alice's grant with the same wheel and nonce is not his.
@@ -155,32 +173,40 @@ async fn a_grant_addressed_to_another_player_is_neither_credited_nor_acknowledge
 #[tokio::test]
 async fn an_old_grant_redelivered_after_many_newer_ones_is_not_paid_again() {
     let test = hub_with(config()).await;
-    // Grants 1..=60 of one source, each worth its seq, delivered out of order in pairs.
+    // Grants of one source, each worth its seq, delivered out of order in pairs: more
+    // than the 4,096 grant ids the wallet's old window remembered.
+    const GRANTS: u64 = 4_200;
     let mut expected = 0;
-    for pair in (1..=60u64).collect::<Vec<_>>().chunks(2) {
+    for pair in (1..=GRANTS).collect::<Vec<_>>().chunks(2) {
         for &seq in pair.iter().rev() {
             let message = SessionMsg::Credit {
                 grant: grant("room:77", seq, seq - 1, "alice", seq),
                 source_room: 77,
             };
-            test.hub.cast_session("alice", message).await.expect("deliver");
+            test.hub
+                .cast_session("alice", message)
+                .await
+                .expect("deliver");
             expected += seq;
         }
     }
     assert_eq!(wallet(&test, "alice").await, expected);
-    for seq in [1, 2, 30, 59, 60] {
+    for seq in [1, 2, 30, GRANTS - 1, GRANTS] {
         let message = SessionMsg::Credit {
             grant: grant("room:77", seq, seq - 1, "alice", seq),
             source_room: 77,
         };
-        test.hub.cast_session("alice", message).await.expect("redeliver");
+        test.hub
+            .cast_session("alice", message)
+            .await
+            .expect("redeliver");
     }
     assert_eq!(wallet(&test, "alice").await, expected);
     let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, "alice")
         .await
         .expect("session");
     let mark = &state.grant_marks["room:77"];
-    assert_eq!((mark.through, mark.above.len()), (60, 0));
+    assert_eq!((mark.through, mark.above.len()), (GRANTS, 0));
 }
 
 #[tokio::test]
@@ -204,6 +230,21 @@ async fn a_failed_commit_stops_the_store_and_recovery_keeps_what_reached_the_dis
         )
         .await
         .expect("delivered");
+    // Nothing that needs a write is answered as done from now on.
+    let rotated = test
+        .hub
+        .call_session("alice", |reply| SessionMsg::Request {
+            request: Request::RotateSeed {
+                wheel: "classic".into(),
+            },
+            reply,
+        })
+        .await
+        .expect("answers");
+    assert_eq!(
+        rotated.map_err(|error| error.code),
+        Err(playtree_protocol::ErrorCode::StoreFailure)
+    );
     let failure = tokio::time::timeout(WAIT, test.store.failed())
         .await
         .expect("the store reports its failure");
@@ -239,18 +280,7 @@ async fn a_restarted_room_tells_its_followers_with_a_snapshot_in_a_new_epoch() {
         .await
         .expect("answers")
         .expect("connects");
-    let ReplyBody::RoomJoined(joined) = request(
-        &test,
-        "alice",
-        Request::QuickJoin {
-            kind: RoomKind::Wheel,
-            variant: None,
-        },
-    )
-    .await
-    else {
-        panic!("not joined")
-    };
+    let joined = quick_join_wheel(&test, "alice").await;
     let (stream, epoch, _) = next_event(&mut receiver).await;
     assert_eq!(
         (stream, epoch),
@@ -293,8 +323,9 @@ async fn a_spin_that_can_never_settle_is_abandoned_with_a_dead_letter() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), &config().store).expect("store");
     // Alice drew a spin in room 999, which does not exist (any more).
-    let mut journal: Journal<SessionEntity> =
-        Journal::open(store.clone(), "alice", 5).await.expect("open");
+    let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "alice", 5)
+        .await
+        .expect("open");
     journal
         .persist(vec![
             SessionEvent::SeedCommitted {
@@ -380,18 +411,7 @@ async fn a_room_that_failed_for_good_leaves_matchmaking() {
     let mut config = config();
     config.actors.restarts_max = 0;
     let test = hub_with(config).await;
-    let ReplyBody::RoomJoined(joined) = request(
-        &test,
-        "alice",
-        Request::QuickJoin {
-            kind: RoomKind::Wheel,
-            variant: None,
-        },
-    )
-    .await
-    else {
-        panic!("not joined")
-    };
+    let joined = quick_join_wheel(&test, "alice").await;
     let open = || {
         test.hub
             .matchmaker
@@ -402,17 +422,31 @@ async fn a_room_that_failed_for_good_leaves_matchmaking() {
     room.cast(RoomMsg::InjectFault).expect("inject");
     eventually("the failed room is unlisted", || open().is_none()).await;
     // Bob is not sent to the dead room: he gets a new one.
-    let ReplyBody::RoomJoined(bob) = request(
-        &test,
-        "bob",
-        Request::QuickJoin {
-            kind: RoomKind::Wheel,
-            variant: None,
-        },
-    )
-    .await
-    else {
-        panic!("not joined")
-    };
+    let bob = quick_join_wheel(&test, "bob").await;
     assert_ne!(bob.room, joined.room);
+}
+
+#[tokio::test]
+async fn a_restarted_room_is_listed_again_and_stays_listed() {
+    let test = hub_with(config()).await;
+    let joined = quick_join_wheel(&test, "alice").await;
+    let before = test.hub.active_room(joined.room).expect("active");
+    before.cast(RoomMsg::InjectFault).expect("inject");
+    eventually("a new incarnation", || {
+        test.hub
+            .active_room(joined.room)
+            .is_some_and(|now| now.get_id() != before.get_id())
+    })
+    .await;
+    // Its listing belongs to the new incarnation: the old one's failure, however late
+    // its supervisor hears of it, does not unlist it.
+    let listed = || {
+        test.hub
+            .matchmaker
+            .find_open(RoomKind::Wheel, "classic", &[])
+            == Some(joined.room)
+    };
+    eventually("the restarted room is listed", listed).await;
+    let bob = quick_join_wheel(&test, "bob").await;
+    assert_eq!(bob.room, joined.room, "bob joins alice's restarted room");
 }

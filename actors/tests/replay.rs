@@ -156,7 +156,11 @@ async fn check_replay<E: Entity>(
                 .await
                 .expect("restart");
             assert_eq!(live.incarnation(), previous + 1);
-            assert_eq!(live.state(), stale.state(), "{id}: restart recovers the state");
+            assert_eq!(
+                live.state(),
+                stale.state(),
+                "{id}: restart recovers the state"
+            );
             // The old incarnation can no longer write.
             let refused = stale.persist(chunk.to_vec()).await;
             assert!(

@@ -130,11 +130,13 @@ async fn spins_settle_into_wallets_and_grants_equal_credits() {
     assert_eq!(credited, total_prizes);
     // The jackpot's inventory of 2 bounds what the room paid for it.
     let room = room.expect("a room");
-    let (_, room_state, _) = playtree_actors::store::Journal::<
-        playtree_actors::room::RoomEntity,
-    >::inspect(&test.store, &room.to_string())
-    .await
-    .expect("room journal");
+    let (_, room_state, _) =
+        playtree_actors::store::Journal::<playtree_actors::room::RoomEntity>::inspect(
+            &test.store,
+            &room.to_string(),
+        )
+        .await
+        .expect("room journal");
     assert_eq!(room_state.granted_total, total_prizes);
     assert!(room_state.inventory.values().all(|&left| left <= 2));
 }

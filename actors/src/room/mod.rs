@@ -17,7 +17,7 @@ use crate::hub::{EntityKind, Hub};
 use crate::matchmaker::Listing;
 use crate::rate::TokenBucket;
 use crate::session::{PendingSpin, SessionMsg};
-use crate::store::Journal;
+use crate::store::{Entity, Journal};
 use crate::stream::Stream;
 use playtree_protocol::{
     ErrorCode, ErrorReply, Event, GrantId, PodiumPlace, QuizLobby, QuizPhase, QuizPodium,
@@ -49,6 +49,8 @@ pub struct UnknownRoom(pub RoomId);
 #[derive(Debug)]
 pub struct RoomRuntime {
     room: RoomId,
+    /// This incarnation's actor, the owner of the room's matchmaker listing.
+    actor: ractor::ActorId,
     hub: Hub,
     journal: Journal<RoomEntity>,
     stream: Stream,
@@ -72,6 +74,11 @@ impl Actor for Room {
     ) -> Result<RoomRuntime, ActorProcessingErr> {
         let hub = args.hub;
         let id = args.room.to_string();
+        // A lookup of a room that never existed must not leave a trace in the store
+        // (activation writes the incarnation).
+        if args.spec.is_none() && !hub.store.exists(RoomEntity::KIND, &id).await? {
+            return Err(UnknownRoom(args.room).into());
+        }
         let mut journal: Journal<RoomEntity> =
             Journal::open(hub.store.clone(), &id, hub.config.store.snapshot_every).await?;
         if journal.state().setup.is_none() {
@@ -131,6 +138,7 @@ impl Actor for Room {
         );
         let runtime = RoomRuntime {
             room: args.room,
+            actor: myself.get_id(),
             stream,
             followers: args.followers,
             away_since_ms,
@@ -142,6 +150,7 @@ impl Actor for Room {
         };
         runtime.update_listing();
         runtime.resync_followers();
+        runtime.hub.rooms.register(myself.get_id(), &id);
         metrics::gauge!("playtree_rooms_open", "kind" => runtime.kind_name()).increment(1.0);
         Ok(runtime)
     }
@@ -154,7 +163,7 @@ impl Actor for Room {
         for timer in &state.timers {
             timer.abort();
         }
-        state.hub.matchmaker.remove(state.room);
+        state.hub.matchmaker.remove(state.room, state.actor);
         metrics::gauge!("playtree_rooms_open", "kind" => state.kind_name()).decrement(1.0);
         if let Err(error) = state.journal.snapshot().await {
             tracing::warn!(room = state.room, %error, "snapshot on stop failed; the journal still holds every event");
@@ -225,7 +234,10 @@ impl Actor for Room {
         }
         if state.journal.is_fenced() {
             // A newer incarnation owns the room's journal: this one must not go on.
-            tracing::error!(room = state.room, "room fenced by a newer incarnation; stopping");
+            tracing::error!(
+                room = state.room,
+                "room fenced by a newer incarnation; stopping"
+            );
             metrics::counter!("playtree_actor_fenced_total", "kind" => "room").increment(1);
             myself.stop(Some("fenced by a newer incarnation".into()));
         }
@@ -282,6 +294,7 @@ impl RoomRuntime {
                 members: state.members.len(),
                 capacity: self.capacity(),
                 open,
+                owner: self.actor,
             },
         );
     }
@@ -743,8 +756,8 @@ impl RoomRuntime {
             // A retry of a spin settled before: hand back the same grant.
             let grant =
                 logic::settled_grant(self.journal.state(), &player, &spin.wheel, spin.nonce)
-                .cloned()
-                .ok_or(RoomError::AlreadyDelivered)?;
+                    .cloned()
+                    .ok_or(RoomError::AlreadyDelivered)?;
             return Ok(Settled {
                 prize: grant.amount,
                 inventory_exhausted: grant.amount == 0 && prize > 0,
@@ -837,7 +850,7 @@ impl RoomRuntime {
         {
             return;
         }
-        hub.matchmaker.remove(self.room);
+        hub.matchmaker.remove(self.room, self.actor);
         hub.mark_draining(EntityKind::Room, myself.get_id());
         metrics::counter!("playtree_actor_passivations_total", "kind" => "room").increment(1);
         let _ = myself.drain();

@@ -100,6 +100,10 @@ impl Actor for PlayerSession {
             timers,
         };
         runtime.resync_followers();
+        runtime
+            .hub
+            .sessions
+            .register(myself.get_id(), &runtime.player);
         Ok(runtime)
     }
 
@@ -155,7 +159,8 @@ impl Actor for PlayerSession {
                 let _ = reply.send(result);
             }
             SessionMsg::Credit { grant, source_room } => {
-                state.credit(grant, source_room).await;
+                // A failure is logged where it happens; the source redelivers.
+                let _ = state.credit(grant, source_room).await;
             }
             SessionMsg::RetryPending => state.retry_pending().await,
             SessionMsg::PassivateCheck => state.passivate_if_idle(&myself).await,
@@ -674,15 +679,21 @@ impl SessionRuntime {
             .await
             .map_err(store_error)?;
         metrics::counter!("playtree_spins_total", "wheel" => wheel_id.clone()).increment(1);
-        let settled = self.settle(&spin).await.map_err(|error| {
-            ErrorReply::new(
-                error.code,
-                format!(
-                    "spin {} is drawn and will be settled; its prize arrives as a wallet event ({})",
-                    spin.nonce, error.message
-                ),
-            )
-        })?;
+        let settled = match self.settle(&spin).await {
+            Ok(settled) => settled,
+            Err(error) => {
+                let abandoned = !self.journal.state().pending_spins.contains_key(&spin.key());
+                let fate = if abandoned {
+                    "cannot be settled; it is recorded for an operator"
+                } else {
+                    "is drawn and will be settled; its prize arrives as a wallet event"
+                };
+                return Err(ErrorReply::new(
+                    error.code,
+                    format!("spin {} {fate} ({})", spin.nonce, error.message),
+                ));
+            }
+        };
         Ok(ReplyBody::Spun(SpinOutcome {
             room,
             wheel: wheel_id,
@@ -724,7 +735,13 @@ impl SessionRuntime {
             self.abandon(spin, &reason).await;
         }
         let settled = answer??;
-        self.credit(settled.grant.clone(), spin.room).await;
+        if settled.grant.beneficiary != self.player {
+            // Defence in depth: the room answered with someone else's grant. Never
+            // credit it, and stop retrying a settlement that keeps doing that.
+            self.abandon(spin, "the room settled it with another player's grant")
+                .await;
+        }
+        self.credit(settled.grant.clone(), spin.room).await?;
         Ok(settled)
     }
 
@@ -772,7 +789,7 @@ impl SessionRuntime {
 
     /// Credits `grant` unless it was credited before, then acknowledges it to its room
     /// either way (an acknowledgement can be lost, so duplicates must be acknowledged too).
-    async fn credit(&mut self, grant: Grant, source_room: RoomId) {
+    async fn credit(&mut self, grant: Grant, source_room: RoomId) -> Result<(), ErrorReply> {
         if grant.beneficiary != self.player {
             // Never credited and never acknowledged: the grant stays with its source.
             metrics::counter!("playtree_rewards_misaddressed_total").increment(1);
@@ -785,7 +802,13 @@ impl SessionRuntime {
             if let Err(error) = self.hub.store.dead_letter(letter).await {
                 tracing::error!(player = %self.player, %error, "dead letter not saved");
             }
-            return;
+            return Err(ErrorReply::new(
+                ErrorCode::Internal,
+                format!(
+                    "grant {} is for {}, not you; nothing was credited and the fault is recorded",
+                    grant.id, grant.beneficiary
+                ),
+            ));
         }
         if self.journal.state().has_credited(&grant.id) {
             metrics::counter!("playtree_rewards_duplicates_total").increment(1);
@@ -799,7 +822,7 @@ impl SessionRuntime {
             if let Err(error) = self.journal.persist(vec![event]).await {
                 // Not acknowledged: the room keeps the grant and delivers it again.
                 tracing::error!(player = %self.player, grant = %grant.id, %error, "credit not saved");
-                return;
+                return Err(store_error(error));
             }
             metrics::counter!("playtree_rewards_credited_total").increment(1);
             metrics::counter!("playtree_reward_coins_credited_total").increment(grant.amount);
@@ -825,6 +848,7 @@ impl SessionRuntime {
         {
             tracing::warn!(player = %self.player, grant = %grant.id, %error, "acknowledgement not delivered; the room will redeliver");
         }
+        Ok(())
     }
 
     async fn rotate_seed(&mut self, wheel_id: String) -> Result<ReplyBody, ErrorReply> {

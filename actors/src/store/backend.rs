@@ -4,18 +4,22 @@
 //! crash, fail and reopen a store without a real disk.
 
 use super::{StoreError, WriteOp};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
 use std::fmt::Debug;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Key-value pairs, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Blocking key-value storage. The commit thread is its only writer.
 pub trait StoreBackend: Send + Sync + Debug + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every pair whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError>;
     /// Applies `ops` atomically and returns once they survive a power loss. An error
     /// means the outcome is unknown: the batch may or may not be on disk.
     fn write_durable(&self, ops: &[WriteOp]) -> Result<(), StoreError>;
@@ -23,28 +27,93 @@ pub trait StoreBackend: Send + Sync + Debug + 'static {
     fn generate_id(&self) -> Result<u64, StoreError>;
 }
 
-/// sled, with the data file fdatasync'd after every flush: sled 0.34's own flush ends in
-/// `sync_file_range`, which flushes neither the device cache nor the file's metadata.
+/// sled, with its files fdatasync'd after every flush: sled 0.34's own flush ends in
+/// `sync_file_range`, which flushes neither the device cache nor the file's metadata,
+/// and it writes log items too large for a segment to files under `blobs/` without
+/// syncing them at all.
 #[derive(Debug)]
 pub struct SledBackend {
     db: sled::Db,
-    /// sled's one data file; `None` when syncing is turned off (benchmarks only).
-    data_file: Option<File>,
+    /// sled's data file and blob folder; `None` when syncing is turned off (benchmarks).
+    sync: Option<SyncFiles>,
+}
+
+#[derive(Debug)]
+struct SyncFiles {
+    data_file: File,
+    blobs_dir: PathBuf,
+    /// Blob files known to be synced; sled never rewrites a blob in place.
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+fn io_error(what: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |error| StoreError::Sled(format!("{what}: {error}"))
+}
+
+/// fsyncs a folder, so that the files created in it survive a power loss.
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error("syncing a store folder"))
+}
+
+impl SyncFiles {
+    fn open(path: &Path) -> Result<SyncFiles, StoreError> {
+        // sled 0.34 keeps its log in `<path>/db` and large items in `<path>/blobs/`
+        // (see its `Config::db_path` and `blob_path`).
+        let data_file = File::open(path.join("db"))
+            .map_err(io_error("opening sled's data file for fdatasync"))?;
+        sync_dir(path)?;
+        Ok(SyncFiles {
+            data_file,
+            blobs_dir: path.join("blobs"),
+            synced_blobs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// fdatasyncs the log, then any blob file written since the last call (and the
+    /// blob folder that names it).
+    fn sync(&self) -> Result<(), StoreError> {
+        self.data_file
+            .sync_data()
+            .map_err(io_error("fdatasync of the data file"))?;
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(io_error("listing sled's blobs")(error)),
+        };
+        let mut synced = lock(&self.synced_blobs);
+        let mut new_blobs = false;
+        let mut present = HashSet::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error("listing sled's blobs"))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                File::open(entry.path())
+                    .and_then(|blob| blob.sync_data())
+                    .map_err(io_error("fdatasync of a blob"))?;
+                new_blobs = true;
+            }
+            present.insert(name);
+        }
+        if new_blobs {
+            sync_dir(&self.blobs_dir)?;
+        }
+        // Forget blobs sled has removed, so the set stays as small as the folder.
+        *synced = present;
+        Ok(())
+    }
 }
 
 impl SledBackend {
     pub fn open(path: &Path, fdatasync: bool) -> Result<SledBackend, StoreError> {
         let db = sled::Config::new().path(path).open()?;
-        // sled 0.34 keeps everything but large blobs in `<path>/db` (see its
-        // `Config::db_path`); blobs are fsync'd by sled when written.
-        let data_file = if fdatasync {
-            Some(File::open(path.join("db")).map_err(|error| {
-                StoreError::Sled(format!("opening sled's data file for fdatasync: {error}"))
-            })?)
+        let sync = if fdatasync {
+            Some(SyncFiles::open(path)?)
         } else {
             None
         };
-        Ok(SledBackend { db, data_file })
+        Ok(SledBackend { db, sync })
     }
 }
 
@@ -53,7 +122,7 @@ impl StoreBackend for SledBackend {
         Ok(self.db.get(key)?.map(|value| value.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.db
             .scan_prefix(prefix)
             .map(|entry| {
@@ -73,9 +142,8 @@ impl StoreBackend for SledBackend {
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
-        if let Some(file) = &self.data_file {
-            file.sync_data()
-                .map_err(|error| StoreError::Sled(format!("fdatasync of the data file: {error}")))?;
+        if let Some(sync) = &self.sync {
+            sync.sync()?;
         }
         Ok(())
     }
@@ -106,7 +174,7 @@ impl StoreBackend for MemoryBackend {
         Ok(lock(&self.map).get(key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         Ok(lock(&self.map)
             .range(prefix.to_vec()..)
             .take_while(|(key, _)| key.starts_with(prefix))
@@ -170,7 +238,7 @@ impl StoreBackend for FaultyBackend {
         self.inner.get(key)
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.inner.scan_prefix(prefix)
     }
 

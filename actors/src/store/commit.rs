@@ -11,8 +11,8 @@ use super::backend::StoreBackend;
 use super::{StoreError, WriteOp};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A precondition on one stored counter, checked by the commit thread right before the
@@ -64,12 +64,63 @@ fn check_fence(
     }
 }
 
+/// What the commit thread is doing, for the watchdog.
+#[derive(Debug)]
+pub(super) struct Progress {
+    /// When the store started; write times are measured from here.
+    base: Instant,
+    /// Milliseconds after `base` (plus one) at which the write under way began; 0 idle.
+    write_started_ms: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Progress {
+    pub(super) fn new() -> Progress {
+        Progress {
+            // A measurement of the machine for the watchdog, not an input to any
+            // replayed decision.
+            #[allow(clippy::disallowed_methods)]
+            base: Instant::now(),
+            write_started_ms: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64 + 1
+    }
+}
+
+/// Fail-stop also for a write that never returns (a dead disk): past `deadline` the
+/// store is declared failed, so the process exits instead of hanging every entity.
+pub(super) fn watchdog(
+    progress: Arc<Progress>,
+    failure: Arc<watch::Sender<Option<StoreError>>>,
+    deadline: Duration,
+) {
+    let deadline_ms = deadline.as_millis() as u64;
+    let every = (deadline / 4).max(Duration::from_millis(10));
+    while !progress.stopped.load(Ordering::Acquire) {
+        std::thread::sleep(every);
+        let started = progress.write_started_ms.load(Ordering::Acquire);
+        if started != 0 && progress.now_ms().saturating_sub(started) > deadline_ms {
+            tracing::error!(deadline_ms, "a store write has not finished; failing stop");
+            metrics::counter!("playtree_store_commit_failures_total").increment(1);
+            failure.send_replace(Some(StoreError::FailStopped(format!(
+                "a write did not finish within {deadline_ms} ms"
+            ))));
+            return;
+        }
+    }
+}
+
 pub(super) fn run(
     backend: Arc<dyn StoreBackend>,
     mut requests: mpsc::Receiver<CommitRequest>,
     batch_max: usize,
     flushes: Arc<AtomicU64>,
-    failure: watch::Sender<Option<StoreError>>,
+    failure: Arc<watch::Sender<Option<StoreError>>>,
+    progress: Arc<Progress>,
 ) {
     let mut batch: Vec<CommitRequest> = Vec::with_capacity(batch_max);
     while let Some(first) = requests.blocking_recv() {
@@ -103,7 +154,10 @@ pub(super) fn run(
                     && let Some(value) = fence.set
                 {
                     written_in_batch.insert(fence.key.clone(), value);
-                    ops.push(WriteOp::Put(fence.key.clone(), value.to_be_bytes().to_vec()));
+                    ops.push(WriteOp::Put(
+                        fence.key.clone(),
+                        value.to_be_bytes().to_vec(),
+                    ));
                 }
                 ops.append(&mut request.ops);
             } else {
@@ -111,7 +165,11 @@ pub(super) fn run(
             }
             verdicts.push(verdict);
         }
+        progress
+            .write_started_ms
+            .store(progress.now_ms(), Ordering::Release);
         let written = backend.write_durable(&ops);
+        progress.write_started_ms.store(0, Ordering::Release);
         flushes.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("playtree_store_flush_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("playtree_store_commit_batch_size").record(batch.len() as f64);
@@ -125,9 +183,18 @@ pub(super) fn run(
             }
             continue;
         }
+        if let Some(error) = failure.borrow().clone() {
+            // The watchdog gave up on this write while it ran: it was answered as failed
+            // to nobody yet, and must not be answered as done either.
+            for request in batch.drain(..) {
+                let _ = request.done.send(Err(error.clone()));
+            }
+            continue;
+        }
         for (request, verdict) in batch.drain(..).zip(verdicts) {
             // A writer that stopped waiting has nothing left to tell.
             let _ = request.done.send(verdict);
         }
     }
+    progress.stopped.store(true, Ordering::Release);
 }

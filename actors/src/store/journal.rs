@@ -54,6 +54,8 @@ struct Recovered<S> {
     seq: u64,
     snapshot_seq: u64,
     incarnation: u64,
+    /// Whether the outbox index entry is present.
+    indexed: bool,
 }
 
 async fn recover<E: Entity>(store: &Store, id: &str) -> Result<Recovered<E::State>, StoreError> {
@@ -86,6 +88,7 @@ async fn recover<E: Entity>(store: &Store, id: &str) -> Result<Recovered<E::Stat
         seq,
         snapshot_seq,
         incarnation: stored.incarnation,
+        indexed: stored.indexed,
     })
 }
 
@@ -96,36 +99,49 @@ impl<E: Entity> Journal<E> {
     /// for one number: the second is refused. A new entity starts from
     /// `E::State::default()` at seq 0.
     pub async fn open(store: Store, id: &str, snapshot_every: u64) -> Result<Self, StoreError> {
-        let recovered = recover::<E>(&store, id).await?;
-        let incarnation = recovered.incarnation + 1;
-        let indexed = E::owes_grants(&recovered.state);
-        // The index entry is rewritten from the state, which heals a missing one.
-        let index_op = if indexed {
-            WriteOp::Put(outbox_index_key(E::KIND, id), Vec::new())
-        } else {
-            WriteOp::Delete(outbox_index_key(E::KIND, id))
-        };
-        let fence = Fence {
+        let owner = format!("{}/{id}", E::KIND);
+        // The fence goes up before anything is read: from then on every commit of an
+        // older incarnation is refused, and whatever it committed before is in the
+        // store for the recovery below to read. (Reading first would let an old
+        // instance commit between the read and the bump, and the new one overwrite it.)
+        let previous = store.incarnation(E::KIND, id).await?;
+        let incarnation = previous + 1;
+        let bump = Fence {
             key: incarnation_key(E::KIND, id),
-            expect: recovered.incarnation,
+            expect: previous,
             set: Some(incarnation),
-            owner: format!("{}/{id}", E::KIND),
+            owner: owner.clone(),
         };
         store
-            .submit_fenced(Some(fence), vec![index_op])?
+            .submit_fenced(Some(bump), Vec::new())?
             .durable()
             .await?;
-        Ok(Journal {
+        let recovered = recover::<E>(&store, id).await?;
+        if recovered.incarnation != incarnation {
+            // Another activation bumped it again meanwhile: that one owns the entity.
+            return Err(StoreError::Fenced {
+                owner,
+                incarnation,
+                current: recovered.incarnation,
+            });
+        }
+        let mut journal = Journal {
             id: id.to_owned(),
             state: recovered.state,
             seq: recovered.seq,
             snapshot_seq: recovered.snapshot_seq,
             snapshot_every,
             incarnation,
-            indexed,
+            indexed: recovered.indexed,
             fenced: false,
             store,
-        })
+        };
+        // Heal an outbox index entry that disagrees with the state (written by a
+        // version that had none, or lost with a partial restore).
+        if E::owes_grants(&journal.state) != journal.indexed {
+            journal.commit_index(Vec::new()).await?;
+        }
+        Ok(journal)
     }
 
     /// Reads an entity's current durable state without activating it (no fence is
@@ -152,6 +168,25 @@ impl<E: Entity> Journal<E> {
             set: None,
             owner: format!("{}/{}", E::KIND, self.id),
         }
+    }
+
+    /// The op that makes the outbox index entry say `owes`.
+    fn index_op(&self, owes: bool) -> WriteOp {
+        let key = outbox_index_key(E::KIND, &self.id);
+        if owes {
+            WriteOp::Put(key, Vec::new())
+        } else {
+            WriteOp::Delete(key)
+        }
+    }
+
+    /// Commits `ops` with the outbox index entry set from the current state.
+    async fn commit_index(&mut self, mut ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        let owes = E::owes_grants(&self.state);
+        ops.push(self.index_op(owes));
+        self.commit(ops).await?;
+        self.indexed = owes;
+        Ok(())
     }
 
     async fn commit(&mut self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
@@ -206,12 +241,7 @@ impl<E: Entity> Journal<E> {
         }
         let owes = E::owes_grants(&next_state);
         if owes != self.indexed {
-            let key = outbox_index_key(E::KIND, &self.id);
-            ops.push(if owes {
-                WriteOp::Put(key, Vec::new())
-            } else {
-                WriteOp::Delete(key)
-            });
+            ops.push(self.index_op(owes));
         }
         self.commit(ops).await?;
         self.indexed = owes;

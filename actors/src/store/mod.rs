@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Format byte that starts every stored value; bump it when the encoding changes.
@@ -90,6 +91,7 @@ struct StoreInner {
     queue_max: usize,
     flushes: Arc<AtomicU64>,
     failure: watch::Receiver<Option<StoreError>>,
+    writer: std::thread::JoinHandle<()>,
 }
 
 /// Resolves once the submitted ops are durable.
@@ -119,13 +121,25 @@ impl Store {
         let (commits, receiver) = mpsc::channel(config.commit_queue_max.max(1));
         let flushes = Arc::new(AtomicU64::new(0));
         let (failed, failure) = watch::channel(None);
+        let failed = Arc::new(failed);
+        let progress = Arc::new(commit::Progress::new());
+        let thread_error =
+            |error: std::io::Error| StoreError::Sled(format!("starting a store thread: {error}"));
+        {
+            let (progress, failed) = (progress.clone(), failed.clone());
+            let deadline = Duration::from_millis(config.write_deadline_ms.max(1));
+            std::thread::Builder::new()
+                .name("playtree-store-watchdog".into())
+                .spawn(move || commit::watchdog(progress, failed, deadline))
+                .map_err(thread_error)?;
+        }
         let writer = backend.clone();
         let batch_max = config.commit_batch_max.max(1);
         let counter = flushes.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("playtree-store-commit".into())
-            .spawn(move || commit::run(writer, receiver, batch_max, counter, failed))
-            .map_err(|error| StoreError::Sled(format!("starting the commit thread: {error}")))?;
+            .spawn(move || commit::run(writer, receiver, batch_max, counter, failed, progress))
+            .map_err(thread_error)?;
         Ok(Store {
             inner: Arc::new(StoreInner {
                 backend,
@@ -133,8 +147,28 @@ impl Store {
                 queue_max: config.commit_queue_max,
                 flushes,
                 failure,
+                writer,
             }),
         })
+    }
+
+    /// Closes the store once this is its last handle: the commit thread finishes what
+    /// is queued and ends, and the backend (sled's files and lock) is released, so the
+    /// same path can be opened again. With other handles alive it only drops this one.
+    pub fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let StoreInner {
+                backend,
+                commits,
+                writer,
+                ..
+            } = inner;
+            drop(commits);
+            if writer.join().is_err() {
+                tracing::error!("the store's commit thread panicked");
+            }
+            drop(backend);
+        }
     }
 
     /// Writes `ops` atomically and returns once they are durable (flushed to disk).
@@ -171,9 +205,16 @@ impl Store {
         Ok(CommitTicket(ticket))
     }
 
-    /// The failure that stopped the store, if one did.
+    /// The failure that stopped the store, if one did (a commit thread that is gone
+    /// counts as one).
     pub fn failure(&self) -> Option<StoreError> {
-        self.inner.failure.borrow().clone()
+        if let Some(error) = self.inner.failure.borrow().clone() {
+            return Some(error);
+        }
+        self.inner
+            .commits
+            .is_closed()
+            .then(|| StoreError::FailStopped("the commit thread has stopped".into()))
     }
 
     /// Resolves when a commit has failed: the process must stop (fail-stop).
@@ -206,14 +247,40 @@ impl Store {
             .map_err(|error| StoreError::Sled(format!("read task failed: {error}")))?
     }
 
+    /// The entity's incarnation number (0: never activated).
+    pub async fn incarnation(&self, kind: &str, id: &str) -> Result<u64, StoreError> {
+        let key = incarnation_key(kind, id);
+        self.blocking(move |backend| match backend.get(&key)? {
+            Some(bytes) => commit::decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
+                key: format!("{key:?}"),
+                reason: "incarnation is not an 8-byte counter".into(),
+            }),
+            None => Ok(0),
+        })
+        .await
+    }
+
+    /// Whether anything was ever journaled for the entity (without activating it).
+    pub async fn exists(&self, kind: &str, id: &str) -> Result<bool, StoreError> {
+        let snapshot_key = snapshot_key(kind, id);
+        let journal_prefix = journal_prefix(kind, id);
+        self.blocking(move |backend| {
+            Ok(backend.get(&snapshot_key)?.is_some()
+                || !backend.scan_prefix(&journal_prefix)?.is_empty())
+        })
+        .await
+    }
+
     /// Everything stored for one entity: its incarnation, its snapshot (if any) and the
     /// journal entries after it, in order.
     pub async fn load(&self, kind: &str, id: &str) -> Result<StoredEntity, StoreError> {
         let snapshot_key = snapshot_key(kind, id);
         let incarnation_key = incarnation_key(kind, id);
+        let index_key = outbox_index_key(kind, id);
         let journal_prefix = journal_prefix(kind, id);
         self.blocking(move |backend| {
             let snapshot = backend.get(&snapshot_key)?;
+            let indexed = backend.get(&index_key)?.is_some();
             let incarnation = match backend.get(&incarnation_key)? {
                 Some(bytes) => {
                     commit::decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
@@ -238,6 +305,7 @@ impl Store {
                 snapshot,
                 journal,
                 incarnation,
+                indexed,
             })
         })
         .await
@@ -329,6 +397,8 @@ pub struct StoredEntity {
     pub journal: Vec<(u64, Vec<u8>)>,
     /// How many activations the entity has had (0: never activated).
     pub incarnation: u64,
+    /// Whether its outbox index entry is present.
+    pub indexed: bool,
 }
 
 fn kind_prefix(tag: u8, kind: &str) -> Vec<u8> {
