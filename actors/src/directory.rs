@@ -439,14 +439,14 @@ mod tests {
         ))
     }
 
+    type Spawning =
+        std::pin::Pin<Box<dyn Future<Output = Result<ActorRef<ProbeMsg>, HubError>> + Send>>;
+
     /// Spawns a probe after checking that every earlier incarnation has stopped.
     fn spawner(
         directory: &Arc<Directory<ProbeMsg>>,
         spawned: &Arc<Mutex<Vec<ActorRef<ProbeMsg>>>>,
-    ) -> impl FnOnce() -> std::pin::Pin<
-        Box<dyn Future<Output = Result<ActorRef<ProbeMsg>, HubError>> + Send>,
-    > + Send
-    + 'static {
+    ) -> impl FnOnce() -> Spawning + Send + 'static {
         let directory = directory.clone();
         let spawned = spawned.clone();
         move || {
