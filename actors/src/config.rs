@@ -80,6 +80,9 @@ pub struct ActorsConfig {
     /// one more failure stops it and it answers "unavailable" for the rest of the window.
     pub restarts_max: usize,
     pub restart_window_ms: u64,
+    /// Batches of replies and publications one entity may have waiting for their
+    /// commits; past it the entity waits before taking its next message.
+    pub release_queue_max: usize,
 }
 
 impl Default for ActorsConfig {
@@ -89,6 +92,7 @@ impl Default for ActorsConfig {
             sessions_max: 100_000,
             restarts_max: 3,
             restart_window_ms: 10_000,
+            release_queue_max: 4_096,
         }
     }
 }
@@ -230,6 +234,10 @@ impl GameConfig {
             ("actors.call_timeout_ms", self.actors.call_timeout_ms),
             ("actors.sessions_max", self.actors.sessions_max as u64),
             ("actors.restart_window_ms", self.actors.restart_window_ms),
+            (
+                "actors.release_queue_max",
+                self.actors.release_queue_max as u64,
+            ),
             (
                 "session.passivate_after_ms",
                 self.session.passivate_after_ms,

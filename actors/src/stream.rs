@@ -91,9 +91,25 @@ impl Stream {
 #[derive(Debug, Default)]
 pub struct Subscribers {
     by_player: BTreeMap<String, Vec<Outbound>>,
+    /// The epoch of the incarnation that owns them now.
+    epoch: u64,
 }
 
 impl Subscribers {
+    /// A new incarnation takes the followers over: frames of older epochs still on
+    /// their way are dropped rather than delivered after its snapshot.
+    pub fn begin_epoch(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
+    /// Hands `frame`, published in `epoch`, to every subscriber, unless a newer
+    /// incarnation has taken them over.
+    pub fn send_in_epoch(&mut self, epoch: u64, frame: &Bytes) {
+        if epoch >= self.epoch {
+            self.send(frame);
+        }
+    }
+
     pub fn add(&mut self, player: &str, outbound: Outbound) {
         let outbounds = self.by_player.entry(player.to_owned()).or_default();
         if !outbounds

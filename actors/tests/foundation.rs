@@ -230,7 +230,8 @@ async fn a_failed_commit_stops_the_store_and_recovery_keeps_what_reached_the_dis
         )
         .await
         .expect("delivered");
-    // Nothing that needs a write is answered as done from now on.
+    // Nothing that needs a write is answered as done from now on: the session whose
+    // memory is ahead of the store stops, and no new one can activate.
     let rotated = test
         .hub
         .call_session("alice", |reply| SessionMsg::Request {
@@ -239,12 +240,8 @@ async fn a_failed_commit_stops_the_store_and_recovery_keeps_what_reached_the_dis
             },
             reply,
         })
-        .await
-        .expect("answers");
-    assert_eq!(
-        rotated.map_err(|error| error.code),
-        Err(playtree_protocol::ErrorCode::StoreFailure)
-    );
+        .await;
+    assert!(!matches!(rotated, Ok(Ok(_))), "{rotated:?}");
     let failure = tokio::time::timeout(WAIT, test.store.failed())
         .await
         .expect("the store reports its failure");

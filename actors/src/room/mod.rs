@@ -16,6 +16,7 @@ use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
 use crate::matchmaker::Listing;
 use crate::rate::TokenBucket;
+use crate::release::{Effects, Releaser};
 use crate::session::{PendingSpin, SessionMsg};
 use crate::store::{Entity, Journal};
 use crate::stream::Stream;
@@ -60,6 +61,9 @@ pub struct RoomRuntime {
     chat_buckets: HashMap<String, TokenBucket>,
     last_active_ms: u64,
     timers: Vec<JoinHandle<()>>,
+    /// What the message being handled leaves to release once its events are durable.
+    effects: Effects,
+    releaser: Releaser,
 }
 
 impl Actor for Room {
@@ -136,6 +140,7 @@ impl Actor for Room {
             journal.incarnation(),
             rooms.history_len,
         );
+        let hub_release_queue_max = hub.config.actors.release_queue_max;
         let runtime = RoomRuntime {
             room: args.room,
             actor: myself.get_id(),
@@ -147,6 +152,8 @@ impl Actor for Room {
             journal,
             last_active_ms: now_ms,
             timers,
+            effects: Effects::default(),
+            releaser: Releaser::start(myself.get_cell(), "room", hub_release_queue_max),
         };
         runtime.update_listing();
         runtime.resync_followers();
@@ -184,10 +191,12 @@ impl Actor for Room {
                 reply,
             } => {
                 state.last_active_ms = state.hub.now_ms();
-                let _ = reply.send(state.join(player, outbounds).await);
+                let joined = state.join(player, outbounds);
+                state.reply(reply, joined);
             }
             RoomMsg::Leave { player, reply } => {
-                let _ = reply.send(state.leave(&player).await);
+                let left = state.leave(&player);
+                state.reply(reply, left);
             }
             RoomMsg::Subscribe {
                 player,
@@ -201,7 +210,8 @@ impl Actor for Room {
                 reply,
             } => {
                 state.last_active_ms = state.hub.now_ms();
-                let _ = reply.send(state.settle(player, spin).await);
+                let settled = state.settle(player, spin);
+                state.reply(reply, settled);
             }
             RoomMsg::Answer {
                 player,
@@ -209,37 +219,43 @@ impl Actor for Room {
                 choice,
                 reply,
             } => {
-                let _ = reply.send(state.answer(&player, question, choice).await);
+                let answered = state.answer(&player, question, choice);
+                state.reply(reply, answered);
             }
             RoomMsg::Chat {
                 player,
                 text,
                 reply,
             } => {
-                let _ = reply.send(state.chat(&player, text));
+                let sent = state.chat(&player, text);
+                state.reply(reply, sent);
             }
             RoomMsg::React {
                 player,
                 emoji,
                 reply,
             } => {
-                let _ = reply.send(state.react(&player, emoji));
+                let sent = state.react(&player, emoji);
+                state.reply(reply, sent);
             }
-            RoomMsg::Tick => state.tick().await,
-            RoomMsg::GrantAcked { grant } => state.grant_acked(grant).await,
-            RoomMsg::RedeliverOutbox => state.redeliver().await,
+            RoomMsg::Tick => state.tick(),
+            RoomMsg::GrantAcked { grant } => state.grant_acked(grant),
+            RoomMsg::RedeliverOutbox => state.redeliver(),
             RoomMsg::PassivateCheck => state.passivate_if_idle(&myself).await,
             #[cfg(feature = "fault-injection")]
             RoomMsg::InjectFault => panic!("injected fault in room {}", state.room),
         }
-        if state.journal.is_fenced() {
-            // A newer incarnation owns the room's journal: this one must not go on.
+        let effects = std::mem::take(&mut state.effects);
+        state.releaser.release(effects).await;
+        if state.journal.must_stop() {
+            // A newer incarnation owns the journal, or a commit failed with events
+            // already applied: this instance must not go on.
             tracing::error!(
                 room = state.room,
-                "room fenced by a newer incarnation; stopping"
+                "room's journal refused a commit; stopping"
             );
             metrics::counter!("playtree_actor_fenced_total", "kind" => "room").increment(1);
-            myself.stop(Some("fenced by a newer incarnation".into()));
+            myself.stop(Some("the journal refused a commit".into()));
         }
         Ok(())
     }
@@ -299,16 +315,50 @@ impl RoomRuntime {
         );
     }
 
-    /// Encodes `event` once, keeps it for resumes, and hands it to every subscriber.
+    /// Encodes `event` once and keeps it for resumes; every follower gets it once the
+    /// events before it are durable.
     fn broadcast(&mut self, event: Event) {
         let frame = self.stream.publish(event);
-        followers_of(&self.followers).send(&frame);
+        let (followers, epoch) = (self.followers.clone(), self.stream.epoch());
+        self.effects
+            .push(move || followers_of(&followers).send_in_epoch(epoch, &frame));
+    }
+
+    /// Answers a request once what it did is durable.
+    fn reply<T: Send + 'static>(&mut self, port: ractor::RpcReplyPort<T>, value: T) {
+        self.effects.push(move || {
+            // A caller that stopped waiting has nothing left to tell.
+            let _ = port.send(value);
+        });
+    }
+
+    /// Journals `events` (applied now, durable soon): what the handler does next is
+    /// released after them.
+    fn append(&mut self, events: Vec<RoomEvent>) -> Result<(), crate::store::StoreError> {
+        if let Some(ticket) = self.journal.append(events)? {
+            self.effects.after(ticket);
+        }
+        Ok(())
+    }
+
+    /// Runs `work` as a task of its own once the events so far are durable (messages
+    /// to sessions, which may have to be activated first: never awaited in a handler).
+    fn spawn_after<F>(&mut self, work: impl FnOnce(Hub) -> F + Send + 'static)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let hub = self.hub.clone();
+        self.effects.push(move || {
+            tokio::spawn(work(hub));
+        });
     }
 
     /// A new incarnation (after a failure) tells the connections that followed the old
     /// one where the room stands now: a snapshot in the new epoch, never silence.
     fn resync_followers(&self) {
         let mut followers = followers_of(&self.followers);
+        // Frames an older incarnation still has on their way are stale from now on.
+        followers.begin_epoch(self.stream.epoch());
         if followers.is_empty() {
             return;
         }
@@ -325,11 +375,7 @@ impl RoomRuntime {
         RoomError::Store(error.to_string())
     }
 
-    async fn join(
-        &mut self,
-        player: String,
-        outbounds: Vec<Outbound>,
-    ) -> Result<RoomView, RoomError> {
+    fn join(&mut self, player: String, outbounds: Vec<Outbound>) -> Result<RoomView, RoomError> {
         let setup = self.setup()?.clone();
         let state = self.journal.state();
         if state.members.contains(&player) {
@@ -348,19 +394,18 @@ impl RoomRuntime {
             {
                 return Err(RoomError::GameInProgress);
             }
-            self.journal
-                .persist(vec![RoomEvent::MemberJoined {
-                    player: player.clone(),
-                }])
-                .await
-                .map_err(Self::persist_error)?;
+            self.append(vec![RoomEvent::MemberJoined {
+                player: player.clone(),
+            }])
+            .map_err(Self::persist_error)?;
         }
-        {
-            let mut followers = followers_of(&self.followers);
+        let (followers, joiner) = (self.followers.clone(), player.clone());
+        self.effects.push(move || {
+            let mut followers = followers_of(&followers);
             for outbound in outbounds {
-                followers.add(&player, outbound);
+                followers.add(&joiner, outbound);
             }
-        }
+        });
         self.away_since_ms.remove(&player);
         self.broadcast(Event::MemberJoined {
             room: self.room,
@@ -368,7 +413,7 @@ impl RoomRuntime {
         });
         if setup.kind == RoomKind::Quiz {
             // The game may start right away now that one more player is here.
-            self.tick().await;
+            self.tick();
         }
         self.update_listing();
         Ok(RoomView {
@@ -381,21 +426,21 @@ impl RoomRuntime {
         })
     }
 
-    async fn leave(&mut self, player: &str) -> Result<(), RoomError> {
+    fn leave(&mut self, player: &str) -> Result<(), RoomError> {
         if !self.journal.state().members.contains(player) {
             return Ok(());
         }
-        self.journal
-            .persist(vec![RoomEvent::MemberLeft {
-                player: player.to_owned(),
-            }])
-            .await
-            .map_err(Self::persist_error)?;
+        self.append(vec![RoomEvent::MemberLeft {
+            player: player.to_owned(),
+        }])
+        .map_err(Self::persist_error)?;
         self.broadcast(Event::MemberLeft {
             room: self.room,
             player: player.to_owned(),
         });
-        followers_of(&self.followers).remove_player(player);
+        let (followers, leaver) = (self.followers.clone(), player.to_owned());
+        self.effects
+            .push(move || followers_of(&followers).remove_player(&leaver));
         self.away_since_ms.remove(player);
         self.chat_buckets.remove(player);
         self.update_listing();
@@ -415,23 +460,30 @@ impl RoomRuntime {
             return;
         }
         let replay = position.and_then(|(epoch, seq)| self.stream.replay_after(epoch, seq));
-        match replay {
+        let frames = match replay {
             Some(frames) => {
                 metrics::counter!("playtree_resumes_total", "outcome" => "replayed").increment(1);
-                for frame in frames {
-                    outbound.push("event", frame);
-                }
+                frames
             }
             None => {
                 metrics::counter!("playtree_resumes_total", "outcome" => "snapshot").increment(1);
-                let frame = self
-                    .stream
-                    .snapshot_frame(Event::RoomSnapshot(self.snapshot()));
+                vec![
+                    self.stream
+                        .snapshot_frame(Event::RoomSnapshot(self.snapshot())),
+                ]
+            }
+        };
+        // In its turn among the room's releases: every frame published before this
+        // point is in `frames` (and reaches only the older followers when released),
+        // every later one reaches this connection too. No gap, no duplicate.
+        self.away_since_ms.remove(&player);
+        let followers = self.followers.clone();
+        self.effects.push(move || {
+            for frame in frames {
                 outbound.push("event", frame);
             }
-        }
-        followers_of(&self.followers).add(&player, outbound);
-        self.away_since_ms.remove(&player);
+            followers_of(&followers).add(&player, outbound);
+        });
     }
 
     fn unsubscribe(&mut self, player: &str, connection: ConnectionId) {
@@ -548,7 +600,7 @@ impl RoomRuntime {
     }
 
     /// Seat grace, then the quiz clock.
-    async fn tick(&mut self) {
+    fn tick(&mut self) {
         let now_ms = self.hub.now_ms();
         let grace_ms = self.hub.config.quiz.seat_grace_ms;
         let expired: Vec<String> = self
@@ -558,15 +610,14 @@ impl RoomRuntime {
             .map(|(player, _)| player.clone())
             .collect();
         for player in expired {
-            if self.leave(&player).await.is_ok() {
+            if self.leave(&player).is_ok() {
                 let room = self.room;
-                if let Err(error) = self
-                    .hub
-                    .cast_session(&player, SessionMsg::RemovedFromRoom { room })
-                    .await
-                {
-                    tracing::warn!(room, %player, %error, "could not tell the session its seat expired");
-                }
+                self.spawn_after(move |hub| async move {
+                    let removed = SessionMsg::RemovedFromRoom { room };
+                    if let Err(error) = hub.cast_session(&player, removed).await {
+                        tracing::warn!(room, %player, %error, "could not tell the session its seat expired");
+                    }
+                });
             }
         }
         if self.kind() != RoomKind::Quiz {
@@ -596,8 +647,8 @@ impl RoomRuntime {
                 to_persist.push(RoomEvent::GrantsIssued { grants });
             }
         }
-        if let Err(error) = self.journal.persist(to_persist).await {
-            // Nothing was applied; the next tick tries again.
+        if let Err(error) = self.append(to_persist) {
+            // The room stops (see `handle`); its next incarnation recovers.
             tracing::error!(room = self.room, %error, "quiz step not saved");
             return;
         }
@@ -607,7 +658,7 @@ impl RoomRuntime {
             }
             if let QuizEvent::GameFinished { .. } = event {
                 metrics::counter!("playtree_quiz_games_finished_total").increment(1);
-                self.redeliver().await;
+                self.redeliver();
             }
         }
         self.update_listing();
@@ -656,7 +707,7 @@ impl RoomRuntime {
         }
     }
 
-    async fn answer(&mut self, player: &str, question: u32, choice: u32) -> Result<(), ErrorReply> {
+    fn answer(&mut self, player: &str, question: u32, choice: u32) -> Result<(), ErrorReply> {
         if self.kind() != RoomKind::Quiz {
             return Err(ErrorReply::new(
                 ErrorCode::WrongRoomKind,
@@ -672,12 +723,10 @@ impl RoomRuntime {
             &self.hub.config.quiz,
             &self.hub.questions,
         )?;
-        self.journal
-            .persist(vec![RoomEvent::Quiz(event)])
-            .await
+        self.append(vec![RoomEvent::Quiz(event)])
             .map_err(|error| ErrorReply::new(ErrorCode::StoreFailure, error.to_string()))?;
         // When this was the last answer, the reveal comes now rather than at the deadline.
-        self.tick().await;
+        self.tick();
         Ok(())
     }
 
@@ -738,7 +787,7 @@ impl RoomRuntime {
         Ok(())
     }
 
-    async fn settle(&mut self, player: String, spin: PendingSpin) -> Result<Settled, RoomError> {
+    fn settle(&mut self, player: String, spin: PendingSpin) -> Result<Settled, RoomError> {
         let setup = self.setup()?.clone();
         if setup.kind != RoomKind::Wheel || setup.variant != spin.wheel {
             return Err(RoomError::WrongWheel(spin.wheel));
@@ -778,16 +827,14 @@ impl RoomRuntime {
             reason: format!("wheel {} spin {}: {label}", spin.wheel, spin.nonce),
             settles: Some(spin.key()),
         };
-        self.journal
-            .persist(vec![RoomEvent::SpinSettled {
-                grant: grant.clone(),
-                player: player.clone(),
-                nonce: spin.nonce,
-                segment: spin.segment,
-                inventory_exhausted: exhausted,
-            }])
-            .await
-            .map_err(Self::persist_error)?;
+        self.append(vec![RoomEvent::SpinSettled {
+            grant: grant.clone(),
+            player: player.clone(),
+            nonce: spin.nonce,
+            segment: spin.segment,
+            inventory_exhausted: exhausted,
+        }])
+        .map_err(Self::persist_error)?;
         metrics::counter!("playtree_rewards_granted_total", "source" => "wheel").increment(1);
         metrics::counter!("playtree_reward_coins_granted_total", "source" => "wheel")
             .increment(prize);
@@ -810,34 +857,38 @@ impl RoomRuntime {
         })
     }
 
-    async fn grant_acked(&mut self, grant: GrantId) {
+    fn grant_acked(&mut self, grant: GrantId) {
         if !self.journal.state().outbox.contains_key(&grant) {
             return;
         }
-        if let Err(error) = self
-            .journal
-            .persist(vec![RoomEvent::GrantDelivered {
-                grant: grant.clone(),
-            }])
-            .await
-        {
+        if let Err(error) = self.append(vec![RoomEvent::GrantDelivered {
+            grant: grant.clone(),
+        }]) {
             // The grant stays in the outbox and is redelivered; the wallet dedups it.
             tracing::warn!(room = self.room, %grant, %error, "delivery not recorded");
         }
     }
 
-    async fn redeliver(&mut self) {
+    /// Sends every unacknowledged grant to its wallet, from a task of its own once the
+    /// grants are durable (sessions may have to be activated first).
+    fn redeliver(&mut self) {
         let grants: Vec<Grant> = self.journal.state().outbox.values().cloned().collect();
-        for grant in grants {
-            let beneficiary = grant.beneficiary.clone();
-            let message = SessionMsg::Credit {
-                grant,
-                source_room: self.room,
-            };
-            if let Err(error) = self.hub.cast_session(&beneficiary, message).await {
-                tracing::warn!(room = self.room, player = %beneficiary, %error, "grant redelivery failed; will retry");
-            }
+        if grants.is_empty() {
+            return;
         }
+        let room = self.room;
+        self.spawn_after(move |hub| async move {
+            for grant in grants {
+                let beneficiary = grant.beneficiary.clone();
+                let message = SessionMsg::Credit {
+                    grant,
+                    source_room: room,
+                };
+                if let Err(error) = hub.cast_session(&beneficiary, message).await {
+                    tracing::warn!(room, player = %beneficiary, %error, "grant redelivery failed; will retry");
+                }
+            }
+        });
     }
 
     async fn passivate_if_idle(&mut self, myself: &ActorRef<RoomMsg>) {

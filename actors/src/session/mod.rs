@@ -167,11 +167,12 @@ impl Actor for PlayerSession {
             #[cfg(feature = "fault-injection")]
             SessionMsg::InjectFault => panic!("injected fault in session {}", state.player),
         }
-        if state.journal.is_fenced() {
-            // A newer incarnation owns the session's journal: this one must not go on.
-            tracing::error!(player = %state.player, "session fenced by a newer incarnation; stopping");
+        if state.journal.must_stop() {
+            // A newer incarnation owns the journal, or a commit failed with events
+            // already applied: this instance must not go on.
+            tracing::error!(player = %state.player, "session's journal refused a commit; stopping");
             metrics::counter!("playtree_actor_fenced_total", "kind" => "session").increment(1);
-            myself.stop(Some("fenced by a newer incarnation".into()));
+            myself.stop(Some("the journal refused a commit".into()));
         }
         Ok(())
     }
@@ -257,13 +258,15 @@ impl SessionRuntime {
     /// Publishes on the player's own stream to every connection of the player.
     fn publish(&mut self, event: Event) {
         let frame = self.stream.publish(event);
-        followers_of(&self.followers).send(&frame);
+        followers_of(&self.followers).send_in_epoch(self.stream.epoch(), &frame);
     }
 
     /// A new incarnation (after a failure) tells the player's live connections where
     /// the wallet stands now: a snapshot in the new epoch, never silence.
     fn resync_followers(&self) {
         let mut followers = followers_of(&self.followers);
+        // Frames an older incarnation still has on their way are stale from now on.
+        followers.begin_epoch(self.stream.epoch());
         if followers.is_empty() {
             return;
         }

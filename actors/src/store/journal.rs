@@ -3,8 +3,8 @@
 //! `apply`, so replay reproduces live state.
 
 use super::{
-    Fence, Store, StoreError, WriteOp, decode_value, encode_value, incarnation_key, journal_key,
-    outbox_index_key, snapshot_key,
+    CommitTicket, Fence, Store, StoreError, WriteOp, decode_value, encode_value, incarnation_key,
+    journal_key, outbox_index_key, snapshot_key,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -45,6 +45,8 @@ pub struct Journal<E: Entity> {
     /// Set once a commit was refused because a newer incarnation exists: this instance
     /// must stop.
     fenced: bool,
+    /// Set once a commit whose events were applied in memory failed.
+    diverged: bool,
     store: Store,
 }
 
@@ -134,6 +136,7 @@ impl<E: Entity> Journal<E> {
             incarnation,
             indexed: recovered.indexed,
             fenced: false,
+            diverged: false,
             store,
         };
         // Heal an outbox index entry that disagrees with the state (written by a
@@ -154,11 +157,6 @@ impl<E: Entity> Journal<E> {
     /// This activation's number; also the epoch of the entity's streams.
     pub fn incarnation(&self) -> u64 {
         self.incarnation
-    }
-
-    /// True once a newer incarnation has taken over: this instance must stop.
-    pub fn is_fenced(&self) -> bool {
-        self.fenced
     }
 
     fn fence(&self) -> Fence {
@@ -190,14 +188,11 @@ impl<E: Entity> Journal<E> {
     }
 
     async fn commit(&mut self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
-        let result = match self.store.submit_fenced(Some(self.fence()), ops) {
-            Ok(ticket) => ticket.durable().await,
-            Err(error) => Err(error),
-        };
-        if let Err(StoreError::Fenced { .. }) = &result {
-            self.fenced = true;
-        }
-        result
+        let ticket = self
+            .store
+            .submit_fenced(Some(self.fence()), ops)
+            .inspect_err(|error| self.note_failure(error))?;
+        self.durable(ticket).await
     }
 
     pub fn id(&self) -> &str {
@@ -218,39 +213,83 @@ impl<E: Entity> Journal<E> {
         self.seq + 1
     }
 
-    /// Makes `events` durable, then applies them. On error nothing was applied.
-    /// Takes a snapshot (in the same commit) once `snapshot_every` events have piled up.
-    pub async fn persist(&mut self, events: Vec<E::Event>) -> Result<(), StoreError> {
+    /// Applies `events` at once and submits their commit (a snapshot in the same batch
+    /// once `snapshot_every` events have piled up); returns the ticket that resolves
+    /// when they are durable. Nothing that depends on them may leave the entity before
+    /// that (see [`crate::release`]). If the ticket fails, or this returns an error, the
+    /// state in memory may be ahead of the store: the entity must stop
+    /// ([`Journal::must_stop`]).
+    pub fn append(&mut self, events: Vec<E::Event>) -> Result<Option<CommitTicket>, StoreError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let mut ops = Vec::with_capacity(events.len() + 1);
-        let mut next_state = self.state.clone();
+        let mut ops = Vec::with_capacity(events.len() + 2);
         for (offset, event) in events.iter().enumerate() {
             let seq = self.seq + 1 + offset as u64;
             ops.push(WriteOp::Put(
                 journal_key(E::KIND, &self.id, seq),
                 encode_value(event)?,
             ));
-            E::apply(&mut next_state, event);
         }
+        // Applied in place, without a copy of the state: from here on a failure leaves
+        // memory ahead of the store, and the entity must stop.
+        events
+            .iter()
+            .for_each(|event| E::apply(&mut self.state, event));
         let last_seq = self.seq + events.len() as u64;
         let snapshot_due = last_seq - self.snapshot_seq >= self.snapshot_every;
-        if snapshot_due {
-            ops.extend(self.snapshot_ops(last_seq, &next_state)?);
-        }
-        let owes = E::owes_grants(&next_state);
-        if owes != self.indexed {
-            ops.push(self.index_op(owes));
-        }
-        self.commit(ops).await?;
+        let submitted = (|| {
+            if snapshot_due {
+                ops.extend(self.snapshot_ops(last_seq, &self.state)?);
+            }
+            let owes = E::owes_grants(&self.state);
+            if owes != self.indexed {
+                ops.push(self.index_op(owes));
+            }
+            let ticket = self.store.submit_fenced(Some(self.fence()), ops)?;
+            Ok((ticket, owes))
+        })();
+        let (ticket, owes) = submitted.inspect_err(|error| {
+            self.note_failure(error);
+            self.diverged = true;
+        })?;
         self.indexed = owes;
-        self.state = next_state;
         self.seq = last_seq;
         if snapshot_due {
             self.snapshot_seq = last_seq;
         }
-        Ok(())
+        Ok(Some(ticket))
+    }
+
+    /// Makes `events` durable, then returns; the state has them at once (see
+    /// [`Journal::append`]). On an error the entity must stop.
+    pub async fn persist(&mut self, events: Vec<E::Event>) -> Result<(), StoreError> {
+        match self.append(events)? {
+            Some(ticket) => self.durable(ticket).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for a ticket of this journal, noting a failure.
+    pub async fn durable(&mut self, ticket: CommitTicket) -> Result<(), StoreError> {
+        ticket
+            .durable()
+            .await
+            .inspect_err(|error| self.note_failure(error))
+    }
+
+    fn note_failure(&mut self, error: &StoreError) {
+        match error {
+            StoreError::Fenced { .. } => self.fenced = true,
+            StoreError::FailStopped(_) | StoreError::Closed => self.diverged = true,
+            _ => {}
+        }
+    }
+
+    /// True once this instance must stop: a newer incarnation took over, or a commit
+    /// whose events are already applied in memory failed.
+    pub fn must_stop(&self) -> bool {
+        self.fenced || self.diverged
     }
 
     /// Writes a snapshot of the current state and drops the journal it covers.

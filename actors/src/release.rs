@@ -1,0 +1,215 @@
+//! Pipelined persistence (Akka's `persistAsync`, a database's early lock release): an
+//! entity applies its events at once and goes on with its mailbox while their commit is
+//! in flight; what depends on them (replies, publications, messages to other entities)
+//! waits here, in order, and leaves only once the commit covering it is durable.
+//!
+//! Each entity's handler collects its [`Effects`]: the ticket of the last commit it
+//! submitted and the deferred actions. The entity's [`Releaser`] task awaits tickets in
+//! submission order (the commit thread is FIFO, so a later ticket is never durable
+//! before an earlier one) and runs each batch's actions after its ticket. A batch with no
+//! ticket runs at once when nothing is in flight, or in its turn otherwise. If a commit
+//! fails, nothing more is released and the entity is stopped: its memory holds events
+//! that may not be durable, and the next incarnation recovers from the journal.
+
+use crate::store::{CommitTicket, StoreError};
+use ractor::ActorCell;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::sync::mpsc;
+
+/// An action that may only happen once the events before it are durable.
+pub type Deferred = Box<dyn FnOnce() + Send>;
+
+/// What one handler invocation leaves to release.
+#[derive(Default)]
+pub struct Effects {
+    ticket: Option<CommitTicket>,
+    deferred: Vec<Deferred>,
+}
+
+impl fmt::Debug for Effects {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Effects")
+            .field("ticket", &self.ticket.is_some())
+            .field("deferred", &self.deferred.len())
+            .finish()
+    }
+}
+
+impl Effects {
+    /// The actions pushed from now on wait for this commit (and so for every earlier one).
+    pub fn after(&mut self, ticket: CommitTicket) {
+        self.ticket = Some(ticket);
+    }
+
+    /// Everything submitted so far is known durable (the handler waited for it).
+    pub fn durable_so_far(&mut self) {
+        self.ticket = None;
+    }
+
+    pub fn push(&mut self, action: impl FnOnce() + Send + 'static) {
+        self.deferred.push(Box::new(action));
+    }
+
+    /// The ticket of the last commit, for a handler that must wait for durability
+    /// before it goes on (a call to another entity that relies on the events).
+    pub fn take_ticket(&mut self) -> Option<CommitTicket> {
+        self.ticket.take()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ticket.is_none() && self.deferred.is_empty()
+    }
+}
+
+struct Batch {
+    ticket: Option<CommitTicket>,
+    deferred: Vec<Deferred>,
+}
+
+/// One entity's release queue. Dropping it lets the task finish what is queued.
+#[derive(Debug)]
+pub struct Releaser {
+    batches: mpsc::Sender<Batch>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Batches queued and not yet released.
+    in_flight: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl Releaser {
+    /// Starts the release task of the entity `owner` (stopped if a commit fails).
+    /// `queue_max` bounds the batches waiting; a full queue makes the handler wait,
+    /// which holds back the entity's mailbox: backpressure, not memory.
+    pub fn start(owner: ActorCell, kind: &'static str, queue_max: usize) -> Releaser {
+        let (batches, mut receiver) = mpsc::channel::<Batch>(queue_max.max(1));
+        let shared = Arc::new(Shared {
+            in_flight: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+        });
+        let task_shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = receiver.recv().await {
+                let durable = match batch.ticket {
+                    Some(ticket) => ticket.durable().await,
+                    None => Ok(()),
+                };
+                match durable {
+                    Ok(()) if !task_shared.failed.load(Ordering::Acquire) => {
+                        batch.deferred.into_iter().for_each(|action| action());
+                    }
+                    Ok(()) => {}
+                    Err(error) => fail(&task_shared, &owner, kind, &error),
+                }
+                task_shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+        Releaser { batches, shared }
+    }
+
+    /// True once a commit of this entity failed: it is being stopped.
+    pub fn has_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    /// Queues the handler's effects behind its commit; runs them at once when there is
+    /// no commit to wait for.
+    pub async fn release(&self, effects: Effects) {
+        if effects.is_empty() || self.has_failed() {
+            return;
+        }
+        if effects.ticket.is_none() && self.shared.in_flight.load(Ordering::Acquire) == 0 {
+            effects.deferred.into_iter().for_each(|action| action());
+            return;
+        }
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        let batch = Batch {
+            ticket: effects.ticket,
+            deferred: effects.deferred,
+        };
+        if self.batches.send(batch).await.is_err() {
+            // The task is gone only if the runtime is shutting down.
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn fail(shared: &Shared, owner: &ActorCell, kind: &'static str, error: &StoreError) {
+    if shared.failed.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tracing::error!(kind, %error, "a commit failed; the entity stops and recovers from its journal");
+    metrics::counter!("playtree_actor_commit_failures_total", "kind" => kind).increment(1);
+    owner.stop(Some(format!("commit failed: {error}")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::store::{MemoryBackend, Store, WriteOp};
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    use std::sync::Mutex;
+
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<()>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn effects_leave_in_order_and_only_after_their_commit() {
+        let store =
+            Store::with_backend(Arc::new(MemoryBackend::default()), &StoreConfig::default())
+                .expect("store");
+        let (owner, _) = Actor::spawn(None, Idle, ()).await.expect("actor");
+        let releaser = Releaser::start(owner.get_cell(), "test", 16);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for step in 0..50u64 {
+            let mut effects = Effects::default();
+            if step % 3 == 0 {
+                let key = step.to_be_bytes().to_vec();
+                effects.after(
+                    store
+                        .submit(vec![WriteOp::Put(key, vec![1])])
+                        .expect("queued"),
+                );
+            }
+            let (log, probe) = (log.clone(), store.clone());
+            effects.push(move || {
+                // Every commit submitted up to this step is durable when it runs.
+                let durable = probe.flush_count();
+                log.lock().expect("log").push((step, durable));
+            });
+            releaser.release(effects).await;
+        }
+        let wait = std::time::Duration::from_secs(10);
+        tokio::time::timeout(wait, async {
+            while log.lock().expect("log").len() < 50 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("everything released");
+        let log = log.lock().expect("log");
+        let steps: Vec<u64> = log.iter().map(|(step, _)| *step).collect();
+        assert_eq!(steps, (0..50).collect::<Vec<_>>(), "in order");
+        assert!(log[0].1 >= 1, "the first action waited for its commit");
+    }
+}
