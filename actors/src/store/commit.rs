@@ -119,6 +119,7 @@ pub(super) fn run(
     mut requests: mpsc::Receiver<CommitRequest>,
     batch_max: usize,
     flushes: Arc<AtomicU64>,
+    committed: Arc<AtomicU64>,
     failure: Arc<watch::Sender<Option<StoreError>>>,
     progress: Arc<Progress>,
 ) {
@@ -171,6 +172,7 @@ pub(super) fn run(
         let written = backend.write_durable(&ops);
         progress.write_started_ms.store(0, Ordering::Release);
         flushes.fetch_add(1, Ordering::Relaxed);
+        committed.fetch_add(batch.len() as u64, Ordering::Relaxed);
         metrics::histogram!("playtree_store_flush_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("playtree_store_commit_batch_size").record(batch.len() as f64);
         if let Err(error) = written {

@@ -90,6 +90,7 @@ struct StoreInner {
     commits: mpsc::Sender<CommitRequest>,
     queue_max: usize,
     flushes: Arc<AtomicU64>,
+    committed: Arc<AtomicU64>,
     failure: watch::Receiver<Option<StoreError>>,
     writer: std::thread::JoinHandle<()>,
 }
@@ -135,10 +136,16 @@ impl Store {
         }
         let writer = backend.clone();
         let batch_max = config.commit_batch_max.max(1);
-        let counter = flushes.clone();
+        let committed = Arc::new(AtomicU64::new(0));
+        let counters = (flushes.clone(), committed.clone());
         let writer = std::thread::Builder::new()
             .name("playtree-store-commit".into())
-            .spawn(move || commit::run(writer, receiver, batch_max, counter, failed, progress))
+            .spawn(move || {
+                let (flushes, committed) = counters;
+                commit::run(
+                    writer, receiver, batch_max, flushes, committed, failed, progress,
+                )
+            })
             .map_err(thread_error)?;
         Ok(Store {
             inner: Arc::new(StoreInner {
@@ -146,6 +153,7 @@ impl Store {
                 commits,
                 queue_max: config.commit_queue_max,
                 flushes,
+                committed,
                 failure,
                 writer,
             }),
@@ -229,6 +237,11 @@ impl Store {
     /// How many flushes the group-commit thread has made.
     pub fn flush_count(&self) -> u64 {
         self.inner.flushes.load(Ordering::Relaxed)
+    }
+
+    /// How many commit requests those flushes have served.
+    pub fn commit_count(&self) -> u64 {
+        self.inner.committed.load(Ordering::Relaxed)
     }
 
     /// A fresh id, unique across restarts.
