@@ -84,7 +84,10 @@ async fn joins() {
                 if player >= PLAYERS {
                     break refused;
                 }
-                if quick_join(&hub, &format!("player-{player}")).await.is_none() {
+                if quick_join(&hub, &format!("player-{player}"))
+                    .await
+                    .is_none()
+                {
                     refused += 1;
                 }
             }

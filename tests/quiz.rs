@@ -22,9 +22,11 @@ questions_per_game = 3
 question_ms = 10000
 reveal_ms = 2000
 podium_ms = 5000
-tick_ms = 10
 seat_grace_ms = 600000
 prizes = [500, 300, 100]
+
+[actors]
+timer_poll_ms = 10
 "#;
 
 /// One client with every room event it has seen, in order.

@@ -42,8 +42,6 @@ pub struct QuizConfig {
     /// Prizes by final rank: first entry for rank 1, and so on.
     pub prizes: Vec<u64>,
     pub join_started: JoinStarted,
-    /// How often a quiz room checks its timers.
-    pub tick_ms: u64,
     /// A disconnected player keeps their seat this long.
     pub seat_grace_ms: u64,
     /// Folder of question files; empty: the bank embedded in the binary.
@@ -62,7 +60,6 @@ impl Default for QuizConfig {
             podium_ms: 10_000,
             prizes: vec![500, 300, 100],
             join_started: JoinStarted::Wait,
-            tick_ms: 100,
             seat_grace_ms: 30_000,
             questions_dir: String::new(),
         }
@@ -83,6 +80,9 @@ pub struct ActorsConfig {
     /// Batches of replies and publications one entity may have waiting for their
     /// commits; past it the entity waits before taking its next message.
     pub release_queue_max: usize,
+    /// The entities' one timer sleeps at most this long between looks at the clock, so
+    /// a clock that jumps is noticed within it (deadlines are read on the clock).
+    pub timer_poll_ms: u64,
 }
 
 impl Default for ActorsConfig {
@@ -93,6 +93,7 @@ impl Default for ActorsConfig {
             restarts_max: 3,
             restart_window_ms: 10_000,
             release_queue_max: 4_096,
+            timer_poll_ms: 100,
         }
     }
 }
@@ -234,6 +235,7 @@ impl GameConfig {
             ("actors.call_timeout_ms", self.actors.call_timeout_ms),
             ("actors.sessions_max", self.actors.sessions_max as u64),
             ("actors.restart_window_ms", self.actors.restart_window_ms),
+            ("actors.timer_poll_ms", self.actors.timer_poll_ms),
             (
                 "actors.release_queue_max",
                 self.actors.release_queue_max as u64,
@@ -271,7 +273,6 @@ impl GameConfig {
                 self.quiz.questions_per_game as u64,
             ),
             ("quiz.question_ms", self.quiz.question_ms),
-            ("quiz.tick_ms", self.quiz.tick_ms),
             ("store.snapshot_every", self.store.snapshot_every),
             ("store.commit_batch_max", self.store.commit_batch_max as u64),
             ("store.commit_queue_max", self.store.commit_queue_max as u64),

@@ -44,6 +44,8 @@ pub struct HubInner {
     pub entropy: Arc<dyn Entropy>,
     pub questions: Arc<QuestionBank>,
     pub matchmaker: Matchmaker,
+    /// The one timer that drives every entity's deadline.
+    pub timers: crate::timers::Timers,
     pub(crate) sessions: Directory<SessionMsg>,
     pub(crate) rooms: Directory<RoomMsg>,
     session_supervisor: OnceLock<ActorRef<SupervisorMsg>>,
@@ -85,6 +87,7 @@ impl Hub {
         let inner = Arc::new(HubInner {
             sessions: Directory::new("session", config.actors.sessions_max, policy),
             rooms: Directory::new("room", config.rooms.rooms_max, policy),
+            timers: crate::timers::Timers::start(clock.clone(), config.actors.timer_poll_ms),
             config: Arc::new(config),
             store,
             clock,

@@ -20,6 +20,7 @@ pub mod session;
 pub mod store;
 pub mod stream;
 pub mod supervisor;
+pub mod timers;
 
 pub use clock::{Clock, Entropy};
 pub use config::GameConfig;

@@ -25,10 +25,8 @@ use playtree_protocol::{
     QuizQuestion, QuizReveal, RoomId, RoomKind, RoomSnapshot, SpinResult, StreamId,
 };
 use quiz::{QuizEvent, Stage};
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Room;
@@ -60,7 +58,8 @@ pub struct RoomRuntime {
     away_since_ms: BTreeMap<String, u64>,
     chat_buckets: HashMap<String, TokenBucket>,
     last_active_ms: u64,
-    timers: Vec<JoinHandle<()>>,
+    /// When the outbox was last redelivered.
+    last_redeliver_ms: u64,
     /// What the message being handled leaves to release once its events are durable.
     effects: Effects,
     releaser: Releaser,
@@ -109,19 +108,7 @@ impl Actor for Room {
             };
             journal.persist(vec![created]).await?;
         }
-        let kind = journal.state().setup.as_ref().map(|s| s.kind);
         let rooms = &hub.config.rooms;
-        let passivate_check = Duration::from_millis((rooms.passivate_after_ms / 2).max(100));
-        let mut timers = vec![
-            myself.send_interval(Duration::from_millis(rooms.outbox_retry_ms), || {
-                RoomMsg::RedeliverOutbox
-            }),
-            myself.send_interval(passivate_check, || RoomMsg::PassivateCheck),
-        ];
-        if kind == Some(RoomKind::Quiz) {
-            let tick = Duration::from_millis(hub.config.quiz.tick_ms);
-            timers.push(myself.send_interval(tick, || RoomMsg::Tick));
-        }
         if !journal.state().outbox.is_empty() {
             myself.cast(RoomMsg::RedeliverOutbox)?;
         }
@@ -151,25 +138,24 @@ impl Actor for Room {
             hub,
             journal,
             last_active_ms: now_ms,
-            timers,
+            last_redeliver_ms: now_ms,
             effects: Effects::default(),
             releaser: Releaser::start(myself.get_cell(), "room", hub_release_queue_max),
         };
         runtime.update_listing();
         runtime.resync_followers();
         runtime.hub.rooms.register(myself.get_id(), &id);
+        runtime.schedule_deadline(&myself);
         metrics::gauge!("playtree_rooms_open", "kind" => runtime.kind_name()).increment(1.0);
         Ok(runtime)
     }
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<RoomMsg>,
+        myself: ActorRef<RoomMsg>,
         state: &mut RoomRuntime,
     ) -> Result<(), ActorProcessingErr> {
-        for timer in &state.timers {
-            timer.abort();
-        }
+        state.hub.timers.cancel(myself.get_id());
         state.hub.matchmaker.remove(state.room, state.actor);
         metrics::gauge!("playtree_rooms_open", "kind" => state.kind_name()).decrement(1.0);
         if let Err(error) = state.journal.snapshot().await {
@@ -241,12 +227,13 @@ impl Actor for Room {
             RoomMsg::Tick => state.tick(),
             RoomMsg::GrantAcked { grant } => state.grant_acked(grant),
             RoomMsg::RedeliverOutbox => state.redeliver(),
-            RoomMsg::PassivateCheck => state.passivate_if_idle(&myself).await,
+            RoomMsg::Deadline => state.deadline(&myself).await,
             #[cfg(feature = "fault-injection")]
             RoomMsg::InjectFault => panic!("injected fault in room {}", state.room),
         }
         let effects = std::mem::take(&mut state.effects);
         state.releaser.release(effects).await;
+        state.schedule_deadline(&myself);
         if state.journal.must_stop() {
             // A newer incarnation owns the journal, or a commit failed with events
             // already applied: this instance must not go on.
@@ -872,6 +859,7 @@ impl RoomRuntime {
     /// Sends every unacknowledged grant to its wallet, from a task of its own once the
     /// grants are durable (sessions may have to be activated first).
     fn redeliver(&mut self) {
+        self.last_redeliver_ms = self.hub.now_ms();
         let grants: Vec<Grant> = self.journal.state().outbox.values().cloned().collect();
         if grants.is_empty() {
             return;
@@ -891,7 +879,60 @@ impl RoomRuntime {
         });
     }
 
-    async fn passivate_if_idle(&mut self, myself: &ActorRef<RoomMsg>) {
+    /// The earliest moment the room has something to do on its own: the quiz clock, a
+    /// seat whose grace time ends, redelivering its outbox, or seeing whether it may
+    /// passivate.
+    fn next_deadline(&self) -> Option<u64> {
+        let state = self.journal.state();
+        let config = &self.hub.config;
+        let (quiz, seat) = if self.kind() == RoomKind::Quiz {
+            let seat = self
+                .away_since_ms
+                .values()
+                .min()
+                .map(|since| since + config.quiz.seat_grace_ms);
+            (quiz::next_deadline(&state.quiz), seat)
+        } else {
+            (None, None)
+        };
+        let redeliver = (!state.outbox.is_empty())
+            .then(|| self.last_redeliver_ms + config.rooms.outbox_retry_ms);
+        let passivate = Some(self.last_active_ms + config.rooms.passivate_after_ms);
+        crate::timers::earliest([quiz, seat, redeliver, passivate])
+    }
+
+    fn schedule_deadline(&self, myself: &ActorRef<RoomMsg>) {
+        let actor = myself.clone();
+        self.hub
+            .timers
+            .schedule(myself.get_id(), self.next_deadline(), move || {
+                Box::new(move || {
+                    // A stopped room has nothing left to do.
+                    let _ = actor.cast(RoomMsg::Deadline);
+                })
+            });
+    }
+
+    async fn deadline(&mut self, myself: &ActorRef<RoomMsg>) {
+        let now_ms = self.hub.now_ms();
+        self.tick();
+        let rooms = &self.hub.config.rooms;
+        let passivate_after_ms = rooms.passivate_after_ms;
+        if !self.journal.state().outbox.is_empty()
+            && now_ms >= self.last_redeliver_ms + rooms.outbox_retry_ms
+        {
+            self.redeliver();
+        }
+        if now_ms >= self.last_active_ms + passivate_after_ms
+            && !self.passivate_if_idle(myself).await
+        {
+            // Still in use: look again after another full idle period.
+            self.last_active_ms = now_ms;
+        }
+    }
+
+    /// Passivates if nobody follows the room and it owes nothing; says whether it did.
+    async fn passivate_if_idle(&mut self, myself: &ActorRef<RoomMsg>) -> bool {
         let hub = &self.hub;
         let state = self.journal.state();
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
@@ -899,11 +940,12 @@ impl RoomRuntime {
             || !state.outbox.is_empty()
             || idle_ms < hub.config.rooms.passivate_after_ms
         {
-            return;
+            return false;
         }
         hub.matchmaker.remove(self.room, self.actor);
         hub.mark_draining(EntityKind::Room, myself.get_id());
         metrics::counter!("playtree_actor_passivations_total", "kind" => "room").increment(1);
         let _ = myself.drain();
+        true
     }
 }

@@ -140,8 +140,9 @@ pub enum RoomMsg {
     GrantAcked { grant: GrantId },
     /// Timer: resend every grant not yet acknowledged.
     RedeliverOutbox,
-    /// Timer: passivate when empty and idle.
-    PassivateCheck,
+    /// The room's deadline came (see `next_deadline`): the quiz clock, seat grace,
+    /// redelivery, passivation.
+    Deadline,
     /// Test only: panic inside the handler, as a bug would.
     #[cfg(feature = "fault-injection")]
     InjectFault,

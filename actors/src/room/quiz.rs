@@ -222,6 +222,16 @@ pub fn shuffle_questions(room_seed: u64, game_no: u64, bank_len: usize, count: u
 }
 
 /// What the clock calls for now. `players` are the members present in the room.
+/// The next moment [`advance`] may have something to do without any new input: the end
+/// of the lobby countdown, of the open question, of the reveal or of the podium.
+pub fn next_deadline(state: &QuizState) -> Option<u64> {
+    match &state.stage {
+        Stage::Lobby => state.countdown_ends_ms,
+        Stage::Asking { deadline_ms, .. } => Some(*deadline_ms),
+        Stage::Revealing { until_ms, .. } | Stage::Podium { until_ms } => Some(*until_ms),
+    }
+}
+
 pub fn advance(
     state: &QuizState,
     now_ms: u64,

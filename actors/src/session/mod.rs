@@ -23,9 +23,7 @@ use playtree_protocol::{
     ErrorCode, ErrorReply, Event, QuizJoined, ReplyBody, Request, RoomId, RoomJoined, RoomKind,
     SeedReveal, SpinOutcome, StreamId, StreamPosition, fairness,
 };
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::time::Duration;
 
 #[derive(Debug)]
 pub struct PlayerSession;
@@ -48,7 +46,8 @@ pub struct SessionRuntime {
     /// The player's live connections (all under the player's own name).
     followers: Followers,
     last_active_ms: u64,
-    timers: Vec<JoinHandle<()>>,
+    /// When unsettled spins were last retried.
+    last_retry_ms: u64,
 }
 
 fn store_error(error: StoreError) -> ErrorReply {
@@ -73,14 +72,6 @@ impl Actor for PlayerSession {
         )
         .await?;
         let now_ms = hub.now_ms();
-        let session = &hub.config.session;
-        let passivate_check = Duration::from_millis((session.passivate_after_ms / 2).max(100));
-        let timers = vec![
-            myself.send_interval(Duration::from_millis(session.pending_retry_ms), || {
-                SessionMsg::RetryPending
-            }),
-            myself.send_interval(passivate_check, || SessionMsg::PassivateCheck),
-        ];
         if !journal.state().pending_spins.is_empty() {
             myself.cast(SessionMsg::RetryPending)?;
         }
@@ -97,24 +88,23 @@ impl Actor for PlayerSession {
             hub,
             journal,
             last_active_ms: now_ms,
-            timers,
+            last_retry_ms: now_ms,
         };
         runtime.resync_followers();
         runtime
             .hub
             .sessions
             .register(myself.get_id(), &runtime.player);
+        runtime.schedule_deadline(&myself);
         Ok(runtime)
     }
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        myself: ActorRef<SessionMsg>,
         state: &mut SessionRuntime,
     ) -> Result<(), ActorProcessingErr> {
-        for timer in &state.timers {
-            timer.abort();
-        }
+        state.hub.timers.cancel(myself.get_id());
         if let Err(error) = state.journal.snapshot().await {
             tracing::warn!(player = %state.player, %error, "snapshot on stop failed; the journal still holds every event");
         }
@@ -163,10 +153,11 @@ impl Actor for PlayerSession {
                 let _ = state.credit(grant, source_room).await;
             }
             SessionMsg::RetryPending => state.retry_pending().await,
-            SessionMsg::PassivateCheck => state.passivate_if_idle(&myself).await,
+            SessionMsg::Deadline => state.deadline(&myself).await,
             #[cfg(feature = "fault-injection")]
             SessionMsg::InjectFault => panic!("injected fault in session {}", state.player),
         }
+        state.schedule_deadline(&myself);
         if state.journal.must_stop() {
             // A newer incarnation owns the journal, or a commit failed with events
             // already applied: this instance must not go on.
@@ -748,7 +739,47 @@ impl SessionRuntime {
         Ok(settled)
     }
 
+    /// The earliest moment the session has something to do on its own: retry its
+    /// unsettled spins, or see whether it may passivate.
+    fn next_deadline(&self) -> Option<u64> {
+        let config = &self.hub.config.session;
+        let retry = (!self.journal.state().pending_spins.is_empty())
+            .then(|| self.last_retry_ms + config.pending_retry_ms);
+        let passivate = Some(self.last_active_ms + config.passivate_after_ms);
+        crate::timers::earliest([retry, passivate])
+    }
+
+    fn schedule_deadline(&self, myself: &ActorRef<SessionMsg>) {
+        let actor = myself.clone();
+        self.hub
+            .timers
+            .schedule(myself.get_id(), self.next_deadline(), move || {
+                Box::new(move || {
+                    // A stopped session has nothing left to do.
+                    let _ = actor.cast(SessionMsg::Deadline);
+                })
+            });
+    }
+
+    async fn deadline(&mut self, myself: &ActorRef<SessionMsg>) {
+        let now_ms = self.hub.now_ms();
+        let config = &self.hub.config.session;
+        if !self.journal.state().pending_spins.is_empty()
+            && now_ms >= self.last_retry_ms + config.pending_retry_ms
+        {
+            self.retry_pending().await;
+        }
+        let passivate_after_ms = self.hub.config.session.passivate_after_ms;
+        if now_ms >= self.last_active_ms + passivate_after_ms
+            && !self.passivate_if_idle(myself).await
+        {
+            // Still in use: look again after another full idle period.
+            self.last_active_ms = now_ms;
+        }
+    }
+
     async fn retry_pending(&mut self) {
+        self.last_retry_ms = self.hub.now_ms();
         let pending: Vec<PendingSpin> = self
             .journal
             .state()
@@ -893,14 +924,15 @@ impl SessionRuntime {
         }))
     }
 
-    async fn passivate_if_idle(&mut self, myself: &ActorRef<SessionMsg>) {
+    /// Passivates if nobody is connected and nothing is pending; says whether it did.
+    async fn passivate_if_idle(&mut self, myself: &ActorRef<SessionMsg>) -> bool {
         let hub = &self.hub;
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
         if !followers_of(&self.followers).is_empty()
             || idle_ms < hub.config.session.passivate_after_ms
             || !self.journal.state().pending_spins.is_empty()
         {
-            return;
+            return false;
         }
         if let Err(error) = self.journal.snapshot().await {
             tracing::warn!(player = %self.player, %error, "snapshot before passivation failed");
@@ -910,6 +942,7 @@ impl SessionRuntime {
         // Messages already queued are handled before the actor stops; later sends fail
         // and re-resolve through the directory, which waits for this stop.
         let _ = myself.drain();
+        true
     }
 }
 

@@ -32,10 +32,11 @@ pub enum SessionMsg {
     /// A grant for this player's wallet from `source_room`; credited at most once, and
     /// acknowledged to the room either way.
     Credit { grant: Grant, source_room: RoomId },
-    /// Timer: retry settling drawn spins whose room did not answer.
+    /// Retry settling drawn spins whose room did not answer (at activation).
     RetryPending,
-    /// Timer: passivate if the player has been gone long enough.
-    PassivateCheck,
+    /// The session's deadline came (see `next_deadline`): retry unsettled spins,
+    /// passivate if the player has been gone long enough.
+    Deadline,
     /// Test only: panic inside the handler, as a bug would.
     #[cfg(feature = "fault-injection")]
     InjectFault,
