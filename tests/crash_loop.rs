@@ -14,13 +14,11 @@
 
 mod common;
 
-use common::{WAIT, base_overrides, mint, now_s};
+use common::{ServerProcess, WAIT, base_overrides, mint, now_s, start_binary};
 use playtree_client::{Client, ClientError, ClientOptions};
 use playtree_protocol::RoomId;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,55 +47,8 @@ frames_per_second = 100000
 frames_burst = 100000
 "#;
 
-struct Process {
-    child: Child,
-    ws: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config_path: &std::path::Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_playtree"))
-        .args([
-            "--config",
-            config_path.to_str().expect("utf-8 path"),
-            "serve",
-        ])
-        .env("RUST_LOG", "warn")
-        // The server reads every `PLAYTREE_*` variable as configuration and refuses the
-        // unknown keys, so this test's own knobs must not reach it.
-        .env_remove(SEED_VAR)
-        .env_remove(ROUNDS_VAR)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    // The first stdout line names the bound addresses. A reader thread bounds the wait.
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
-    });
-    let line = receiver
-        .recv_timeout(WAIT * 3)
-        .expect("server prints its addresses");
-    let ws = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("ws="))
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_owned();
-    Process { child, ws }
-}
-
 /// SIGKILL: no snapshot, no final flush, no goodbye to the clients.
-fn crash(mut process: Process) {
+fn crash(mut process: ServerProcess) {
     process.child.kill().expect("SIGKILL");
     process.child.wait().expect("reaped");
 }
@@ -209,7 +160,7 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
     let config = playtree::ServerConfig::from_toml_overrides(&overrides).expect("config loads");
 
     // Round 0 setup: every player joins once, so that its first seed is committed.
-    let mut server = start(&config_path);
+    let mut server = start_binary(&config_path);
     let mut players = Vec::new();
     for index in 0..PLAYERS {
         let name = format!("crasher-{index}");
@@ -281,7 +232,7 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
             .collect();
 
         // --- Restart and check. ---
-        server = start(&config_path);
+        server = start_binary(&config_path);
         let url = format!("ws://{}", server.ws);
         let mut round_drawn = 0u64;
         let mut round_acked = 0usize;

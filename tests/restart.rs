@@ -3,56 +3,12 @@
 
 mod common;
 
-use common::{WAIT, base_overrides};
+use common::{ServerProcess, WAIT, base_overrides, start_binary};
 use playtree_client::Client;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-struct Process {
-    child: Child,
-    ws: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config_path: &std::path::Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_playtree"))
-        .args([
-            "--config",
-            config_path.to_str().expect("utf-8 path"),
-            "serve",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    // The first stdout line names the bound addresses. A reader thread bounds the wait.
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
-    });
-    let line = receiver
-        .recv_timeout(WAIT * 3)
-        .expect("server prints its addresses");
-    let ws = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("ws="))
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_owned();
-    Process { child, ws }
-}
-
-fn sigterm_and_wait(mut process: Process) {
+fn sigterm_and_wait(mut process: ServerProcess) {
     let status = Command::new("kill")
         .args(["-TERM", &process.child.id().to_string()])
         .status()
@@ -84,7 +40,7 @@ async fn state_survives_sigterm_and_restart() {
     let config = playtree::ServerConfig::load(Some(&config_path)).expect("config loads");
     let token = common::mint(&config, "alice", common::now_s(), 600);
 
-    let first = start(&config_path);
+    let first = start_binary(&config_path);
     let (alice, _events) = Client::connect(&format!("ws://{}", first.ws), &token)
         .await
         .expect("connect");
@@ -96,7 +52,7 @@ async fn state_survives_sigterm_and_restart() {
     drop(alice);
     sigterm_and_wait(first);
 
-    let second = start(&config_path);
+    let second = start_binary(&config_path);
     let (alice, _events) = Client::connect(&format!("ws://{}", second.ws), &token)
         .await
         .expect("reconnect");
@@ -128,7 +84,7 @@ async fn state_survives_sigterm_and_restart() {
     let mut crashed = second;
     crashed.child.kill().expect("SIGKILL");
     crashed.child.wait().expect("reaped");
-    let third_process = start(&config_path);
+    let third_process = start_binary(&config_path);
     let (alice, _events) = Client::connect(&format!("ws://{}", third_process.ws), &token)
         .await
         .expect("reconnect");

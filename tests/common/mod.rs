@@ -277,3 +277,59 @@ pub async fn next_envelope(socket: &mut Socket) -> playtree_protocol::EventEnvel
         }
     }
 }
+
+/// The real `playtree` binary, started on a config file; killed when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    /// The websocket address it bound (`host:port`).
+    pub ws: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `--config config_path serve` and waits (bounded) for the line
+/// naming its addresses.
+pub fn start_binary(config_path: &std::path::Path) -> ServerProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_playtree"));
+    command
+        .args([
+            "--config",
+            config_path.to_str().expect("utf-8 path"),
+            "serve",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // The server reads `PLAYTREE_*` variables as configuration; the tests' own knobs
+    // (and whatever the developer has set) must not reach it.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PLAYTREE_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command.spawn().expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    // The first stdout line names the bound addresses. A reader thread bounds the wait.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let line = receiver
+        .recv_timeout(WAIT * 3)
+        .expect("server prints its addresses");
+    let ws = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("ws="))
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    ServerProcess { child, ws }
+}
