@@ -16,6 +16,7 @@ pub mod questions;
 pub mod rate;
 pub mod release;
 pub mod room;
+pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod stream;

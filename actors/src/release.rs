@@ -25,7 +25,9 @@ pub type Deferred = Box<dyn FnOnce() + Send>;
 #[derive(Default)]
 pub struct Effects {
     ticket: Option<CommitTicket>,
-    deferred: Vec<Deferred>,
+    /// Behind a lock only so that an entity's state stays `Sync` (its handlers hold
+    /// `&self` across awaits); it is only ever touched through `&mut self`.
+    deferred: std::sync::Mutex<Vec<Deferred>>,
 }
 
 impl fmt::Debug for Effects {
@@ -33,7 +35,7 @@ impl fmt::Debug for Effects {
         formatter
             .debug_struct("Effects")
             .field("ticket", &self.ticket.is_some())
-            .field("deferred", &self.deferred.len())
+            .field("deferred", &self.deferred_len())
             .finish()
     }
 }
@@ -50,7 +52,23 @@ impl Effects {
     }
 
     pub fn push(&mut self, action: impl FnOnce() + Send + 'static) {
-        self.deferred.push(Box::new(action));
+        self.deferred_mut().push(Box::new(action));
+    }
+
+    fn deferred_mut(&mut self) -> &mut Vec<Deferred> {
+        // `get_mut` needs no locking; a poisoned lock still holds a consistent Vec.
+        self.deferred
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn deferred_len(&self) -> usize {
+        self.deferred.lock().map_or(0, |deferred| deferred.len())
+    }
+
+    fn into_parts(mut self) -> (Option<CommitTicket>, Vec<Deferred>) {
+        let deferred = std::mem::take(self.deferred_mut());
+        (self.ticket, deferred)
     }
 
     /// The ticket of the last commit, for a handler that must wait for durability
@@ -59,8 +77,8 @@ impl Effects {
         self.ticket.take()
     }
 
-    fn is_empty(&self) -> bool {
-        self.ticket.is_none() && self.deferred.is_empty()
+    fn is_empty(&mut self) -> bool {
+        self.ticket.is_none() && self.deferred_mut().is_empty()
     }
 }
 
@@ -120,19 +138,17 @@ impl Releaser {
 
     /// Queues the handler's effects behind its commit; runs them at once when there is
     /// no commit to wait for.
-    pub async fn release(&self, effects: Effects) {
+    pub async fn release(&self, mut effects: Effects) {
         if effects.is_empty() || self.has_failed() {
             return;
         }
-        if effects.ticket.is_none() && self.shared.in_flight.load(Ordering::Acquire) == 0 {
-            effects.deferred.into_iter().for_each(|action| action());
+        let (ticket, deferred) = effects.into_parts();
+        if ticket.is_none() && self.shared.in_flight.load(Ordering::Acquire) == 0 {
+            deferred.into_iter().for_each(|action| action());
             return;
         }
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        let batch = Batch {
-            ticket: effects.ticket,
-            deferred: effects.deferred,
-        };
+        let batch = Batch { ticket, deferred };
         if self.batches.send(batch).await.is_err() {
             // The task is gone only if the runtime is shutting down.
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);

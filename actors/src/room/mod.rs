@@ -16,7 +16,7 @@ use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
 use crate::matchmaker::Listing;
 use crate::rate::TokenBucket;
-use crate::release::{Effects, Releaser};
+use crate::runtime::EntityCore;
 use crate::session::{PendingSpin, SessionMsg};
 use crate::store::{Entity, Journal};
 use crate::stream::Stream;
@@ -53,16 +53,13 @@ pub struct RoomRuntime {
     hub: Hub,
     journal: Journal<RoomEntity>,
     stream: Stream,
-    followers: Followers,
+    core: EntityCore<RoomMsg>,
     /// Members with no live connection, since when (their seat is kept for a grace time).
     away_since_ms: BTreeMap<String, u64>,
     chat_buckets: HashMap<String, TokenBucket>,
     last_active_ms: u64,
     /// When the outbox was last redelivered.
     last_redeliver_ms: u64,
-    /// What the message being handled leaves to release once its events are durable.
-    effects: Effects,
-    releaser: Releaser,
 }
 
 impl Actor for Room {
@@ -127,35 +124,34 @@ impl Actor for Room {
             journal.incarnation(),
             rooms.history_len,
         );
-        let hub_release_queue_max = hub.config.actors.release_queue_max;
         let runtime = RoomRuntime {
             room: args.room,
             actor: myself.get_id(),
             stream,
-            followers: args.followers,
+            core: EntityCore::start("room", &myself, hub.clone(), args.followers),
             away_since_ms,
             chat_buckets: HashMap::new(),
             hub,
             journal,
             last_active_ms: now_ms,
             last_redeliver_ms: now_ms,
-            effects: Effects::default(),
-            releaser: Releaser::start(myself.get_cell(), "room", hub_release_queue_max),
         };
         runtime.update_listing();
         runtime.resync_followers();
         runtime.hub.rooms.register(myself.get_id(), &id);
-        runtime.schedule_deadline(&myself);
+        runtime
+            .core
+            .schedule(runtime.next_deadline(), || RoomMsg::Deadline);
         metrics::gauge!("playtree_rooms_open", "kind" => runtime.kind_name()).increment(1.0);
         Ok(runtime)
     }
 
     async fn post_stop(
         &self,
-        myself: ActorRef<RoomMsg>,
+        _myself: ActorRef<RoomMsg>,
         state: &mut RoomRuntime,
     ) -> Result<(), ActorProcessingErr> {
-        state.hub.timers.cancel(myself.get_id());
+        state.core.stopped();
         state.hub.matchmaker.remove(state.room, state.actor);
         metrics::gauge!("playtree_rooms_open", "kind" => state.kind_name()).decrement(1.0);
         if let Err(error) = state.journal.snapshot().await {
@@ -231,19 +227,12 @@ impl Actor for Room {
             #[cfg(feature = "fault-injection")]
             RoomMsg::InjectFault => panic!("injected fault in room {}", state.room),
         }
-        let effects = std::mem::take(&mut state.effects);
-        state.releaser.release(effects).await;
-        state.schedule_deadline(&myself);
-        if state.journal.must_stop() {
-            // A newer incarnation owns the journal, or a commit failed with events
-            // already applied: this instance must not go on.
-            tracing::error!(
-                room = state.room,
-                "room's journal refused a commit; stopping"
-            );
-            metrics::counter!("playtree_actor_fenced_total", "kind" => "room").increment(1);
-            myself.stop(Some("the journal refused a commit".into()));
-        }
+        let due = state.next_deadline();
+        let must_stop = state.journal.must_stop();
+        state
+            .core
+            .finish(due, || RoomMsg::Deadline, must_stop)
+            .await;
         Ok(())
     }
 }
@@ -305,45 +294,26 @@ impl RoomRuntime {
     /// Encodes `event` once and keeps it for resumes; every follower gets it once the
     /// events before it are durable.
     fn broadcast(&mut self, event: Event) {
-        let frame = self.stream.publish(event);
-        let (followers, epoch) = (self.followers.clone(), self.stream.epoch());
-        self.effects
-            .push(move || followers_of(&followers).send_in_epoch(epoch, &frame));
+        self.core.publish(&mut self.stream, event);
     }
 
     /// Answers a request once what it did is durable.
     fn reply<T: Send + 'static>(&mut self, port: ractor::RpcReplyPort<T>, value: T) {
-        self.effects.push(move || {
-            // A caller that stopped waiting has nothing left to tell.
-            let _ = port.send(value);
-        });
+        self.core.reply(port, value);
     }
 
     /// Journals `events` (applied now, durable soon): what the handler does next is
     /// released after them.
     fn append(&mut self, events: Vec<RoomEvent>) -> Result<(), crate::store::StoreError> {
-        if let Some(ticket) = self.journal.append(events)? {
-            self.effects.after(ticket);
-        }
+        let ticket = self.journal.append(events)?;
+        self.core.after(ticket);
         Ok(())
-    }
-
-    /// Runs `work` as a task of its own once the events so far are durable (messages
-    /// to sessions, which may have to be activated first: never awaited in a handler).
-    fn spawn_after<F>(&mut self, work: impl FnOnce(Hub) -> F + Send + 'static)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let hub = self.hub.clone();
-        self.effects.push(move || {
-            tokio::spawn(work(hub));
-        });
     }
 
     /// A new incarnation (after a failure) tells the connections that followed the old
     /// one where the room stands now: a snapshot in the new epoch, never silence.
     fn resync_followers(&self) {
-        let mut followers = followers_of(&self.followers);
+        let mut followers = followers_of(&self.core.followers);
         // Frames an older incarnation still has on their way are stale from now on.
         followers.begin_epoch(self.stream.epoch());
         if followers.is_empty() {
@@ -386,8 +356,8 @@ impl RoomRuntime {
             }])
             .map_err(Self::persist_error)?;
         }
-        let (followers, joiner) = (self.followers.clone(), player.clone());
-        self.effects.push(move || {
+        let (followers, joiner) = (self.core.followers.clone(), player.clone());
+        self.core.effects.push(move || {
             let mut followers = followers_of(&followers);
             for outbound in outbounds {
                 followers.add(&joiner, outbound);
@@ -425,8 +395,9 @@ impl RoomRuntime {
             room: self.room,
             player: player.to_owned(),
         });
-        let (followers, leaver) = (self.followers.clone(), player.to_owned());
-        self.effects
+        let (followers, leaver) = (self.core.followers.clone(), player.to_owned());
+        self.core
+            .effects
             .push(move || followers_of(&followers).remove_player(&leaver));
         self.away_since_ms.remove(player);
         self.chat_buckets.remove(player);
@@ -464,8 +435,8 @@ impl RoomRuntime {
         // point is in `frames` (and reaches only the older followers when released),
         // every later one reaches this connection too. No gap, no duplicate.
         self.away_since_ms.remove(&player);
-        let followers = self.followers.clone();
-        self.effects.push(move || {
+        let followers = self.core.followers.clone();
+        self.core.effects.push(move || {
             for frame in frames {
                 outbound.push("event", frame);
             }
@@ -475,7 +446,7 @@ impl RoomRuntime {
 
     fn unsubscribe(&mut self, player: &str, connection: ConnectionId) {
         let connected = {
-            let mut followers = followers_of(&self.followers);
+            let mut followers = followers_of(&self.core.followers);
             followers.remove_connection(player, connection);
             followers.is_connected(player)
         };
@@ -599,7 +570,7 @@ impl RoomRuntime {
         for player in expired {
             if self.leave(&player).is_ok() {
                 let room = self.room;
-                self.spawn_after(move |hub| async move {
+                self.core.spawn_after(move |hub| async move {
                     let removed = SessionMsg::RemovedFromRoom { room };
                     if let Err(error) = hub.cast_session(&player, removed).await {
                         tracing::warn!(room, %player, %error, "could not tell the session its seat expired");
@@ -865,7 +836,7 @@ impl RoomRuntime {
             return;
         }
         let room = self.room;
-        self.spawn_after(move |hub| async move {
+        self.core.spawn_after(move |hub| async move {
             for grant in grants {
                 let beneficiary = grant.beneficiary.clone();
                 let message = SessionMsg::Credit {
@@ -901,18 +872,6 @@ impl RoomRuntime {
         crate::timers::earliest([quiz, seat, redeliver, passivate])
     }
 
-    fn schedule_deadline(&self, myself: &ActorRef<RoomMsg>) {
-        let actor = myself.clone();
-        self.hub
-            .timers
-            .schedule(myself.get_id(), self.next_deadline(), move || {
-                Box::new(move || {
-                    // A stopped room has nothing left to do.
-                    let _ = actor.cast(RoomMsg::Deadline);
-                })
-            });
-    }
-
     async fn deadline(&mut self, myself: &ActorRef<RoomMsg>) {
         let now_ms = self.hub.now_ms();
         self.tick();
@@ -936,7 +895,7 @@ impl RoomRuntime {
         let hub = &self.hub;
         let state = self.journal.state();
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
-        if !followers_of(&self.followers).is_empty()
+        if !followers_of(&self.core.followers).is_empty()
             || !state.outbox.is_empty()
             || idle_ms < hub.config.rooms.passivate_after_ms
         {

@@ -17,6 +17,7 @@ use crate::directory::{Followers, followers_of};
 use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
 use crate::room::{RoomMsg, RoomSpec, RoomView, Settled};
+use crate::runtime::EntityCore;
 use crate::store::{DeadLetter, Journal, StoreError};
 use crate::stream::Stream;
 use playtree_protocol::{
@@ -43,8 +44,9 @@ pub struct SessionRuntime {
     hub: Hub,
     journal: Journal<SessionEntity>,
     stream: Stream,
-    /// The player's live connections (all under the player's own name).
-    followers: Followers,
+    /// The player's live connections (all under the player's own name), the deferred
+    /// replies and publications, the deadline.
+    core: EntityCore<SessionMsg>,
     last_active_ms: u64,
     /// When unsettled spins were last retried.
     last_retry_ms: u64,
@@ -83,7 +85,7 @@ impl Actor for PlayerSession {
                 journal.incarnation(),
                 hub.config.rooms.history_len,
             ),
-            followers: args.followers,
+            core: EntityCore::start("session", &myself, hub.clone(), args.followers),
             player: args.player,
             hub,
             journal,
@@ -95,16 +97,18 @@ impl Actor for PlayerSession {
             .hub
             .sessions
             .register(myself.get_id(), &runtime.player);
-        runtime.schedule_deadline(&myself);
+        runtime
+            .core
+            .schedule(runtime.next_deadline(), || SessionMsg::Deadline);
         Ok(runtime)
     }
 
     async fn post_stop(
         &self,
-        myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<SessionMsg>,
         state: &mut SessionRuntime,
     ) -> Result<(), ActorProcessingErr> {
-        state.hub.timers.cancel(myself.get_id());
+        state.core.stopped();
         if let Err(error) = state.journal.snapshot().await {
             tracing::warn!(player = %state.player, %error, "snapshot on stop failed; the journal still holds every event");
         }
@@ -130,7 +134,7 @@ impl Actor for PlayerSession {
                     }),
                     Err(error) => Err(error),
                 };
-                let _ = reply.send(result);
+                state.core.reply(reply, result);
             }
             SessionMsg::Disconnect { connection } => state.disconnect(connection),
             SessionMsg::RemovedFromRoom { room } => {
@@ -146,7 +150,7 @@ impl Actor for PlayerSession {
             SessionMsg::Request { request, reply } => {
                 state.last_active_ms = state.hub.now_ms();
                 let result = state.handle_request(request).await;
-                let _ = reply.send(result);
+                state.core.reply(reply, result);
             }
             SessionMsg::Credit { grant, source_room } => {
                 // A failure is logged where it happens; the source redelivers.
@@ -157,14 +161,12 @@ impl Actor for PlayerSession {
             #[cfg(feature = "fault-injection")]
             SessionMsg::InjectFault => panic!("injected fault in session {}", state.player),
         }
-        state.schedule_deadline(&myself);
-        if state.journal.must_stop() {
-            // A newer incarnation owns the journal, or a commit failed with events
-            // already applied: this instance must not go on.
-            tracing::error!(player = %state.player, "session's journal refused a commit; stopping");
-            metrics::counter!("playtree_actor_fenced_total", "kind" => "session").increment(1);
-            myself.stop(Some("the journal refused a commit".into()));
-        }
+        let due = state.next_deadline();
+        let must_stop = state.journal.must_stop();
+        state
+            .core
+            .finish(due, || SessionMsg::Deadline, must_stop)
+            .await;
         Ok(())
     }
 }
@@ -177,7 +179,7 @@ impl SessionRuntime {
         outbound: Outbound,
         resume: &[StreamPosition],
     ) -> Result<(), ErrorReply> {
-        let connections = followers_of(&self.followers).prune_closed(&self.player);
+        let connections = followers_of(&self.core.followers).prune_closed(&self.player);
         let connections_max = self.hub.config.session.connections_max;
         if connections >= connections_max {
             metrics::counter!("playtree_rate_limited_total", "limit" => "connections_per_player")
@@ -229,12 +231,12 @@ impl SessionRuntime {
             }
         }
         // Closed ones were dropped above; connection ids are never reused.
-        followers_of(&self.followers).add(&self.player, outbound);
+        followers_of(&self.core.followers).add(&self.player, outbound);
         Ok(())
     }
 
     fn disconnect(&mut self, connection: ConnectionId) {
-        followers_of(&self.followers).remove_connection(&self.player, connection);
+        followers_of(&self.core.followers).remove_connection(&self.player, connection);
         for room in self.journal.state().rooms.keys() {
             if let Some(actor) = self.hub.active_room(*room) {
                 let _ = actor.cast(RoomMsg::Unsubscribe {
@@ -248,14 +250,13 @@ impl SessionRuntime {
 
     /// Publishes on the player's own stream to every connection of the player.
     fn publish(&mut self, event: Event) {
-        let frame = self.stream.publish(event);
-        followers_of(&self.followers).send_in_epoch(self.stream.epoch(), &frame);
+        self.core.publish(&mut self.stream, event);
     }
 
     /// A new incarnation (after a failure) tells the player's live connections where
     /// the wallet stands now: a snapshot in the new epoch, never silence.
     fn resync_followers(&self) {
-        let mut followers = followers_of(&self.followers);
+        let mut followers = followers_of(&self.core.followers);
         // Frames an older incarnation still has on their way are stale from now on.
         followers.begin_epoch(self.stream.epoch());
         if followers.is_empty() {
@@ -371,7 +372,7 @@ impl SessionRuntime {
         mut extra: Vec<SessionEvent>,
     ) -> Result<Result<RoomView, crate::room::RoomError>, crate::HubError> {
         let player = self.player.clone();
-        let outbounds = followers_of(&self.followers).outbounds(&player);
+        let outbounds = followers_of(&self.core.followers).outbounds(&player);
         let view = self
             .hub
             .call_room(room, spec, |reply| RoomMsg::Join {
@@ -749,18 +750,6 @@ impl SessionRuntime {
         crate::timers::earliest([retry, passivate])
     }
 
-    fn schedule_deadline(&self, myself: &ActorRef<SessionMsg>) {
-        let actor = myself.clone();
-        self.hub
-            .timers
-            .schedule(myself.get_id(), self.next_deadline(), move || {
-                Box::new(move || {
-                    // A stopped session has nothing left to do.
-                    let _ = actor.cast(SessionMsg::Deadline);
-                })
-            });
-    }
-
     async fn deadline(&mut self, myself: &ActorRef<SessionMsg>) {
         let now_ms = self.hub.now_ms();
         let config = &self.hub.config.session;
@@ -928,7 +917,7 @@ impl SessionRuntime {
     async fn passivate_if_idle(&mut self, myself: &ActorRef<SessionMsg>) -> bool {
         let hub = &self.hub;
         let idle_ms = hub.now_ms().saturating_sub(self.last_active_ms);
-        if !followers_of(&self.followers).is_empty()
+        if !followers_of(&self.core.followers).is_empty()
             || idle_ms < hub.config.session.passivate_after_ms
             || !self.journal.state().pending_spins.is_empty()
         {

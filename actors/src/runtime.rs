@@ -1,0 +1,120 @@
+//! What every entity actor runs on, whatever its kind: the followers of its streams (kept
+//! across incarnations), the pipelined release of what its events allow (replies,
+//! publications, messages to other entities), its one deadline on the hub's timer, and
+//! the end of every message (release, reschedule, stop if the journal refused a commit).
+//!
+//! A kind brings its state, events and decisions; `EntityCore` is the rest. A handler
+//! appends events to its journal, hands the commit ticket to [`EntityCore::after`], and
+//! pushes what depends on them with [`EntityCore::reply`], [`EntityCore::publish`],
+//! [`EntityCore::spawn_after`]; [`EntityCore::finish`] closes every message.
+
+use crate::directory::{Followers, followers_of};
+use crate::hub::Hub;
+use crate::release::{Effects, Releaser};
+use crate::store::CommitTicket;
+use crate::stream::Stream;
+use playtree_protocol::Event;
+use ractor::{ActorRef, Message, RpcReplyPort};
+use std::future::Future;
+
+#[derive(Debug)]
+pub struct EntityCore<M: Message> {
+    kind: &'static str,
+    myself: ActorRef<M>,
+    pub hub: Hub,
+    /// The connections following the entity's streams.
+    pub followers: Followers,
+    /// What the message being handled leaves to release once its events are durable.
+    pub effects: Effects,
+    releaser: Releaser,
+}
+
+impl<M: Message> EntityCore<M> {
+    /// The core of a new incarnation (from its `pre_start`).
+    pub fn start(kind: &'static str, myself: &ActorRef<M>, hub: Hub, followers: Followers) -> Self {
+        let releaser =
+            Releaser::start(myself.get_cell(), kind, hub.config.actors.release_queue_max);
+        EntityCore {
+            kind,
+            myself: myself.clone(),
+            hub,
+            followers,
+            effects: Effects::default(),
+            releaser,
+        }
+    }
+
+    /// What is pushed from now on waits for this commit.
+    pub fn after(&mut self, ticket: Option<CommitTicket>) {
+        if let Some(ticket) = ticket {
+            self.effects.after(ticket);
+        }
+    }
+
+    /// Answers a request once what it did is durable.
+    pub fn reply<T: Send + 'static>(&mut self, port: RpcReplyPort<T>, value: T) {
+        self.effects.push(move || {
+            // A caller that stopped waiting has nothing left to tell.
+            let _ = port.send(value);
+        });
+    }
+
+    /// Encodes `event` once on `stream` (kept for resumes); every follower gets it once
+    /// the events before it are durable, unless a newer incarnation has taken over.
+    pub fn publish(&mut self, stream: &mut Stream, event: Event) {
+        let frame = stream.publish(event);
+        let (followers, epoch) = (self.followers.clone(), stream.epoch());
+        self.effects
+            .push(move || followers_of(&followers).send_in_epoch(epoch, &frame));
+    }
+
+    /// Runs `work` as a task of its own once the events so far are durable: messages to
+    /// other entities, which may have to be activated first, are never awaited in a
+    /// handler.
+    pub fn spawn_after<F>(&mut self, work: impl FnOnce(Hub) -> F + Send + 'static)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let hub = self.hub.clone();
+        self.effects.push(move || {
+            tokio::spawn(work(hub));
+        });
+    }
+
+    /// Sets the entity's one deadline: at `due_ms`, the timer casts it `wake()`.
+    pub fn schedule(&self, due_ms: Option<u64>, wake: fn() -> M) {
+        let actor = self.myself.clone();
+        self.hub
+            .timers
+            .schedule(self.myself.get_id(), due_ms, move || {
+                Box::new(move || {
+                    // A stopped entity has nothing left to do.
+                    let _ = actor.cast(wake());
+                })
+            });
+    }
+
+    /// Closes a message: releases its effects in order, sets the next deadline, and
+    /// stops the entity if its journal refused a commit (`must_stop`).
+    pub async fn finish(&mut self, due_ms: Option<u64>, wake: fn() -> M, must_stop: bool) {
+        let effects = std::mem::take(&mut self.effects);
+        self.releaser.release(effects).await;
+        self.schedule(due_ms, wake);
+        if must_stop {
+            // A newer incarnation owns the journal, or a commit failed with events
+            // already applied: this instance must not go on.
+            tracing::error!(
+                kind = self.kind,
+                "the journal refused a commit; the entity stops"
+            );
+            metrics::counter!("playtree_actor_fenced_total", "kind" => self.kind).increment(1);
+            self.myself
+                .stop(Some("the journal refused a commit".into()));
+        }
+    }
+
+    /// The entity stopped: it has no deadline any more.
+    pub fn stopped(&self) {
+        self.hub.timers.cancel(self.myself.get_id());
+    }
+}
