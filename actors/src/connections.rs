@@ -55,6 +55,11 @@ impl SlowSignal {
         self.0.set.load(Ordering::Acquire)
     }
 
+    fn raise_quietly(&self) {
+        self.0.set.store(true, Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+
     fn raise(&self) {
         if !self.0.set.swap(true, Ordering::AcqRel) {
             metrics::counter!("playtree_slow_consumer_disconnects_total").increment(1);
@@ -138,6 +143,14 @@ impl Outbound {
                 false
             }
         }
+    }
+
+    /// Closes the connection so that its client reconnects and resumes (with the slow
+    /// consumer's close code, which says exactly that): for a follower that a stream
+    /// owner could not bring up to date in order.
+    pub fn close_for_resync(&self) {
+        metrics::counter!("playtree_resync_closes_total").increment(1);
+        self.slow.raise_quietly();
     }
 
     /// True once the connection's writer has gone.

@@ -87,10 +87,12 @@ struct Batch {
     deferred: Vec<Deferred>,
 }
 
-/// One entity's release queue. Dropping it lets the task finish what is queued.
+/// One entity's release queue. Dropping it lets the task finish what is queued;
+/// [`Releaser::close`] also waits for that.
 #[derive(Debug)]
 pub struct Releaser {
-    batches: mpsc::Sender<Batch>,
+    batches: Option<mpsc::Sender<Batch>>,
+    task: Option<tokio::task::JoinHandle<()>>,
     shared: Arc<Shared>,
 }
 
@@ -112,7 +114,7 @@ impl Releaser {
             failed: AtomicBool::new(false),
         });
         let task_shared = shared.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some(batch) = receiver.recv().await {
                 let durable = match batch.ticket {
                     Some(ticket) => ticket.durable().await,
@@ -120,7 +122,9 @@ impl Releaser {
                 };
                 match durable {
                     Ok(()) if !task_shared.failed.load(Ordering::Acquire) => {
-                        batch.deferred.into_iter().for_each(|action| action());
+                        if let Err(error) = run(batch.deferred) {
+                            fail(&task_shared, &owner, kind, &error);
+                        }
                     }
                     Ok(()) => {}
                     Err(error) => fail(&task_shared, &owner, kind, &error),
@@ -128,7 +132,21 @@ impl Releaser {
                 task_shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
         });
-        Releaser { batches, shared }
+        Releaser {
+            batches: Some(batches),
+            task: Some(task),
+            shared,
+        }
+    }
+
+    /// Releases what is queued (as its commits become durable), then ends the task:
+    /// an entity calls it when it stops, so that nothing of an old incarnation is
+    /// released after it has gone.
+    pub async fn close(&mut self) {
+        self.batches = None;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// True once a commit of this entity failed: it is being stopped.
@@ -139,21 +157,42 @@ impl Releaser {
     /// Queues the handler's effects behind its commit; runs them at once when there is
     /// no commit to wait for.
     pub async fn release(&self, mut effects: Effects) {
+        // `in_flight` is read before `failed`: the task marks a failure before it
+        // counts the failed batch done, so an idle queue seen here after a failure is
+        // always seen failed too.
+        let idle = self.shared.in_flight.load(Ordering::Acquire) == 0;
         if effects.is_empty() || self.has_failed() {
             return;
         }
         let (ticket, deferred) = effects.into_parts();
-        if ticket.is_none() && self.shared.in_flight.load(Ordering::Acquire) == 0 {
-            deferred.into_iter().for_each(|action| action());
+        if ticket.is_none() && idle {
+            if let Err(error) = run(deferred) {
+                tracing::error!(%error, "an effect panicked");
+                self.shared.failed.store(true, Ordering::Release);
+            }
             return;
         }
+        let Some(batches) = &self.batches else {
+            return;
+        };
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        let batch = Batch { ticket, deferred };
-        if self.batches.send(batch).await.is_err() {
-            // The task is gone only if the runtime is shutting down.
+        if batches.send(Batch { ticket, deferred }).await.is_err() {
+            // The task is gone (it panicked, or the runtime is shutting down): nothing
+            // can be released in order any more.
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.shared.failed.store(true, Ordering::Release);
         }
     }
+}
+
+/// Runs a batch's actions in order; a panicking action ends the batch as a failure
+/// instead of killing the release task (which would silently drop everything after).
+fn run(deferred: Vec<Deferred>) -> Result<(), StoreError> {
+    for action in deferred {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(action))
+            .map_err(|_| StoreError::Encode("an effect of the entity panicked".into()))?;
+    }
+    Ok(())
 }
 
 fn fail(shared: &Shared, owner: &ActorCell, kind: &'static str, error: &StoreError) {
@@ -227,5 +266,31 @@ mod tests {
         let steps: Vec<u64> = log.iter().map(|(step, _)| *step).collect();
         assert_eq!(steps, (0..50).collect::<Vec<_>>(), "in order");
         assert!(log[0].1 >= 1, "the first action waited for its commit");
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_commit_nothing_more_is_released_and_the_owner_stops() {
+        use crate::store::{Fault, FaultyBackend};
+        let faulty = Arc::new(FaultyBackend::new(Arc::new(MemoryBackend::default())));
+        let store = Store::with_backend(faulty.clone(), &StoreConfig::default()).expect("store");
+        let (owner, _) = Actor::spawn(None, Idle, ()).await.expect("actor");
+        let releaser = Releaser::start(owner.get_cell(), "test", 16);
+        let released = Arc::new(Mutex::new(Vec::new()));
+        faulty.fail_next_write(Fault::FailBeforeWrite);
+        for step in 0..3u64 {
+            let mut effects = Effects::default();
+            if step == 0 {
+                effects.after(store.submit(vec![WriteOp::Put(vec![1], vec![1])]).expect("queued"));
+            }
+            let released = released.clone();
+            effects.push(move || released.lock().expect("log").push(step));
+            releaser.release(effects).await;
+        }
+        owner
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .await
+            .expect("the owner is stopped");
+        assert!(releaser.has_failed());
+        assert!(released.lock().expect("log").is_empty(), "nothing was released");
     }
 }

@@ -95,12 +95,13 @@ impl<M: Message> EntityCore<M> {
     }
 
     /// Closes a message: releases its effects in order, sets the next deadline, and
-    /// stops the entity if its journal refused a commit (`must_stop`).
+    /// stops the entity if its journal refused a commit (`must_stop`) or a release
+    /// failed.
     pub async fn finish(&mut self, due_ms: Option<u64>, wake: fn() -> M, must_stop: bool) {
         let effects = std::mem::take(&mut self.effects);
         self.releaser.release(effects).await;
         self.schedule(due_ms, wake);
-        if must_stop {
+        if must_stop || self.releaser.has_failed() {
             // A newer incarnation owns the journal, or a commit failed with events
             // already applied: this instance must not go on.
             tracing::error!(
@@ -113,8 +114,13 @@ impl<M: Message> EntityCore<M> {
         }
     }
 
-    /// The entity stopped: it has no deadline any more.
-    pub fn stopped(&self) {
+    /// The entity is stopping (from its `post_stop`): no deadline any more, and what
+    /// its last messages left to release goes out now, before a new incarnation can
+    /// start. Returns false if a commit or a release failed: the journal in the store
+    /// is then the truth, and memory must not be snapshotted.
+    pub async fn stop(&mut self) -> bool {
         self.hub.timers.cancel(self.myself.get_id());
+        self.releaser.close().await;
+        !self.releaser.has_failed()
     }
 }

@@ -102,10 +102,15 @@ impl Subscribers {
         self.epoch = self.epoch.max(epoch);
     }
 
+    /// True once an incarnation newer than `epoch` owns these followers.
+    pub fn superseded(&self, epoch: u64) -> bool {
+        epoch < self.epoch
+    }
+
     /// Hands `frame`, published in `epoch`, to every subscriber, unless a newer
     /// incarnation has taken them over.
     pub fn send_in_epoch(&mut self, epoch: u64, frame: &Bytes) {
-        if epoch >= self.epoch {
+        if !self.superseded(epoch) {
             self.send(frame);
         }
     }

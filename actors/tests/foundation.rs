@@ -447,3 +447,79 @@ async fn a_restarted_room_is_listed_again_and_stays_listed() {
     let bob = quick_join_wheel(&test, "bob").await;
     assert_eq!(bob.room, joined.room, "bob joins alice's restarted room");
 }
+
+#[tokio::test]
+async fn a_wheel_seat_is_kept_for_a_player_who_is_away() {
+    let mut config = config();
+    config.quiz.seat_grace_ms = 10;
+    let test = hub_with(config).await;
+    let (outbound, _receiver) = Outbound::channel(7, 1_000, 1 << 20);
+    test.hub
+        .call_session("alice", |reply| SessionMsg::Connect {
+            outbound: outbound.clone(),
+            resume: Vec::new(),
+            reply,
+        })
+        .await
+        .expect("answers")
+        .expect("connects");
+    let joined = quick_join_wheel(&test, "alice").await;
+    test.hub
+        .cast_session("alice", SessionMsg::Disconnect { connection: 7 })
+        .await
+        .expect("disconnect");
+    // Long past a quiz seat's grace time, the room's deadline comes.
+    test.clock.advance(60_000);
+    test.hub
+        .cast_room(joined.room, RoomMsg::Deadline)
+        .await
+        .expect("deadline");
+    // A round trip through the room: the deadline has been handled.
+    settle(&test, joined.room, "alice", 0)
+        .await
+        .expect("settles");
+    let (_, room, _) = Journal::<RoomEntity>::inspect(&test.store, &joined.room.to_string())
+        .await
+        .expect("room");
+    assert!(room.members.contains("alice"), "{:?}", room.members);
+}
+
+#[tokio::test]
+async fn the_next_quiz_game_starts_on_its_own_after_the_podium() {
+    let mut config = config();
+    config.quiz.min_players = 2;
+    config.quiz.questions_per_game = 1;
+    config.quiz.question_ms = 1_000;
+    config.quiz.reveal_ms = 100;
+    config.quiz.podium_ms = 100;
+    config.actors.timer_poll_ms = 2;
+    let test = hub_with(config).await;
+    let mut room = 0;
+    for player in ["alice", "bob"] {
+        let request = Request::QuickJoin {
+            kind: RoomKind::Quiz,
+            variant: None,
+        };
+        match self::request(&test, player, request).await {
+            ReplyBody::QuizJoined(joined) => room = joined.room,
+            other => panic!("not joined: {other:?}"),
+        }
+    }
+    let game_no = || async {
+        let (_, state, _) = Journal::<RoomEntity>::inspect(&test.store, &room.to_string())
+            .await
+            .expect("room");
+        state.quiz.game_no
+    };
+    assert_eq!(game_no().await, 1, "two players start the first game");
+    // Nobody answers: the question times out, the reveal and the podium pass, and the
+    // two players still seated start the next game with no new input.
+    tokio::time::timeout(WAIT, async {
+        while game_no().await < 2 {
+            test.clock.advance(200);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a second game starts");
+}

@@ -151,7 +151,9 @@ impl Actor for Room {
         _myself: ActorRef<RoomMsg>,
         state: &mut RoomRuntime,
     ) -> Result<(), ActorProcessingErr> {
-        state.core.stopped();
+        if !state.core.stop().await {
+            state.journal.mark_diverged();
+        }
         state.hub.matchmaker.remove(state.room, state.actor);
         metrics::gauge!("playtree_rooms_open", "kind" => state.kind_name()).decrement(1.0);
         if let Err(error) = state.journal.snapshot().await {
@@ -178,6 +180,8 @@ impl Actor for Room {
             }
             RoomMsg::Leave { player, reply } => {
                 let left = state.leave(&player);
+                // The one who left may have been the last to answer.
+                state.tick();
                 state.reply(reply, left);
             }
             RoomMsg::Subscribe {
@@ -236,6 +240,9 @@ impl Actor for Room {
         Ok(())
     }
 }
+
+/// Quiz steps one tick may take at most (lobby → game → question is the longest chain).
+const QUIZ_STEPS_PER_TICK_MAX: usize = 4;
 
 impl RoomRuntime {
     fn setup(&self) -> Result<&RoomSetup, RoomError> {
@@ -356,11 +363,19 @@ impl RoomRuntime {
             }])
             .map_err(Self::persist_error)?;
         }
-        let (followers, joiner) = (self.core.followers.clone(), player.clone());
+        let (followers, joiner, epoch) = (
+            self.core.followers.clone(),
+            player.clone(),
+            self.stream.epoch(),
+        );
         self.core.effects.push(move || {
             let mut followers = followers_of(&followers);
             for outbound in outbounds {
-                followers.add(&joiner, outbound);
+                if followers.superseded(epoch) {
+                    outbound.close_for_resync();
+                } else {
+                    followers.add(&joiner, outbound);
+                }
             }
         });
         self.away_since_ms.remove(&player);
@@ -435,21 +450,33 @@ impl RoomRuntime {
         // point is in `frames` (and reaches only the older followers when released),
         // every later one reaches this connection too. No gap, no duplicate.
         self.away_since_ms.remove(&player);
-        let followers = self.core.followers.clone();
+        let (followers, epoch) = (self.core.followers.clone(), self.stream.epoch());
         self.core.effects.push(move || {
+            let mut followers = followers_of(&followers);
+            if followers.superseded(epoch) {
+                // A newer incarnation took the followers over while this waited: its
+                // frames are stale. The client reconnects and resumes from the new one.
+                outbound.close_for_resync();
+                return;
+            }
             for frame in frames {
                 outbound.push("event", frame);
             }
-            followers_of(&followers).add(&player, outbound);
+            followers.add(&player, outbound);
         });
     }
 
     fn unsubscribe(&mut self, player: &str, connection: ConnectionId) {
-        let connected = {
-            let mut followers = followers_of(&self.core.followers);
-            followers.remove_connection(player, connection);
-            followers.is_connected(player)
-        };
+        // In its turn after an add still on its way (a connection that subscribed and
+        // dropped at once), so that a closed connection is not put back.
+        let (followers, leaver) = (self.core.followers.clone(), player.to_owned());
+        self.core.effects.push(move || {
+            followers_of(&followers).remove_connection(&leaver, connection);
+        });
+        let connected = followers_of(&self.core.followers)
+            .outbounds(player)
+            .iter()
+            .any(|outbound| outbound.connection != connection && !outbound.is_closed());
         if !connected && self.journal.state().members.contains(player) {
             self.away_since_ms
                 .insert(player.to_owned(), self.hub.now_ms());
@@ -559,7 +586,23 @@ impl RoomRuntime {
 
     /// Seat grace, then the quiz clock.
     fn tick(&mut self) {
+        // Seats are kept and expire in quizzes only (a wheel seat waits for its player).
+        if self.kind() != RoomKind::Quiz {
+            return;
+        }
         let now_ms = self.hub.now_ms();
+        self.expire_seats(now_ms);
+        // One step can make the next one due at once (a podium ending into a lobby that
+        // is already full starts the next game): advance until nothing is due now.
+        for _ in 0..QUIZ_STEPS_PER_TICK_MAX {
+            if !self.advance_quiz(now_ms) {
+                break;
+            }
+        }
+        self.update_listing();
+    }
+
+    fn expire_seats(&mut self, now_ms: u64) {
         let grace_ms = self.hub.config.quiz.seat_grace_ms;
         let expired: Vec<String> = self
             .away_since_ms
@@ -578,11 +621,12 @@ impl RoomRuntime {
                 });
             }
         }
-        if self.kind() != RoomKind::Quiz {
-            return;
-        }
+    }
+
+    /// One step of the quiz clock at `now_ms`; says whether anything happened.
+    fn advance_quiz(&mut self, now_ms: u64) -> bool {
         let Some(seed) = self.journal.state().setup.as_ref().map(|s| s.seed) else {
-            return;
+            return false;
         };
         let events = quiz::advance(
             &self.journal.state().quiz,
@@ -593,7 +637,7 @@ impl RoomRuntime {
             &self.hub.questions,
         );
         if events.is_empty() {
-            return;
+            return false;
         }
         let mut to_persist: Vec<RoomEvent> = events.iter().cloned().map(RoomEvent::Quiz).collect();
         if events
@@ -608,7 +652,7 @@ impl RoomRuntime {
         if let Err(error) = self.append(to_persist) {
             // The room stops (see `handle`); its next incarnation recovers.
             tracing::error!(room = self.room, %error, "quiz step not saved");
-            return;
+            return false;
         }
         for event in &events {
             if let Some(wire) = self.wire_event(event) {
@@ -619,7 +663,7 @@ impl RoomRuntime {
                 self.redeliver();
             }
         }
-        self.update_listing();
+        true
     }
 
     /// The room's grants come from one source, numbered by its `GrantCounter`.

@@ -108,7 +108,9 @@ impl Actor for PlayerSession {
         _myself: ActorRef<SessionMsg>,
         state: &mut SessionRuntime,
     ) -> Result<(), ActorProcessingErr> {
-        state.core.stopped();
+        if !state.core.stop().await {
+            state.journal.mark_diverged();
+        }
         if let Err(error) = state.journal.snapshot().await {
             tracing::warn!(player = %state.player, %error, "snapshot on stop failed; the journal still holds every event");
         }

@@ -28,7 +28,7 @@ pub struct Fence {
 }
 
 #[derive(Debug)]
-pub(super) struct CommitRequest {
+pub struct CommitRequest {
     pub fence: Option<Fence>,
     pub ops: Vec<WriteOp>,
     pub done: oneshot::Sender<Result<(), StoreError>>,
@@ -145,11 +145,19 @@ pub(super) fn run(
         let mut ops = Vec::new();
         let mut written_in_batch = HashMap::new();
         let mut verdicts = Vec::with_capacity(batch.len());
+        let mut unreadable = None;
         for request in &mut batch {
             let verdict = match &request.fence {
                 None => Ok(()),
                 Some(fence) => check_fence(&*backend, fence, &written_in_batch),
             };
+            // A fence that cannot be read is a store failure, not one writer's refusal:
+            // the entities behind this batch have applied their events already.
+            if let Err(error) = &verdict
+                && !matches!(error, StoreError::Fenced { .. })
+            {
+                unreadable = Some(error.clone());
+            }
             if verdict.is_ok() {
                 if let Some(fence) = &request.fence
                     && let Some(value) = fence.set
@@ -169,7 +177,10 @@ pub(super) fn run(
         progress
             .write_started_ms
             .store(progress.now_ms(), Ordering::Release);
-        let written = backend.write_durable(&ops);
+        let written = match unreadable {
+            Some(error) => Err(error),
+            None => backend.write_durable(&ops),
+        };
         progress.write_started_ms.store(0, Ordering::Release);
         flushes.fetch_add(1, Ordering::Relaxed);
         committed.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -187,11 +187,10 @@ impl<E: Entity> Journal<E> {
         Ok(())
     }
 
+    /// Commits ops that change no state (snapshots, the index); a refusal to queue them
+    /// changes nothing either.
     async fn commit(&mut self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
-        let ticket = self
-            .store
-            .submit_fenced(Some(self.fence()), ops)
-            .inspect_err(|error| self.note_failure(error))?;
+        let ticket = self.store.submit_fenced(Some(self.fence()), ops)?;
         self.durable(ticket).await
     }
 
@@ -223,6 +222,13 @@ impl<E: Entity> Journal<E> {
         if events.is_empty() {
             return Ok(None);
         }
+        if self.must_stop() {
+            return Err(StoreError::FailStopped(
+                "this incarnation's journal is ahead of the store; it is stopping".into(),
+            ));
+        }
+        // A full commit queue is refused here, before anything changes.
+        let slot = self.store.reserve()?;
         let mut ops = Vec::with_capacity(events.len() + 2);
         for (offset, event) in events.iter().enumerate() {
             let seq = self.seq + 1 + offset as u64;
@@ -238,21 +244,17 @@ impl<E: Entity> Journal<E> {
             .for_each(|event| E::apply(&mut self.state, event));
         let last_seq = self.seq + events.len() as u64;
         let snapshot_due = last_seq - self.snapshot_seq >= self.snapshot_every;
-        let submitted = (|| {
-            if snapshot_due {
-                ops.extend(self.snapshot_ops(last_seq, &self.state)?);
-            }
-            let owes = E::owes_grants(&self.state);
-            if owes != self.indexed {
-                ops.push(self.index_op(owes));
-            }
-            let ticket = self.store.submit_fenced(Some(self.fence()), ops)?;
-            Ok((ticket, owes))
-        })();
-        let (ticket, owes) = submitted.inspect_err(|error| {
-            self.note_failure(error);
-            self.diverged = true;
-        })?;
+        if snapshot_due {
+            let snapshot = self.snapshot_ops(last_seq, &self.state).inspect_err(|_| {
+                self.diverged = true;
+            })?;
+            ops.extend(snapshot);
+        }
+        let owes = E::owes_grants(&self.state);
+        if owes != self.indexed {
+            ops.push(self.index_op(owes));
+        }
+        let ticket = slot.submit(Some(self.fence()), ops);
         self.indexed = owes;
         self.seq = last_seq;
         if snapshot_due {
@@ -278,12 +280,18 @@ impl<E: Entity> Journal<E> {
             .inspect_err(|error| self.note_failure(error))
     }
 
+    /// A ticket of this journal failed: its events are applied in memory but may not
+    /// be in the store, so this instance must stop whatever the error.
     fn note_failure(&mut self, error: &StoreError) {
-        match error {
-            StoreError::Fenced { .. } => self.fenced = true,
-            StoreError::FailStopped(_) | StoreError::Closed => self.diverged = true,
-            _ => {}
+        if let StoreError::Fenced { .. } = error {
+            self.fenced = true;
         }
+        self.diverged = true;
+    }
+
+    /// Marks the journal as ahead of the store (a commit it did not wait for failed).
+    pub fn mark_diverged(&mut self) {
+        self.diverged = true;
     }
 
     /// True once this instance must stop: a newer incarnation took over, or a commit
@@ -294,6 +302,13 @@ impl<E: Entity> Journal<E> {
 
     /// Writes a snapshot of the current state and drops the journal it covers.
     pub async fn snapshot(&mut self) -> Result<(), StoreError> {
+        if self.must_stop() {
+            // Memory may hold events whose commit failed: never write them as a
+            // snapshot. The journal in the store is the truth.
+            return Err(StoreError::FailStopped(
+                "no snapshot of a journal that is ahead of the store".into(),
+            ));
+        }
         if self.snapshot_seq == self.seq {
             return Ok(());
         }

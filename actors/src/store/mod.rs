@@ -95,6 +95,19 @@ struct StoreInner {
     writer: std::thread::JoinHandle<()>,
 }
 
+/// A reserved place in the commit queue (see [`Store::reserve`]).
+#[derive(Debug)]
+pub struct CommitSlot(mpsc::OwnedPermit<CommitRequest>);
+
+impl CommitSlot {
+    /// Submits `ops` under `fence` in the reserved place; cannot be refused now.
+    pub fn submit(self, fence: Option<Fence>, ops: Vec<WriteOp>) -> CommitTicket {
+        let (done, ticket) = oneshot::channel();
+        self.0.send(CommitRequest { fence, ops, done });
+        CommitTicket(ticket)
+    }
+}
+
 /// Resolves once the submitted ops are durable.
 #[derive(Debug)]
 pub struct CommitTicket(oneshot::Receiver<Result<(), StoreError>>);
@@ -211,6 +224,26 @@ impl Store {
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         Ok(CommitTicket(ticket))
+    }
+
+    /// Reserves a place in the commit queue, so that a writer can find out that the
+    /// store is overloaded before it changes anything, and then submit infallibly.
+    pub fn reserve(&self) -> Result<CommitSlot, StoreError> {
+        if let Some(error) = self.failure() {
+            return Err(error);
+        }
+        let permit = self
+            .inner
+            .commits
+            .clone()
+            .try_reserve_owned()
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded {
+                    max: self.inner.queue_max,
+                },
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        Ok(CommitSlot(permit))
     }
 
     /// The failure that stopped the store, if one did (a commit thread that is gone
