@@ -280,7 +280,11 @@ mod tests {
         for step in 0..3u64 {
             let mut effects = Effects::default();
             if step == 0 {
-                effects.after(store.submit(vec![WriteOp::Put(vec![1], vec![1])]).expect("queued"));
+                effects.after(
+                    store
+                        .submit(vec![WriteOp::Put(vec![1], vec![1])])
+                        .expect("queued"),
+                );
             }
             let released = released.clone();
             effects.push(move || released.lock().expect("log").push(step));
@@ -291,6 +295,9 @@ mod tests {
             .await
             .expect("the owner is stopped");
         assert!(releaser.has_failed());
-        assert!(released.lock().expect("log").is_empty(), "nothing was released");
+        assert!(
+            released.lock().expect("log").is_empty(),
+            "nothing was released"
+        );
     }
 }

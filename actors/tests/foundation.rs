@@ -468,6 +468,8 @@ async fn a_wheel_seat_is_kept_for_a_player_who_is_away() {
         .cast_session("alice", SessionMsg::Disconnect { connection: 7 })
         .await
         .expect("disconnect");
+    // A round trip through the session: it has told the room that alice is away.
+    wallet(&test, "alice").await;
     // Long past a quiz seat's grace time, the room's deadline comes.
     test.clock.advance(60_000);
     test.hub
@@ -512,11 +514,15 @@ async fn the_next_quiz_game_starts_on_its_own_after_the_podium() {
         state.quiz.game_no
     };
     assert_eq!(game_no().await, 1, "two players start the first game");
-    // Nobody answers: the question times out, the reveal and the podium pass, and the
-    // two players still seated start the next game with no new input.
+    // Nobody answers: the question times out, the reveal and the podium pass (1.2 s of
+    // game time in all), and the two players still seated start the next game with no
+    // new input — long before anything else (passivation, at 60 s) would wake the room.
+    for _ in 0..30 {
+        test.clock.advance(100);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     tokio::time::timeout(WAIT, async {
         while game_no().await < 2 {
-            test.clock.advance(200);
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })

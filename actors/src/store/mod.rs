@@ -232,17 +232,17 @@ impl Store {
         if let Some(error) = self.failure() {
             return Err(error);
         }
-        let permit = self
-            .inner
-            .commits
-            .clone()
-            .try_reserve_owned()
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded {
-                    max: self.inner.queue_max,
-                },
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
+        let permit =
+            self.inner
+                .commits
+                .clone()
+                .try_reserve_owned()
+                .map_err(|error| match error {
+                    mpsc::error::TrySendError::Full(_) => StoreError::Overloaded {
+                        max: self.inner.queue_max,
+                    },
+                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                })?;
         Ok(CommitSlot(permit))
     }
 
