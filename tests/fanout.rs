@@ -15,8 +15,8 @@ const SLOW: &str = r#"
 [limits]
 frames_per_second = 100000
 frames_burst = 100000
-outbound_frames_max = 16
-outbound_bytes_max = 4096
+outbound_frames_max = 64
+outbound_bytes_max = 16384
 socket_send_buffer_bytes = 4096
 
 [rooms]
