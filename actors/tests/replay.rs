@@ -279,3 +279,104 @@ async fn a_corrupt_record_is_reported_not_applied() {
         "{opened:?}"
     );
 }
+
+/// A backend that, right after the first read of a snapshot key, lets a snapshot of the
+/// same entity land (written and its journal truncated), as the entity's own passivation
+/// could while a reader is between its reads.
+#[derive(Debug)]
+struct SnapshotLandsDuringRead {
+    disk: std::sync::Arc<playtree_actors::store::MemoryBackend>,
+    landing: std::sync::Mutex<Option<Vec<playtree_actors::store::WriteOp>>>,
+}
+
+impl playtree_actors::store::StoreBackend for SnapshotLandsDuringRead {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
+        let value = self.disk.get(key)?;
+        if key.first() == Some(&b's')
+            && let Some(ops) = self.landing.lock().expect("landing").take()
+        {
+            self.disk.write_durable(&ops)?;
+        }
+        Ok(value)
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
+        self.disk.scan_prefix(prefix)
+    }
+
+    fn write_durable(
+        &self,
+        ops: &[playtree_actors::store::WriteOp],
+    ) -> Result<(), playtree_actors::StoreError> {
+        self.disk.write_durable(ops)
+    }
+
+    fn generate_id(&self) -> Result<u64, playtree_actors::StoreError> {
+        self.disk.generate_id()
+    }
+}
+
+#[tokio::test]
+async fn a_reader_never_pairs_an_old_snapshot_with_a_journal_truncated_past_it() {
+    use playtree_actors::store::{MemoryBackend, StoreBackend, WriteOp, snapshot_key};
+    use std::sync::Arc;
+    let config = common::config().store;
+    let events = || {
+        (0..3)
+            .map(|room| SessionEvent::JoinedRoom {
+                room,
+                membership: Membership {
+                    kind: RoomKind::Wheel,
+                    variant: "classic".into(),
+                },
+            })
+            .collect::<Vec<_>>()
+    };
+    // What the entity's snapshot at seq 3 looks like on disk.
+    let snapshotted = Arc::new(MemoryBackend::default());
+    let store = Store::with_backend(snapshotted.clone(), &config).expect("store");
+    let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "racer", 100)
+        .await
+        .expect("open");
+    journal.persist(events()).await.expect("persist");
+    journal.snapshot().await.expect("snapshot");
+    let snapshot = snapshotted
+        .get(&snapshot_key("session", "racer"))
+        .expect("read")
+        .expect("a snapshot");
+    let expected = journal.state().clone();
+
+    // The same history, not yet snapshotted; the snapshot lands during the read.
+    let disk = Arc::new(MemoryBackend::default());
+    let racing = Arc::new(SnapshotLandsDuringRead {
+        disk: disk.clone(),
+        landing: std::sync::Mutex::new(None),
+    });
+    let store = Store::with_backend(racing.clone(), &config).expect("store");
+    let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "racer", 100)
+        .await
+        .expect("open");
+    journal.persist(events()).await.expect("persist");
+    let mut landing = vec![WriteOp::Put(snapshot_key("session", "racer"), snapshot)];
+    landing.extend(
+        (1..=3).map(|seq| {
+            WriteOp::Delete(playtree_actors::store::journal_key("session", "racer", seq))
+        }),
+    );
+    *racing.landing.lock().expect("landing") = Some(landing);
+    let (seq, state, _) = Journal::<SessionEntity>::inspect(&store, "racer")
+        .await
+        .expect("inspect");
+    assert_eq!(
+        (seq, &state),
+        (3, &expected),
+        "a consistent state, not a torn one"
+    );
+    assert!(
+        racing.landing.lock().expect("landing").is_none(),
+        "the snapshot landed during the read"
+    );
+}

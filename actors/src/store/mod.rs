@@ -11,7 +11,7 @@ mod backend;
 mod commit;
 mod journal;
 
-pub use backend::{Fault, FaultyBackend, MemoryBackend, SledBackend, StoreBackend};
+pub use backend::{Fault, FaultyBackend, MemoryBackend, Pairs, SledBackend, StoreBackend};
 pub use commit::Fence;
 pub use journal::{Entity, Journal};
 
@@ -325,17 +325,10 @@ impl Store {
         let index_key = outbox_index_key(kind, id);
         let journal_prefix = journal_prefix(kind, id);
         self.blocking(move |backend| {
-            let snapshot = backend.get(&snapshot_key)?;
-            let indexed = backend.get(&index_key)?.is_some();
-            let incarnation = match backend.get(&incarnation_key)? {
-                Some(bytes) => {
-                    commit::decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
-                        key: format!("{incarnation_key:?}"),
-                        reason: "incarnation is not an 8-byte counter".into(),
-                    })?
-                }
-                None => 0,
-            };
+            // The journal is read before the snapshot. A snapshot taken meanwhile only
+            // truncates entries it covers, so the entries read after the snapshot's seq
+            // still follow it without a gap: the pair is always consistent. (The other
+            // order can pair an old snapshot with a journal already truncated past it.)
             let mut journal = Vec::new();
             for (key, value) in backend.scan_prefix(&journal_prefix)? {
                 let seq_bytes: [u8; 8] =
@@ -347,6 +340,17 @@ impl Store {
                         })?;
                 journal.push((u64::from_be_bytes(seq_bytes), value));
             }
+            let snapshot = backend.get(&snapshot_key)?;
+            let indexed = backend.get(&index_key)?.is_some();
+            let incarnation = match backend.get(&incarnation_key)? {
+                Some(bytes) => {
+                    commit::decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
+                        key: format!("{incarnation_key:?}"),
+                        reason: "incarnation is not an 8-byte counter".into(),
+                    })?
+                }
+                None => 0,
+            };
             Ok(StoredEntity {
                 snapshot,
                 journal,
