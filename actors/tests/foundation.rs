@@ -41,6 +41,19 @@ async fn quick_join_wheel(test: &TestHub, player: &str) -> playtree_protocol::Ro
     }
 }
 
+/// Opens a connection for `player` on `outbound`.
+async fn connect(test: &TestHub, player: &str, outbound: &Outbound) {
+    test.hub
+        .call_session(player, |reply| SessionMsg::Connect {
+            outbound: outbound.clone(),
+            resume: Vec::new(),
+            reply,
+        })
+        .await
+        .expect("answers")
+        .expect("connects");
+}
+
 async fn wallet(test: &TestHub, player: &str) -> u64 {
     match request(test, player, Request::GetWallet).await {
         ReplyBody::Wallet { balance } => balance,
@@ -268,15 +281,7 @@ async fn a_failed_commit_stops_the_store_and_recovery_keeps_what_reached_the_dis
 async fn a_restarted_room_tells_its_followers_with_a_snapshot_in_a_new_epoch() {
     let test = hub_with(config()).await;
     let (outbound, mut receiver) = Outbound::channel(1, 1_000, 1 << 20);
-    test.hub
-        .call_session("alice", |reply| SessionMsg::Connect {
-            outbound: outbound.clone(),
-            resume: Vec::new(),
-            reply,
-        })
-        .await
-        .expect("answers")
-        .expect("connects");
+    connect(&test, "alice", &outbound).await;
     let joined = quick_join_wheel(&test, "alice").await;
     let (stream, epoch, _) = next_event(&mut receiver).await;
     assert_eq!(
@@ -454,15 +459,7 @@ async fn a_wheel_seat_is_kept_for_a_player_who_is_away() {
     config.quiz.seat_grace_ms = 10;
     let test = hub_with(config).await;
     let (outbound, _receiver) = Outbound::channel(7, 1_000, 1 << 20);
-    test.hub
-        .call_session("alice", |reply| SessionMsg::Connect {
-            outbound: outbound.clone(),
-            resume: Vec::new(),
-            reply,
-        })
-        .await
-        .expect("answers")
-        .expect("connects");
+    connect(&test, "alice", &outbound).await;
     let joined = quick_join_wheel(&test, "alice").await;
     test.hub
         .cast_session("alice", SessionMsg::Disconnect { connection: 7 })

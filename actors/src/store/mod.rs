@@ -210,20 +210,7 @@ impl Store {
         fence: Option<Fence>,
         ops: Vec<WriteOp>,
     ) -> Result<CommitTicket, StoreError> {
-        if let Some(error) = self.failure() {
-            return Err(error);
-        }
-        let (done, ticket) = oneshot::channel();
-        self.inner
-            .commits
-            .try_send(CommitRequest { fence, ops, done })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded {
-                    max: self.inner.queue_max,
-                },
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
-        Ok(CommitTicket(ticket))
+        Ok(self.reserve()?.submit(fence, ops))
     }
 
     /// Reserves a place in the commit queue, so that a writer can find out that the
