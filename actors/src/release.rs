@@ -46,11 +46,6 @@ impl Effects {
         self.ticket = Some(ticket);
     }
 
-    /// Everything submitted so far is known durable (the handler waited for it).
-    pub fn durable_so_far(&mut self) {
-        self.ticket = None;
-    }
-
     pub fn push(&mut self, action: impl FnOnce() + Send + 'static) {
         self.deferred_mut().push(Box::new(action));
     }
@@ -69,12 +64,6 @@ impl Effects {
     fn into_parts(mut self) -> (Option<CommitTicket>, Vec<Deferred>) {
         let deferred = std::mem::take(self.deferred_mut());
         (self.ticket, deferred)
-    }
-
-    /// The ticket of the last commit, for a handler that must wait for durability
-    /// before it goes on (a call to another entity that relies on the events).
-    pub fn take_ticket(&mut self) -> Option<CommitTicket> {
-        self.ticket.take()
     }
 
     fn is_empty(&mut self) -> bool {
