@@ -1,9 +1,106 @@
 //! Pure decisions of a room.
 
-use super::state::RoomState;
-use crate::config::WheelConfig;
+use super::msg::{RoomError, Settled};
+use super::quiz::Stage;
+use super::state::{RoomEvent, RoomState};
+use crate::config::{JoinStarted, WheelConfig};
 use crate::grant::Grant;
+use crate::session::PendingSpin;
+use playtree_protocol::RoomKind;
 use std::collections::BTreeMap;
+
+/// Whether `player` may take a seat: `Ok(Some(event))` for a new seat, `Ok(None)` when a
+/// wheel member comes back to the seat they have, or why not.
+pub fn decide_join(
+    state: &RoomState,
+    capacity: usize,
+    join_started: JoinStarted,
+    player: &str,
+) -> Result<Option<RoomEvent>, RoomError> {
+    let setup = state.setup.as_ref().ok_or(RoomError::NotSetUp)?;
+    if state.members.contains(player) {
+        return match setup.kind {
+            RoomKind::Quiz => Err(RoomError::AlreadyMember),
+            RoomKind::Wheel => Ok(None),
+        };
+    }
+    if state.members.len() >= capacity {
+        return Err(RoomError::Full { capacity });
+    }
+    if setup.kind == RoomKind::Quiz
+        && state.quiz.stage != Stage::Lobby
+        && join_started == JoinStarted::Refuse
+    {
+        return Err(RoomError::GameInProgress);
+    }
+    Ok(Some(RoomEvent::MemberJoined {
+        player: player.to_owned(),
+    }))
+}
+
+/// A settlement decided: what the player is told, and the event to journal (none when
+/// it is a retry of a spin settled before, answered with the same grant).
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    pub settled: Settled,
+    pub event: Option<RoomEvent>,
+}
+
+/// Settles `player`'s drawn `spin` on this room's `wheel`: idempotent per (player,
+/// wheel, nonce); the grant comes from `source`'s numbering.
+pub fn decide_settle(
+    state: &RoomState,
+    wheel: Option<&WheelConfig>,
+    source: &str,
+    player: &str,
+    spin: &PendingSpin,
+) -> Result<Settlement, RoomError> {
+    let setup = state.setup.as_ref().ok_or(RoomError::NotSetUp)?;
+    if setup.kind != RoomKind::Wheel || setup.variant != spin.wheel {
+        return Err(RoomError::WrongWheel(spin.wheel.clone()));
+    }
+    let missing = || RoomError::MissingWheel(setup.variant.clone());
+    let wheel = wheel.ok_or_else(missing)?;
+    let (label, prize, exhausted) = prize_for(state, wheel, spin.segment).ok_or_else(missing)?;
+    if already_settled(state, player, spin.nonce) {
+        let grant = settled_grant(state, player, &spin.wheel, spin.nonce)
+            .cloned()
+            .ok_or(RoomError::AlreadyDelivered)?;
+        return Ok(Settlement {
+            settled: Settled {
+                prize: grant.amount,
+                inventory_exhausted: grant.amount == 0 && prize > 0,
+                grant,
+                label,
+            },
+            event: None,
+        });
+    }
+    let (id, previous) = state.grants.next(source, player);
+    let grant = Grant {
+        id,
+        previous,
+        beneficiary: player.to_owned(),
+        amount: prize,
+        reason: format!("wheel {} spin {}: {label}", spin.wheel, spin.nonce),
+        settles: Some(spin.key()),
+    };
+    Ok(Settlement {
+        event: Some(RoomEvent::SpinSettled {
+            grant: grant.clone(),
+            player: player.to_owned(),
+            nonce: spin.nonce,
+            segment: spin.segment,
+            inventory_exhausted: exhausted,
+        }),
+        settled: Settled {
+            grant,
+            label,
+            prize,
+            inventory_exhausted: exhausted,
+        },
+    })
+}
 
 /// What a landed segment pays: its prize, or 0 when its inventory has run out.
 /// Returns `(label, prize, inventory_exhausted)`, or `None` for a segment the wheel lacks.
@@ -116,6 +213,114 @@ mod tests {
             },
         );
         (prize, exhausted)
+    }
+
+    fn wheel_room(members: &[&str]) -> RoomState {
+        let mut state = RoomState::default();
+        RoomEntity::apply(
+            &mut state,
+            &RoomEvent::Created {
+                setup: RoomSetup {
+                    kind: RoomKind::Wheel,
+                    variant: "classic".into(),
+                    seed: 1,
+                    private_code: None,
+                },
+                inventory: initial_inventory(&test_wheel()),
+            },
+        );
+        for player in members {
+            RoomEntity::apply(
+                &mut state,
+                &RoomEvent::MemberJoined {
+                    player: (*player).into(),
+                },
+            );
+        }
+        state
+    }
+
+    fn spin(nonce: u64, segment: u32) -> PendingSpin {
+        PendingSpin {
+            room: 1,
+            wheel: "classic".into(),
+            nonce,
+            client_seed: "seed".into(),
+            commitment: [0; 32],
+            segment,
+        }
+    }
+
+    #[test]
+    fn a_seat_is_taken_once_within_capacity() {
+        let state = wheel_room(&["alice", "bob"]);
+        let join = |player: &str, capacity| {
+            decide_join(&state, capacity, JoinStarted::Wait, player).map(|event| event.is_some())
+        };
+        assert_eq!(join("carol", 3), Ok(true));
+        assert_eq!(join("carol", 2), Err(RoomError::Full { capacity: 2 }));
+        assert_eq!(
+            join("alice", 2),
+            Ok(false),
+            "a wheel member keeps their seat"
+        );
+    }
+
+    #[test]
+    fn settling_is_idempotent_per_player_and_never_hands_over_anothers_grant() {
+        let wheel = test_wheel();
+        let mut state = wheel_room(&["alice", "bob"]);
+        let settle = |state: &mut RoomState, player: &str, nonce| {
+            let decided = decide_settle(state, Some(&wheel), "room:1", player, &spin(nonce, 0))
+                .expect("settles");
+            if let Some(event) = &decided.event {
+                RoomEntity::apply(state, event);
+            }
+            decided
+        };
+        let bob = settle(&mut state, "bob", 0);
+        let alice = settle(&mut state, "alice", 0);
+        assert_ne!(bob.settled.grant.id, alice.settled.grant.id);
+        // Bob's retry of nonce 0 gets his own grant back, and journals nothing.
+        let again = settle(&mut state, "bob", 0);
+        assert!(again.event.is_none());
+        assert_eq!(again.settled.grant, bob.settled.grant);
+        // Once bob's grant is delivered, his retry cannot pick up alice's.
+        RoomEntity::apply(
+            &mut state,
+            &RoomEvent::GrantDelivered {
+                grant: bob.settled.grant.id.clone(),
+            },
+        );
+        assert_eq!(
+            decide_settle(&state, Some(&wheel), "room:1", "bob", &spin(0, 0))
+                .map(|s| s.settled.grant),
+            Err(RoomError::AlreadyDelivered)
+        );
+        // The chain: alice's next grant names her previous one.
+        let next = settle(&mut state, "alice", 1);
+        assert_eq!(next.settled.grant.previous, alice.settled.grant.id.seq);
+    }
+
+    #[test]
+    fn settling_needs_the_rooms_own_wheel() {
+        let wheel = test_wheel();
+        let state = wheel_room(&["alice"]);
+        let mut other = spin(0, 0);
+        other.wheel = "other".into();
+        assert_eq!(
+            decide_settle(&state, Some(&wheel), "room:1", "alice", &other).map(|s| s.settled.grant),
+            Err(RoomError::WrongWheel("other".into()))
+        );
+        assert_eq!(
+            decide_settle(&state, None, "room:1", "alice", &spin(0, 0)).map(|s| s.settled.grant),
+            Err(RoomError::MissingWheel("classic".into()))
+        );
+        assert_eq!(
+            decide_settle(&state, Some(&wheel), "room:1", "alice", &spin(0, 99))
+                .map(|s| s.settled.grant),
+            Err(RoomError::MissingWheel("classic".into()))
+        );
     }
 
     #[test]

@@ -341,28 +341,14 @@ impl RoomRuntime {
 
     fn join(&mut self, player: String, outbounds: Vec<Outbound>) -> Result<RoomView, RoomError> {
         let setup = self.setup()?.clone();
-        let state = self.journal.state();
-        if state.members.contains(&player) {
-            if setup.kind == RoomKind::Quiz {
-                return Err(RoomError::AlreadyMember);
-            }
-        } else {
-            if state.members.len() >= self.capacity() {
-                return Err(RoomError::Full {
-                    capacity: self.capacity(),
-                });
-            }
-            if setup.kind == RoomKind::Quiz
-                && state.quiz.stage != Stage::Lobby
-                && self.hub.config.quiz.join_started == crate::config::JoinStarted::Refuse
-            {
-                return Err(RoomError::GameInProgress);
-            }
-            self.append(vec![RoomEvent::MemberJoined {
-                player: player.clone(),
-            }])
+        let joined = logic::decide_join(
+            self.journal.state(),
+            self.capacity(),
+            self.hub.config.quiz.join_started,
+            &player,
+        )?;
+        self.append(joined.into_iter().collect())
             .map_err(Self::persist_error)?;
-        }
         let (followers, joiner, epoch) = (
             self.core.followers.clone(),
             player.clone(),
@@ -790,53 +776,25 @@ impl RoomRuntime {
     }
 
     fn settle(&mut self, player: String, spin: PendingSpin) -> Result<Settled, RoomError> {
-        let setup = self.setup()?.clone();
-        if setup.kind != RoomKind::Wheel || setup.variant != spin.wheel {
-            return Err(RoomError::WrongWheel(spin.wheel));
-        }
-        let wheel = self
-            .hub
-            .config
-            .wheel(&setup.variant)
-            .ok_or_else(|| RoomError::MissingWheel(setup.variant.clone()))?
-            .clone();
-        let (label, prize, exhausted) =
-            logic::prize_for(self.journal.state(), &wheel, spin.segment)
-                .ok_or_else(|| RoomError::MissingWheel(setup.variant.clone()))?;
-        if logic::already_settled(self.journal.state(), &player, spin.nonce) {
-            // A retry of a spin settled before: hand back the same grant.
-            let grant =
-                logic::settled_grant(self.journal.state(), &player, &spin.wheel, spin.nonce)
-                    .cloned()
-                    .ok_or(RoomError::AlreadyDelivered)?;
-            return Ok(Settled {
-                prize: grant.amount,
-                inventory_exhausted: grant.amount == 0 && prize > 0,
-                grant,
-                label,
-            });
-        }
-        let (id, previous) = self
-            .journal
-            .state()
-            .grants
-            .next(&self.grant_source(), &player);
-        let grant = Grant {
-            id,
-            previous,
-            beneficiary: player.clone(),
-            amount: prize,
-            reason: format!("wheel {} spin {}: {label}", spin.wheel, spin.nonce),
-            settles: Some(spin.key()),
+        let variant = self.setup()?.variant.clone();
+        let decided = logic::decide_settle(
+            self.journal.state(),
+            self.hub.config.wheel(&variant),
+            &self.grant_source(),
+            &player,
+            &spin,
+        )?;
+        let Some(event) = decided.event else {
+            // A retry of a spin settled before: the same grant, nothing new to journal.
+            return Ok(decided.settled);
         };
-        self.append(vec![RoomEvent::SpinSettled {
-            grant: grant.clone(),
-            player: player.clone(),
-            nonce: spin.nonce,
-            segment: spin.segment,
+        self.append(vec![event]).map_err(Self::persist_error)?;
+        let Settled {
+            grant,
+            label,
+            prize,
             inventory_exhausted: exhausted,
-        }])
-        .map_err(Self::persist_error)?;
+        } = decided.settled;
         metrics::counter!("playtree_rewards_granted_total", "source" => "wheel").increment(1);
         metrics::counter!("playtree_reward_coins_granted_total", "source" => "wheel")
             .increment(prize);
