@@ -1,10 +1,11 @@
 //! Pure decisions of a player session: they take the state, the config and `now`, and
 //! return events to persist or a typed error for the client.
 
-use super::state::{PendingSpin, SessionState};
+use super::state::{PendingSpin, SessionEvent, SessionState};
 use crate::clock::utc_day;
 use crate::config::WheelConfig;
-use playtree_protocol::fairness::{spin_segment, validate_client_seed};
+use crate::grant::Grant;
+use playtree_protocol::fairness::{ServerSeed, spin_segment, validate_client_seed};
 use playtree_protocol::{ErrorCode, ErrorReply, RoomId};
 
 /// Draws a spin for `room` (which spins `wheel`): checks the client seed and the daily
@@ -56,6 +57,59 @@ pub fn draw_spin(
         },
         day,
     ))
+}
+
+/// What a wallet does with a grant delivered to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreditDecision {
+    /// Addressed to another player: neither credited nor acknowledged.
+    Misaddressed,
+    /// Credited before: acknowledged again, not credited again.
+    Duplicate,
+    /// New: journal this, then acknowledge.
+    Credit(SessionEvent),
+}
+
+pub fn decide_credit(state: &SessionState, player: &str, grant: &Grant) -> CreditDecision {
+    if grant.beneficiary != player {
+        CreditDecision::Misaddressed
+    } else if state.has_credited(&grant.id) {
+        CreditDecision::Duplicate
+    } else {
+        CreditDecision::Credit(SessionEvent::Credited {
+            grant: grant.id.clone(),
+            previous: grant.previous,
+            amount: grant.amount,
+            settles: grant.settles.clone(),
+        })
+    }
+}
+
+/// Rotates the seed of `wheel`: reveals the current one and commits `next`. With no seed
+/// yet, `first` is committed and revealed at once (nothing used it). Returns the events
+/// and the seed revealed.
+pub fn decide_rotation(
+    state: &SessionState,
+    wheel: &str,
+    first: ServerSeed,
+    next: ServerSeed,
+) -> (Vec<SessionEvent>, ServerSeed) {
+    let mut events = Vec::new();
+    let revealed = match state.wheels.get(wheel) {
+        Some(current) => current.server_seed,
+        None => {
+            events.push(SessionEvent::SeedCommitted {
+                wheel: wheel.to_owned(),
+                server_seed: first,
+            });
+            first
+        }
+    };
+    events.push(SessionEvent::SeedCommitted {
+        wheel: wheel.to_owned(),
+        server_seed: next,
+    });
+    (events, revealed)
 }
 
 /// Spins left today on `wheel`.
@@ -132,6 +186,52 @@ mod tests {
             draw_spin(&SessionState::default(), &test_wheel(), 1, "ok", 0).map_err(|e| e.code),
             Err(ErrorCode::NotInRoom)
         );
+    }
+
+    #[test]
+    fn a_wallet_credits_its_own_new_grants_only() {
+        let mut state = seeded();
+        let grant = Grant {
+            id: playtree_protocol::GrantId {
+                source: "room:1".into(),
+                seq: 3,
+            },
+            previous: 0,
+            beneficiary: "alice".into(),
+            amount: 25,
+            reason: "test".into(),
+            settles: None,
+        };
+        assert_eq!(
+            decide_credit(&state, "bob", &grant),
+            CreditDecision::Misaddressed
+        );
+        let CreditDecision::Credit(event) = decide_credit(&state, "alice", &grant) else {
+            panic!("a new grant is credited")
+        };
+        SessionEntity::apply(&mut state, &event);
+        assert_eq!(state.balance, 25);
+        assert_eq!(
+            decide_credit(&state, "alice", &grant),
+            CreditDecision::Duplicate
+        );
+    }
+
+    #[test]
+    fn a_rotation_reveals_the_committed_seed_and_commits_the_next() {
+        let mut state = SessionState::default();
+        // No seed yet: the first one is committed and revealed at once.
+        let (events, revealed) = decide_rotation(&state, "classic", [1; 32], [2; 32]);
+        assert_eq!((events.len(), revealed), (2, [1; 32]));
+        events
+            .iter()
+            .for_each(|event| SessionEntity::apply(&mut state, event));
+        let (events, revealed) = decide_rotation(&state, "classic", [3; 32], [4; 32]);
+        assert_eq!((events.len(), revealed), (1, [2; 32]), "the seed in use");
+        events
+            .iter()
+            .for_each(|event| SessionEntity::apply(&mut state, event));
+        assert_eq!(state.wheels["classic"].server_seed, [4; 32]);
     }
 
     #[test]

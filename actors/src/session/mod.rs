@@ -815,7 +815,8 @@ impl SessionRuntime {
     /// Credits `grant` unless it was credited before, then acknowledges it to its room
     /// either way (an acknowledgement can be lost, so duplicates must be acknowledged too).
     async fn credit(&mut self, grant: Grant, source_room: RoomId) -> Result<(), ErrorReply> {
-        if grant.beneficiary != self.player {
+        let decision = logic::decide_credit(self.journal.state(), &self.player, &grant);
+        if decision == logic::CreditDecision::Misaddressed {
             // Never credited and never acknowledged: the grant stays with its source.
             metrics::counter!("playtree_rewards_misaddressed_total").increment(1);
             let letter = DeadLetter {
@@ -835,19 +836,16 @@ impl SessionRuntime {
                 ),
             ));
         }
-        if self.journal.state().has_credited(&grant.id) {
-            metrics::counter!("playtree_rewards_duplicates_total").increment(1);
-        } else {
-            let event = SessionEvent::Credited {
-                grant: grant.id.clone(),
-                previous: grant.previous,
-                amount: grant.amount,
-                settles: grant.settles.clone(),
-            };
-            if let Err(error) = self.journal.persist(vec![event]).await {
-                // Not acknowledged: the room keeps the grant and delivers it again.
-                tracing::error!(player = %self.player, grant = %grant.id, %error, "credit not saved");
-                return Err(store_error(error));
+        if let logic::CreditDecision::Credit(event) = decision {
+            // Pipelined: what depends on the credit (the wallet event, the reply, the
+            // acknowledgement) leaves once it is durable.
+            match self.journal.append(vec![event]) {
+                Ok(ticket) => self.core.after(ticket),
+                Err(error) => {
+                    // Not acknowledged: the room keeps the grant and delivers it again.
+                    tracing::error!(player = %self.player, grant = %grant.id, %error, "credit not saved");
+                    return Err(store_error(error));
+                }
             }
             metrics::counter!("playtree_rewards_credited_total").increment(1);
             metrics::counter!("playtree_reward_coins_credited_total").increment(grant.amount);
@@ -860,19 +858,18 @@ impl SessionRuntime {
                     reason: grant.reason.clone(),
                 });
             }
+        } else {
+            metrics::counter!("playtree_rewards_duplicates_total").increment(1);
         }
-        if let Err(error) = self
-            .hub
-            .cast_room(
-                source_room,
-                RoomMsg::GrantAcked {
-                    grant: grant.id.clone(),
-                },
-            )
-            .await
-        {
-            tracing::warn!(player = %self.player, grant = %grant.id, %error, "acknowledgement not delivered; the room will redeliver");
-        }
+        // Acknowledged either way (an acknowledgement can be lost, so duplicates are
+        // acknowledged too), once the credit is durable.
+        let player = self.player.clone();
+        self.core.spawn_after(move |hub| async move {
+            let acked = RoomMsg::GrantAcked { grant: grant.id };
+            if let Err(error) = hub.cast_room(source_room, acked).await {
+                tracing::warn!(%player, %error, "acknowledgement not delivered; the room will redeliver");
+            }
+        });
         Ok(())
     }
 
@@ -881,24 +878,14 @@ impl SessionRuntime {
         if hub.config.wheel(&wheel_id).is_none() {
             return Err(self.unknown_wheel(&wheel_id));
         }
-        let mut events = Vec::new();
-        // With no seed yet, one is committed and revealed at once: nothing used it.
-        let revealed_seed = match self.journal.state().wheels.get(&wheel_id) {
-            Some(current) => current.server_seed,
-            None => {
-                let first = hub.entropy.server_seed();
-                events.push(SessionEvent::SeedCommitted {
-                    wheel: wheel_id.clone(),
-                    server_seed: first,
-                });
-                first
-            }
-        };
-        events.push(SessionEvent::SeedCommitted {
-            wheel: wheel_id.clone(),
-            server_seed: hub.entropy.server_seed(),
-        });
-        self.journal.persist(events).await.map_err(store_error)?;
+        let (events, revealed_seed) = logic::decide_rotation(
+            self.journal.state(),
+            &wheel_id,
+            hub.entropy.server_seed(),
+            hub.entropy.server_seed(),
+        );
+        let ticket = self.journal.append(events).map_err(store_error)?;
+        self.core.after(ticket);
         let current = self
             .journal
             .state()
