@@ -114,6 +114,12 @@ impl<M: Message> EntityCore<M> {
         }
     }
 
+    /// True once a commit this entity did not wait for (or one of its releases) failed:
+    /// it is being stopped.
+    pub fn has_failed(&self) -> bool {
+        self.releaser.has_failed()
+    }
+
     /// The entity is stopping (from its `post_stop`): no deadline any more, and what
     /// its last messages left to release goes out now, before a new incarnation can
     /// start. Returns false if a commit or a release failed: the journal in the store

@@ -171,6 +171,9 @@ async fn a_grant_addressed_to_another_player_is_neither_credited_nor_acknowledge
         .await
         .expect("delivered");
     assert_eq!(wallet(&test, "bob").await, 0);
+    // A round trip through the room after bob's session is done: an acknowledgement,
+    // had bob sent one, would be in the room's journal by now.
+    settle(&test, room, "carol", 0).await.expect("settles");
     let letters = test.store.dead_letters().await.expect("dead letters");
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].kind, "grant");

@@ -168,6 +168,11 @@ impl Actor for Room {
         message: RoomMsg,
         state: &mut RoomRuntime,
     ) -> Result<(), ActorProcessingErr> {
+        if state.core.has_failed() {
+            // A commit of this room failed: its memory is ahead of the store, so nothing
+            // more is journaled or snapshotted; it is stopping.
+            state.journal.mark_diverged();
+        }
         match message {
             RoomMsg::Join {
                 player,

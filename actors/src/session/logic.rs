@@ -86,18 +86,19 @@ pub fn decide_credit(state: &SessionState, player: &str, grant: &Grant) -> Credi
 }
 
 /// Rotates the seed of `wheel`: reveals the current one and commits `next`. With no seed
-/// yet, `first` is committed and revealed at once (nothing used it). Returns the events
-/// and the seed revealed.
+/// yet, `first()` is committed and revealed at once (nothing used it); it is drawn only
+/// then. Returns the events and the seed revealed.
 pub fn decide_rotation(
     state: &SessionState,
     wheel: &str,
-    first: ServerSeed,
+    first: impl FnOnce() -> ServerSeed,
     next: ServerSeed,
 ) -> (Vec<SessionEvent>, ServerSeed) {
     let mut events = Vec::new();
     let revealed = match state.wheels.get(wheel) {
         Some(current) => current.server_seed,
         None => {
+            let first = first();
             events.push(SessionEvent::SeedCommitted {
                 wheel: wheel.to_owned(),
                 server_seed: first,
@@ -221,12 +222,12 @@ mod tests {
     fn a_rotation_reveals_the_committed_seed_and_commits_the_next() {
         let mut state = SessionState::default();
         // No seed yet: the first one is committed and revealed at once.
-        let (events, revealed) = decide_rotation(&state, "classic", [1; 32], [2; 32]);
+        let (events, revealed) = decide_rotation(&state, "classic", || [1; 32], [2; 32]);
         assert_eq!((events.len(), revealed), (2, [1; 32]));
         events
             .iter()
             .for_each(|event| SessionEntity::apply(&mut state, event));
-        let (events, revealed) = decide_rotation(&state, "classic", [3; 32], [4; 32]);
+        let (events, revealed) = decide_rotation(&state, "classic", || [3; 32], [4; 32]);
         assert_eq!((events.len(), revealed), (1, [2; 32]), "the seed in use");
         events
             .iter()

@@ -123,6 +123,11 @@ impl Actor for PlayerSession {
         message: SessionMsg,
         state: &mut SessionRuntime,
     ) -> Result<(), ActorProcessingErr> {
+        if state.core.has_failed() {
+            // A commit this session did not wait for failed: its memory is ahead of the
+            // store, so nothing more is journaled or snapshotted; it is stopping.
+            state.journal.mark_diverged();
+        }
         match message {
             SessionMsg::Connect {
                 outbound,
@@ -197,21 +202,16 @@ impl SessionRuntime {
                 .find(|p| p.stream == *stream)
                 .map(|p| (p.epoch, p.seq))
         };
-        if let Some((epoch, seq)) = position(&StreamId::Player(self.player.clone())) {
-            match self.stream.replay_after(epoch, seq) {
-                Some(frames) => frames.into_iter().for_each(|f| {
-                    outbound.push("event", f);
-                }),
-                None => {
-                    let balance = self.journal.state().balance;
-                    outbound.push(
-                        "event",
-                        self.stream
-                            .snapshot_frame(Event::PlayerSnapshot { balance }),
-                    );
-                }
-            }
-        }
+        let frames = match position(&StreamId::Player(self.player.clone())) {
+            None => Vec::new(),
+            Some((epoch, seq)) => self.stream.replay_after(epoch, seq).unwrap_or_else(|| {
+                let balance = self.journal.state().balance;
+                vec![
+                    self.stream
+                        .snapshot_frame(Event::PlayerSnapshot { balance }),
+                ]
+            }),
+        };
         let rooms: Vec<RoomId> = self.journal.state().rooms.keys().copied().collect();
         for room in rooms {
             let subscribe = RoomMsg::Subscribe {
@@ -232,8 +232,27 @@ impl SessionRuntime {
                 }
             }
         }
-        // Closed ones were dropped above; connection ids are never reused.
-        followers_of(&self.core.followers).add(&self.player, outbound);
+        // In its turn among the session's releases, as a room does it: every frame
+        // published before this point is in `frames` (and reaches only the older
+        // connections when released), every later one reaches this one too; nothing is
+        // shown before it is durable. Closed connections were dropped above; connection
+        // ids are never reused.
+        let (followers, player, epoch) = (
+            self.core.followers.clone(),
+            self.player.clone(),
+            self.stream.epoch(),
+        );
+        self.core.effects.push(move || {
+            let mut followers = followers_of(&followers);
+            if followers.superseded(epoch) {
+                outbound.close_for_resync();
+                return;
+            }
+            for frame in frames {
+                outbound.push("event", frame);
+            }
+            followers.add(&player, outbound);
+        });
         Ok(())
     }
 
@@ -847,8 +866,12 @@ impl SessionRuntime {
                     return Err(store_error(error));
                 }
             }
-            metrics::counter!("playtree_rewards_credited_total").increment(1);
-            metrics::counter!("playtree_reward_coins_credited_total").increment(grant.amount);
+            let amount = grant.amount;
+            self.core.effects.push(move || {
+                // Counted once durable, like everything the credit implies.
+                metrics::counter!("playtree_rewards_credited_total").increment(1);
+                metrics::counter!("playtree_reward_coins_credited_total").increment(amount);
+            });
             if grant.amount > 0 {
                 let balance = self.journal.state().balance;
                 self.publish(Event::WalletCredited {
@@ -863,12 +886,24 @@ impl SessionRuntime {
         }
         // Acknowledged either way (an acknowledgement can be lost, so duplicates are
         // acknowledged too), once the credit is durable.
-        let player = self.player.clone();
-        self.core.spawn_after(move |hub| async move {
+        let (hub, player) = (self.hub.clone(), self.player.clone());
+        self.core.effects.push(move || {
             let acked = RoomMsg::GrantAcked { grant: grant.id };
-            if let Err(error) = hub.cast_room(source_room, acked).await {
-                tracing::warn!(%player, %error, "acknowledgement not delivered; the room will redeliver");
-            }
+            // Straight into an active room's mailbox, in order with what the session
+            // does next; a room that must be activated first gets it from a task.
+            let acked = match hub.active_room(source_room) {
+                Some(room) => match room.cast(acked) {
+                    Ok(()) => return,
+                    Err(ractor::MessagingErr::SendErr(acked)) => acked,
+                    Err(_) => return,
+                },
+                None => acked,
+            };
+            tokio::spawn(async move {
+                if let Err(error) = hub.cast_room(source_room, acked).await {
+                    tracing::warn!(%player, %error, "acknowledgement not delivered; the room will redeliver");
+                }
+            });
         });
         Ok(())
     }
@@ -881,7 +916,7 @@ impl SessionRuntime {
         let (events, revealed_seed) = logic::decide_rotation(
             self.journal.state(),
             &wheel_id,
-            hub.entropy.server_seed(),
+            || hub.entropy.server_seed(),
             hub.entropy.server_seed(),
         );
         let ticket = self.journal.append(events).map_err(store_error)?;

@@ -215,9 +215,10 @@ impl<E: Entity> Journal<E> {
     /// Applies `events` at once and submits their commit (a snapshot in the same batch
     /// once `snapshot_every` events have piled up); returns the ticket that resolves
     /// when they are durable. Nothing that depends on them may leave the entity before
-    /// that (see [`crate::release`]). If the ticket fails, or this returns an error, the
-    /// state in memory may be ahead of the store: the entity must stop
-    /// ([`Journal::must_stop`]).
+    /// that (see [`crate::release`]). If this returns an error after applying, or a
+    /// ticket awaited through [`Journal::durable`] fails, [`Journal::must_stop`] says so;
+    /// a ticket awaited elsewhere (an entity's releaser) must be reported back with
+    /// [`Journal::mark_diverged`]. Either way the entity must stop.
     pub fn append(&mut self, events: Vec<E::Event>) -> Result<Option<CommitTicket>, StoreError> {
         if events.is_empty() {
             return Ok(None);
