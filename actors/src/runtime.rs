@@ -8,11 +8,13 @@
 //! pushes what depends on them with [`EntityCore::reply`], [`EntityCore::publish`],
 //! [`EntityCore::spawn_after`]; [`EntityCore::finish`] closes every message.
 
+use crate::connections::Outbound;
 use crate::directory::{Followers, followers_of};
 use crate::hub::Hub;
 use crate::release::{Effects, Releaser};
 use crate::store::CommitTicket;
 use crate::stream::Stream;
+use bytes::Bytes;
 use playtree_protocol::Event;
 use ractor::{ActorRef, Message, RpcReplyPort};
 use std::future::Future;
@@ -66,6 +68,32 @@ impl<M: Message> EntityCore<M> {
         let (followers, epoch) = (self.followers.clone(), stream.epoch());
         self.effects
             .push(move || followers_of(&followers).send_in_epoch(epoch, &frame));
+    }
+
+    /// Makes `outbound` follow `stream` for `player`, in its turn among the releases:
+    /// `frames` (a replay or a snapshot, computed now) hold every frame published before
+    /// this point and reach it first; every later frame reaches it too. No gap, no
+    /// duplicate, nothing before it is durable. If a newer incarnation has taken the
+    /// followers over meanwhile, the connection is asked to reconnect and resume.
+    pub fn follow(
+        &mut self,
+        stream: &Stream,
+        player: String,
+        outbound: Outbound,
+        frames: Vec<Bytes>,
+    ) {
+        let (followers, epoch) = (self.followers.clone(), stream.epoch());
+        self.effects.push(move || {
+            let mut followers = followers_of(&followers);
+            if followers.superseded(epoch) {
+                outbound.close_for_resync();
+                return;
+            }
+            for frame in frames {
+                outbound.push("event", frame);
+            }
+            followers.add(&player, outbound);
+        });
     }
 
     /// Runs `work` as a task of its own once the events so far are durable: messages to

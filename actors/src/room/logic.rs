@@ -345,19 +345,7 @@ mod tests {
 
     #[test]
     fn an_empty_inventory_turns_the_prize_into_no_win() {
-        let mut state = RoomState::default();
-        RoomEntity::apply(
-            &mut state,
-            &RoomEvent::Created {
-                setup: RoomSetup {
-                    kind: RoomKind::Wheel,
-                    variant: "classic".into(),
-                    seed: 1,
-                    private_code: None,
-                },
-                inventory: initial_inventory(&test_wheel()),
-            },
-        );
+        let mut state = wheel_room(&[]);
         assert_eq!(settle(&mut state, 0, 1), (500, false));
         assert_eq!(settle(&mut state, 1, 1), (0, true));
         // Uncapped segments pay every time.

@@ -437,24 +437,8 @@ impl RoomRuntime {
                 ]
             }
         };
-        // In its turn among the room's releases: every frame published before this
-        // point is in `frames` (and reaches only the older followers when released),
-        // every later one reaches this connection too. No gap, no duplicate.
         self.away_since_ms.remove(&player);
-        let (followers, epoch) = (self.core.followers.clone(), self.stream.epoch());
-        self.core.effects.push(move || {
-            let mut followers = followers_of(&followers);
-            if followers.superseded(epoch) {
-                // A newer incarnation took the followers over while this waited: its
-                // frames are stale. The client reconnects and resumes from the new one.
-                outbound.close_for_resync();
-                return;
-            }
-            for frame in frames {
-                outbound.push("event", frame);
-            }
-            followers.add(&player, outbound);
-        });
+        self.core.follow(&self.stream, player, outbound, frames);
     }
 
     fn unsubscribe(&mut self, player: &str, connection: ConnectionId) {

@@ -232,27 +232,10 @@ impl SessionRuntime {
                 }
             }
         }
-        // In its turn among the session's releases, as a room does it: every frame
-        // published before this point is in `frames` (and reaches only the older
-        // connections when released), every later one reaches this one too; nothing is
-        // shown before it is durable. Closed connections were dropped above; connection
-        // ids are never reused.
-        let (followers, player, epoch) = (
-            self.core.followers.clone(),
-            self.player.clone(),
-            self.stream.epoch(),
-        );
-        self.core.effects.push(move || {
-            let mut followers = followers_of(&followers);
-            if followers.superseded(epoch) {
-                outbound.close_for_resync();
-                return;
-            }
-            for frame in frames {
-                outbound.push("event", frame);
-            }
-            followers.add(&player, outbound);
-        });
+        // In its turn among the session's releases, as a room does it. Closed
+        // connections were dropped above; connection ids are never reused.
+        self.core
+            .follow(&self.stream, self.player.clone(), outbound, frames);
         Ok(())
     }
 
