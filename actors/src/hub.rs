@@ -336,11 +336,8 @@ impl Hub {
             && let Ok(room) = id.parse::<RoomId>()
             && let Some(listing) = self.matchmaker.remove(room, actor)
         {
-            let kind = match listing.kind {
-                playtree_protocol::RoomKind::Wheel => "wheel",
-                playtree_protocol::RoomKind::Quiz => "quiz",
-            };
-            metrics::gauge!("playtree_rooms_open", "kind" => kind).decrement(1.0);
+            metrics::gauge!("playtree_rooms_open", "kind" => crate::room::kind_name(listing.kind))
+                .decrement(1.0);
         }
         match decision {
             RestartDecision::Restart { id } => {

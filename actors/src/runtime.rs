@@ -111,15 +111,14 @@ impl<M: Message> EntityCore<M> {
 
     /// Sets the entity's one deadline: at `due_ms`, the timer casts it `wake()`.
     pub fn schedule(&self, due_ms: Option<u64>, wake: fn() -> M) {
-        let actor = self.myself.clone();
-        self.hub
-            .timers
-            .schedule(self.myself.get_id(), due_ms, move || {
-                Box::new(move || {
-                    // A stopped entity has nothing left to do.
-                    let _ = actor.cast(wake());
-                })
-            });
+        self.hub.timers.schedule(self.myself.get_id(), due_ms, || {
+            // Built only when the deadline moves: most messages leave it as it was.
+            let actor = self.myself.clone();
+            Box::new(move || {
+                // A stopped entity has nothing left to do.
+                let _ = actor.cast(wake());
+            })
+        });
     }
 
     /// Closes a message: releases its effects in order, sets the next deadline, and
@@ -146,6 +145,18 @@ impl<M: Message> EntityCore<M> {
     /// it is being stopped.
     pub fn has_failed(&self) -> bool {
         self.releaser.has_failed()
+    }
+
+    /// When an entity that was last active at `last_active_ms` should next look whether
+    /// it may passivate, seen at `now_ms`. Activity does not move the check (that would
+    /// reschedule the timer on every message); the check, when it comes, looks again.
+    pub fn next_passivation_check(now_ms: u64, last_active_ms: u64, idle_ms_min: u64) -> u64 {
+        if now_ms >= last_active_ms + idle_ms_min {
+            // Idle long enough but still followed or owing: a full period from now.
+            now_ms + idle_ms_min
+        } else {
+            last_active_ms + idle_ms_min
+        }
     }
 
     /// The entity is stopping (from its `post_stop`): no deadline any more, and what

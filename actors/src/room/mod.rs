@@ -58,6 +58,8 @@ pub struct RoomRuntime {
     away_since_ms: BTreeMap<String, u64>,
     chat_buckets: HashMap<String, TokenBucket>,
     last_active_ms: u64,
+    /// When to look next whether the room may passivate.
+    passivate_check_ms: u64,
     /// When the outbox was last redelivered.
     last_redeliver_ms: u64,
 }
@@ -124,6 +126,7 @@ impl Actor for Room {
             journal.incarnation(),
             rooms.history_len,
         );
+        let passivate_check_ms = now_ms + rooms.passivate_after_ms;
         let runtime = RoomRuntime {
             room: args.room,
             actor: myself.get_id(),
@@ -134,6 +137,7 @@ impl Actor for Room {
             hub,
             journal,
             last_active_ms: now_ms,
+            passivate_check_ms,
             last_redeliver_ms: now_ms,
         };
         runtime.update_listing();
@@ -246,6 +250,14 @@ impl Actor for Room {
     }
 }
 
+/// The name of a room kind in metrics.
+pub fn kind_name(kind: RoomKind) -> &'static str {
+    match kind {
+        RoomKind::Wheel => "wheel",
+        RoomKind::Quiz => "quiz",
+    }
+}
+
 /// Quiz steps one tick may take at most (lobby → game → question is the longest chain).
 const QUIZ_STEPS_PER_TICK_MAX: usize = 4;
 
@@ -268,10 +280,7 @@ impl RoomRuntime {
     }
 
     fn kind_name(&self) -> &'static str {
-        match self.kind() {
-            RoomKind::Wheel => "wheel",
-            RoomKind::Quiz => "quiz",
-        }
+        kind_name(self.kind())
     }
 
     fn capacity(&self) -> usize {
@@ -859,8 +868,7 @@ impl RoomRuntime {
         };
         let redeliver = (!state.outbox.is_empty())
             .then(|| self.last_redeliver_ms + config.rooms.outbox_retry_ms);
-        let passivate = Some(self.last_active_ms + config.rooms.passivate_after_ms);
-        crate::timers::earliest([quiz, seat, redeliver, passivate])
+        crate::timers::earliest([quiz, seat, redeliver, Some(self.passivate_check_ms)])
     }
 
     async fn deadline(&mut self, myself: &ActorRef<RoomMsg>) {
@@ -873,11 +881,12 @@ impl RoomRuntime {
         {
             self.redeliver();
         }
-        if now_ms >= self.last_active_ms + passivate_after_ms
-            && !self.passivate_if_idle(myself).await
-        {
-            // Still in use: look again after another full idle period.
-            self.last_active_ms = now_ms;
+        if now_ms >= self.passivate_check_ms && !self.passivate_if_idle(myself).await {
+            self.passivate_check_ms = EntityCore::<RoomMsg>::next_passivation_check(
+                now_ms,
+                self.last_active_ms,
+                passivate_after_ms,
+            );
         }
     }
 

@@ -48,6 +48,8 @@ pub struct SessionRuntime {
     /// replies and publications, the deadline.
     core: EntityCore<SessionMsg>,
     last_active_ms: u64,
+    /// When to look next whether the session may passivate.
+    passivate_check_ms: u64,
     /// When unsettled spins were last retried.
     last_retry_ms: u64,
 }
@@ -77,6 +79,7 @@ impl Actor for PlayerSession {
         if !journal.state().pending_spins.is_empty() {
             myself.cast(SessionMsg::RetryPending)?;
         }
+        let passivate_check_ms = now_ms + hub.config.session.passivate_after_ms;
         let runtime = SessionRuntime {
             // The epoch is the incarnation number: unique per activation, whatever the
             // clock says.
@@ -90,6 +93,7 @@ impl Actor for PlayerSession {
             hub,
             journal,
             last_active_ms: now_ms,
+            passivate_check_ms,
             last_retry_ms: now_ms,
         };
         runtime.resync_followers();
@@ -721,16 +725,11 @@ impl SessionRuntime {
             })
             .await;
         let permanent = match &answer {
-            Err(crate::HubError::UnknownRoom(_)) => true,
-            Ok(Err(error)) => error.is_permanent(),
-            _ => false,
+            Err(error @ crate::HubError::UnknownRoom(_)) => Some(error.to_string()),
+            Ok(Err(error)) if error.is_permanent() => Some(error.to_string()),
+            _ => None,
         };
-        if permanent {
-            let reason = match &answer {
-                Err(error) => error.to_string(),
-                Ok(Err(error)) => error.to_string(),
-                Ok(Ok(_)) => String::new(),
-            };
+        if let Some(reason) = permanent {
             self.abandon(spin, &reason).await;
         }
         let settled = answer??;
@@ -750,8 +749,7 @@ impl SessionRuntime {
         let config = &self.hub.config.session;
         let retry = (!self.journal.state().pending_spins.is_empty())
             .then(|| self.last_retry_ms + config.pending_retry_ms);
-        let passivate = Some(self.last_active_ms + config.passivate_after_ms);
-        crate::timers::earliest([retry, passivate])
+        crate::timers::earliest([retry, Some(self.passivate_check_ms)])
     }
 
     async fn deadline(&mut self, myself: &ActorRef<SessionMsg>) {
@@ -762,12 +760,12 @@ impl SessionRuntime {
         {
             self.retry_pending().await;
         }
-        let passivate_after_ms = self.hub.config.session.passivate_after_ms;
-        if now_ms >= self.last_active_ms + passivate_after_ms
-            && !self.passivate_if_idle(myself).await
-        {
-            // Still in use: look again after another full idle period.
-            self.last_active_ms = now_ms;
+        if now_ms >= self.passivate_check_ms && !self.passivate_if_idle(myself).await {
+            self.passivate_check_ms = EntityCore::<SessionMsg>::next_passivation_check(
+                now_ms,
+                self.last_active_ms,
+                self.hub.config.session.passivate_after_ms,
+            );
         }
     }
 

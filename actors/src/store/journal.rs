@@ -207,11 +207,6 @@ impl<E: Entity> Journal<E> {
         self.seq
     }
 
-    /// The sequence number the next persisted event will get.
-    pub fn next_seq(&self) -> u64 {
-        self.seq + 1
-    }
-
     /// Applies `events` at once and submits their commit (a snapshot in the same batch
     /// once `snapshot_every` events have piled up); returns the ticket that resolves
     /// when they are durable. Nothing that depends on them may leave the entity before
