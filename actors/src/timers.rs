@@ -147,6 +147,14 @@ impl Timers {
         lock(&self.inner.queue).remove_owner(owner);
     }
 
+    /// `owner`'s deadline, if it has one.
+    pub fn deadline_of(&self, owner: ActorId) -> Option<u64> {
+        lock(&self.inner.queue)
+            .by_owner
+            .get(&owner)
+            .map(|(due, _)| *due)
+    }
+
     /// How many entities have a deadline.
     pub fn scheduled(&self) -> usize {
         lock(&self.inner.queue).by_owner.len()
