@@ -107,6 +107,9 @@ pub struct SessionConfig {
     pub pending_retry_ms: u64,
     /// Live connections one player may hold at once.
     pub connections_max: usize,
+    /// Requests of one player that wait while an earlier one (a join, a spin, a leave)
+    /// is still under way; one more is refused with `RateLimited`.
+    pub requests_queued_max: usize,
 }
 
 impl Default for SessionConfig {
@@ -115,6 +118,7 @@ impl Default for SessionConfig {
             passivate_after_ms: 60_000,
             pending_retry_ms: 5_000,
             connections_max: 8,
+            requests_queued_max: 16,
         }
     }
 }

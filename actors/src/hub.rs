@@ -8,8 +8,9 @@ use crate::directory::{Directory, RestartDecision, RestartPolicy};
 use crate::error::HubError;
 use crate::matchmaker::Matchmaker;
 use crate::questions::QuestionBank;
-use crate::room::{Room, RoomArgs, RoomMsg, RoomSpec};
-use crate::session::{PlayerSession, SessionArgs, SessionMsg};
+use crate::room::{RoomEntity, RoomMsg, RoomSpec};
+use crate::runtime::{ActivationError, EntityArgs, EntityRuntime};
+use crate::session::{SessionEntity, SessionMsg};
 use crate::store::Store;
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use playtree_protocol::RoomId;
@@ -175,19 +176,24 @@ impl Hub {
                 self.call_timeout(),
                 move || async move {
                     let supervisor = hub.session_supervisor.get().ok_or(HubError::ShuttingDown)?;
-                    let args = SessionArgs {
+                    let args = EntityArgs::<SessionEntity> {
                         followers: hub.sessions.followers(&id),
-                        player: id.clone(),
+                        id: id.clone(),
+                        start: (),
                         hub: hub.clone(),
                     };
-                    let (actor, _) =
-                        Actor::spawn_linked(None, PlayerSession, args, supervisor.get_cell())
-                            .await
-                            .map_err(|error| HubError::Spawn {
-                                kind: "session",
-                                id: id.clone(),
-                                reason: error.to_string(),
-                            })?;
+                    let (actor, _) = Actor::spawn_linked(
+                        None,
+                        EntityRuntime::<SessionEntity>::default(),
+                        args,
+                        supervisor.get_cell(),
+                    )
+                    .await
+                    .map_err(|error| HubError::Spawn {
+                        kind: "session",
+                        id: id.clone(),
+                        reason: error.to_string(),
+                    })?;
                     metrics::counter!("playtree_actor_activations_total", "kind" => "session")
                         .increment(1);
                     Ok(actor)
@@ -213,26 +219,34 @@ impl Hub {
                 self.call_timeout(),
                 move || async move {
                     let supervisor = hub.room_supervisor.get().ok_or(HubError::ShuttingDown)?;
-                    let args = RoomArgs {
-                        room,
-                        spec,
+                    let args = EntityArgs::<RoomEntity> {
+                        id: room,
+                        start: spec,
                         followers: hub.rooms.followers(&room.to_string()),
                         hub: hub.clone(),
                     };
-                    let (actor, _) = Actor::spawn_linked(None, Room, args, supervisor.get_cell())
-                        .await
-                        .map_err(|error| match &error {
-                            ractor::SpawnErr::StartupFailed(inner)
-                                if inner.downcast_ref::<crate::room::UnknownRoom>().is_some() =>
-                            {
-                                HubError::UnknownRoom(room)
-                            }
-                            _ => HubError::Spawn {
-                                kind: "room",
-                                id: room.to_string(),
-                                reason: error.to_string(),
-                            },
-                        })?;
+                    let (actor, _) = Actor::spawn_linked(
+                        None,
+                        EntityRuntime::<RoomEntity>::default(),
+                        args,
+                        supervisor.get_cell(),
+                    )
+                    .await
+                    .map_err(|error| match &error {
+                        ractor::SpawnErr::StartupFailed(inner)
+                            if matches!(
+                                inner.downcast_ref::<ActivationError>(),
+                                Some(ActivationError::Unknown(_))
+                            ) =>
+                        {
+                            HubError::UnknownRoom(room)
+                        }
+                        _ => HubError::Spawn {
+                            kind: "room",
+                            id: room.to_string(),
+                            reason: error.to_string(),
+                        },
+                    })?;
                     metrics::counter!("playtree_actor_activations_total", "kind" => "room")
                         .increment(1);
                     Ok(actor)
@@ -305,6 +319,51 @@ impl Hub {
             |actor| self.rooms.discard_stopped(actor),
         )
         .await
+    }
+
+    /// Casts to a session now if it is in memory (in order with what the sender does
+    /// next), or from a task that activates it first.
+    pub(crate) fn send_to_session(&self, player: String, message: SessionMsg) {
+        let message = match self.active_session(&player) {
+            Some(session) => match session.cast(message) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(message)) => message,
+                Err(_) => return,
+            },
+            None => message,
+        };
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = hub.cast_session(&player, message).await {
+                tracing::warn!(%player, %error, "message to a session not delivered; its sender retries");
+            }
+        });
+    }
+
+    /// Casts to a room now if it is in memory, or from a task that activates it first.
+    pub(crate) fn send_to_room(&self, room: RoomId, message: RoomMsg) {
+        let message = match self.active_room(room) {
+            Some(actor) => match actor.cast(message) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(message)) => message,
+                Err(_) => return,
+            },
+            None => message,
+        };
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = hub.cast_room(room, message).await {
+                tracing::warn!(room, %error, "message to a room not delivered; its sender retries");
+            }
+        });
+    }
+
+    /// A new incarnation is ready to serve (from its activation).
+    pub(crate) fn register(&self, kind: EntityKind, actor: ActorId, id: &str) {
+        match kind {
+            EntityKind::Session => self.sessions.register(actor, id),
+            EntityKind::Room => self.rooms.register(actor, id),
+        }
     }
 
     /// An entity about to passivate: later lookups wait for it to stop, then reactivate.

@@ -3,7 +3,7 @@
 use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
 use crate::session::PendingSpin;
-use playtree_protocol::{ErrorCode, ErrorReply, GrantId, RoomKind, RoomSnapshot};
+use playtree_protocol::{ErrorCode, ErrorReply, GrantId, ReplyBody, RoomKind, RoomSnapshot};
 use ractor::RpcReplyPort;
 
 /// What a room is, given when it is first opened.
@@ -117,29 +117,26 @@ pub enum RoomMsg {
         spin: PendingSpin,
         reply: RpcReplyPort<Result<Settled, RoomError>>,
     },
-    /// A quiz answer, timed on arrival.
+    /// A quiz answer, timed on arrival. Relayed by the player's session with the
+    /// client's own reply port: the room answers the client directly.
     Answer {
         player: String,
         question: u32,
         choice: u32,
-        reply: RpcReplyPort<Result<(), ErrorReply>>,
+        reply: RpcReplyPort<Result<ReplyBody, ErrorReply>>,
     },
     Chat {
         player: String,
         text: String,
-        reply: RpcReplyPort<Result<(), ErrorReply>>,
+        reply: RpcReplyPort<Result<ReplyBody, ErrorReply>>,
     },
     React {
         player: String,
         emoji: String,
-        reply: RpcReplyPort<Result<(), ErrorReply>>,
+        reply: RpcReplyPort<Result<ReplyBody, ErrorReply>>,
     },
-    /// Timer: advance the game clock.
-    Tick,
     /// The beneficiary's wallet has the grant; drop it from the outbox.
     GrantAcked { grant: GrantId },
-    /// Timer: resend every grant not yet acknowledged.
-    RedeliverOutbox,
     /// The room's deadline came (see `next_deadline`): the quiz clock, seat grace,
     /// redelivery, passivation.
     Deadline,
@@ -149,3 +146,26 @@ pub enum RoomMsg {
 }
 
 impl ractor::Message for RoomMsg {}
+
+impl RoomMsg {
+    /// Answers a message the room never got with `error`, where it expects an answer.
+    pub fn refuse(self, error: ErrorReply) {
+        match self {
+            RoomMsg::Answer { reply, .. }
+            | RoomMsg::Chat { reply, .. }
+            | RoomMsg::React { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            RoomMsg::Join { reply, .. } => {
+                let _ = reply.send(Err(RoomError::Store(error.message)));
+            }
+            RoomMsg::Leave { reply, .. } => {
+                let _ = reply.send(Err(RoomError::Store(error.message)));
+            }
+            RoomMsg::Settle { reply, .. } => {
+                let _ = reply.send(Err(RoomError::Store(error.message)));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,8 +1,13 @@
-//! Messages a player session takes.
+//! Messages a player session takes: from connections, from rooms, and from the session's
+//! own flows (the requests that need a room's answer, see [`super::flows`]).
 
+use super::state::{Membership, PendingSpin};
 use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
-use playtree_protocol::{ErrorReply, ReplyBody, Request, RoomId, StreamPosition};
+use crate::room::Settled;
+use playtree_protocol::{
+    ErrorReply, FairnessInfo, ReplyBody, Request, RoomId, SpinOutcome, StreamPosition,
+};
 use ractor::RpcReplyPort;
 
 /// What a new connection learns from the session.
@@ -10,6 +15,9 @@ use ractor::RpcReplyPort;
 pub struct SessionWelcome {
     pub player_stream_epoch: u64,
 }
+
+/// The answer to a client's request.
+pub type RequestReply = RpcReplyPort<Result<ReplyBody, ErrorReply>>;
 
 #[derive(Debug)]
 pub enum SessionMsg {
@@ -22,21 +30,49 @@ pub enum SessionMsg {
     },
     /// A connection closed.
     Disconnect { connection: ConnectionId },
-    /// A room gave up this player's seat (its grace time passed).
+    /// A room gave up this player's seat (its grace time passed, or it is gone).
     RemovedFromRoom { room: RoomId },
     /// A request from one of the player's connections.
     Request {
         request: Request,
-        reply: RpcReplyPort<Result<ReplyBody, ErrorReply>>,
+        reply: RequestReply,
     },
     /// A grant for this player's wallet from `source_room`; credited at most once, and
     /// acknowledged to the room either way.
     Credit { grant: Grant, source_room: RoomId },
-    /// Retry settling drawn spins whose room did not answer (at activation).
-    RetryPending,
-    /// The session's deadline came (see `next_deadline`): retry unsettled spins,
-    /// passivate if the player has been gone long enough.
+    /// The session's deadline came (see `next_deadline`): retry unsettled spins.
     Deadline,
+    /// A flow has seated the player in `room`: record the membership (and commit a
+    /// server seed for a wheel the player never spun). Answers the wheel's fairness.
+    Joined {
+        room: RoomId,
+        membership: Membership,
+        reply: RpcReplyPort<Result<Option<FairnessInfo>, ErrorReply>>,
+    },
+    /// A flow has given the player's seat in `room` back.
+    Left {
+        room: RoomId,
+        reply: RpcReplyPort<Result<(), ErrorReply>>,
+    },
+    /// A flow asks to draw a spin in `room`.
+    DrawSpin {
+        room: RoomId,
+        client_seed: String,
+        reply: RpcReplyPort<Result<PendingSpin, ErrorReply>>,
+    },
+    /// A room settled `spin` with `settled`: credit its grant and tell the outcome.
+    Settled {
+        spin: PendingSpin,
+        settled: Settled,
+        reply: RpcReplyPort<Result<SpinOutcome, ErrorReply>>,
+    },
+    /// A spin that can never settle (its dead letter is written): stop waiting for it.
+    Abandon {
+        spin: PendingSpin,
+        reply: RpcReplyPort<()>,
+    },
+    /// The flow `flow` of incarnation `epoch` has ended: the next request may start.
+    FlowDone { epoch: u64, flow: u64 },
     /// Test only: panic inside the handler, as a bug would.
     #[cfg(feature = "fault-injection")]
     InjectFault,

@@ -225,20 +225,44 @@ impl<E: Entity> Journal<E> {
         }
         // A full commit queue is refused here, before anything changes.
         let slot = self.store.reserve()?;
-        let mut ops = Vec::with_capacity(events.len() + 2);
-        for (offset, event) in events.iter().enumerate() {
-            let seq = self.seq + 1 + offset as u64;
-            ops.push(WriteOp::Put(
-                journal_key(E::KIND, &self.id, seq),
-                encode_value(event)?,
-            ));
-        }
+        let encoded = events
+            .iter()
+            .map(encode_value)
+            .collect::<Result<Vec<_>, _>>()?;
         // Applied in place, without a copy of the state: from here on a failure leaves
         // memory ahead of the store, and the entity must stop.
         events
             .iter()
             .for_each(|event| E::apply(&mut self.state, event));
-        let last_seq = self.seq + events.len() as u64;
+        self.submit_applied(Some(slot), encoded)
+    }
+
+    /// What a decision needs to change the state itself (see
+    /// [`crate::runtime::Decide::emit`]): the state, and the store to reserve a place in
+    /// the commit queue from, or `None` once this journal must take nothing more.
+    pub(crate) fn decide_parts(&mut self) -> (&mut E::State, Option<&Store>) {
+        let open = !self.must_stop();
+        (&mut self.state, open.then_some(&self.store))
+    }
+
+    /// Journals events a decision has already applied to the state (`encoded`, in
+    /// order), in the place `slot` reserved; with no slot (a decision without a store)
+    /// nothing is written. A snapshot joins the batch once `snapshot_every` events have
+    /// piled up, and the outbox index follows the state.
+    pub(crate) fn submit_applied(
+        &mut self,
+        slot: Option<super::CommitSlot>,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<Option<CommitTicket>, StoreError> {
+        let Some(slot) = slot else {
+            return Ok(None);
+        };
+        let mut ops = Vec::with_capacity(encoded.len() + 2);
+        for (offset, event) in encoded.into_iter().enumerate() {
+            let seq = self.seq + 1 + offset as u64;
+            ops.push(WriteOp::Put(journal_key(E::KIND, &self.id, seq), event));
+        }
+        let last_seq = self.seq + ops.len() as u64;
         let snapshot_due = last_seq - self.snapshot_seq >= self.snapshot_every;
         if snapshot_due {
             let snapshot = self.snapshot_ops(last_seq, &self.state).inspect_err(|_| {

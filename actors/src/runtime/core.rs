@@ -1,23 +1,13 @@
-//! What every entity actor runs on, whatever its kind: the followers of its streams (kept
-//! across incarnations), the pipelined release of what its events allow (replies,
-//! publications, messages to other entities), its one deadline on the hub's timer, and
-//! the end of every message (release, reschedule, stop if the journal refused a commit).
-//!
-//! A kind brings its state, events and decisions; `EntityCore` is the rest. A handler
-//! appends events to its journal, hands the commit ticket to [`EntityCore::after`], and
-//! pushes what depends on them with [`EntityCore::reply`], [`EntityCore::publish`],
-//! [`EntityCore::spawn_after`]; [`EntityCore::finish`] closes every message.
+//! The part of an incarnation that is not the kind's: the followers of its stream (kept
+//! across incarnations), the pipelined release of what its events allow, its one
+//! deadline on the hub's timer, and the end of every message (release, reschedule, stop
+//! if the journal refused a commit).
 
-use crate::connections::Outbound;
-use crate::directory::{Followers, followers_of};
+use crate::directory::Followers;
 use crate::hub::Hub;
 use crate::release::{Effects, Releaser};
 use crate::store::CommitTicket;
-use crate::stream::Stream;
-use bytes::Bytes;
-use playtree_protocol::Event;
-use ractor::{ActorRef, Message, RpcReplyPort};
-use std::future::Future;
+use ractor::{ActorRef, Message};
 
 #[derive(Debug)]
 pub struct EntityCore<M: Message> {
@@ -51,62 +41,6 @@ impl<M: Message> EntityCore<M> {
         if let Some(ticket) = ticket {
             self.effects.after(ticket);
         }
-    }
-
-    /// Answers a request once what it did is durable.
-    pub fn reply<T: Send + 'static>(&mut self, port: RpcReplyPort<T>, value: T) {
-        self.effects.push(move || {
-            // A caller that stopped waiting has nothing left to tell.
-            let _ = port.send(value);
-        });
-    }
-
-    /// Encodes `event` once on `stream` (kept for resumes); every follower gets it once
-    /// the events before it are durable, unless a newer incarnation has taken over.
-    pub fn publish(&mut self, stream: &mut Stream, event: Event) {
-        let frame = stream.publish(event);
-        let (followers, epoch) = (self.followers.clone(), stream.epoch());
-        self.effects
-            .push(move || followers_of(&followers).send_in_epoch(epoch, &frame));
-    }
-
-    /// Makes `outbound` follow `stream` for `player`, in its turn among the releases:
-    /// `frames` (a replay or a snapshot, computed now) hold every frame published before
-    /// this point and reach it first; every later frame reaches it too. No gap, no
-    /// duplicate, nothing before it is durable. If a newer incarnation has taken the
-    /// followers over meanwhile, the connection is asked to reconnect and resume.
-    pub fn follow(
-        &mut self,
-        stream: &Stream,
-        player: String,
-        outbound: Outbound,
-        frames: Vec<Bytes>,
-    ) {
-        let (followers, epoch) = (self.followers.clone(), stream.epoch());
-        self.effects.push(move || {
-            let mut followers = followers_of(&followers);
-            if followers.superseded(epoch) {
-                outbound.close_for_resync();
-                return;
-            }
-            for frame in frames {
-                outbound.push("event", frame);
-            }
-            followers.add(&player, outbound);
-        });
-    }
-
-    /// Runs `work` as a task of its own once the events so far are durable: messages to
-    /// other entities, which may have to be activated first, are never awaited in a
-    /// handler.
-    pub fn spawn_after<F>(&mut self, work: impl FnOnce(Hub) -> F + Send + 'static)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let hub = self.hub.clone();
-        self.effects.push(move || {
-            tokio::spawn(work(hub));
-        });
     }
 
     /// Sets the entity's one deadline: at `due_ms`, the timer casts it `wake()`.

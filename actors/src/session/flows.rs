@@ -1,0 +1,478 @@
+//! Flows: what a player's request does when it needs rooms (a join, a spin, a leave, a
+//! retry of unsettled spins). A flow is a task, not part of the session: it asks rooms
+//! and the matchmaker, then reports back to the session with an input
+//! ([`SessionMsg::Joined`], [`SessionMsg::Settled`], ...), which decides as usual. The
+//! session's mailbox never waits on a room; one flow runs at a time per player, and
+//! every flow tells the session when it ends ([`SessionMsg::FlowDone`]), however it ends.
+
+use super::msg::RequestReply;
+use super::state::{Membership, PendingSpin};
+use super::{QUIZ_VARIANT, SessionMsg, SessionWelcome};
+use crate::HubError;
+use crate::connections::Outbound;
+use crate::hub::Hub;
+use crate::room::{Position, RoomError, RoomMsg, RoomSpec, RoomView};
+use crate::store::DeadLetter;
+use playtree_protocol::{
+    ErrorCode, ErrorReply, QuizJoined, ReplyBody, RoomId, RoomJoined, RoomKind,
+};
+
+/// Rooms one QuickJoin tries before it gives up (each may have filled meanwhile).
+const JOIN_TRIES_MAX: usize = 4;
+
+/// Which room a join looks for.
+#[derive(Debug)]
+pub enum JoinTarget {
+    /// An open public room; `current` first (the player's seat for that wheel).
+    Quick { current: Option<RoomId> },
+    /// A new private room with this code.
+    Create { code: String },
+    /// The open private room with this code.
+    Code { code: String },
+}
+
+#[derive(Debug)]
+pub enum Flow {
+    Join {
+        target: JoinTarget,
+        membership: Membership,
+        reply: RequestReply,
+    },
+    Leave {
+        room: RoomId,
+        reply: RequestReply,
+    },
+    /// Settles `earlier` spins of the wheel first, then draws and settles a new one.
+    Spin {
+        room: RoomId,
+        client_seed: String,
+        earlier: Vec<PendingSpin>,
+        reply: RequestReply,
+    },
+    Retry {
+        spins: Vec<PendingSpin>,
+    },
+}
+
+/// Tells the session the flow ended when dropped: also if the flow panics or its task
+/// is cancelled, so that a player's requests can never wedge behind a lost flow.
+struct Done {
+    hub: Hub,
+    player: String,
+    epoch: u64,
+    flow: u64,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let done = SessionMsg::FlowDone {
+            epoch: self.epoch,
+            flow: self.flow,
+        };
+        // Only the incarnation that started the flow waits for it; a newer one has
+        // forgotten it (its memory started empty), and none at all needs nothing.
+        if let Some(session) = self.hub.active_session(&self.player) {
+            let _ = session.cast(done);
+        }
+    }
+}
+
+pub async fn run(hub: Hub, player: String, flow: Flow, epoch: u64, number: u64) {
+    let _done = Done {
+        hub: hub.clone(),
+        player: player.clone(),
+        epoch,
+        flow: number,
+    };
+    match flow {
+        Flow::Join {
+            target,
+            membership,
+            reply,
+        } => {
+            let joined = join(&hub, &player, target, membership).await;
+            let _ = reply.send(joined);
+        }
+        Flow::Leave { room, reply } => {
+            let left = leave(&hub, &player, room).await;
+            let _ = reply.send(left);
+        }
+        Flow::Spin {
+            room,
+            client_seed,
+            earlier,
+            reply,
+        } => {
+            for spin in earlier {
+                if let Err(error) = settle(&hub, &player, &spin).await {
+                    tracing::warn!(%player, nonce = spin.nonce, room = spin.room, %error, "earlier spin not settled yet");
+                }
+            }
+            let spun = spin(&hub, &player, room, client_seed).await;
+            let _ = reply.send(spun);
+        }
+        Flow::Retry { spins } => {
+            for spin in spins {
+                if let Err(error) = settle(&hub, &player, &spin).await {
+                    tracing::warn!(%player, nonce = spin.nonce, room = spin.room, %error, "spin not settled yet; will retry");
+                }
+            }
+        }
+    }
+}
+
+/// Asks the player's own session, which decides.
+async fn ask<R: Send + 'static>(
+    hub: &Hub,
+    player: &str,
+    build: impl Fn(ractor::RpcReplyPort<Result<R, ErrorReply>>) -> SessionMsg,
+) -> Result<R, ErrorReply> {
+    hub.call_session(player, build).await?
+}
+
+async fn join(
+    hub: &Hub,
+    player: &str,
+    target: JoinTarget,
+    membership: Membership,
+) -> Result<ReplyBody, ErrorReply> {
+    let kind = membership.kind;
+    let outbounds =
+        crate::directory::followers_of(&hub.sessions.followers(player)).outbounds(player);
+    let (room, view) = match target {
+        JoinTarget::Quick { mut current } => {
+            let mut tried = Vec::new();
+            let mut joined = None;
+            for _ in 0..JOIN_TRIES_MAX {
+                let (room, spec) = match current.take() {
+                    Some(room) => (room, None),
+                    None => match hub.matchmaker.find_open(kind, &membership.variant, &tried) {
+                        Some(room) => (room, None),
+                        None => (
+                            new_room_id(hub)?,
+                            Some(RoomSpec {
+                                kind,
+                                variant: membership.variant.clone(),
+                                private_code: None,
+                            }),
+                        ),
+                    },
+                };
+                match seat(hub, player, room, spec, &outbounds).await {
+                    Ok(Ok(view)) => {
+                        joined = Some((room, view));
+                        break;
+                    }
+                    // Filled up or started since it was listed: try another.
+                    Ok(Err(RoomError::Full { .. } | RoomError::GameInProgress))
+                    | Err(HubError::UnknownRoom(_)) => tried.push(room),
+                    Ok(Err(error)) => return Err(error.into()),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            joined.ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorCode::NoRoomAvailable,
+                    format!(
+                        "every `{}` room tried was full; try again shortly",
+                        membership.variant
+                    ),
+                )
+            })?
+        }
+        JoinTarget::Create { code } => {
+            let room = new_room_id(hub)?;
+            let spec = RoomSpec {
+                kind: RoomKind::Quiz,
+                variant: QUIZ_VARIANT.into(),
+                private_code: Some(code),
+            };
+            let view = seat(hub, player, room, Some(spec), &outbounds).await??;
+            metrics::counter!("playtree_private_rooms_created_total").increment(1);
+            (room, view)
+        }
+        JoinTarget::Code { code } => {
+            let room = hub.matchmaker.room_for_code(&code).ok_or_else(|| {
+                ErrorReply::new(
+                    ErrorCode::UnknownRoomCode,
+                    format!("no open private room has the code {code}"),
+                )
+            })?;
+            let view = seat(hub, player, room, None, &outbounds).await??;
+            (room, view)
+        }
+    };
+    let fairness = ask(hub, player, |reply| SessionMsg::Joined {
+        room,
+        membership: membership.clone(),
+        reply,
+    })
+    .await?;
+    Ok(match (kind, fairness) {
+        (RoomKind::Wheel, Some(fairness)) => {
+            let wheel = hub
+                .config
+                .wheel(&membership.variant)
+                .ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "wheel gone after join"))?;
+            ReplyBody::RoomJoined(RoomJoined {
+                room,
+                kind,
+                stream_epoch: view.stream_epoch,
+                wheel: wheel.info(),
+                fairness,
+                members: view.members,
+            })
+        }
+        _ => ReplyBody::QuizJoined(QuizJoined {
+            room,
+            stream_epoch: view.stream_epoch,
+            code: view.private_code,
+            snapshot: view.snapshot,
+        }),
+    })
+}
+
+fn new_room_id(hub: &Hub) -> Result<RoomId, ErrorReply> {
+    hub.store
+        .generate_id()
+        .map_err(|error| ErrorReply::new(ErrorCode::StoreFailure, error.to_string()))
+}
+
+/// Seats the player in `room` (opening it with `spec` if new); the player's live
+/// connections follow it from then on.
+async fn seat(
+    hub: &Hub,
+    player: &str,
+    room: RoomId,
+    spec: Option<RoomSpec>,
+    outbounds: &[Outbound],
+) -> Result<Result<RoomView, RoomError>, HubError> {
+    hub.call_room(room, spec, |reply| RoomMsg::Join {
+        player: player.to_owned(),
+        outbounds: outbounds.to_vec(),
+        reply,
+    })
+    .await
+}
+
+async fn leave(hub: &Hub, player: &str, room: RoomId) -> Result<ReplyBody, ErrorReply> {
+    match hub
+        .call_room(room, None, |reply| RoomMsg::Leave {
+            player: player.to_owned(),
+            reply,
+        })
+        .await
+    {
+        Ok(result) => result.map_err(ErrorReply::from)?,
+        // A room that no longer exists has no seat to give back.
+        Err(HubError::UnknownRoom(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
+    ask(hub, player, |reply| SessionMsg::Left { room, reply }).await?;
+    Ok(ReplyBody::RoomLeft { room })
+}
+
+async fn spin(
+    hub: &Hub,
+    player: &str,
+    room: RoomId,
+    client_seed: String,
+) -> Result<ReplyBody, ErrorReply> {
+    let spin = ask(hub, player, |reply| SessionMsg::DrawSpin {
+        room,
+        client_seed: client_seed.clone(),
+        reply,
+    })
+    .await?;
+    match settle(hub, player, &spin).await {
+        Ok(outcome) => Ok(ReplyBody::Spun(outcome)),
+        Err(Unsettled { error, abandoned }) => {
+            let fate = if abandoned {
+                "cannot be settled; it is recorded for an operator"
+            } else {
+                "is drawn and will be settled; its prize arrives as a wallet event"
+            };
+            Err(ErrorReply::new(
+                error.code,
+                format!("spin {} {fate} ({})", spin.nonce, error.message),
+            ))
+        }
+    }
+}
+
+/// Why a spin is not settled: `abandoned` if it never will be.
+#[derive(Debug)]
+struct Unsettled {
+    error: ErrorReply,
+    abandoned: bool,
+}
+
+impl std::fmt::Display for Unsettled {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}", self.error)
+    }
+}
+
+impl From<ErrorReply> for Unsettled {
+    fn from(error: ErrorReply) -> Self {
+        Unsettled {
+            error,
+            abandoned: false,
+        }
+    }
+}
+
+/// Asks the spin's room to settle it and has the session credit the grant that comes
+/// back. A settlement that can never succeed abandons the spin, with a dead letter
+/// written first.
+async fn settle(
+    hub: &Hub,
+    player: &str,
+    spin: &PendingSpin,
+) -> Result<playtree_protocol::SpinOutcome, Unsettled> {
+    let answer = hub
+        .call_room(spin.room, None, |reply| RoomMsg::Settle {
+            player: player.to_owned(),
+            spin: spin.clone(),
+            reply,
+        })
+        .await;
+    let permanent = match &answer {
+        Err(error @ HubError::UnknownRoom(_)) => Some(error.to_string()),
+        Ok(Err(error)) if error.is_permanent() => Some(error.to_string()),
+        // Defence in depth: the room answered with someone else's grant. Never credit
+        // it, and stop retrying a settlement that keeps doing that.
+        Ok(Ok(settled)) if settled.grant.beneficiary != player => {
+            Some("the room settled it with another player's grant".to_owned())
+        }
+        _ => None,
+    };
+    if let Some(reason) = permanent {
+        abandon(hub, player, spin, &reason).await?;
+        return Err(Unsettled {
+            error: ErrorReply::new(ErrorCode::Internal, reason),
+            abandoned: true,
+        });
+    }
+    let settled = answer
+        .map_err(ErrorReply::from)?
+        .map_err(ErrorReply::from)?;
+    Ok(ask(hub, player, |reply| SessionMsg::Settled {
+        spin: spin.clone(),
+        settled: settled.clone(),
+        reply,
+    })
+    .await?)
+}
+
+/// A spin whose settlement failed for good (its room or wheel is gone, or the room
+/// says it was delivered already) stops waiting: it would otherwise be retried forever,
+/// block the player's next spin and keep the session from passivating. Its dead letter
+/// is durable before the session forgets it.
+async fn abandon(
+    hub: &Hub,
+    player: &str,
+    spin: &PendingSpin,
+    reason: &str,
+) -> Result<(), ErrorReply> {
+    let letter = DeadLetter {
+        kind: "spin".into(),
+        id: player.to_owned(),
+        what: format!(
+            "spin {} of wheel {} in room {} (segment {})",
+            spin.nonce, spin.wheel, spin.room, spin.segment
+        ),
+        reason: reason.to_owned(),
+    };
+    if let Err(error) = hub.store.dead_letter(letter).await {
+        tracing::error!(%player, %error, "dead letter not saved; the spin stays pending");
+        return Err(ErrorReply::new(ErrorCode::StoreFailure, error.to_string()));
+    }
+    hub.call_session(player, |reply| SessionMsg::Abandon {
+        spin: spin.clone(),
+        reply,
+    })
+    .await?;
+    Ok(())
+}
+
+/// A new connection follows the player's rooms, then is welcome: straight into the
+/// mailboxes of rooms in memory, in order with what the session does next; rooms that
+/// must be activated first are followed from a task, and the welcome waits for them.
+pub fn follow_rooms(
+    hub: &Hub,
+    player: &str,
+    rooms: Vec<(RoomId, Option<Position>)>,
+    outbound: Outbound,
+    welcome: ractor::RpcReplyPort<Result<SessionWelcome, ErrorReply>>,
+    epoch: u64,
+) {
+    let subscribe = |position| RoomMsg::Subscribe {
+        player: player.to_owned(),
+        outbound: outbound.clone(),
+        position,
+    };
+    let mut inactive = Vec::new();
+    for (room, position) in rooms {
+        match hub.active_room(room) {
+            Some(actor) => match actor.cast(subscribe(position)) {
+                Ok(()) => {}
+                Err(_) => inactive.push((room, position)),
+            },
+            None => inactive.push((room, position)),
+        }
+    }
+    let welcome_value = Ok(SessionWelcome {
+        player_stream_epoch: epoch,
+    });
+    if inactive.is_empty() {
+        let _ = welcome.send(welcome_value);
+        return;
+    }
+    let (hub, player) = (hub.clone(), player.to_owned());
+    tokio::spawn(async move {
+        for (room, position) in inactive {
+            let message = RoomMsg::Subscribe {
+                player: player.clone(),
+                outbound: outbound.clone(),
+                position,
+            };
+            match hub.cast_room(room, message).await {
+                Ok(()) => {}
+                Err(HubError::UnknownRoom(_)) => {
+                    hub.send_to_session(player.clone(), SessionMsg::RemovedFromRoom { room });
+                }
+                Err(error) => {
+                    tracing::warn!(%player, room, %error, "could not follow the room")
+                }
+            }
+        }
+        let _ = welcome.send(welcome_value);
+    });
+}
+
+/// Hands a member's request to its room, which answers the client; a room that cannot
+/// be reached answers through here.
+pub fn relay(hub: &Hub, room: RoomId, message: RoomMsg) {
+    let message = match hub.active_room(room) {
+        Some(actor) => match actor.cast(message) {
+            Ok(()) => return,
+            Err(ractor::MessagingErr::SendErr(message)) => message,
+            Err(_) => return,
+        },
+        None => message,
+    };
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        let actor = match hub.room(room, None).await {
+            Ok(actor) => actor,
+            Err(error) => return message.refuse(error.to_reply()),
+        };
+        if let Err(ractor::MessagingErr::SendErr(message)) = actor.cast(message) {
+            message.refuse(ErrorReply::new(
+                ErrorCode::EntityUnavailable,
+                format!("room {room} is restarting; try again"),
+            ));
+        }
+    });
+}
