@@ -7,6 +7,8 @@ mod logic;
 mod msg;
 pub mod quiz;
 mod state;
+#[cfg(test)]
+mod tests;
 mod view;
 
 pub use msg::{Position, RoomError, RoomMsg, RoomSpec, RoomView, Settled};

@@ -10,6 +10,10 @@
 
 mod core;
 mod decide;
+#[cfg(test)]
+mod replay;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use self::core::EntityCore;
 pub use decide::{ActivationError, Behaviour, Decide, Decided, Effect, Env};

@@ -12,6 +12,8 @@ mod flows;
 mod logic;
 mod msg;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use msg::{RequestReply, SessionMsg, SessionWelcome};
 pub use state::{

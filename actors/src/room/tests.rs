@@ -1,0 +1,195 @@
+//! A room's decisions, with no actor, store or socket.
+
+use super::*;
+use crate::runtime::testing::{Bench, config, env, port, send_replies};
+use playtree_protocol::fairness::commitment;
+
+fn wheel_room(config: GameConfig) -> Bench<RoomEntity> {
+    let spec = RoomSpec {
+        kind: RoomKind::Wheel,
+        variant: "classic".into(),
+        private_code: None,
+    };
+    let (bench, created) = Bench::<RoomEntity>::activate(7, env(config), Some(spec));
+    assert!(matches!(created.events[..], [RoomEvent::Created { .. }]));
+    bench
+}
+
+fn join(
+    room: &mut Bench<RoomEntity>,
+    player: &str,
+) -> (Vec<RoomEvent>, Result<RoomView, RoomError>) {
+    let (reply, mut answer) = port();
+    let decided = room.input(RoomMsg::Join {
+        player: player.into(),
+        outbounds: Vec::new(),
+        reply,
+    });
+    send_replies(decided.effects);
+    (decided.events, answer.try_recv().expect("join answered"))
+}
+
+fn spin(nonce: u64) -> PendingSpin {
+    PendingSpin {
+        room: 7,
+        wheel: "classic".into(),
+        nonce,
+        client_seed: "seed".into(),
+        commitment: commitment(&[1; 32]),
+        segment: 0,
+    }
+}
+
+#[test]
+fn a_join_is_journaled_published_listed_and_answered() {
+    let mut room = wheel_room(config());
+    let (reply, mut answer) = port();
+    let decided = room.input(RoomMsg::Join {
+        player: "alice".into(),
+        outbounds: Vec::new(),
+        reply,
+    });
+    assert_eq!(
+        decided.events,
+        vec![RoomEvent::MemberJoined {
+            player: "alice".into()
+        }]
+    );
+    assert!(matches!(decided.effects[0], Effect::Publish { .. }));
+    assert!(decided.effects.iter().any(|effect| matches!(
+        effect,
+        Effect::Own(RoomEffect::List(Listing {
+            members: 1,
+            open: true,
+            ..
+        }))
+    )));
+    // Nothing is answered before the runtime releases the effects (after durability).
+    assert!(answer.try_recv().is_err());
+    send_replies(decided.effects);
+    let view = answer.try_recv().expect("answered").expect("joined");
+    assert_eq!(view.members, vec!["alice".to_owned()]);
+    assert_eq!(room.stream.seq(), 1);
+}
+
+#[test]
+fn a_refused_join_changes_nothing() {
+    let mut config = config();
+    config.rooms.wheel_players_max = 1;
+    let mut room = wheel_room(config);
+    join(&mut room, "alice").1.expect("alice joins");
+    let before = (room.state.clone(), room.stream.seq());
+    let (events, answer) = join(&mut room, "bob");
+    assert_eq!(answer.err(), Some(RoomError::Full { capacity: 1 }));
+    assert!(events.is_empty());
+    assert_eq!((room.state.clone(), room.stream.seq()), before);
+}
+
+#[test]
+fn chat_is_published_not_journaled_and_only_for_members() {
+    let mut room = wheel_room(config());
+    join(&mut room, "alice").1.expect("alice joins");
+    let (reply, mut answer) = port();
+    let decided = room.input(RoomMsg::Chat {
+        player: "mallory".into(),
+        text: "hi".into(),
+        reply,
+    });
+    assert!(decided.events.is_empty());
+    send_replies(decided.effects);
+    let refused = answer
+        .try_recv()
+        .expect("answered")
+        .expect_err("not a member");
+    assert_eq!(refused.code, ErrorCode::NotInRoom);
+
+    let (reply, mut answer) = port();
+    let decided = room.input(RoomMsg::Chat {
+        player: "alice".into(),
+        text: "hi".into(),
+        reply,
+    });
+    assert!(decided.events.is_empty());
+    assert!(matches!(decided.effects[0], Effect::Publish { .. }));
+    send_replies(decided.effects);
+    assert!(matches!(answer.try_recv(), Ok(Ok(ReplyBody::Sent))));
+}
+
+#[test]
+fn a_settled_grant_is_redelivered_at_its_deadline_until_acknowledged() {
+    let mut room = wheel_room(config());
+    join(&mut room, "alice").1.expect("alice joins");
+    let (reply, mut answer) = port();
+    let decided = room.input(RoomMsg::Settle {
+        player: "alice".into(),
+        spin: spin(0),
+        reply,
+    });
+    assert!(matches!(
+        decided.events[..],
+        [RoomEvent::SpinSettled { .. }]
+    ));
+    send_replies(decided.effects);
+    let grant = answer.try_recv().expect("answered").expect("settled").grant;
+    assert_eq!(grant.beneficiary, "alice");
+
+    let due = RoomEntity::next_deadline(&room.env, &room.state, &room.memory).expect("owes");
+    room.now_ms = due;
+    let decided = room.input(RoomMsg::Deadline);
+    let redelivered: Vec<_> = decided
+        .effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::ToSession {
+                player,
+                message: SessionMsg::Credit { grant, .. },
+            } => Some((player.clone(), grant.id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(redelivered, vec![("alice".to_owned(), grant.id.clone())]);
+
+    let decided = room.input(RoomMsg::GrantAcked {
+        grant: grant.id.clone(),
+    });
+    assert_eq!(
+        decided.events,
+        vec![RoomEvent::GrantDelivered { grant: grant.id }]
+    );
+    assert_eq!(
+        RoomEntity::next_deadline(&room.env, &room.state, &room.memory),
+        None
+    );
+    assert!(RoomEntity::may_passivate(&room.state, &room.memory));
+}
+
+#[test]
+fn a_quiz_runs_on_its_deadlines_alone() {
+    let mut config = config();
+    config.quiz.min_players = 2;
+    let spec = RoomSpec {
+        kind: RoomKind::Quiz,
+        variant: "quiz".into(),
+        private_code: None,
+    };
+    let (mut room, _) = Bench::<RoomEntity>::activate(9, env(config), Some(spec));
+    join(&mut room, "alice").1.expect("alice joins");
+    assert_eq!(room.state.quiz.stage, Stage::Lobby);
+    join(&mut room, "bob").1.expect("bob joins");
+    // Two players start the countdown; each deadline takes the game one step on.
+    for _ in 0..6 {
+        let Some(due) = RoomEntity::next_deadline(&room.env, &room.state, &room.memory) else {
+            break;
+        };
+        room.now_ms = due;
+        room.input(RoomMsg::Deadline);
+    }
+    assert!(
+        matches!(
+            room.state.quiz.stage,
+            Stage::Asking { .. } | Stage::Revealing { .. }
+        ),
+        "the game went on from its deadlines: {:?}",
+        room.state.quiz.stage
+    );
+}
