@@ -110,6 +110,9 @@ pub struct SessionConfig {
     /// Requests of one player that wait while an earlier one (a join, a spin, a leave)
     /// is still under way; one more is refused with `RateLimited`.
     pub requests_queued_max: usize,
+    /// A join, spin or leave still under way after this long is given up by the
+    /// session (its late end is ignored) so that the player's next requests can run.
+    pub flow_timeout_ms: u64,
 }
 
 impl Default for SessionConfig {
@@ -119,6 +122,7 @@ impl Default for SessionConfig {
             pending_retry_ms: 5_000,
             connections_max: 8,
             requests_queued_max: 16,
+            flow_timeout_ms: 60_000,
         }
     }
 }
@@ -253,6 +257,11 @@ impl GameConfig {
                 "session.connections_max",
                 self.session.connections_max as u64,
             ),
+            (
+                "session.requests_queued_max",
+                self.session.requests_queued_max as u64,
+            ),
+            ("session.flow_timeout_ms", self.session.flow_timeout_ms),
             (
                 "rooms.wheel_players_max",
                 self.rooms.wheel_players_max as u64,

@@ -156,6 +156,13 @@ impl Subscribers {
         left
     }
 
+    /// How many of `player`'s connections are still open (changes nothing).
+    pub fn live(&self, player: &str) -> usize {
+        self.by_player.get(player).map_or(0, |outbounds| {
+            outbounds.iter().filter(|o| !o.is_closed()).count()
+        })
+    }
+
     pub fn is_connected(&self, player: &str) -> bool {
         self.by_player.contains_key(player)
     }

@@ -572,3 +572,66 @@ async fn a_connected_session_stays_and_passivates_once_its_player_is_gone() {
     .await
     .expect("the session passivates");
 }
+
+#[tokio::test]
+async fn a_retry_that_ends_while_its_session_activates_does_not_wedge_the_player() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path(), &config().store).expect("store");
+    // Room 998 exists; alice drew a spin there that is not settled yet.
+    let mut room: Journal<RoomEntity> = Journal::open(store.clone(), "998", 5)
+        .await
+        .expect("open room");
+    room.persist(vec![RoomEvent::Created {
+        setup: RoomSetup {
+            kind: RoomKind::Wheel,
+            variant: "classic".into(),
+            seed: 1,
+            private_code: None,
+        },
+        inventory: Default::default(),
+    }])
+    .await
+    .expect("room");
+    drop(room);
+    let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "alice", 5)
+        .await
+        .expect("open");
+    journal
+        .persist(vec![
+            SessionEvent::SeedCommitted {
+                wheel: "classic".into(),
+                server_seed: [1; 32],
+            },
+            SessionEvent::SpinDrawn {
+                spin: spin(998, 0),
+                day: 0,
+            },
+        ])
+        .await
+        .expect("persist");
+    drop(journal);
+    // One room at a time, and carol's takes it: the retry alice's activation starts
+    // is refused at once (too many rooms), before her session is even registered.
+    let mut config = config();
+    config.rooms.rooms_max = 1;
+    let test = hub_on(config, store, dir).await;
+    quick_join_wheel(&test, "carol").await;
+    // Her requests are still answered (she joins carol's room), not left waiting
+    // behind a flow whose end was lost.
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(
+            WAIT,
+            test.hub.call_session("alice", |reply| SessionMsg::Request {
+                request: Request::QuickJoin {
+                    kind: RoomKind::Wheel,
+                    variant: None,
+                },
+                reply,
+            }),
+        )
+        .await
+        .expect("in time")
+        .expect("the session answers");
+        assert!(matches!(answer, Ok(ReplyBody::RoomJoined(_))), "{answer:?}");
+    }
+}

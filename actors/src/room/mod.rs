@@ -43,7 +43,7 @@ pub struct RoomMemory {
     last_redeliver_ms: u64,
 }
 
-/// A room's own effects: its place in the matchmaker.
+/// A room's own effects: its place in the matchmaker (advisory, see [`Effect::Index`]).
 #[derive(Debug)]
 pub enum RoomEffect {
     List(Listing),
@@ -236,7 +236,7 @@ impl Behaviour for RoomEntity {
         state.members.contains(player)
     }
 
-    fn perform(hub: &Hub, id: &RoomId, effect: RoomEffect) {
+    fn perform(hub: &Hub, id: &RoomId, _myself: &ractor::ActorRef<RoomMsg>, effect: RoomEffect) {
         match effect {
             RoomEffect::List(listing) => hub.matchmaker.update(*id, listing),
             RoomEffect::RegisterCode(code) => hub.matchmaker.register_code(&code, *id),
@@ -286,9 +286,9 @@ fn update_listing(cx: &mut Cx<'_>) {
         owner: cx.actor,
     };
     if let Some(code) = setup.private_code.clone() {
-        cx.own(RoomEffect::RegisterCode(code));
+        cx.index(RoomEffect::RegisterCode(code));
     }
-    cx.own(RoomEffect::List(listing));
+    cx.index(RoomEffect::List(listing));
 }
 
 fn join(cx: &mut Cx<'_>, player: String, outbounds: Vec<Outbound>) -> Result<RoomView, RoomError> {
@@ -463,7 +463,7 @@ fn advance_quiz(cx: &mut Cx<'_>) -> bool {
         }
     }
     if finished {
-        metrics::counter!("playtree_quiz_games_finished_total").increment(1);
+        cx.then(|| metrics::counter!("playtree_quiz_games_finished_total").increment(1));
         redeliver(cx);
     }
     true
@@ -559,7 +559,7 @@ fn chat(cx: &mut Cx<'_>, player: &str, text: String) -> Result<(), ErrorReply> {
         player: player.to_owned(),
         text,
     });
-    metrics::counter!("playtree_chat_messages_total").increment(1);
+    cx.then(|| metrics::counter!("playtree_chat_messages_total").increment(1));
     Ok(())
 }
 
@@ -595,9 +595,12 @@ fn settle(cx: &mut Cx<'_>, player: String, spin: PendingSpin) -> Result<Settled,
     };
     cx.emit(event).map_err(persist_error)?;
     let settled = decided.settled;
-    metrics::counter!("playtree_rewards_granted_total", "source" => "wheel").increment(1);
-    metrics::counter!("playtree_reward_coins_granted_total", "source" => "wheel")
-        .increment(settled.prize);
+    let prize = settled.prize;
+    cx.then(move || {
+        metrics::counter!("playtree_rewards_granted_total", "source" => "wheel").increment(1);
+        metrics::counter!("playtree_reward_coins_granted_total", "source" => "wheel")
+            .increment(prize);
+    });
     let room = *cx.id;
     cx.publish(Event::Spin(SpinResult {
         room,

@@ -58,7 +58,7 @@ fn a_join_is_journaled_published_listed_and_answered() {
     assert!(matches!(decided.effects[0], Effect::Publish { .. }));
     assert!(decided.effects.iter().any(|effect| matches!(
         effect,
-        Effect::Own(RoomEffect::List(Listing {
+        Effect::Index(RoomEffect::List(Listing {
             members: 1,
             open: true,
             ..

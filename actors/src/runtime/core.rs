@@ -36,6 +36,11 @@ impl<M: Message> EntityCore<M> {
         }
     }
 
+    /// The incarnation's actor.
+    pub fn myself(&self) -> &ActorRef<M> {
+        &self.myself
+    }
+
     /// What is pushed from now on waits for this commit.
     pub fn after(&mut self, ticket: Option<CommitTicket>) {
         if let Some(ticket) = ticket {

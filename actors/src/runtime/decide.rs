@@ -102,8 +102,14 @@ pub trait Behaviour: Entity + Sized {
     /// Whether `player`'s connections still follow the entity in a new incarnation.
     fn keeps_follower(state: &Self::State, player: &str) -> bool;
 
-    /// Carries out one of the kind's own effects, once the events before it are durable.
-    fn perform(hub: &Hub, id: &Self::Id, effect: Self::Effect);
+    /// Carries out one of the kind's own effects, once the events before it are durable;
+    /// `myself` is the incarnation that decided it.
+    fn perform(
+        hub: &Hub,
+        id: &Self::Id,
+        myself: &ractor::ActorRef<Self::Msg>,
+        effect: Self::Effect,
+    );
 
     /// The incarnation `actor` is stopping or has failed: it leaves every index it was
     /// listed in.
@@ -161,6 +167,11 @@ pub enum Effect<B: Behaviour> {
     /// Bookkeeping that must count only what became durable (metrics).
     Then(Deferred),
     Own(B::Effect),
+    /// One of the kind's own effects on an advisory index (the matchmaker), performed as
+    /// soon as the decision is made, not once durable: a listing must not lag behind
+    /// the seats a room has given, or concurrent joins pile onto a room already full.
+    /// Nothing relies on it being durable; the entity checks every request itself.
+    Index(B::Effect),
 }
 
 impl<B: Behaviour> Debug for Effect<B> {
@@ -184,6 +195,7 @@ impl<B: Behaviour> Debug for Effect<B> {
             Effect::DeadLetter(letter) => write!(formatter, "DeadLetter({letter:?})"),
             Effect::Then(_) => formatter.write_str("Then"),
             Effect::Own(effect) => write!(formatter, "Own({effect:?})"),
+            Effect::Index(effect) => write!(formatter, "Index({effect:?})"),
         }
     }
 }
@@ -372,6 +384,11 @@ impl<'a, B: Behaviour> Decide<'a, B> {
         self.effects.push(Effect::Own(effect));
     }
 
+    /// Updates an advisory index at once (see [`Effect::Index`]).
+    pub fn index(&mut self, effect: B::Effect) {
+        self.effects.push(Effect::Index(effect));
+    }
+
     /// The live connections of `player` following the entity (its runtime's own list).
     pub fn outbounds(&self, player: &str) -> Vec<Outbound> {
         followers_of(self.followers).outbounds(player)
@@ -379,7 +396,7 @@ impl<'a, B: Behaviour> Decide<'a, B> {
 
     /// How many live connections `player` has on the entity's stream.
     pub fn live_connections(&self, player: &str) -> usize {
-        followers_of(self.followers).prune_closed(player)
+        followers_of(self.followers).live(player)
     }
 
     /// Whether any connection follows the entity.

@@ -105,7 +105,8 @@ impl<B: Behaviour> Incarnation<B> {
         }
     }
 
-    /// Queues an effect behind the commit that covers the events before it.
+    /// Queues an effect behind the commit that covers the events before it (an index
+    /// update is done at once).
     fn interpret(&mut self, effect: Effect<B>) {
         let core = &mut self.core;
         match effect {
@@ -165,9 +166,11 @@ impl<B: Behaviour> Incarnation<B> {
                 });
             }
             Effect::Own(effect) => {
-                let (hub, id) = (core.hub.clone(), self.id.clone());
-                core.effects.push(move || B::perform(&hub, &id, effect));
+                let (hub, id, myself) = (core.hub.clone(), self.id.clone(), core.myself().clone());
+                core.effects
+                    .push(move || B::perform(&hub, &id, &myself, effect));
             }
+            Effect::Index(effect) => B::perform(&core.hub, &self.id, core.myself(), effect),
         }
     }
 

@@ -8,12 +8,14 @@ use super::testing::{config, env};
 use super::{Behaviour, Decide, Env};
 use crate::config::StoreConfig;
 use crate::directory::Followers;
+use crate::grant::Grant;
 use crate::room::{RoomEntity, RoomMsg, RoomSpec, RoomState};
-use crate::session::PendingSpin;
-use crate::store::{Journal, MemoryBackend, Store};
+use crate::session::{Membership, PendingSpin, SessionEntity, SessionMsg, SessionState};
+use crate::store::{CommitTicket, Journal, MemoryBackend, Store};
 use crate::stream::Stream;
 use playtree_protocol::RoomKind;
 use playtree_protocol::fairness::commitment;
+use playtree_protocol::{GrantId, Request};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -43,45 +45,56 @@ fn input() -> impl Strategy<Value = Input> {
     ]
 }
 
-/// An incarnation as the runtime holds it, minus the actor.
-struct Live {
-    journal: Journal<RoomEntity>,
-    memory: <RoomEntity as Behaviour>::Memory,
+/// An incarnation as the runtime holds it, minus the actor: commits are pipelined as
+/// the runtime does (several in flight, snapshots among them), and awaited only when
+/// the incarnation stops.
+struct Live<B: Behaviour> {
+    id: B::Id,
+    journal: Journal<B>,
+    memory: B::Memory,
     stream: Stream,
+    in_flight: Vec<CommitTicket>,
 }
 
 const ROOM: u64 = 7;
 const SNAPSHOT_EVERY: u64 = 3;
 
-async fn activate(store: &Store, env: &Env, now_ms: u64, spec: Option<RoomSpec>) -> Live {
-    let journal = Journal::open(store.clone(), &ROOM.to_string(), SNAPSHOT_EVERY)
-        .await
-        .expect("open");
-    let stream = Stream::new(RoomEntity::stream(&ROOM), journal.incarnation(), 16);
-    let mut live = Live {
-        journal,
-        memory: Default::default(),
-        stream,
-    };
-    decide(&mut live, store, env, now_ms, |cx| {
-        RoomEntity::activate(cx, spec).expect("activation");
-    })
-    .await;
-    live
-}
-
-/// What `Incarnation::decide` does, awaiting the commit instead of pipelining it.
-async fn decide(
-    live: &mut Live,
+async fn activate<B: Behaviour>(
     store: &Store,
     env: &Env,
     now_ms: u64,
-    decision: impl FnOnce(&mut Decide<'_, RoomEntity>),
+    id: B::Id,
+    start: B::Start,
+) -> Live<B> {
+    let journal = Journal::open(store.clone(), &id.to_string(), SNAPSHOT_EVERY)
+        .await
+        .expect("open");
+    let stream = Stream::new(B::stream(&id), journal.incarnation(), 16);
+    let mut live = Live {
+        id,
+        journal,
+        memory: Default::default(),
+        stream,
+        in_flight: Vec::new(),
+    };
+    decide(&mut live, store, env, now_ms, |cx| {
+        B::activate(cx, start).expect("activation");
+    });
+    live
+}
+
+/// What `Incarnation::decide` does.
+fn decide<B: Behaviour>(
+    live: &mut Live<B>,
+    store: &Store,
+    env: &Env,
+    now_ms: u64,
+    decision: impl FnOnce(&mut Decide<'_, B>),
 ) {
     let followers = Followers::default();
     let (state, _) = live.journal.decide_parts();
     let mut cx = Decide::new(
-        &ROOM,
+        &live.id,
         env,
         now_ms,
         ractor::ActorId::Local(1),
@@ -98,8 +111,86 @@ async fn decide(
         .submit_applied(decided.slot, decided.encoded)
         .expect("submit")
     {
-        live.journal.durable(ticket).await.expect("durable");
+        live.in_flight.push(ticket);
     }
+}
+
+/// The incarnation stops: what it committed becomes durable (as its releaser waits for
+/// before a new incarnation may start).
+async fn stop<B: Behaviour>(live: Live<B>) -> B::State {
+    for ticket in live.in_flight {
+        ticket.durable().await.expect("durable");
+    }
+    live.journal.state().clone()
+}
+
+/// One generated input: it may let time pass, or restart the entity.
+trait Step: std::fmt::Debug {
+    fn restarts(&self) -> bool;
+    fn wait_ms(&self) -> u64;
+}
+
+impl Step for Input {
+    fn restarts(&self) -> bool {
+        matches!(self, Input::Restart)
+    }
+
+    fn wait_ms(&self) -> u64 {
+        match self {
+            Input::Wait(ms) => *ms,
+            _ => 0,
+        }
+    }
+}
+
+impl Step for SessionInput {
+    fn restarts(&self) -> bool {
+        matches!(self, SessionInput::Restart)
+    }
+
+    fn wait_ms(&self) -> u64 {
+        10
+    }
+}
+
+/// Runs `inputs` on one entity, restarting it where they say, and checks that every
+/// recovery rebuilds exactly the live state.
+async fn check<B: Behaviour, I: Step>(
+    env: &Env,
+    id: B::Id,
+    first: B::Start,
+    again: impl Fn() -> B::Start,
+    inputs: &[I],
+    message: impl Fn(&B::State, &I) -> Option<B::Msg>,
+) -> Result<B::State, TestCaseError>
+where
+    B::State: PartialEq,
+{
+    let store = Store::with_backend(Arc::new(MemoryBackend::default()), &StoreConfig::default())
+        .expect("store");
+    let mut now_ms = 1_000;
+    let mut live = activate::<B>(&store, env, now_ms, id.clone(), first).await;
+    for input in inputs {
+        now_ms += input.wait_ms();
+        if input.restarts() {
+            let before = stop(live).await;
+            live = activate::<B>(&store, env, now_ms, id.clone(), again()).await;
+            prop_assert_eq!(
+                live.journal.state(),
+                &before,
+                "recovered after {:?}",
+                inputs
+            );
+        } else if let Some(message) = message(live.journal.state(), input) {
+            decide(&mut live, &store, env, now_ms, |cx| B::decide(cx, message));
+        }
+    }
+    let state = stop(live).await;
+    let (_, stored, _) = Journal::<B>::inspect(&store, &id.to_string())
+        .await
+        .expect("inspect");
+    prop_assert_eq!(&stored, &state);
+    Ok(state)
 }
 
 fn message(state: &RoomState, input: &Input) -> Option<RoomMsg> {
@@ -153,60 +244,104 @@ fn message(state: &RoomState, input: &Input) -> Option<RoomMsg> {
     })
 }
 
-fn run(kind: RoomKind, inputs: Vec<Input>) -> Result<(), TestCaseError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    runtime.block_on(async move {
-        let mut config = config();
-        config.quiz.min_players = 2;
-        let env = env(config);
-        let store =
-            Store::with_backend(Arc::new(MemoryBackend::default()), &StoreConfig::default())
-                .expect("store");
-        let spec = RoomSpec {
-            kind,
-            variant: if kind == RoomKind::Wheel {
-                "classic"
-            } else {
-                "quiz"
-            }
-            .into(),
-            private_code: None,
-        };
-        let mut now_ms = 1_000;
-        let mut live = activate(&store, &env, now_ms, Some(spec)).await;
-        for input in &inputs {
-            if let Input::Wait(ms) = input {
-                now_ms += ms;
-            }
-            match message(live.journal.state(), input) {
-                Some(message) => {
-                    decide(&mut live, &store, &env, now_ms, |cx| {
-                        RoomEntity::decide(cx, message)
-                    })
-                    .await;
-                }
-                None if matches!(input, Input::Restart) => {
-                    let before = live.journal.state().clone();
-                    drop(live);
-                    live = activate(&store, &env, now_ms, None).await;
-                    prop_assert_eq!(
-                        live.journal.state(),
-                        &before,
-                        "recovered after {:?}",
-                        inputs
-                    );
-                }
-                None => {}
-            }
+        .expect("runtime")
+        .block_on(future)
+}
+
+fn run(kind: RoomKind, inputs: Vec<Input>) -> Result<(), TestCaseError> {
+    let mut config = config();
+    config.quiz.min_players = 2;
+    let env = env(config);
+    let spec = RoomSpec {
+        kind,
+        variant: if kind == RoomKind::Wheel {
+            "classic"
+        } else {
+            "quiz"
         }
-        let (_, stored, _) = Journal::<RoomEntity>::inspect(&store, &ROOM.to_string())
-            .await
-            .expect("inspect");
-        prop_assert_eq!(&stored, live.journal.state());
-        Ok(())
+        .into(),
+        private_code: None,
+    };
+    block_on(check::<RoomEntity, Input>(
+        &env,
+        ROOM,
+        Some(spec),
+        || None,
+        &inputs,
+        message,
+    ))
+    .map(drop)
+}
+
+/// What reaches a wallet: grants of two sources, redelivered in any order, any number
+/// of times; seats taken and given back; seed rotations; restarts.
+#[derive(Debug, Clone)]
+enum SessionInput {
+    /// Grant `seq` (1..) of source `source`; the grants of one source pay 1, 10, 100...
+    Credit {
+        source: u8,
+        seq: u64,
+    },
+    Joined(u64),
+    Left(u64),
+    Rotate,
+    Restart,
+}
+
+fn session_input() -> impl Strategy<Value = SessionInput> {
+    prop_oneof![
+        6 => ((0u8..2), (1u64..7)).prop_map(|(source, seq)| SessionInput::Credit { source, seq }),
+        2 => (0u64..3).prop_map(SessionInput::Joined),
+        1 => (0u64..3).prop_map(SessionInput::Left),
+        1 => Just(SessionInput::Rotate),
+        1 => Just(SessionInput::Restart),
+    ]
+}
+
+fn amount(seq: u64) -> u64 {
+    10u64.pow(seq as u32 - 1)
+}
+
+fn session_message(_state: &SessionState, input: &SessionInput) -> Option<SessionMsg> {
+    Some(match input {
+        SessionInput::Credit { source, seq } => SessionMsg::Credit {
+            grant: Grant {
+                id: GrantId {
+                    source: format!("room:{source}"),
+                    seq: *seq,
+                },
+                previous: seq - 1,
+                beneficiary: "alice".into(),
+                amount: amount(*seq),
+                reason: "test".into(),
+                settles: None,
+            },
+            source_room: u64::from(*source),
+        },
+        SessionInput::Joined(room) => SessionMsg::Joined {
+            room: *room,
+            membership: Membership {
+                kind: RoomKind::Wheel,
+                variant: "classic".into(),
+            },
+            followed: Vec::new(),
+            reply: super::testing::port().0,
+        },
+        SessionInput::Left(room) => SessionMsg::Left {
+            room: *room,
+            reply: super::testing::port().0,
+        },
+        SessionInput::Rotate => SessionMsg::Request {
+            request: Request::RotateSeed {
+                wheel: "classic".into(),
+            },
+            reply: super::testing::port().0,
+        },
+        SessionInput::Restart => return None,
     })
 }
 
@@ -221,5 +356,31 @@ proptest! {
     #[test]
     fn a_wheel_room_recovers_exactly_its_live_state(inputs in prop::collection::vec(input(), 1..60)) {
         run(RoomKind::Wheel, inputs)?;
+    }
+
+    /// And a wallet credits each grant exactly once, however often and in whatever order
+    /// it arrives, across restarts.
+    #[test]
+    fn a_session_recovers_exactly_its_live_state_and_credits_each_grant_once(
+        inputs in prop::collection::vec(session_input(), 1..60),
+    ) {
+        let env = env(config());
+        let state = block_on(check::<SessionEntity, SessionInput>(
+            &env,
+            "alice".to_owned(),
+            (),
+            || (),
+            &inputs,
+            session_message,
+        ))?;
+        let distinct: std::collections::BTreeSet<(u8, u64)> = inputs
+            .iter()
+            .filter_map(|input| match input {
+                SessionInput::Credit { source, seq } => Some((*source, *seq)),
+                _ => None,
+            })
+            .collect();
+        let paid: u64 = distinct.iter().map(|(_, seq)| amount(*seq)).sum();
+        prop_assert_eq!(state.balance, paid);
     }
 }

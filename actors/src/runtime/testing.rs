@@ -104,13 +104,6 @@ impl<B: Behaviour> Bench<B> {
     pub fn input(&mut self, input: B::Msg) -> Decided<B> {
         self.with(|cx| B::decide(cx, input))
     }
-
-    /// Replays `events` from scratch: what recovery would rebuild.
-    pub fn replayed(events: &[B::Event]) -> B::State {
-        let mut state = B::State::default();
-        events.iter().for_each(|event| B::apply(&mut state, event));
-        state
-    }
 }
 
 /// Sends every reply among `effects` (as the runtime would once they are durable) and

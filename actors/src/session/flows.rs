@@ -14,8 +14,9 @@ use crate::hub::Hub;
 use crate::room::{Position, RoomError, RoomMsg, RoomSpec, RoomView};
 use crate::store::DeadLetter;
 use playtree_protocol::{
-    ErrorCode, ErrorReply, QuizJoined, ReplyBody, RoomId, RoomJoined, RoomKind,
+    ErrorCode, ErrorReply, QuizJoined, ReplyBody, RoomId, RoomJoined, RoomKind, SpinOutcome,
 };
+use ractor::ActorRef;
 
 /// Rooms one QuickJoin tries before it gives up (each may have filled meanwhile).
 const JOIN_TRIES_MAX: usize = 4;
@@ -54,36 +55,39 @@ pub enum Flow {
     },
 }
 
-/// Tells the session the flow ended when dropped: also if the flow panics or its task
-/// is cancelled, so that a player's requests can never wedge behind a lost flow.
-struct Done {
-    hub: Hub,
-    player: String,
+/// Tells the incarnation that started the flow that it ended, when dropped: also if the
+/// flow panics or its task is cancelled, so that a player's requests never wait behind
+/// a lost flow. Straight to that incarnation's actor (not by name): it may still be
+/// activating, and a newer incarnation has forgotten the flow anyway.
+#[derive(Debug)]
+pub struct Done {
+    session: ActorRef<SessionMsg>,
     epoch: u64,
     flow: u64,
 }
 
-impl Drop for Done {
-    fn drop(&mut self) {
-        let done = SessionMsg::FlowDone {
-            epoch: self.epoch,
-            flow: self.flow,
-        };
-        // Only the incarnation that started the flow waits for it; a newer one has
-        // forgotten it (its memory started empty), and none at all needs nothing.
-        if let Some(session) = self.hub.active_session(&self.player) {
-            let _ = session.cast(done);
+impl Done {
+    pub fn new(session: ActorRef<SessionMsg>, epoch: u64, flow: u64) -> Done {
+        Done {
+            session,
+            epoch,
+            flow,
         }
     }
 }
 
-pub async fn run(hub: Hub, player: String, flow: Flow, epoch: u64, number: u64) {
-    let _done = Done {
-        hub: hub.clone(),
-        player: player.clone(),
-        epoch,
-        flow: number,
-    };
+impl Drop for Done {
+    fn drop(&mut self) {
+        // A stopped incarnation has nobody waiting.
+        let _ = self.session.cast(SessionMsg::FlowDone {
+            epoch: self.epoch,
+            flow: self.flow,
+        });
+    }
+}
+
+pub async fn run(hub: Hub, player: String, flow: Flow, done: Done) {
+    let _done = done;
     match flow {
         Flow::Join {
             target,
@@ -202,12 +206,35 @@ async fn join(
             (room, view)
         }
     };
-    let fairness = ask(hub, player, |reply| SessionMsg::Joined {
+    let followed: Vec<_> = outbounds
+        .iter()
+        .map(|outbound| outbound.connection)
+        .collect();
+    let recorded = ask(hub, player, |reply| SessionMsg::Joined {
         room,
         membership: membership.clone(),
+        followed: followed.clone(),
         reply,
     })
-    .await?;
+    .await;
+    let fairness = match recorded {
+        Ok(fairness) => fairness,
+        Err(error) => {
+            // The session would not record the seat (another seat of that kind was
+            // taken meanwhile, or the store refused): give it back rather than hold a
+            // seat the player does not know of.
+            if let Err(leave) = hub
+                .call_room(room, None, |reply| RoomMsg::Leave {
+                    player: player.to_owned(),
+                    reply,
+                })
+                .await
+            {
+                tracing::warn!(%player, room, error = %leave, "an unrecorded seat was not given back");
+            }
+            return Err(error);
+        }
+    };
     Ok(match (kind, fairness) {
         (RoomKind::Wheel, Some(fairness)) => {
             let wheel = hub
@@ -285,7 +312,14 @@ async fn spin(
     })
     .await?;
     match settle(hub, player, &spin).await {
-        Ok(outcome) => Ok(ReplyBody::Spun(outcome)),
+        Ok(Some(outcome)) => Ok(ReplyBody::Spun(outcome)),
+        Ok(None) => Err(ErrorReply::new(
+            ErrorCode::Timeout,
+            format!(
+                "spin {} was settled by a redelivery while its answer was on the way; its prize is in your wallet",
+                spin.nonce
+            ),
+        )),
         Err(Unsettled { error, abandoned }) => {
             let fate = if abandoned {
                 "cannot be settled; it is recorded for an operator"
@@ -324,12 +358,13 @@ impl From<ErrorReply> for Unsettled {
 
 /// Asks the spin's room to settle it and has the session credit the grant that comes
 /// back. A settlement that can never succeed abandons the spin, with a dead letter
-/// written first.
+/// written first; `None` if the spin turned out settled already (a redelivered grant
+/// reached the wallet meanwhile).
 async fn settle(
     hub: &Hub,
     player: &str,
     spin: &PendingSpin,
-) -> Result<playtree_protocol::SpinOutcome, Unsettled> {
+) -> Result<Option<SpinOutcome>, Unsettled> {
     let answer = hub
         .call_room(spin.room, None, |reply| RoomMsg::Settle {
             player: player.to_owned(),
@@ -348,6 +383,17 @@ async fn settle(
         _ => None,
     };
     if let Some(reason) = permanent {
+        let pending = hub
+            .call_session(player, |reply| SessionMsg::IsPending {
+                spin: spin.clone(),
+                reply,
+            })
+            .await
+            .map_err(ErrorReply::from)?;
+        if !pending {
+            // "Already delivered" to a wallet that has it: nothing to abandon.
+            return Ok(None);
+        }
         abandon(hub, player, spin, &reason).await?;
         return Err(Unsettled {
             error: ErrorReply::new(ErrorCode::Internal, reason),
@@ -357,12 +403,13 @@ async fn settle(
     let settled = answer
         .map_err(ErrorReply::from)?
         .map_err(ErrorReply::from)?;
-    Ok(ask(hub, player, |reply| SessionMsg::Settled {
+    let outcome = ask(hub, player, |reply| SessionMsg::Settled {
         spin: spin.clone(),
         settled: settled.clone(),
         reply,
     })
-    .await?)
+    .await?;
+    Ok(Some(outcome))
 }
 
 /// A spin whose settlement failed for good (its room or wheel is gone, or the room
@@ -388,12 +435,11 @@ async fn abandon(
         tracing::error!(%player, %error, "dead letter not saved; the spin stays pending");
         return Err(ErrorReply::new(ErrorCode::StoreFailure, error.to_string()));
     }
-    hub.call_session(player, |reply| SessionMsg::Abandon {
+    ask(hub, player, |reply| SessionMsg::Abandon {
         spin: spin.clone(),
         reply,
     })
-    .await?;
-    Ok(())
+    .await
 }
 
 /// A new connection follows the player's rooms, then is welcome: straight into the

@@ -43,8 +43,8 @@ pub const QUIZ_VARIANT: &str = "quiz";
 /// What a session keeps in memory only.
 #[derive(Debug, Default)]
 pub struct SessionMemory {
-    /// The number of the flow under way, if one is.
-    flow: Option<u64>,
+    /// The flow under way, if one is.
+    flow: Option<Running>,
     flows_started: u64,
     /// What waits for the flow under way to end, in arrival order.
     queued: VecDeque<Job>,
@@ -52,6 +52,13 @@ pub struct SessionMemory {
     retrying: bool,
     /// When unsettled spins were last retried.
     last_retry_ms: u64,
+}
+
+/// The flow under way: its number in this incarnation, and when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Running {
+    number: u64,
+    started_ms: u64,
 }
 
 /// A request that runs as a flow, or the session's own retry, waiting its turn.
@@ -137,6 +144,7 @@ impl Behaviour for SessionEntity {
                 let _ = credit(cx, grant, source_room);
             }
             SessionMsg::Deadline => {
+                give_up_overdue_flow(cx);
                 let retry_ms = cx.config().session.pending_retry_ms;
                 if !cx.state().pending_spins.is_empty()
                     && cx.now_ms >= cx.memory.last_retry_ms + retry_ms
@@ -147,9 +155,10 @@ impl Behaviour for SessionEntity {
             SessionMsg::Joined {
                 room,
                 membership,
+                followed,
                 reply,
             } => {
-                let joined = joined(cx, room, membership);
+                let joined = joined(cx, room, membership, &followed);
                 cx.reply(reply, joined);
             }
             SessionMsg::Left { room, reply } => {
@@ -177,16 +186,23 @@ impl Behaviour for SessionEntity {
                 let outcome = settled_spin(cx, spin, settled);
                 cx.reply(reply, outcome);
             }
+            SessionMsg::IsPending { spin, reply } => {
+                let pending = cx.state().pending_spins.contains_key(&spin.key());
+                cx.reply(reply, pending);
+            }
             SessionMsg::Abandon { spin, reply } => {
-                if cx.state().pending_spins.contains_key(&spin.key())
-                    && let Err(error) = cx.emit(SessionEvent::SpinAbandoned { spin: spin.key() })
-                {
-                    tracing::error!(player = %cx.id, %error, "abandoned spin not saved; it stays pending");
-                }
-                cx.reply(reply, ());
+                let abandoned = if cx.state().pending_spins.contains_key(&spin.key()) {
+                    cx.emit(SessionEvent::SpinAbandoned { spin: spin.key() })
+                        .map_err(store_error)
+                } else {
+                    Ok(())
+                };
+                cx.reply(reply, abandoned);
             }
             SessionMsg::FlowDone { epoch, flow } => {
-                if epoch == cx.stream.epoch() && cx.memory.flow == Some(flow) {
+                if epoch == cx.stream.epoch()
+                    && cx.memory.flow.is_some_and(|running| running.number == flow)
+                {
                     cx.memory.flow = None;
                     next_job(cx);
                 }
@@ -196,10 +212,16 @@ impl Behaviour for SessionEntity {
         }
     }
 
-    /// Retrying unsettled spins (passivation is the runtime's).
+    /// Retrying unsettled spins, giving up an overdue flow (passivation is the
+    /// runtime's).
     fn next_deadline(env: &Env, state: &SessionState, memory: &SessionMemory) -> Option<u64> {
-        (!state.pending_spins.is_empty())
-            .then(|| memory.last_retry_ms + env.config.session.pending_retry_ms)
+        let config = &env.config.session;
+        let retry = (!state.pending_spins.is_empty())
+            .then(|| memory.last_retry_ms + config.pending_retry_ms);
+        let overdue = memory
+            .flow
+            .map(|running| running.started_ms + config.flow_timeout_ms);
+        crate::timers::earliest([retry, overdue])
     }
 
     fn deadline() -> SessionMsg {
@@ -236,14 +258,20 @@ impl Behaviour for SessionEntity {
         true
     }
 
-    fn perform(hub: &Hub, player: &String, effect: SessionEffect) {
+    fn perform(
+        hub: &Hub,
+        player: &String,
+        myself: &ractor::ActorRef<SessionMsg>,
+        effect: SessionEffect,
+    ) {
         match effect {
             SessionEffect::Run {
                 flow,
                 epoch,
                 number,
             } => {
-                tokio::spawn(flows::run(hub.clone(), player.clone(), flow, epoch, number));
+                let done = flows::Done::new(myself.clone(), epoch, number);
+                tokio::spawn(flows::run(hub.clone(), player.clone(), flow, done));
             }
             SessionEffect::FollowRooms {
                 rooms,
@@ -460,9 +488,14 @@ fn next_job(cx: &mut Cx<'_>) {
 }
 
 /// Checks a job against the state as it is now; starts its flow, or answers it at once
-/// (a request the checks refuse, a retry with nothing left to settle).
+/// (a request the checks refuse, a retry with nothing left to settle). A request whose
+/// client stopped waiting (it was told "timeout") is not run at all.
 fn begin(cx: &mut Cx<'_>, job: Job) {
     let flow = match job {
+        Job::Request { reply, .. } if reply.is_closed() => {
+            metrics::counter!("playtree_session_requests_dropped_total").increment(1);
+            return;
+        }
         Job::RetryPending => {
             cx.memory.retrying = false;
             cx.memory.last_retry_ms = cx.now_ms;
@@ -482,7 +515,10 @@ fn begin(cx: &mut Cx<'_>, job: Job) {
     };
     cx.memory.flows_started += 1;
     let number = cx.memory.flows_started;
-    cx.memory.flow = Some(number);
+    cx.memory.flow = Some(Running {
+        number,
+        started_ms: cx.now_ms,
+    });
     let epoch = cx.stream.epoch();
     cx.own(SessionEffect::Run {
         flow,
@@ -627,6 +663,22 @@ fn spin_wheel(cx: &Cx<'_>, room: RoomId) -> Result<String, ErrorReply> {
     Ok(wheel)
 }
 
+/// A flow that has not ended after `session.flow_timeout_ms` is given up (its late end
+/// is ignored), so that one lost flow cannot wedge the player's requests for good.
+fn give_up_overdue_flow(cx: &mut Cx<'_>) {
+    let timeout_ms = cx.config().session.flow_timeout_ms;
+    let Some(running) = cx.memory.flow else {
+        return;
+    };
+    if cx.now_ms < running.started_ms + timeout_ms {
+        return;
+    }
+    tracing::warn!(player = %cx.id, flow = running.number, "a flow did not end in time; the next request goes ahead");
+    metrics::counter!("playtree_session_flows_timed_out_total").increment(1);
+    cx.memory.flow = None;
+    next_job(cx);
+}
+
 /// Queues a retry of every unsettled spin, unless one is queued or under way.
 fn queue_retry(cx: &mut Cx<'_>) {
     cx.memory.last_retry_ms = cx.now_ms;
@@ -637,12 +689,27 @@ fn queue_retry(cx: &mut Cx<'_>) {
 }
 
 /// A flow seated the player in `room`: the membership (and a first server seed for a
-/// wheel) are journaled; the wheel's fairness is the answer.
+/// wheel) are journaled; the wheel's fairness is the answer. The rules the request was
+/// checked against are checked again: a flow of an older incarnation may have seated
+/// the player meanwhile.
 fn joined(
     cx: &mut Cx<'_>,
     room: RoomId,
     membership: Membership,
+    followed: &[ConnectionId],
 ) -> Result<Option<FairnessInfo>, ErrorReply> {
+    let variant = (membership.kind == RoomKind::Wheel).then_some(membership.variant.as_str());
+    if let Some(other) = cx.state().room_of(membership.kind, variant)
+        && other != room
+    {
+        return Err(ErrorReply::new(
+            ErrorCode::AlreadyInRoom,
+            format!(
+                "you are already in {:?} room {other}; leave it first",
+                membership.kind
+            ),
+        ));
+    }
     let mut events = Vec::new();
     if membership.kind == RoomKind::Wheel && !cx.state().wheels.contains_key(&membership.variant) {
         events.push(SessionEvent::SeedCommitted {
@@ -657,6 +724,20 @@ fn joined(
         });
     }
     cx.emit_all(events).map_err(store_error)?;
+    // Connections opened while the flow was seating the player follow the room too.
+    let player = cx.id.clone();
+    for outbound in cx.outbounds(&player) {
+        if !followed.contains(&outbound.connection) {
+            cx.effect(Effect::ToRoom {
+                room,
+                message: RoomMsg::Subscribe {
+                    player: player.clone(),
+                    outbound,
+                    position: None,
+                },
+            });
+        }
+    }
     if membership.kind != RoomKind::Wheel {
         return Ok(None);
     }
@@ -693,7 +774,7 @@ fn draw_spin(cx: &mut Cx<'_>, room: RoomId, client_seed: &str) -> Result<Pending
         day,
     })
     .map_err(store_error)?;
-    metrics::counter!("playtree_spins_total", "wheel" => wheel_id).increment(1);
+    cx.then(move || metrics::counter!("playtree_spins_total", "wheel" => wheel_id).increment(1));
     Ok(spin)
 }
 
@@ -740,7 +821,7 @@ fn credit(cx: &mut Cx<'_>, grant: Grant, source_room: RoomId) -> Result<(), Erro
             return Err(ErrorReply::new(
                 ErrorCode::Internal,
                 format!(
-                    "grant {} is for {}, not you; nothing was credited and the fault is recorded",
+                    "grant {} is for {}, not you; nothing was credited and the fault goes to the dead letters",
                     grant.id, grant.beneficiary
                 ),
             ));

@@ -44,9 +44,13 @@ pub enum SessionMsg {
     Deadline,
     /// A flow has seated the player in `room`: record the membership (and commit a
     /// server seed for a wheel the player never spun). Answers the wheel's fairness.
+    /// `followed` are the connections the room was given: any other live connection of
+    /// the player (opened meanwhile) is subscribed now. Refused if the player has since
+    /// taken another seat of that kind (the flow then gives this one back).
     Joined {
         room: RoomId,
         membership: Membership,
+        followed: Vec<ConnectionId>,
         reply: RpcReplyPort<Result<Option<FairnessInfo>, ErrorReply>>,
     },
     /// A flow has given the player's seat in `room` back.
@@ -66,10 +70,16 @@ pub enum SessionMsg {
         settled: Settled,
         reply: RpcReplyPort<Result<SpinOutcome, ErrorReply>>,
     },
+    /// Whether `spin` still waits to be settled (a redelivered grant may have settled
+    /// it while a flow was asking its room).
+    IsPending {
+        spin: PendingSpin,
+        reply: RpcReplyPort<bool>,
+    },
     /// A spin that can never settle (its dead letter is written): stop waiting for it.
     Abandon {
         spin: PendingSpin,
-        reply: RpcReplyPort<()>,
+        reply: RpcReplyPort<Result<(), ErrorReply>>,
     },
     /// The flow `flow` of incarnation `epoch` has ended: the next request may start.
     FlowDone { epoch: u64, flow: u64 },
