@@ -1,6 +1,7 @@
 //! Crash under load: the real binary serves several players spinning (and chatting) as
-//! fast as they can and is killed with SIGKILL at a random moment, round after round, on
-//! the same data directory. After each restart:
+//! fast as they can and others playing quick quizzes (answering every question), and is
+//! killed with SIGKILL at a random moment, round after round, on the same data
+//! directory. After each restart:
 //!
 //! 1. every acknowledged spin is still there (the player's next nonce is past it and the
 //!    wallet holds at least the acknowledged prizes);
@@ -8,6 +9,10 @@
 //!    every spin drawn (nonces `0..next_nonce`), acknowledged or not, recomputed here
 //!    from the server seed revealed by a rotation;
 //! 3. so no grant is credited twice (or lost).
+//!
+//! At the end, with the server stopped, the test reads the store itself: once every
+//! outbox is delivered, the sum of all wallets equals the sum of every grant every room
+//! ever issued (spin prizes and quiz podiums alike).
 //!
 //! `PLAYTREE_CRASH_SEED` (u64) reproduces a run; `PLAYTREE_CRASH_ROUNDS` sets the number
 //! of crashes (default 3).
@@ -45,7 +50,70 @@ segments = [
 [limits]
 frames_per_second = 100000
 frames_burst = 100000
+
+# Quick games: a podium (and its grants) every ~200 ms.
+[quiz]
+min_players = 2
+lobby_countdown_ms = 20
+questions_per_game = 2
+question_ms = 80
+reveal_ms = 10
+podium_ms = 10
+
+[rooms]
+outbox_retry_ms = 200
 "#;
+
+/// Players who play quizzes during the load (their wallets hold podium prizes only).
+const QUIZZERS: usize = 3;
+
+/// What the store says once the server is down.
+struct Audit {
+    /// Every grant every room ever issued.
+    granted: u64,
+    /// What each wallet has credited (and holds: nothing is spent).
+    credited: std::collections::BTreeMap<String, u64>,
+    /// Grants still in an outbox, by beneficiary.
+    owed: std::collections::BTreeMap<String, u64>,
+    rooms: usize,
+}
+
+/// Reads every room and session from the store of a stopped server.
+async fn audit(config: &playtree::ServerConfig) -> Audit {
+    use playtree_actors::room::RoomEntity;
+    use playtree_actors::session::SessionEntity;
+    use playtree_actors::store::Journal;
+    let store = playtree_actors::Store::open(&config.store_dir(), &config.game.store)
+        .expect("the stopped server's store opens");
+    let mut audit = Audit {
+        granted: 0,
+        credited: Default::default(),
+        owed: Default::default(),
+        rooms: 0,
+    };
+    for id in store.ids("room").await.expect("room ids") {
+        let (_, room, _) = Journal::<RoomEntity>::inspect(&store, &id)
+            .await
+            .expect("room reads");
+        audit.granted += room.granted_total;
+        audit.rooms += 1;
+        for grant in room.outbox.values() {
+            *audit.owed.entry(grant.beneficiary.clone()).or_default() += grant.amount;
+        }
+    }
+    for id in store.ids("session").await.expect("session ids") {
+        let (_, session, _) = Journal::<SessionEntity>::inspect(&store, &id)
+            .await
+            .expect("session reads");
+        assert_eq!(
+            session.balance, session.credited_total,
+            "{id}: nothing is spent, so the balance is what was credited"
+        );
+        audit.credited.insert(id, session.credited_total);
+    }
+    store.close();
+    audit
+}
 
 /// SIGKILL: no snapshot, no final flush, no goodbye to the clients.
 fn crash(mut process: ServerProcess) {
@@ -83,6 +151,79 @@ struct Acked {
     prize: u64,
     segment: u32,
     commitment: [u8; 32],
+}
+
+/// What a quizzer saw during one round's load.
+#[derive(Debug, Default)]
+struct QuizLog {
+    answered: u32,
+    /// Answers refused for their timing (too late, question closed): expected.
+    refused: u32,
+    other_errors: Vec<String>,
+}
+
+/// Answers every question its room asks until the connection ends, or until a podium
+/// if `until_podium`; says whether it saw one.
+async fn quiz_load(
+    client: Arc<Client>,
+    mut events: playtree_client::Events,
+    room: RoomId,
+    log: Arc<Mutex<QuizLog>>,
+    until_podium: bool,
+) -> bool {
+    use playtree_protocol::{ErrorCode, Event};
+    while let Some(envelope) = events.next().await {
+        let question = match envelope.event {
+            Event::Question(question) if question.room == room => question,
+            Event::Podium(podium) if podium.room == room && until_podium => return true,
+            _ => continue,
+        };
+        let choice = question.index % 3;
+        match client.answer(room, question.index, choice).await {
+            Ok(()) => log.lock().expect("log").answered += 1,
+            Err(ClientError::Closed { .. }) => return false,
+            Err(ClientError::Server(error))
+                if matches!(
+                    error.code,
+                    ErrorCode::AnswerTooLate
+                        | ErrorCode::NoOpenQuestion
+                        | ErrorCode::AlreadyAnswered
+                ) =>
+            {
+                log.lock().expect("log").refused += 1
+            }
+            Err(error) => log
+                .lock()
+                .expect("log")
+                .other_errors
+                .push(error.to_string()),
+        }
+    }
+    false
+}
+
+/// Seats `name` in a quiz room (giving back the one it had), connected with its events.
+async fn join_quiz(
+    url: &str,
+    token: &str,
+    previous: Option<RoomId>,
+) -> (Client, playtree_client::Events, RoomId) {
+    let options = ClientOptions {
+        request_timeout: WAIT,
+        handshake_timeout: WAIT,
+        reconnect: false,
+        ..ClientOptions::default()
+    };
+    let (client, events) = tokio::time::timeout(WAIT, Client::connect_with(url, token, options))
+        .await
+        .expect("connect in time")
+        .expect("connects");
+    if let Some(room) = previous {
+        // The seat may be gone already (grace time); either way it is free after this.
+        let _ = client.leave_room(room).await;
+    }
+    let joined = client.quick_join_quiz().await.expect("quiz join");
+    (client, events, joined.room)
 }
 
 #[derive(Debug, Default)]
@@ -182,8 +323,18 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
         });
     }
 
+    let quizzers: Vec<(String, String)> = (0..QUIZZERS)
+        .map(|index| {
+            let name = format!("quizzer-{index}");
+            let token = mint(&config, &name, now_s(), 600);
+            (name, token)
+        })
+        .collect();
+    let mut quiz_rooms: Vec<Option<RoomId>> = vec![None; QUIZZERS];
+
     let mut total_drawn = 0u64;
     let mut total_acked = 0usize;
+    let mut total_answered = 0u32;
     for round in 1..=rounds {
         // --- Load, then a crash at a random moment. ---
         let url = format!("ws://{}", server.ws);
@@ -214,6 +365,21 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
                 log,
             )));
         }
+        let mut quiz_tasks = Vec::new();
+        let mut quiz_logs = Vec::new();
+        for ((_, token), room) in quizzers.iter().zip(quiz_rooms.iter_mut()) {
+            let (client, events, joined) = join_quiz(&url, token, *room).await;
+            *room = Some(joined);
+            let log = Arc::new(Mutex::new(QuizLog::default()));
+            quiz_logs.push(log.clone());
+            quiz_tasks.push(tokio::spawn(quiz_load(
+                Arc::new(client),
+                events,
+                joined,
+                log,
+                false,
+            )));
+        }
         let delay = Duration::from_millis(rng.random_range(50..=400));
         // Not synchronisation: the crash lands wherever the load happens to be.
         tokio::time::sleep(delay).await;
@@ -224,6 +390,21 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
                 .expect("load stops once the server is gone")
                 .expect("load task does not panic");
         }
+        let mut round_answered = 0;
+        for (task, log) in quiz_tasks.into_iter().zip(&quiz_logs) {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("quiz load stops once the server is gone")
+                .expect("quiz task does not panic");
+            let log = log.lock().expect("log");
+            assert!(
+                log.other_errors.is_empty(),
+                "unexpected quiz errors under load: {:?}",
+                log.other_errors
+            );
+            round_answered += log.answered;
+        }
+        total_answered += round_answered;
 
         // The load is over: its logs are final.
         let logs: Vec<LoadLog> = logs
@@ -378,15 +559,88 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
             player.commitment = reveal.next_commitment;
         }
         println!(
-            "round {round}/{rounds}: crash after {delay:?}, {round_drawn} spins drawn, {round_acked} acknowledged, {round_chats} chats; every wallet exact"
+            "round {round}/{rounds}: crash after {delay:?}, {round_drawn} spins drawn, {round_acked} acknowledged, {round_chats} chats, {round_answered} quiz answers; every wallet exact"
         );
         total_drawn += round_drawn;
         total_acked += round_acked;
     }
+    // --- The store's own account: every grant ever issued is in exactly one wallet. ---
+    // One more game to its podium (whatever the crashes interrupted), so that quiz
+    // prizes are among the grants; then the quizzers give their seats back, so that no
+    // game finishes after this point.
+    let url = format!("ws://{}", server.ws);
+    let mut seated = Vec::new();
+    let mut finishing = tokio::task::JoinSet::new();
+    for ((_, token), room) in quizzers.iter().zip(quiz_rooms.iter_mut()) {
+        let (client, events, joined) = join_quiz(&url, token, *room).await;
+        *room = Some(joined);
+        let client = Arc::new(client);
+        let log = Arc::new(Mutex::new(QuizLog::default()));
+        finishing.spawn(quiz_load(client.clone(), events, joined, log, true));
+        seated.push((client, joined));
+    }
+    // Rooms fill in turn, so a quizzer may sit alone in a lobby: one podium is enough.
+    let mut podiums = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, finishing.join_next()).await {
+        if seen.expect("quiz task does not panic") {
+            podiums += 1;
+            break;
+        }
+    }
+    finishing.abort_all();
+    for (client, room) in seated {
+        client.leave_room(room).await.expect("seat given back");
+    }
+    assert!(podiums > 0, "no quiz game reached its podium");
     crash(server);
+    let data_dir = &config.server.data_dir;
+    let mut audit = audit(&config).await;
+    if !audit.owed.is_empty() {
+        // Grants still in outboxes: a restart redelivers them; wait until each wallet
+        // shows what it is owed, then look again.
+        let server = start_binary(&config_path);
+        let url = format!("ws://{}", server.ws);
+        for (player, owed) in &audit.owed {
+            let token = mint(&config, player, now_s(), 600);
+            let client = connect(&url, &token, false).await;
+            let expected = audit.credited[player] + owed;
+            let deadline = Instant::now() + WAIT * 2;
+            loop {
+                let balance = client.wallet().await.expect("wallet");
+                if balance == expected {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{player}: wallet {balance} never reached the {expected} its credited and owed grants make"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        crash(server);
+        audit = self::audit(&config).await;
+        assert!(
+            audit.owed.is_empty(),
+            "outboxes still owe {:?} after redelivery",
+            audit.owed
+        );
+    }
+    assert_eq!(
+        audit.credited.values().sum::<u64>(),
+        audit.granted,
+        "the sum of all wallets is the sum of every grant issued (store at {})",
+        data_dir.display()
+    );
     println!(
-        "crash loop done: {rounds} rounds, {total_drawn} spins drawn, {total_acked} acknowledged, in {:?}",
+        "crash loop done: {rounds} rounds, {total_drawn} spins drawn, {total_acked} acknowledged, {total_answered} quiz answers; {} coins granted by {} rooms, all in wallets; in {:?}",
+        audit.granted,
+        audit.rooms,
         began.elapsed()
+    );
+    assert!(
+        total_answered > 0,
+        "no quiz answer was taken: the quiz load checked nothing"
     );
     assert!(
         total_acked > 0,

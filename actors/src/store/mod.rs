@@ -351,7 +351,18 @@ impl Store {
     /// The entities of `kind` whose outbox holds grants not yet acknowledged, from the
     /// outbox index (no entity is read).
     pub async fn owing(&self, kind: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = kind_prefix(b'o', kind);
+        self.ids_under(b'o', kind).await
+    }
+
+    /// Every entity of `kind` ever activated (from their incarnation numbers; no entity
+    /// is read): for tools and checks, not for serving.
+    pub async fn ids(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        self.ids_under(b'i', kind).await
+    }
+
+    /// The ids in the keys `tag kind id` (one per entity).
+    async fn ids_under(&self, tag: u8, kind: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = kind_prefix(tag, kind);
         self.blocking(move |backend| {
             backend
                 .scan_prefix(&prefix)?
@@ -362,7 +373,7 @@ impl Store {
                         .and_then(|id| String::from_utf8(id.to_vec()).ok())
                         .ok_or_else(|| StoreError::Corrupt {
                             key: format!("{key:?}"),
-                            reason: "outbox index key does not end in an id".into(),
+                            reason: "entity key does not end in an id".into(),
                         })?;
                     Ok(id)
                 })
