@@ -59,13 +59,17 @@ pub fn decide_settle(
     if setup.kind != RoomKind::Wheel || setup.variant != spin.wheel {
         return Err(RoomError::WrongWheel(spin.wheel.clone()));
     }
-    let missing = || RoomError::MissingWheel(setup.variant.clone());
-    let wheel = wheel.ok_or_else(missing)?;
-    let (label, prize, exhausted) = prize_for(state, wheel, spin.segment).ok_or_else(missing)?;
     if already_settled(state, player, spin.nonce) {
+        // Answered before any check of the config: a spin settled before stays settled
+        // (with its grant) even if its wheel has since left the config.
         let grant = settled_grant(state, player, &spin.wheel, spin.nonce)
             .cloned()
             .ok_or(RoomError::AlreadyDelivered)?;
+        let landed = wheel.and_then(|wheel| prize_for(state, wheel, spin.segment));
+        let (label, prize) = match landed {
+            Some((label, prize, _)) => (label, prize),
+            None => (grant.reason.clone(), grant.amount),
+        };
         return Ok(Settlement {
             settled: Settled {
                 prize: grant.amount,
@@ -76,6 +80,9 @@ pub fn decide_settle(
             event: None,
         });
     }
+    let missing = || RoomError::MissingWheel(setup.variant.clone());
+    let wheel = wheel.ok_or_else(missing)?;
+    let (label, prize, exhausted) = prize_for(state, wheel, spin.segment).ok_or_else(missing)?;
     let (id, previous) = state.grants.next(source, player);
     let grant = Grant {
         id,

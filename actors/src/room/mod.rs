@@ -299,6 +299,7 @@ fn join(cx: &mut Cx<'_>, player: String, outbounds: Vec<Outbound>) -> Result<Roo
         cx.config().quiz.join_started,
         &player,
     )?;
+    let seated_now = joined.is_some();
     cx.emit_all(joined).map_err(persist_error)?;
     for outbound in outbounds {
         cx.follow(player.clone(), outbound, Vec::new());
@@ -312,6 +313,7 @@ fn join(cx: &mut Cx<'_>, player: String, outbounds: Vec<Outbound>) -> Result<Roo
     }
     update_listing(cx);
     Ok(RoomView {
+        seated_now,
         kind: setup.kind,
         variant: setup.variant,
         stream_epoch: cx.stream.epoch(),

@@ -18,6 +18,8 @@ pub struct RoomSpec {
 /// A room as a joining member sees it.
 #[derive(Debug, Clone)]
 pub struct RoomView {
+    /// Whether this join gave the seat (false: the player had it already).
+    pub seated_now: bool,
     pub kind: RoomKind,
     pub variant: String,
     pub stream_epoch: u64,

@@ -164,9 +164,10 @@ fn a_settled_grant_is_redelivered_at_its_deadline_until_acknowledged() {
 }
 
 #[test]
-fn a_quiz_runs_on_its_deadlines_alone() {
+fn a_quiz_runs_to_its_podium_on_its_deadlines_alone() {
     let mut config = config();
     config.quiz.min_players = 2;
+    config.quiz.questions_per_game = 2;
     let spec = RoomSpec {
         kind: RoomKind::Quiz,
         variant: "quiz".into(),
@@ -174,22 +175,37 @@ fn a_quiz_runs_on_its_deadlines_alone() {
     };
     let (mut room, _) = Bench::<RoomEntity>::activate(9, env(config), Some(spec));
     join(&mut room, "alice").1.expect("alice joins");
-    assert_eq!(room.state.quiz.stage, Stage::Lobby);
     join(&mut room, "bob").1.expect("bob joins");
-    // Two players start the countdown; each deadline takes the game one step on.
-    for _ in 0..6 {
-        let Some(due) = RoomEntity::next_deadline(&room.env, &room.state, &room.memory) else {
-            break;
-        };
+    let stage_name = |stage: &Stage| match stage {
+        Stage::Lobby => "lobby",
+        Stage::Asking { .. } => "asking",
+        Stage::Revealing { .. } => "revealing",
+        Stage::Podium { .. } => "podium",
+    };
+    // Nobody answers: from here on only the deadlines move the game.
+    let mut stages = vec![stage_name(&room.state.quiz.stage)];
+    for _ in 0..12 {
+        let due = RoomEntity::next_deadline(&room.env, &room.state, &room.memory)
+            .expect("a quiz under way always has a next deadline");
+        assert!(due >= room.now_ms, "deadlines never lie in the past");
         room.now_ms = due;
         room.input(RoomMsg::Deadline);
+        let stage = stage_name(&room.state.quiz.stage);
+        if stages.last() != Some(&stage) {
+            stages.push(stage);
+        }
+        if stage == "podium" {
+            break;
+        }
     }
-    assert!(
-        matches!(
-            room.state.quiz.stage,
-            Stage::Asking { .. } | Stage::Revealing { .. }
-        ),
-        "the game went on from its deadlines: {:?}",
-        room.state.quiz.stage
+    let from_asking: Vec<&str> = stages
+        .iter()
+        .skip_while(|stage| **stage == "lobby")
+        .copied()
+        .collect();
+    assert_eq!(
+        from_asking,
+        vec!["asking", "revealing", "asking", "revealing", "podium"],
+        "the stages the deadlines went through: {stages:?}"
     );
 }

@@ -162,8 +162,6 @@ pub enum Effect<B: Behaviour> {
         room: RoomId,
         message: RoomMsg,
     },
-    /// Kept for an operator: something that can never succeed.
-    DeadLetter(DeadLetter),
     /// Bookkeeping that must count only what became durable (metrics).
     Then(Deferred),
     Own(B::Effect),
@@ -192,7 +190,6 @@ impl<B: Behaviour> Debug for Effect<B> {
                 write!(formatter, "ToSession({player}, {message:?})")
             }
             Effect::ToRoom { room, message } => write!(formatter, "ToRoom({room}, {message:?})"),
-            Effect::DeadLetter(letter) => write!(formatter, "DeadLetter({letter:?})"),
             Effect::Then(_) => formatter.write_str("Then"),
             Effect::Own(effect) => write!(formatter, "Own({effect:?})"),
             Effect::Index(effect) => write!(formatter, "Index({effect:?})"),
@@ -227,6 +224,7 @@ pub struct Decide<'a, B: Behaviour> {
     slot: Option<CommitSlot>,
     events: Vec<B::Event>,
     encoded: Vec<Vec<u8>>,
+    letters: Vec<DeadLetter>,
     effects: Vec<Effect<B>>,
 }
 
@@ -246,6 +244,8 @@ impl<B: Behaviour> Debug for Decide<'_, B> {
 #[derive(Debug)]
 pub struct Decided<B: Behaviour> {
     pub events: Vec<B::Event>,
+    /// Dead letters filed in the same commit as the events.
+    pub letters: Vec<DeadLetter>,
     pub effects: Vec<Effect<B>>,
     pub(crate) encoded: Vec<Vec<u8>>,
     pub(crate) slot: Option<CommitSlot>,
@@ -277,6 +277,7 @@ impl<'a, B: Behaviour> Decide<'a, B> {
             slot: None,
             events: Vec::new(),
             encoded: Vec::new(),
+            letters: Vec::new(),
             effects: Vec::new(),
         }
     }
@@ -318,21 +319,37 @@ impl<'a, B: Behaviour> Decide<'a, B> {
     /// overloaded or has failed), and then nothing has changed: decide every check
     /// before the first emit.
     pub fn emit(&mut self, event: B::Event) -> Result<(), StoreError> {
-        if self.events.is_empty() {
-            self.slot = match &self.gate {
-                Gate::Store(store) => Some(store.reserve()?),
-                Gate::Closed => {
-                    return Err(StoreError::FailStopped(
-                        "this incarnation's journal is ahead of the store; it is stopping".into(),
-                    ));
-                }
-                Gate::Open => None,
-            };
-        }
+        self.take_place()?;
         let encoded = encode_value(&event)?;
         B::apply(self.state, &event);
         self.events.push(event);
         self.encoded.push(encoded);
+        Ok(())
+    }
+
+    /// Files `letter` in the same commit as the input's events: atomic with what it
+    /// records (a spin abandoned and its letter are durable together or not at all).
+    /// Refused like a first [`Decide::emit`], before anything changed.
+    pub fn dead_letter(&mut self, letter: DeadLetter) -> Result<(), StoreError> {
+        self.take_place()?;
+        self.letters.push(letter);
+        Ok(())
+    }
+
+    /// Reserves the input's place in the commit queue on its first write.
+    fn take_place(&mut self) -> Result<(), StoreError> {
+        if !self.events.is_empty() || !self.letters.is_empty() {
+            return Ok(());
+        }
+        self.slot = match &self.gate {
+            Gate::Store(store) => Some(store.reserve()?),
+            Gate::Closed => {
+                return Err(StoreError::FailStopped(
+                    "this incarnation's journal is ahead of the store; it is stopping".into(),
+                ));
+            }
+            Gate::Open => None,
+        };
         Ok(())
     }
 
@@ -407,6 +424,7 @@ impl<'a, B: Behaviour> Decide<'a, B> {
     pub fn finish(self) -> Decided<B> {
         Decided {
             events: self.events,
+            letters: self.letters,
             effects: self.effects,
             encoded: self.encoded,
             slot: self.slot,

@@ -92,8 +92,22 @@ impl<B: Behaviour> Incarnation<B> {
             gate,
         );
         decision(&mut cx);
-        let decided = cx.finish();
-        let ticket = self.journal.submit_applied(decided.slot, decided.encoded)?;
+        let mut decided = cx.finish();
+        let store = &self.core.hub.store;
+        let extra = decided
+            .letters
+            .iter()
+            .map(|letter| store.dead_letter_op(letter))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ticket = self
+            .journal
+            .submit_applied(decided.slot, decided.encoded, extra)?;
+        for letter in decided.letters {
+            // Logged and counted once durable, with the rest of the decision.
+            decided
+                .effects
+                .push(Effect::Then(Box::new(move || letter.filed())));
+        }
         Ok((ticket, decided.effects))
     }
 
@@ -154,16 +168,6 @@ impl<B: Behaviour> Incarnation<B> {
             Effect::ToRoom { room, message } => {
                 let hub = core.hub.clone();
                 core.effects.push(move || hub.send_to_room(room, message));
-            }
-            Effect::DeadLetter(letter) => {
-                let store = core.hub.store.clone();
-                core.effects.push(move || {
-                    tokio::spawn(async move {
-                        if let Err(error) = store.dead_letter(letter).await {
-                            tracing::error!(%error, "dead letter not saved");
-                        }
-                    });
-                });
             }
             Effect::Own(effect) => {
                 let (hub, id, myself) = (core.hub.clone(), self.id.clone(), core.myself().clone());

@@ -10,7 +10,7 @@ use crate::config::StoreConfig;
 use crate::directory::Followers;
 use crate::grant::Grant;
 use crate::room::{RoomEntity, RoomMsg, RoomSpec, RoomState};
-use crate::session::{Membership, PendingSpin, SessionEntity, SessionMsg, SessionState};
+use crate::session::{FlowTag, Membership, PendingSpin, SessionEntity, SessionMsg};
 use crate::store::{CommitTicket, Journal, MemoryBackend, Store};
 use crate::stream::Stream;
 use playtree_protocol::RoomKind;
@@ -108,7 +108,7 @@ fn decide<B: Behaviour>(
     let decided = cx.finish();
     if let Some(ticket) = live
         .journal
-        .submit_applied(decided.slot, decided.encoded)
+        .submit_applied(decided.slot, decided.encoded, Vec::new())
         .expect("submit")
     {
         live.in_flight.push(ticket);
@@ -161,7 +161,7 @@ async fn check<B: Behaviour, I: Step>(
     first: B::Start,
     again: impl Fn() -> B::Start,
     inputs: &[I],
-    message: impl Fn(&B::State, &I) -> Option<B::Msg>,
+    messages: impl Fn(&Live<B>, &I) -> Vec<B::Msg>,
 ) -> Result<B::State, TestCaseError>
 where
     B::State: PartialEq,
@@ -181,8 +181,10 @@ where
                 "recovered after {:?}",
                 inputs
             );
-        } else if let Some(message) = message(live.journal.state(), input) {
-            decide(&mut live, &store, env, now_ms, |cx| B::decide(cx, message));
+        } else {
+            for message in messages(&live, input) {
+                decide(&mut live, &store, env, now_ms, |cx| B::decide(cx, message));
+            }
         }
     }
     let state = stop(live).await;
@@ -191,6 +193,10 @@ where
         .expect("inspect");
     prop_assert_eq!(&stored, &state);
     Ok(state)
+}
+
+fn messages(live: &Live<RoomEntity>, input: &Input) -> Vec<RoomMsg> {
+    message(live.journal.state(), input).into_iter().collect()
 }
 
 fn message(state: &RoomState, input: &Input) -> Option<RoomMsg> {
@@ -272,7 +278,7 @@ fn run(kind: RoomKind, inputs: Vec<Input>) -> Result<(), TestCaseError> {
         Some(spec),
         || None,
         &inputs,
-        message,
+        messages,
     ))
     .map(drop)
 }
@@ -306,9 +312,38 @@ fn amount(seq: u64) -> u64 {
     10u64.pow(seq as u32 - 1)
 }
 
-fn session_message(_state: &SessionState, input: &SessionInput) -> Option<SessionMsg> {
-    Some(match input {
-        SessionInput::Credit { source, seq } => SessionMsg::Credit {
+/// A seat taken or given back comes from a flow: a request starts it, the flow reports,
+/// the flow ends.
+fn in_flow(
+    live: &Live<SessionEntity>,
+    report: impl FnOnce(FlowTag) -> SessionMsg,
+) -> Vec<SessionMsg> {
+    let tag = FlowTag {
+        epoch: live.stream.epoch(),
+        number: live.memory.flows_started() + 1,
+    };
+    let (reply, answer) = super::testing::port();
+    // The request's client keeps waiting (a closed reply would not start the flow).
+    std::mem::forget(answer);
+    vec![
+        SessionMsg::Request {
+            request: Request::QuickJoin {
+                kind: RoomKind::Wheel,
+                variant: None,
+            },
+            reply,
+        },
+        report(tag),
+        SessionMsg::FlowDone {
+            epoch: tag.epoch,
+            flow: tag.number,
+        },
+    ]
+}
+
+fn session_messages(live: &Live<SessionEntity>, input: &SessionInput) -> Vec<SessionMsg> {
+    match input {
+        SessionInput::Credit { source, seq } => vec![SessionMsg::Credit {
             grant: Grant {
                 id: GrantId {
                     source: format!("room:{source}"),
@@ -321,8 +356,9 @@ fn session_message(_state: &SessionState, input: &SessionInput) -> Option<Sessio
                 settles: None,
             },
             source_room: u64::from(*source),
-        },
-        SessionInput::Joined(room) => SessionMsg::Joined {
+        }],
+        SessionInput::Joined(room) => in_flow(live, |flow| SessionMsg::Joined {
+            flow,
             room: *room,
             membership: Membership {
                 kind: RoomKind::Wheel,
@@ -330,19 +366,20 @@ fn session_message(_state: &SessionState, input: &SessionInput) -> Option<Sessio
             },
             followed: Vec::new(),
             reply: super::testing::port().0,
-        },
-        SessionInput::Left(room) => SessionMsg::Left {
+        }),
+        SessionInput::Left(room) => in_flow(live, |flow| SessionMsg::Left {
+            flow,
             room: *room,
             reply: super::testing::port().0,
-        },
-        SessionInput::Rotate => SessionMsg::Request {
+        }),
+        SessionInput::Rotate => vec![SessionMsg::Request {
             request: Request::RotateSeed {
                 wheel: "classic".into(),
             },
             reply: super::testing::port().0,
-        },
-        SessionInput::Restart => return None,
-    })
+        }],
+        SessionInput::Restart => Vec::new(),
+    }
 }
 
 proptest! {
@@ -371,7 +408,7 @@ proptest! {
             (),
             || (),
             &inputs,
-            session_message,
+            session_messages,
         ))?;
         let distinct: std::collections::BTreeSet<(u8, u64)> = inputs
             .iter()

@@ -5,14 +5,13 @@
 //! session's mailbox never waits on a room; one flow runs at a time per player, and
 //! every flow tells the session when it ends ([`SessionMsg::FlowDone`]), however it ends.
 
-use super::msg::RequestReply;
+use super::msg::{FlowTag, JoinRecord, RequestReply};
 use super::state::{Membership, PendingSpin};
 use super::{QUIZ_VARIANT, SessionMsg, SessionWelcome};
 use crate::HubError;
 use crate::connections::Outbound;
 use crate::hub::Hub;
 use crate::room::{Position, RoomError, RoomMsg, RoomSpec, RoomView};
-use crate::store::DeadLetter;
 use playtree_protocol::{
     ErrorCode, ErrorReply, QuizJoined, ReplyBody, RoomId, RoomJoined, RoomKind, SpinOutcome,
 };
@@ -37,6 +36,8 @@ pub enum Flow {
     Join {
         target: JoinTarget,
         membership: Membership,
+        /// The player's connections when the join was decided: they follow the room.
+        outbounds: Vec<Outbound>,
         reply: RequestReply,
     },
     Leave {
@@ -62,17 +63,12 @@ pub enum Flow {
 #[derive(Debug)]
 pub struct Done {
     session: ActorRef<SessionMsg>,
-    epoch: u64,
-    flow: u64,
+    tag: FlowTag,
 }
 
 impl Done {
-    pub fn new(session: ActorRef<SessionMsg>, epoch: u64, flow: u64) -> Done {
-        Done {
-            session,
-            epoch,
-            flow,
-        }
+    pub fn new(session: ActorRef<SessionMsg>, tag: FlowTag) -> Done {
+        Done { session, tag }
     }
 }
 
@@ -80,25 +76,27 @@ impl Drop for Done {
     fn drop(&mut self) {
         // A stopped incarnation has nobody waiting.
         let _ = self.session.cast(SessionMsg::FlowDone {
-            epoch: self.epoch,
-            flow: self.flow,
+            epoch: self.tag.epoch,
+            flow: self.tag.number,
         });
     }
 }
 
 pub async fn run(hub: Hub, player: String, flow: Flow, done: Done) {
+    let tag = done.tag;
     let _done = done;
     match flow {
         Flow::Join {
             target,
             membership,
+            outbounds,
             reply,
         } => {
-            let joined = join(&hub, &player, target, membership).await;
+            let joined = join(&hub, &player, tag, target, membership, &outbounds).await;
             let _ = reply.send(joined);
         }
         Flow::Leave { room, reply } => {
-            let left = leave(&hub, &player, room).await;
+            let left = leave(&hub, &player, tag, room).await;
             let _ = reply.send(left);
         }
         Flow::Spin {
@@ -112,7 +110,7 @@ pub async fn run(hub: Hub, player: String, flow: Flow, done: Done) {
                     tracing::warn!(%player, nonce = spin.nonce, room = spin.room, %error, "earlier spin not settled yet");
                 }
             }
-            let spun = spin(&hub, &player, room, client_seed).await;
+            let spun = spin(&hub, &player, tag, room, client_seed).await;
             let _ = reply.send(spun);
         }
         Flow::Retry { spins } => {
@@ -137,12 +135,12 @@ async fn ask<R: Send + 'static>(
 async fn join(
     hub: &Hub,
     player: &str,
+    flow: FlowTag,
     target: JoinTarget,
     membership: Membership,
+    outbounds: &[Outbound],
 ) -> Result<ReplyBody, ErrorReply> {
     let kind = membership.kind;
-    let outbounds =
-        crate::directory::followers_of(&hub.sessions.followers(player)).outbounds(player);
     let (room, view) = match target {
         JoinTarget::Quick { mut current } => {
             let mut tried = Vec::new();
@@ -162,13 +160,16 @@ async fn join(
                         ),
                     },
                 };
-                match seat(hub, player, room, spec, &outbounds).await {
+                match seat(hub, player, room, spec, outbounds).await {
                     Ok(Ok(view)) => {
                         joined = Some((room, view));
                         break;
                     }
                     // Filled up or started since it was listed: try another.
-                    Ok(Err(RoomError::Full { .. } | RoomError::GameInProgress))
+                    // (A room stopping after a failed commit answers `Store`.)
+                    Ok(Err(
+                        RoomError::Full { .. } | RoomError::GameInProgress | RoomError::Store(_),
+                    ))
                     | Err(HubError::UnknownRoom(_)) => tried.push(room),
                     Ok(Err(error)) => return Err(error.into()),
                     Err(error) => return Err(error.into()),
@@ -191,7 +192,7 @@ async fn join(
                 variant: QUIZ_VARIANT.into(),
                 private_code: Some(code),
             };
-            let view = seat(hub, player, room, Some(spec), &outbounds).await??;
+            let view = seat(hub, player, room, Some(spec), outbounds).await??;
             metrics::counter!("playtree_private_rooms_created_total").increment(1);
             (room, view)
         }
@@ -202,7 +203,7 @@ async fn join(
                     format!("no open private room has the code {code}"),
                 )
             })?;
-            let view = seat(hub, player, room, None, &outbounds).await??;
+            let view = seat(hub, player, room, None, outbounds).await??;
             (room, view)
         }
     };
@@ -210,25 +211,30 @@ async fn join(
         .iter()
         .map(|outbound| outbound.connection)
         .collect();
-    let recorded = ask(hub, player, |reply| SessionMsg::Joined {
-        room,
-        membership: membership.clone(),
-        followed: followed.clone(),
-        reply,
-    })
-    .await;
+    let recorded = hub
+        .call_session(player, |reply| SessionMsg::Joined {
+            flow,
+            room,
+            membership: membership.clone(),
+            followed: followed.clone(),
+            reply,
+        })
+        .await?;
     let fairness = match recorded {
-        Ok(fairness) => fairness,
-        Err(error) => {
-            // The session would not record the seat (another seat of that kind was
-            // taken meanwhile, or the store refused): give it back rather than hold a
-            // seat the player does not know of.
-            if let Err(leave) = hub
-                .call_room(room, None, |reply| RoomMsg::Leave {
-                    player: player.to_owned(),
-                    reply,
-                })
-                .await
+        JoinRecord::Recorded(fairness) => fairness,
+        JoinRecord::Refused { error, give_back } => {
+            // The session did not record the seat (another seat of that kind was taken
+            // meanwhile, the flow was given up, or the store refused). A seat this join
+            // gave and the records do not hold is given back rather than kept unknown
+            // to the player; one the player held before stays.
+            if give_back
+                && view.seated_now
+                && let Err(leave) = hub
+                    .call_room(room, None, |reply| RoomMsg::Leave {
+                        player: player.to_owned(),
+                        reply,
+                    })
+                    .await
             {
                 tracing::warn!(%player, room, error = %leave, "an unrecorded seat was not given back");
             }
@@ -282,7 +288,12 @@ async fn seat(
     .await
 }
 
-async fn leave(hub: &Hub, player: &str, room: RoomId) -> Result<ReplyBody, ErrorReply> {
+async fn leave(
+    hub: &Hub,
+    player: &str,
+    flow: FlowTag,
+    room: RoomId,
+) -> Result<ReplyBody, ErrorReply> {
     match hub
         .call_room(room, None, |reply| RoomMsg::Leave {
             player: player.to_owned(),
@@ -295,17 +306,19 @@ async fn leave(hub: &Hub, player: &str, room: RoomId) -> Result<ReplyBody, Error
         Err(HubError::UnknownRoom(_)) => {}
         Err(error) => return Err(error.into()),
     }
-    ask(hub, player, |reply| SessionMsg::Left { room, reply }).await?;
+    ask(hub, player, |reply| SessionMsg::Left { flow, room, reply }).await?;
     Ok(ReplyBody::RoomLeft { room })
 }
 
 async fn spin(
     hub: &Hub,
     player: &str,
+    flow: FlowTag,
     room: RoomId,
     client_seed: String,
 ) -> Result<ReplyBody, ErrorReply> {
     let spin = ask(hub, player, |reply| SessionMsg::DrawSpin {
+        flow,
         room,
         client_seed: client_seed.clone(),
         reply,
@@ -383,18 +396,16 @@ async fn settle(
         _ => None,
     };
     if let Some(reason) = permanent {
-        let pending = hub
-            .call_session(player, |reply| SessionMsg::IsPending {
-                spin: spin.clone(),
-                reply,
-            })
-            .await
-            .map_err(ErrorReply::from)?;
-        if !pending {
+        let abandoned = ask(hub, player, |reply| SessionMsg::Abandon {
+            spin: spin.clone(),
+            reason: reason.clone(),
+            reply,
+        })
+        .await?;
+        if !abandoned {
             // "Already delivered" to a wallet that has it: nothing to abandon.
             return Ok(None);
         }
-        abandon(hub, player, spin, &reason).await?;
         return Err(Unsettled {
             error: ErrorReply::new(ErrorCode::Internal, reason),
             abandoned: true,
@@ -410,36 +421,6 @@ async fn settle(
     })
     .await?;
     Ok(Some(outcome))
-}
-
-/// A spin whose settlement failed for good (its room or wheel is gone, or the room
-/// says it was delivered already) stops waiting: it would otherwise be retried forever,
-/// block the player's next spin and keep the session from passivating. Its dead letter
-/// is durable before the session forgets it.
-async fn abandon(
-    hub: &Hub,
-    player: &str,
-    spin: &PendingSpin,
-    reason: &str,
-) -> Result<(), ErrorReply> {
-    let letter = DeadLetter {
-        kind: "spin".into(),
-        id: player.to_owned(),
-        what: format!(
-            "spin {} of wheel {} in room {} (segment {})",
-            spin.nonce, spin.wheel, spin.room, spin.segment
-        ),
-        reason: reason.to_owned(),
-    };
-    if let Err(error) = hub.store.dead_letter(letter).await {
-        tracing::error!(%player, %error, "dead letter not saved; the spin stays pending");
-        return Err(ErrorReply::new(ErrorCode::StoreFailure, error.to_string()));
-    }
-    ask(hub, player, |reply| SessionMsg::Abandon {
-        spin: spin.clone(),
-        reply,
-    })
-    .await
 }
 
 /// A new connection follows the player's rooms, then is welcome: straight into the

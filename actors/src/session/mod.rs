@@ -15,7 +15,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use msg::{RequestReply, SessionMsg, SessionWelcome};
+pub use msg::{FlowTag, JoinRecord, RequestReply, SessionMsg, SessionWelcome};
 pub use state::{
     Membership, PendingSpin, SessionEntity, SessionEvent, SessionState, WheelFairness,
 };
@@ -32,7 +32,7 @@ use playtree_protocol::{
     ErrorCode, ErrorReply, Event, FairnessInfo, ReplyBody, Request, RoomId, RoomKind, SeedReveal,
     SpinOutcome, StreamId, fairness,
 };
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// A session's decision context.
 type Cx<'a> = Decide<'a, SessionEntity>;
@@ -52,6 +52,17 @@ pub struct SessionMemory {
     retrying: bool,
     /// When unsettled spins were last retried.
     last_retry_ms: u64,
+    /// The connections this incarnation accepted and has not seen close, as decided
+    /// (the followers list changes only once effects are released).
+    connections: BTreeMap<ConnectionId, Outbound>,
+}
+
+#[cfg(test)]
+impl SessionMemory {
+    /// How many flows this incarnation started.
+    pub(crate) fn flows_started(&self) -> u64 {
+        self.flows_started
+    }
 }
 
 /// The flow under way: its number in this incarnation, and when it started.
@@ -124,6 +135,7 @@ impl Behaviour for SessionEntity {
                 reply,
             } => connect(cx, outbound, &resume, reply),
             SessionMsg::Disconnect { connection } => {
+                cx.memory.connections.remove(&connection);
                 cx.effect(Effect::Unfollow {
                     player: cx.id.clone(),
                     connection,
@@ -153,29 +165,42 @@ impl Behaviour for SessionEntity {
                 }
             }
             SessionMsg::Joined {
+                flow,
                 room,
                 membership,
                 followed,
                 reply,
             } => {
-                let joined = joined(cx, room, membership, &followed);
-                cx.reply(reply, joined);
-            }
-            SessionMsg::Left { room, reply } => {
-                let left = if cx.state().rooms.contains_key(&room) {
-                    cx.emit(SessionEvent::LeftRoom { room })
-                        .map_err(store_error)
-                } else {
-                    Ok(())
+                let record = match running(cx, flow)
+                    .and_then(|()| joined(cx, room, membership, &followed))
+                {
+                    Ok(fairness) => JoinRecord::Recorded(fairness),
+                    Err(error) => JoinRecord::Refused {
+                        error,
+                        // Never the seat the player holds in the records.
+                        give_back: !cx.state().rooms.contains_key(&room),
+                    },
                 };
+                cx.reply(reply, record);
+            }
+            SessionMsg::Left { flow, room, reply } => {
+                let left = running(cx, flow).and_then(|()| {
+                    if cx.state().rooms.contains_key(&room) {
+                        cx.emit(SessionEvent::LeftRoom { room })
+                            .map_err(store_error)
+                    } else {
+                        Ok(())
+                    }
+                });
                 cx.reply(reply, left);
             }
             SessionMsg::DrawSpin {
+                flow,
                 room,
                 client_seed,
                 reply,
             } => {
-                let drawn = draw_spin(cx, room, &client_seed);
+                let drawn = running(cx, flow).and_then(|()| draw_spin(cx, room, &client_seed));
                 cx.reply(reply, drawn);
             }
             SessionMsg::Settled {
@@ -186,17 +211,12 @@ impl Behaviour for SessionEntity {
                 let outcome = settled_spin(cx, spin, settled);
                 cx.reply(reply, outcome);
             }
-            SessionMsg::IsPending { spin, reply } => {
-                let pending = cx.state().pending_spins.contains_key(&spin.key());
-                cx.reply(reply, pending);
-            }
-            SessionMsg::Abandon { spin, reply } => {
-                let abandoned = if cx.state().pending_spins.contains_key(&spin.key()) {
-                    cx.emit(SessionEvent::SpinAbandoned { spin: spin.key() })
-                        .map_err(store_error)
-                } else {
-                    Ok(())
-                };
+            SessionMsg::Abandon {
+                spin,
+                reason,
+                reply,
+            } => {
+                let abandoned = abandon(cx, &spin, reason);
                 cx.reply(reply, abandoned);
             }
             SessionMsg::FlowDone { epoch, flow } => {
@@ -270,7 +290,7 @@ impl Behaviour for SessionEntity {
                 epoch,
                 number,
             } => {
-                let done = flows::Done::new(myself.clone(), epoch, number);
+                let done = flows::Done::new(myself.clone(), FlowTag { epoch, number });
                 tokio::spawn(flows::run(hub.clone(), player.clone(), flow, done));
             }
             SessionEffect::FollowRooms {
@@ -347,6 +367,9 @@ fn connect(
         .map(|room| (*room, position(&StreamId::Room(*room))))
         .collect();
     cx.follow(cx.id.clone(), outbound.clone(), frames);
+    cx.memory
+        .connections
+        .insert(outbound.connection, outbound.clone());
     let epoch = cx.stream.epoch();
     cx.own(SessionEffect::FollowRooms {
         rooms,
@@ -459,6 +482,11 @@ fn queue(cx: &mut Cx<'_>, job: Job) {
         return;
     }
     let queued_max = cx.config().session.requests_queued_max;
+    // Requests whose clients stopped waiting hold no place.
+    cx.memory.queued.retain(|job| match job {
+        Job::Request { reply, .. } => !reply.is_closed(),
+        Job::RetryPending => true,
+    });
     match job {
         Job::Request { reply, .. } if cx.memory.queued.len() >= queued_max => {
             metrics::counter!("playtree_rate_limited_total", "limit" => "requests_queued")
@@ -547,9 +575,11 @@ fn plan(cx: &Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
                 kind: RoomKind::Wheel,
                 variant: wheel.id.clone(),
             };
+            let outbounds = connections(cx);
             Box::new(move |reply| Flow::Join {
                 target: JoinTarget::Quick { current },
                 membership,
+                outbounds,
                 reply,
             })
         }
@@ -564,9 +594,11 @@ fn plan(cx: &Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
                 ));
             }
             already_in_quiz(state)?;
+            let outbounds = connections(cx);
             Box::new(|reply| Flow::Join {
                 target: JoinTarget::Quick { current: None },
                 membership: quiz_membership(),
+                outbounds,
                 reply,
             })
         }
@@ -580,18 +612,22 @@ fn plan(cx: &Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
             already_in_quiz(state)?;
             // Drawn here, from the entropy handed in, like every other seed.
             let code = private_code(&cx.env.entropy.server_seed(), config.rooms.private_code_len);
+            let outbounds = connections(cx);
             Box::new(move |reply| Flow::Join {
                 target: JoinTarget::Create { code },
                 membership: quiz_membership(),
+                outbounds,
                 reply,
             })
         }
         Request::JoinPrivate { code } => {
             already_in_quiz(state)?;
             let code = code.trim().to_ascii_uppercase();
+            let outbounds = connections(cx);
             Box::new(move |reply| Flow::Join {
                 target: JoinTarget::Code { code },
                 membership: quiz_membership(),
+                outbounds,
                 reply,
             })
         }
@@ -622,6 +658,65 @@ fn plan(cx: &Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
             ));
         }
     })
+}
+
+/// The player's live connections as decided so far: the ones this incarnation
+/// accepted, and the ones an older incarnation left following (they share followers).
+fn connections(cx: &Cx<'_>) -> Vec<Outbound> {
+    let mut connections: BTreeMap<ConnectionId, Outbound> = cx
+        .outbounds(cx.id)
+        .into_iter()
+        .map(|outbound| (outbound.connection, outbound))
+        .collect();
+    for (id, outbound) in &cx.memory.connections {
+        connections.entry(*id).or_insert_with(|| outbound.clone());
+    }
+    connections
+        .into_values()
+        .filter(|outbound| !outbound.is_closed())
+        .collect()
+}
+
+/// Only the flow under way may change seats or draw spins: not one given up by the
+/// watchdog, nor one an older incarnation started.
+fn running(cx: &Cx<'_>, flow: FlowTag) -> Result<(), ErrorReply> {
+    let current = flow.epoch == cx.stream.epoch()
+        && cx
+            .memory
+            .flow
+            .is_some_and(|running| running.number == flow.number);
+    if current {
+        Ok(())
+    } else {
+        Err(ErrorReply::new(
+            ErrorCode::Timeout,
+            "the request was given up before it finished (it took longer than the session allows, or the session restarted); nothing more of it is recorded",
+        ))
+    }
+}
+
+/// Stops waiting for a spin that can never settle (its room or wheel is gone, or the
+/// room says it was delivered already), if it still waits, with its dead letter in the
+/// same commit; says whether it did. It would otherwise be retried forever, block the
+/// player's next spin and keep the session from passivating.
+fn abandon(cx: &mut Cx<'_>, spin: &PendingSpin, reason: String) -> Result<bool, ErrorReply> {
+    if !cx.state().pending_spins.contains_key(&spin.key()) {
+        // Settled meanwhile (a redelivered grant reached the wallet): nothing to abandon.
+        return Ok(false);
+    }
+    cx.dead_letter(DeadLetter {
+        kind: "spin".into(),
+        id: cx.id.clone(),
+        what: format!(
+            "spin {} of wheel {} in room {} (segment {})",
+            spin.nonce, spin.wheel, spin.room, spin.segment
+        ),
+        reason,
+    })
+    .map_err(store_error)?;
+    cx.emit(SessionEvent::SpinAbandoned { spin: spin.key() })
+        .map_err(store_error)?;
+    Ok(true)
 }
 
 fn quiz_membership() -> Membership {
@@ -726,7 +821,7 @@ fn joined(
     cx.emit_all(events).map_err(store_error)?;
     // Connections opened while the flow was seating the player follow the room too.
     let player = cx.id.clone();
-    for outbound in cx.outbounds(&player) {
+    for outbound in connections(cx) {
         if !followed.contains(&outbound.connection) {
             cx.effect(Effect::ToRoom {
                 room,
@@ -812,12 +907,15 @@ fn credit(cx: &mut Cx<'_>, grant: Grant, source_room: RoomId) -> Result<(), Erro
         logic::CreditDecision::Misaddressed => {
             // Never credited and never acknowledged: the grant stays with its source.
             metrics::counter!("playtree_rewards_misaddressed_total").increment(1);
-            cx.effect(Effect::DeadLetter(DeadLetter {
+            let letter = DeadLetter {
                 kind: "grant".into(),
                 id: cx.id.clone(),
                 what: format!("grant {} for {}", grant.id, grant.beneficiary),
                 reason: "delivered to another player's wallet".into(),
-            }));
+            };
+            if let Err(error) = cx.dead_letter(letter) {
+                tracing::error!(player = %cx.id, grant = %grant.id, %error, "misaddressed grant not recorded");
+            }
             return Err(ErrorReply::new(
                 ErrorCode::Internal,
                 format!(

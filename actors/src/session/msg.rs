@@ -19,6 +19,25 @@ pub struct SessionWelcome {
 /// The answer to a client's request.
 pub type RequestReply = RpcReplyPort<Result<ReplyBody, ErrorReply>>;
 
+/// Names a flow: the incarnation that started it (its stream epoch) and its number.
+/// A flow's inputs that change seats or draw spins are taken only from the flow under
+/// way, never from one given up or started by an older incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowTag {
+    pub epoch: u64,
+    pub number: u64,
+}
+
+/// What the session did with a seat a flow took.
+#[derive(Debug)]
+pub enum JoinRecord {
+    /// Recorded; the wheel's fairness for a wheel room.
+    Recorded(Option<FairnessInfo>),
+    /// Not recorded. `give_back`: the player holds no such seat in the session's
+    /// records, so the flow must give the room's seat back.
+    Refused { error: ErrorReply, give_back: bool },
+}
+
 #[derive(Debug)]
 pub enum SessionMsg {
     /// A connection for this player was opened. It follows the player's stream and the
@@ -48,18 +67,21 @@ pub enum SessionMsg {
     /// the player (opened meanwhile) is subscribed now. Refused if the player has since
     /// taken another seat of that kind (the flow then gives this one back).
     Joined {
+        flow: FlowTag,
         room: RoomId,
         membership: Membership,
         followed: Vec<ConnectionId>,
-        reply: RpcReplyPort<Result<Option<FairnessInfo>, ErrorReply>>,
+        reply: RpcReplyPort<JoinRecord>,
     },
     /// A flow has given the player's seat in `room` back.
     Left {
+        flow: FlowTag,
         room: RoomId,
         reply: RpcReplyPort<Result<(), ErrorReply>>,
     },
     /// A flow asks to draw a spin in `room`.
     DrawSpin {
+        flow: FlowTag,
         room: RoomId,
         client_seed: String,
         reply: RpcReplyPort<Result<PendingSpin, ErrorReply>>,
@@ -70,16 +92,13 @@ pub enum SessionMsg {
         settled: Settled,
         reply: RpcReplyPort<Result<SpinOutcome, ErrorReply>>,
     },
-    /// Whether `spin` still waits to be settled (a redelivered grant may have settled
-    /// it while a flow was asking its room).
-    IsPending {
-        spin: PendingSpin,
-        reply: RpcReplyPort<bool>,
-    },
-    /// A spin that can never settle (its dead letter is written): stop waiting for it.
+    /// A spin that can never settle: if it still waits (a redelivered grant may have
+    /// settled it meanwhile), stop waiting and file a dead letter in the same commit.
+    /// Answers whether it was abandoned.
     Abandon {
         spin: PendingSpin,
-        reply: RpcReplyPort<Result<(), ErrorReply>>,
+        reason: String,
+        reply: RpcReplyPort<Result<bool, ErrorReply>>,
     },
     /// The flow `flow` of incarnation `epoch` has ended: the next request may start.
     FlowDone { epoch: u64, flow: u64 },

@@ -151,7 +151,12 @@ fn a_grant_for_another_player_is_dead_lettered_never_credited_nor_acknowledged()
         source_room: 7,
     });
     assert!(decided.events.is_empty());
-    assert!(matches!(decided.effects[..], [Effect::DeadLetter(_)]));
+    assert!(
+        decided.effects.is_empty(),
+        "not acknowledged: {:?}",
+        decided.effects
+    );
+    assert_eq!(decided.letters.len(), 1, "a dead letter in the same commit");
     assert_eq!(alice.state.balance, 0);
 }
 
@@ -176,16 +181,9 @@ fn chat_is_relayed_to_the_room_which_answers_and_a_non_member_is_refused_here() 
         ErrorCode::NotInRoom
     );
 
-    let (reply, _) = port();
-    alice.input(SessionMsg::Joined {
-        room: 7,
-        membership: Membership {
-            kind: RoomKind::Wheel,
-            variant: "classic".into(),
-        },
-        followed: Vec::new(),
-        reply,
-    });
+    joined(&mut alice, 7, RoomKind::Wheel, Vec::new())
+        .1
+        .expect("seated");
     let (reply, mut answer) = port();
     let decided = alice.input(SessionMsg::Request {
         request: Request::Chat {
@@ -204,15 +202,46 @@ fn chat_is_relayed_to_the_room_which_answers_and_a_non_member_is_refused_here() 
     );
 }
 
+/// What the session answered a flow's `Joined`: the fairness, or the refusal and
+/// whether the flow must give the seat back.
+type Recorded = Result<Option<FairnessInfo>, (ErrorReply, bool)>;
+
+/// Starts a flow (a QuickJoin) and returns its tag, with the request's answer.
+fn start_flow(
+    bench: &mut Bench<SessionEntity>,
+) -> (
+    FlowTag,
+    tokio::sync::oneshot::Receiver<Result<ReplyBody, ErrorReply>>,
+) {
+    let (effects, answer) = quick_join(bench);
+    let number = *flows_started(&effects).first().expect("a flow starts");
+    let epoch = bench.stream.epoch();
+    (FlowTag { epoch, number }, answer)
+}
+
+/// A flow seats the player in `room` and reports it; the flow then ends.
 fn joined(
     bench: &mut Bench<SessionEntity>,
     room: RoomId,
     kind: RoomKind,
     followed: Vec<ConnectionId>,
-) -> (
-    Decided<SessionEntity>,
-    Result<Option<FairnessInfo>, ErrorReply>,
-) {
+) -> (Decided<SessionEntity>, Recorded) {
+    let (flow, _answer) = start_flow(bench);
+    let decided = report_joined(bench, flow, room, kind, followed);
+    bench.input(SessionMsg::FlowDone {
+        epoch: flow.epoch,
+        flow: flow.number,
+    });
+    decided
+}
+
+fn report_joined(
+    bench: &mut Bench<SessionEntity>,
+    flow: FlowTag,
+    room: RoomId,
+    kind: RoomKind,
+    followed: Vec<ConnectionId>,
+) -> (Decided<SessionEntity>, Recorded) {
     let (reply, mut answer) = port();
     let variant = if kind == RoomKind::Quiz {
         QUIZ_VARIANT
@@ -220,6 +249,7 @@ fn joined(
         "classic"
     };
     let mut decided = bench.input(SessionMsg::Joined {
+        flow,
         room,
         membership: Membership {
             kind,
@@ -229,7 +259,11 @@ fn joined(
         reply,
     });
     decided.effects = send_replies(decided.effects);
-    (decided, answer.try_recv().expect("answered"))
+    let record = match answer.try_recv().expect("answered") {
+        JoinRecord::Recorded(fairness) => Ok(fairness),
+        JoinRecord::Refused { error, give_back } => Err((error, give_back)),
+    };
+    (decided, record)
 }
 
 #[test]
@@ -238,12 +272,13 @@ fn a_seat_taken_by_an_older_flow_is_not_recorded_twice() {
     joined(&mut alice, 1, RoomKind::Quiz, Vec::new())
         .1
         .expect("first quiz seat");
-    // A flow of an earlier incarnation seats alice in a second quiz: refused, so that
-    // the flow gives that seat back.
+    // A second quiz seat is refused and given back by the flow that took it.
     let (decided, refused) = joined(&mut alice, 2, RoomKind::Quiz, Vec::new());
-    assert_eq!(
-        refused.expect_err("one quiz at a time").code,
-        ErrorCode::AlreadyInRoom
+    let (error, give_back) = refused.expect_err("one quiz at a time");
+    assert_eq!(error.code, ErrorCode::AlreadyInRoom);
+    assert!(
+        give_back,
+        "room 2 is not in the records: the flow gives it back"
     );
     assert!(decided.events.is_empty());
     assert_eq!(
@@ -254,6 +289,41 @@ fn a_seat_taken_by_an_older_flow_is_not_recorded_twice() {
     joined(&mut alice, 1, RoomKind::Quiz, Vec::new())
         .1
         .expect("same seat");
+}
+
+#[test]
+fn only_the_flow_under_way_changes_seats_and_a_held_seat_is_never_given_back() {
+    let mut alice = session(config());
+    joined(&mut alice, 7, RoomKind::Wheel, Vec::new())
+        .1
+        .expect("seated in 7");
+    let (stuck, _stuck_answer) = start_flow(&mut alice);
+    // The watchdog gives the stuck flow up; the next request's flow runs.
+    alice.now_ms += alice.env.config.session.flow_timeout_ms;
+    alice.input(SessionMsg::Deadline);
+    let (current, _current_answer) = start_flow(&mut alice);
+    assert_ne!(stuck, current);
+    // The given-up flow reports late: refused. Room 7 is alice's: not to be given back;
+    // room 8 is not in her records: to be given back.
+    let (_, late) = report_joined(&mut alice, stuck, 7, RoomKind::Wheel, Vec::new());
+    let (error, give_back) = late.expect_err("given up");
+    assert_eq!((error.code, give_back), (ErrorCode::Timeout, false));
+    let (_, late) = report_joined(&mut alice, stuck, 8, RoomKind::Wheel, Vec::new());
+    assert!(matches!(late, Err((_, true))));
+    let (reply, _left) = port();
+    let decided = alice.input(SessionMsg::Left {
+        flow: stuck,
+        room: 7,
+        reply,
+    });
+    assert!(decided.events.is_empty());
+    assert!(
+        alice.state.rooms.contains_key(&7),
+        "a late leave changes nothing"
+    );
+    // The flow under way is taken.
+    let (_, recorded) = report_joined(&mut alice, current, 7, RoomKind::Wheel, Vec::new());
+    assert!(recorded.is_ok());
 }
 
 #[test]

@@ -234,7 +234,7 @@ impl<E: Entity> Journal<E> {
         events
             .iter()
             .for_each(|event| E::apply(&mut self.state, event));
-        self.submit_applied(Some(slot), encoded)
+        self.submit_applied(Some(slot), encoded, Vec::new())
     }
 
     /// What a decision needs to change the state itself (see
@@ -246,23 +246,27 @@ impl<E: Entity> Journal<E> {
     }
 
     /// Journals events a decision has already applied to the state (`encoded`, in
-    /// order), in the place `slot` reserved; with no slot (a decision without a store)
-    /// nothing is written. A snapshot joins the batch once `snapshot_every` events have
-    /// piled up, and the outbox index follows the state.
+    /// order), with `extra` writes that must be in the same batch (dead letters), in
+    /// the place `slot` reserved; with no slot (a decision without a store) nothing is
+    /// written. A snapshot joins the batch once `snapshot_every` events have piled up,
+    /// and the outbox index follows the state.
     pub(crate) fn submit_applied(
         &mut self,
         slot: Option<super::CommitSlot>,
         encoded: Vec<Vec<u8>>,
+        extra: Vec<WriteOp>,
     ) -> Result<Option<CommitTicket>, StoreError> {
         let Some(slot) = slot else {
             return Ok(None);
         };
-        let mut ops = Vec::with_capacity(encoded.len() + 2);
+        let events = encoded.len() as u64;
+        let mut ops = Vec::with_capacity(encoded.len() + extra.len() + 2);
         for (offset, event) in encoded.into_iter().enumerate() {
             let seq = self.seq + 1 + offset as u64;
             ops.push(WriteOp::Put(journal_key(E::KIND, &self.id, seq), event));
         }
-        let last_seq = self.seq + ops.len() as u64;
+        ops.extend(extra);
+        let last_seq = self.seq + events;
         let snapshot_due = last_seq - self.snapshot_seq >= self.snapshot_every;
         if snapshot_due {
             let snapshot = self.snapshot_ops(last_seq, &self.state).inspect_err(|_| {

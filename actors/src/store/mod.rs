@@ -78,6 +78,14 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+impl DeadLetter {
+    /// Logs and counts a letter once it is durable.
+    pub fn filed(&self) {
+        tracing::error!(kind = %self.kind, id = %self.id, what = %self.what, reason = %self.reason, "dead letter");
+        metrics::counter!("playtree_dead_letters_total", "kind" => self.kind.clone()).increment(1);
+    }
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -384,13 +392,17 @@ impl Store {
 
     /// Files a dead letter durably and counts it.
     pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
-        tracing::error!(kind = %letter.kind, id = %letter.id, what = %letter.what, reason = %letter.reason, "dead letter");
-        metrics::counter!("playtree_dead_letters_total", "kind" => letter.kind.clone())
-            .increment(1);
+        let op = self.dead_letter_op(&letter)?;
+        self.commit(vec![op]).await?;
+        letter.filed();
+        Ok(())
+    }
+
+    /// The write that files `letter` (for a batch that must hold it with other writes).
+    pub(crate) fn dead_letter_op(&self, letter: &DeadLetter) -> Result<WriteOp, StoreError> {
         let mut key = vec![b'd'];
         key.extend_from_slice(&self.generate_id()?.to_be_bytes());
-        self.commit(vec![WriteOp::Put(key, encode_value(&letter)?)])
-            .await
+        Ok(WriteOp::Put(key, encode_value(letter)?))
     }
 
     /// Every dead letter filed, oldest first.
