@@ -1,5 +1,5 @@
-//! Admin HTTP: `/metrics` (Prometheus text), `/healthz` (the store can write) and `/readyz`
-//! (it accepts players: not shutting down).
+//! Admin HTTP: `/metrics` (Prometheus text), `/healthz` (the store's commit thread can
+//! write) and `/readyz` (it accepts players: turns 503 first thing on shutdown).
 
 use axum::Router;
 use axum::extract::State;
@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use playtree_actors::Hub;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -28,16 +29,19 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 #[derive(Clone, Debug)]
 struct AdminState {
     hub: Hub,
+    /// Cleared as the first step of a shutdown.
+    ready: Arc<AtomicBool>,
     metrics: Option<PrometheusHandle>,
 }
 
-pub fn router(hub: Hub) -> Router {
+pub fn router(hub: Hub, ready: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(health))
-        .route("/readyz", get(ready))
+        .route("/readyz", get(readiness))
         .with_state(AdminState {
             hub,
+            ready,
             metrics: prometheus(),
         })
 }
@@ -61,8 +65,8 @@ async fn health(State(state): State<AdminState>) -> (StatusCode, String) {
     }
 }
 
-async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    if state.hub.is_shutting_down() {
+async fn readiness(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if !state.ready.load(Ordering::Acquire) || state.hub.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else {
         (StatusCode::OK, "ready\n")

@@ -54,6 +54,7 @@ pub struct ListenConfig {
     pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub shutdown_grace_ms: u64,
+    pub unready_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +70,7 @@ pub struct LimitsConfig {
     pub heartbeat_interval_ms: u64,
     pub silent_heartbeats_max: u32,
     pub close_timeout_ms: u64,
+    pub write_timeout_ms: u64,
     pub frames_per_second: u32,
     pub frames_burst: u32,
     pub rate_limit_strikes_max: u32,
@@ -96,6 +98,15 @@ pub enum LoadError {
     Invalid(#[from] ConfigError),
 }
 
+/// The configuration in the environment: `PLAYTREE_<SECTION>__<KEY>` only. Other
+/// `PLAYTREE_*` variables (a wrapper's `PLAYTREE_BIN`, a test's knobs) are not
+/// configuration and are left alone.
+fn environment() -> Env {
+    Env::prefixed("PLAYTREE_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
+}
+
 impl ServerConfig {
     /// Embedded defaults, overridden by `file` (if given), then by the environment.
     pub fn load(file: Option<&Path>) -> Result<ServerConfig, LoadError> {
@@ -109,11 +120,13 @@ impl ServerConfig {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("PLAYTREE_").split("__"));
+        figment = figment.merge(environment());
         Self::extract(figment)
     }
 
     /// Embedded defaults overridden by a TOML string (for tests and tools).
+    ///
+    /// (The environment is not read here.)
     pub fn from_toml_overrides(overrides: &str) -> Result<ServerConfig, LoadError> {
         Self::extract(Figment::from(Toml::string(EMBEDDED_CONFIG)).merge(Toml::string(overrides)))
     }
@@ -174,6 +187,7 @@ impl ServerConfig {
                 u64::from(limits.silent_heartbeats_max),
             ),
             ("limits.close_timeout_ms", limits.close_timeout_ms),
+            ("limits.write_timeout_ms", limits.write_timeout_ms),
             ("auth.max_lifetime_s", self.auth.max_lifetime_s),
             ("auth.dev_token_lifetime_s", self.auth.dev_token_lifetime_s),
         ] {

@@ -68,10 +68,18 @@ pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: So
         let open = gateway.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
         metrics::gauge!("playtree_connections_open").set(open as f64);
         metrics::counter!("playtree_connections_total").increment(1);
-        match tokio_tungstenite::accept_async_with_config(stream, Some(gateway.websocket_config()))
-            .await
-        {
-            Ok(websocket) => {
+        // The websocket upgrade and the Hello share one deadline from the TCP accept: a
+        // peer that connects and says nothing holds its place for that long at most.
+        let deadline = Instant::now() + Duration::from_millis(gateway.limits.hello_timeout_ms);
+        let upgrade =
+            tokio_tungstenite::accept_async_with_config(stream, Some(gateway.websocket_config()));
+        match tokio::time::timeout_at(deadline, upgrade).await {
+            Err(_) => {
+                metrics::counter!("playtree_handshake_timeouts_total").increment(1);
+                tracing::debug!("no websocket upgrade in time");
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "websocket handshake failed"),
+            Ok(Ok(websocket)) => {
                 let (sink, source) = websocket.split();
                 if open > gateway.limits.connections_max {
                     let mut sink = sink;
@@ -88,10 +96,9 @@ pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: So
                     )
                     .await;
                 } else {
-                    run_connection(&gateway, connection, sink, source).await;
+                    run_connection(&gateway, connection, deadline, sink, source).await;
                 }
             }
-            Err(error) => tracing::debug!(%error, "websocket handshake failed"),
         }
         let open = gateway.open_connections.fetch_sub(1, Ordering::AcqRel) - 1;
         metrics::gauge!("playtree_connections_open").set(open as f64);
@@ -175,13 +182,13 @@ fn decode_refusal(error: DecodeError) -> Refusal {
     }
 }
 
-/// Waits for `Hello` and checks version and token.
+/// Waits for `Hello` (until `deadline`) and checks version and token.
 async fn handshake(
     gateway: &Gateway,
     source: &mut Source,
+    deadline: Instant,
 ) -> Result<(Hello, crate::auth::Identity), Refusal> {
     let limits = &gateway.limits;
-    let deadline = Instant::now() + Duration::from_millis(limits.hello_timeout_ms);
     let hello = loop {
         let read = tokio::time::timeout_at(deadline, source.next())
             .await
@@ -277,10 +284,11 @@ impl Live {
 async fn run_connection(
     gateway: &Arc<Gateway>,
     connection: u64,
+    hello_deadline: Instant,
     mut sink: Sink,
     mut source: Source,
 ) {
-    let (hello, identity) = match handshake(gateway, &mut source).await {
+    let (hello, identity) = match handshake(gateway, &mut source, hello_deadline).await {
         Ok(accepted) => accepted,
         Err(refusal) => return refuse(gateway, &mut sink, refusal).await,
     };
@@ -367,21 +375,34 @@ async fn serve_welcomed(
     let mut shutdown = gateway.shutdown.clone();
     let slow = receiver.slow.clone();
     let frame_limit = limits.frame_bytes_max;
+    let write_timeout = Duration::from_millis(limits.write_timeout_ms);
+    let slow_consumer = || {
+        Refusal::new(
+            ErrorCode::SlowConsumer,
+            "the connection fell too far behind its events; reconnect and resume",
+        )
+    };
 
     let refusal = loop {
         tokio::select! {
             queued = receiver.recv() => {
                 let Some(first) = queued else { break None };
-                if write_batch(gateway, sink, receiver, first).await.is_err() {
-                    break None;
+                // A peer that stops reading blocks the write once the kernel buffers are
+                // full: the write has a deadline, and the queue overflowing meanwhile
+                // ends it at once.
+                tokio::select! {
+                    written = tokio::time::timeout(write_timeout, write_batch(gateway, sink, receiver, first)) => match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => {
+                            metrics::counter!("playtree_write_timeouts_total").increment(1);
+                            break Some(slow_consumer());
+                        }
+                    },
+                    _ = slow.wait() => break Some(slow_consumer()),
                 }
             }
-            _ = slow.wait() => {
-                break Some(Refusal::new(
-                    ErrorCode::SlowConsumer,
-                    "the connection fell too far behind its events; reconnect and resume",
-                ));
-            }
+            _ = slow.wait() => break Some(slow_consumer()),
             read = source.next() => {
                 last_heard = Instant::now();
                 match read {
@@ -444,8 +465,13 @@ async fn serve_welcomed(
                     metrics::counter!("playtree_heartbeat_timeouts_total").increment(1);
                     break None;
                 }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break None;
+                match tokio::time::timeout(write_timeout, sink.send(Message::Ping(Bytes::new()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break None,
+                    Err(_) => {
+                        metrics::counter!("playtree_write_timeouts_total").increment(1);
+                        break Some(slow_consumer());
+                    }
                 }
             }
             _ = shutdown.changed() => {

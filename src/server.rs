@@ -8,7 +8,7 @@ use crate::gateway::{Gateway, serve_connection};
 use playtree_actors::{Clock, Entropy, Hub, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -42,9 +42,16 @@ pub struct RunningServer {
     pub admin_addr: SocketAddr,
     pub hub: Hub,
     pub gateway: Arc<Gateway>,
+    /// What `/readyz` reports.
+    ready: Arc<AtomicBool>,
+    /// Tells the accept loop and every connection to stop.
     shutdown: watch::Sender<bool>,
+    /// Stops the admin listener, last.
+    admin_shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    admin: tokio::task::JoinHandle<()>,
     grace: Duration,
+    unready_delay: Duration,
 }
 
 /// What the server runs with besides its config: time and randomness, injectable for tests.
@@ -92,6 +99,7 @@ pub async fn start_with_auth(
     )
     .await?;
 
+    check_open_files(config.limits.connections_max);
     let (ws_listener, ws_addr) = listen("the websocket listener", config.server.listen).await?;
     let (admin_listener, admin_addr) =
         listen("the admin listener", config.server.admin_listen).await?;
@@ -112,12 +120,15 @@ pub async fn start_with_auth(
         gateway.clone(),
         shutdown_rx.clone(),
     ));
-    let mut admin_shutdown = shutdown_rx.clone();
-    let router = admin::router(hub.clone());
-    tasks.spawn(async move {
+    let ready = Arc::new(AtomicBool::new(true));
+    // The admin listener outlives the connections: /readyz and /metrics answer through
+    // the whole shutdown.
+    let (admin_shutdown, mut admin_stop) = watch::channel(false);
+    let router = admin::router(hub.clone(), ready.clone());
+    let admin = tokio::spawn(async move {
         let served = axum::serve(admin_listener, router)
             .with_graceful_shutdown(async move {
-                let _ = admin_shutdown.wait_for(|stop| *stop).await;
+                let _ = admin_stop.wait_for(|stop| *stop).await;
             })
             .await;
         if let Err(error) = served {
@@ -142,9 +153,13 @@ pub async fn start_with_auth(
         admin_addr,
         hub,
         gateway,
+        ready,
         shutdown,
+        admin_shutdown,
         tasks,
+        admin,
         grace: Duration::from_millis(config.server.shutdown_grace_ms),
+        unready_delay: Duration::from_millis(config.server.unready_delay_ms),
     })
 }
 
@@ -159,16 +174,108 @@ async fn listen(
     Ok((listener, bound))
 }
 
+/// The soft open-file limit of this process (`ulimit -n`), where the OS tells it
+/// (Linux: `/proc/self/limits`); `None` for "unlimited" or elsewhere.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&limits)
+}
+
+/// The soft limit on the "Max open files" line of a `/proc/<pid>/limits` text.
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// File descriptors the process needs besides connections (store files, listeners,
+/// the runtime's own), a generous estimate.
+const FILES_BESIDES_CONNECTIONS: u64 = 64;
+
+/// Warns when `connections_max` connections cannot all be open at once under the
+/// process's open-file limit: past it `accept` fails (EMFILE) however the server is
+/// configured.
+fn check_open_files(connections_max: usize) {
+    let Some(limit) = open_files_limit() else {
+        return;
+    };
+    metrics::gauge!("playtree_open_files_limit").set(limit as f64);
+    let needed = connections_max as u64 + FILES_BESIDES_CONNECTIONS;
+    if limit < needed {
+        tracing::warn!(
+            open_files_limit = limit,
+            connections_max,
+            "the open-file limit (ulimit -n) allows only about {} connections, fewer than limits.connections_max; raise the limit or lower connections_max",
+            limit.saturating_sub(FILES_BESIDES_CONNECTIONS)
+        );
+    }
+}
+
+/// `accept` failed: it keeps failing while the cause lasts (out of file descriptors),
+/// so the loop waits before the next try, longer each time, and logs once a second.
+#[derive(Debug)]
+struct AcceptBackoff {
+    failures: u32,
+    last_logged: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_millis(500);
+    const LOG_EVERY: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        AcceptBackoff {
+            failures: 0,
+            last_logged: None,
+            unlogged: 0,
+        }
+    }
+
+    /// Notes a failure; returns how long to wait before accepting again.
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        metrics::counter!("playtree_accept_errors_total").increment(1);
+        let now = tokio::time::Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|last| now.duration_since(last) >= Self::LOG_EVERY)
+        {
+            tracing::warn!(%error, failures_not_logged = self.unlogged, "accept failed; backing off");
+            self.last_logged = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        self.failures = self.failures.saturating_add(1);
+        Self::FIRST
+            .saturating_mul(1u32 << self.failures.min(10))
+            .min(Self::MAX)
+    }
+
+    fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut backoff = AcceptBackoff::new();
     loop {
+        let mut pause = None;
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
                     let _ = stream.set_nodelay(true);
                     let send_buffer = gateway.limits.socket_send_buffer_bytes;
                     if send_buffer > 0
@@ -179,13 +286,19 @@ async fn accept_loop(
                     connections.spawn(serve_connection(gateway.clone(), stream, peer));
                 }
                 Err(error) => {
-                    // Out of file descriptors and the like: keep serving the others.
-                    tracing::warn!(%error, "accept failed");
-                    metrics::counter!("playtree_accept_errors_total").increment(1);
+                    // Out of file descriptors and the like: keep serving the others, but
+                    // do not spin on a failure that lasts.
+                    pause = Some(backoff.failed(&error));
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        if let Some(pause) = pause {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
         }
     }
     drop(listener);
@@ -198,6 +311,12 @@ impl RunningServer {
     /// snapshot, flush the store — bounded by the configured grace period.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        // Unready first, so that no new client is sent here, then (after the delay a
+        // load balancer needs to notice) tell the connected ones.
+        self.ready.store(false, Ordering::Release);
+        if !self.unready_delay.is_zero() {
+            tokio::time::sleep(self.unready_delay).await;
+        }
         let _ = self.shutdown.send(true);
         let tasks = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(self.grace / 2, tasks).await.is_err() {
@@ -212,6 +331,40 @@ impl RunningServer {
                 "entities did not stop within the grace period; the journal has every acknowledged change"
             );
         }
+        let _ = self.admin_shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.admin).await;
         tracing::info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            20000                20000                files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(20_000));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unlimited), None);
+        assert_eq!(parse_open_files_limit(""), None);
+    }
+
+    #[test]
+    fn accept_failures_back_off_up_to_a_ceiling_and_reset() {
+        let mut backoff = AcceptBackoff::new();
+        let error = std::io::Error::other("too many open files");
+        let pauses: Vec<Duration> = (0..12).map(|_| backoff.failed(&error)).collect();
+        assert!(
+            pauses.windows(2).all(|pair| pair[0] <= pair[1]),
+            "{pauses:?}"
+        );
+        assert!(pauses[0] > Duration::ZERO);
+        assert_eq!(*pauses.last().expect("pauses"), AcceptBackoff::MAX);
+        backoff.succeeded();
+        assert_eq!(backoff.failed(&error), pauses[0]);
     }
 }

@@ -76,9 +76,20 @@ impl TestServer {
     }
 
     pub async fn start_with(extra: &str, environment: Environment) -> TestServer {
+        Self::start_tuned(extra, environment, |_| {}).await
+    }
+
+    /// A server whose config `tune` adjusts after loading (for keys of sections the
+    /// base config already holds, such as `[server]`).
+    pub async fn start_tuned(
+        extra: &str,
+        environment: Environment,
+        tune: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = ServerConfig::from_toml_overrides(&base_overrides(dir.path(), extra))
+        let mut config = ServerConfig::from_toml_overrides(&base_overrides(dir.path(), extra))
             .expect("test config");
+        tune(&mut config);
         let server = playtree::start(config.clone(), environment)
             .await
             .expect("server starts");
@@ -283,6 +294,8 @@ pub struct ServerProcess {
     pub child: std::process::Child,
     /// The websocket address it bound (`host:port`).
     pub ws: String,
+    /// The admin address it bound, if it printed one.
+    pub admin: Option<String>,
 }
 
 impl Drop for ServerProcess {
@@ -292,12 +305,10 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Starts the binary with `--config config_path serve` and waits (bounded) for the line
-/// naming its addresses.
-pub fn start_binary(config_path: &std::path::Path) -> ServerProcess {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut command = Command::new(env!("CARGO_BIN_EXE_playtree"));
+/// The command that runs the binary with `--config config_path serve`, without the
+/// environment's `PLAYTREE_*` variables (the tests' own knobs, the developer's).
+pub fn binary_command(config_path: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_playtree"));
     command
         .args([
             "--config",
@@ -305,15 +316,26 @@ pub fn start_binary(config_path: &std::path::Path) -> ServerProcess {
             "serve",
         ])
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // The server reads `PLAYTREE_*` variables as configuration; the tests' own knobs
-    // (and whatever the developer has set) must not reach it.
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
     for (name, _) in std::env::vars() {
         if name.starts_with("PLAYTREE_") {
             command.env_remove(name);
         }
     }
+    command
+}
+
+/// Starts the binary with `--config config_path serve` and waits (bounded) for the line
+/// naming its addresses.
+pub fn start_binary(config_path: &std::path::Path) -> ServerProcess {
+    start_command(binary_command(config_path))
+}
+
+/// Starts `command` (stdout piped) and waits (bounded) for the line naming the
+/// server's addresses.
+pub fn start_command(mut command: std::process::Command) -> ServerProcess {
+    use std::io::{BufRead, BufReader};
     let mut child = command.spawn().expect("binary starts");
     let stdout = child.stdout.take().expect("stdout");
     // The first stdout line names the bound addresses. A reader thread bounds the wait.
@@ -331,5 +353,9 @@ pub fn start_binary(config_path: &std::path::Path) -> ServerProcess {
         .find_map(|word| word.strip_prefix("ws="))
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_owned();
-    ServerProcess { child, ws }
+    let admin = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("admin="))
+        .map(str::to_owned);
+    ServerProcess { child, ws, admin }
 }
