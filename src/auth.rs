@@ -17,6 +17,7 @@ pub struct Claims {
     // "missing claim" code instead of failing deserialization as "malformed".
     #[serde(default)]
     pub sub: String,
+    #[serde(default)]
     pub exp: u64,
     #[serde(default)]
     pub iat: u64,
@@ -154,17 +155,22 @@ impl Authenticator {
     ) -> Authenticator {
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_s;
-        validation.set_required_spec_claims(&["exp", "sub", "iat"]);
+        // A configured issuer or audience is required in every token, not only checked
+        // when present: a token without `aud` was minted for someone, just not for us.
+        let mut required = vec!["exp", "sub", "iat"];
         if config.issuer.is_empty() {
             validation.iss = None;
         } else {
             validation.set_issuer(&[&config.issuer]);
+            required.push("iss");
         }
         if config.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&[&config.audience]);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         Authenticator {
             decoding,
             encoding,
@@ -174,7 +180,8 @@ impl Authenticator {
         }
     }
 
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    /// Checks `token` at `now_s` (seconds since the Unix epoch, the server's clock).
+    pub fn verify(&self, token: &str, now_s: u64) -> Result<Identity, AuthError> {
         if token.len() > TOKEN_BYTES_MAX {
             return Err(AuthError::new(
                 ErrorCode::TokenMalformed,
@@ -184,9 +191,21 @@ impl Authenticator {
                 ),
             ));
         }
+        if is_unsigned(token) {
+            return Err(AuthError::new(
+                ErrorCode::TokenBadSignature,
+                "unsigned tokens (`alg: none`) are never accepted",
+            ));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| classify(error.kind()))?;
         let claims = data.claims;
+        if claims.exp == 0 {
+            return Err(AuthError::new(
+                ErrorCode::TokenMissingClaim,
+                "the token lacks the required claim `exp`",
+            ));
+        }
         if claims.iat == 0 {
             return Err(AuthError::new(
                 ErrorCode::TokenMissingClaim,
@@ -199,7 +218,9 @@ impl Authenticator {
                 "the token's `sub` (player id) must have 1 to 128 bytes",
             ));
         }
-        let lifetime_s = claims.exp.saturating_sub(claims.iat);
+        // Measured from `iat`, or from now if `iat` lies ahead: a future `iat` does not
+        // buy a longer life.
+        let lifetime_s = claims.exp.saturating_sub(claims.iat.min(now_s));
         if lifetime_s > self.max_lifetime_s {
             return Err(AuthError::new(
                 ErrorCode::TokenLifetimeTooLong,
@@ -249,6 +270,14 @@ fn classify(kind: &ErrorKind) -> AuthError {
             ErrorCode::TokenWrongIssuer,
             "the token's `iss` is not the issuer this server trusts",
         ),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::new(
+            ErrorCode::TokenWrongAudience,
+            "the token has no `aud`; this server requires its own audience",
+        ),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::new(
+            ErrorCode::TokenWrongIssuer,
+            "the token has no `iss`; this server requires the issuer it trusts",
+        ),
         ErrorKind::MissingRequiredClaim(claim) => AuthError::new(
             ErrorCode::TokenMissingClaim,
             format!("the token lacks the required claim `{claim}`"),
@@ -262,6 +291,48 @@ fn classify(kind: &ErrorKind) -> AuthError {
             format!("the token is not a well-formed JWT with Playtree claims ({other:?})"),
         ),
     }
+}
+
+/// Whether the token's header says `alg: none` (in any case): such a token carries no
+/// signature, and is refused as one whose signature does not verify.
+fn is_unsigned(token: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+    }
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(json) = base64_url_decode(encoded) else {
+        return false;
+    };
+    serde_json::from_slice::<Header>(&json)
+        .is_ok_and(|header| header.alg.eq_ignore_ascii_case("none"))
+}
+
+/// Base64url without padding (RFC 7515 §2), as JWT segments are encoded.
+fn base64_url_decode(text: &str) -> Result<Vec<u8>, ()> {
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return Err(()),
+        };
+        bits = (bits << 6) | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    Ok(out)
 }
 
 /// Reads the development secret from `data_dir`, creating it on first use.
@@ -292,4 +363,117 @@ fn dev_secret(data_dir: &Path) -> Result<Vec<u8>, KeyError> {
     })?;
     tracing::info!(path = %shown, "generated a development JWT secret");
     Ok(secret.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "unit-test-secret";
+    const NOW: u64 = 1_900_000_000;
+
+    fn authenticator(issuer: &str, audience: &str) -> Authenticator {
+        let config = AuthConfig {
+            hs256_secret: SECRET.into(),
+            eddsa_public_key_pem: String::new(),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            max_lifetime_s: 3600,
+            dev_token_lifetime_s: 600,
+            leeway_s: 0,
+        };
+        Authenticator::build(
+            &config,
+            Algorithm::HS256,
+            DecodingKey::from_secret(SECRET.as_bytes()),
+            Some(EncodingKey::from_secret(SECRET.as_bytes())),
+        )
+    }
+
+    fn sign(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("signs")
+    }
+
+    fn code(result: Result<Identity, AuthError>) -> ErrorCode {
+        result.expect_err("refused").code
+    }
+
+    /// Tokens must expire in the future of the real clock (jsonwebtoken checks `exp`
+    /// against it); `NOW` is later than any real time these tests run at.
+    fn real_now() -> u64 {
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::SystemTime::now();
+        now.duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    }
+
+    #[test]
+    fn a_token_without_exp_is_refused_as_missing_a_claim() {
+        let auth = authenticator("", "");
+        let now = real_now();
+        let token = sign(&serde_json::json!({ "sub": "alice", "iat": now }));
+        assert_eq!(code(auth.verify(&token, now)), ErrorCode::TokenMissingClaim);
+    }
+
+    #[test]
+    fn an_unsigned_token_is_refused_as_a_bad_signature() {
+        let auth = authenticator("", "");
+        // {"alg":"none","typ":"JWT"} . {"sub":"mallory","iat":1700000000,"exp":4102444800} .
+        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJtYWxsb3J5IiwiaWF0IjoxNzAwMDAwMDAwLCJleHAiOjQxMDI0NDQ4MDB9.";
+        assert_eq!(code(auth.verify(token, NOW)), ErrorCode::TokenBadSignature);
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_must_be_in_the_token() {
+        let auth = authenticator("backend", "playtree");
+        let now = real_now();
+        let full = serde_json::json!({
+            "sub": "alice", "iat": now, "exp": now + 60, "iss": "backend", "aud": "playtree",
+        });
+        assert_eq!(
+            auth.verify(&sign(&full), now).expect("valid").player_id,
+            "alice"
+        );
+        let mut no_aud = full.clone();
+        no_aud.as_object_mut().expect("object").remove("aud");
+        assert_eq!(
+            code(auth.verify(&sign(&no_aud), now)),
+            ErrorCode::TokenWrongAudience
+        );
+        let mut no_iss = full;
+        no_iss.as_object_mut().expect("object").remove("iss");
+        assert_eq!(
+            code(auth.verify(&sign(&no_iss), now)),
+            ErrorCode::TokenWrongIssuer
+        );
+    }
+
+    #[test]
+    fn an_iat_in_the_future_does_not_stretch_the_lifetime() {
+        let auth = authenticator("", "");
+        let now = real_now();
+        // Valid for 10 hours from now, claiming to be issued 9.5 hours ahead.
+        let token = sign(&serde_json::json!({
+            "sub": "alice", "iat": now + 34_200, "exp": now + 36_000,
+        }));
+        assert_eq!(
+            code(auth.verify(&token, now)),
+            ErrorCode::TokenLifetimeTooLong
+        );
+    }
+
+    #[test]
+    fn base64url_decodes_jwt_segments() {
+        assert_eq!(
+            base64_url_decode("eyJhbGciOiJub25lIn0").expect("decodes"),
+            br#"{"alg":"none"}"#.to_vec()
+        );
+        assert!(base64_url_decode("not base64!").is_err());
+    }
 }

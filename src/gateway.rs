@@ -253,7 +253,8 @@ async fn handshake(
             ),
         ));
     }
-    let identity = gateway.auth.verify(&hello.token).map_err(|error| {
+    let now_s = gateway.hub.now_ms() / 1000;
+    let identity = gateway.auth.verify(&hello.token, now_s).map_err(|error| {
         metrics::counter!("playtree_auth_failures_total", "reason" => error.reason()).increment(1);
         Refusal(error.to_reply())
     })?;
@@ -488,10 +489,14 @@ async fn serve_welcomed(
 
 /// Replaces the connection's token with `token`, which must name the same player.
 fn refresh(gateway: &Gateway, live: &mut Live, token: &str) -> Result<ReplyBody, ErrorReply> {
-    let identity = gateway.auth.verify(token).map_err(|error| {
-        metrics::counter!("playtree_auth_failures_total", "reason" => error.reason()).increment(1);
-        error.to_reply()
-    })?;
+    let identity = gateway
+        .auth
+        .verify(token, gateway.hub.now_ms() / 1000)
+        .map_err(|error| {
+            metrics::counter!("playtree_auth_failures_total", "reason" => error.reason())
+                .increment(1);
+            error.to_reply()
+        })?;
     if identity.player_id != live.identity.player_id {
         return Err(ErrorReply::new(
             ErrorCode::TokenPlayerMismatch,

@@ -172,7 +172,10 @@ async fn eddsa_tokens_verify_with_the_public_key() {
         &key,
     )
     .expect("sign");
-    assert_eq!(auth.verify(&token).expect("verifies").player_id, "eve");
+    assert_eq!(
+        auth.verify(&token, now_s()).expect("verifies").player_id,
+        "eve"
+    );
     let forged = sign(
         &Claims {
             iss: None,
@@ -182,7 +185,7 @@ async fn eddsa_tokens_verify_with_the_public_key() {
         SECRET,
     );
     assert_eq!(
-        auth.verify(&forged).map_err(|e| e.code),
+        auth.verify(&forged, now_s()).map_err(|e| e.code),
         Err(ErrorCode::TokenBadSignature)
     );
 }

@@ -209,7 +209,8 @@ pub enum ReplyBody {
     },
     /// A quiz room was joined (by QuickJoin, or by code).
     QuizJoined(QuizJoined),
-    /// A private room was opened; share `code`.
+    /// Reserved, never sent: `CreatePrivate` is answered `QuizJoined` with its code (kept
+    /// so that the variant numbers after it stay as documented).
     PrivateCreated {
         room: RoomId,
         code: String,
