@@ -71,6 +71,7 @@ pub struct LimitsConfig {
     pub silent_heartbeats_max: u32,
     pub close_timeout_ms: u64,
     pub write_timeout_ms: u64,
+    pub private_code_misses_max: u32,
     pub frames_per_second: u32,
     pub frames_burst: u32,
     pub rate_limit_strikes_max: u32,

@@ -19,7 +19,7 @@ use playtree_protocol::{
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -368,6 +368,7 @@ async fn serve_welcomed(
 ) {
     let limits = &gateway.limits;
     let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max));
+    let code_misses = Arc::new(AtomicU32::new(0));
     let heartbeat_period = Duration::from_millis(limits.heartbeat_interval_ms);
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
@@ -444,7 +445,7 @@ async fn serve_welcomed(
                                 outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
                             }
                             ClientFrame::Request { req_id, request } => {
-                                dispatch(gateway, player, outbound, &in_flight, req_id, request);
+                                dispatch(gateway, player, outbound, &in_flight, &code_misses, req_id, request);
                             }
                             ClientFrame::Hello(_) => {
                                 break Some(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
@@ -537,14 +538,33 @@ async fn write_batch(
 }
 
 /// Runs one request on its own task (bounded per connection) and queues the reply.
+/// `code_misses` counts the connection's JoinPrivate attempts with unknown codes.
 fn dispatch(
     gateway: &Arc<Gateway>,
     player: &str,
     outbound: &Outbound,
     in_flight: &Arc<Semaphore>,
+    code_misses: &Arc<AtomicU32>,
     req_id: u32,
     request: playtree_protocol::Request,
 ) {
+    let joins_by_code = matches!(request, Request::JoinPrivate { .. });
+    let misses_max = gateway.limits.private_code_misses_max;
+    if joins_by_code && code_misses.load(Ordering::Acquire) >= misses_max {
+        metrics::counter!("playtree_rate_limited_total", "limit" => "private_code_misses")
+            .increment(1);
+        let reply = ServerFrame::Reply {
+            req_id,
+            result: Err(ErrorReply::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "{misses_max} private codes tried on this connection matched no room; no more are tried on it"
+                ),
+            )),
+        };
+        outbound.push("reply", frame_bytes(&reply));
+        return;
+    }
     let Ok(permit) = in_flight.clone().try_acquire_owned() else {
         let reply = ServerFrame::Reply {
             req_id,
@@ -564,6 +584,7 @@ fn dispatch(
     let hub = gateway.hub.clone();
     let player = player.to_owned();
     let outbound = outbound.clone();
+    let code_misses = code_misses.clone();
     tokio::spawn(
         async move {
             let kind = request.kind_name();
@@ -579,6 +600,9 @@ fn dispatch(
             };
             if let Err(error) = &result {
                 metrics::counter!("playtree_request_errors_total", "request" => kind, "code" => error.code.as_u16().to_string()).increment(1);
+                if joins_by_code && error.code == ErrorCode::UnknownRoomCode {
+                    code_misses.fetch_add(1, Ordering::AcqRel);
+                }
             }
             outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
             drop(permit);

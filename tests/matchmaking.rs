@@ -122,3 +122,41 @@ async fn chat_and_reactions_reach_every_member_and_bad_ones_are_refused() {
         Some(ErrorCode::RateLimited)
     );
 }
+
+#[tokio::test]
+async fn a_player_opens_a_limited_number_of_private_rooms() {
+    let server = TestServer::start("[rooms]\nprivate_creates_per_hour = 2").await;
+    let (alice, _events) = server.connect("alice").await;
+    for _ in 0..2 {
+        let created = alice.create_private_quiz().await.expect("create");
+        alice.leave_room(created.room).await.expect("leave");
+    }
+    let refused = alice
+        .create_private_quiz()
+        .await
+        .expect_err("a third within the hour");
+    assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused:?}");
+}
+
+#[tokio::test]
+async fn private_codes_cannot_be_enumerated_on_one_connection() {
+    let server = TestServer::start("[limits]\nprivate_code_misses_max = 3").await;
+    let (alice, _alice_events) = server.connect("alice").await;
+    let code = alice
+        .create_private_quiz()
+        .await
+        .expect("create")
+        .code
+        .expect("a private room has a code");
+    let (mallory, _events) = server.connect("mallory").await;
+    for guess in ["AAAAAA", "BBBBBB", "CCCCCC"] {
+        let missed = mallory.join_private(guess).await.expect_err("no such room");
+        assert_eq!(missed.code(), Some(ErrorCode::UnknownRoomCode));
+    }
+    // Past the misses allowed, even the right code is not tried on this connection...
+    let refused = mallory.join_private(&code).await.expect_err("refused");
+    assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused:?}");
+    // ...while another player's connection may use it.
+    let (bob, _bob_events) = server.connect("bob").await;
+    bob.join_private(&code).await.expect("bob joins by code");
+}

@@ -149,6 +149,8 @@ pub struct RoomsConfig {
     pub reactions: Vec<String>,
     /// Length of private room codes.
     pub private_code_len: usize,
+    /// Private rooms one player may open per hour.
+    pub private_creates_per_hour: u32,
 }
 
 impl Default for RoomsConfig {
@@ -166,6 +168,7 @@ impl Default for RoomsConfig {
                 .map(String::from)
                 .to_vec(),
             private_code_len: 6,
+            private_creates_per_hour: 10,
         }
     }
 }
@@ -278,6 +281,10 @@ impl GameConfig {
             ),
             ("rooms.chat_burst", u64::from(self.rooms.chat_burst)),
             ("rooms.private_code_len", self.rooms.private_code_len as u64),
+            (
+                "rooms.private_creates_per_hour",
+                u64::from(self.rooms.private_creates_per_hour),
+            ),
             ("quiz.min_players", self.quiz.min_players as u64),
             ("quiz.lobby_countdown_ms", self.quiz.lobby_countdown_ms),
             ("quiz.players_max", self.quiz.players_max as u64),

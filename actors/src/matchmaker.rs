@@ -78,8 +78,17 @@ impl Matchmaker {
         listing
     }
 
-    pub fn register_code(&self, code: &str, room: RoomId) {
-        lock(&self.codes).insert(code.to_owned(), room);
+    /// Gives `code` to `room` unless another room holds it; says whether `room` holds it
+    /// now. A code is never taken from a room that has it: a collision is refused.
+    pub fn register_code(&self, code: &str, room: RoomId) -> bool {
+        let mut codes = lock(&self.codes);
+        match codes.get(code) {
+            Some(holder) => *holder == room,
+            None => {
+                codes.insert(code.to_owned(), room);
+                true
+            }
+        }
     }
 
     /// The room of a private code, while that room is active.
@@ -129,5 +138,22 @@ mod tests {
             matchmaker.find_open(RoomKind::Wheel, "classic", &[]),
             Some(1)
         );
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn a_private_code_is_never_taken_from_the_room_that_holds_it() {
+        let matchmaker = Matchmaker::default();
+        assert!(matchmaker.register_code("ABCDEF", 1));
+        assert!(matchmaker.register_code("ABCDEF", 1), "again, same room");
+        assert!(
+            !matchmaker.register_code("ABCDEF", 2),
+            "a collision is refused"
+        );
+        assert_eq!(matchmaker.room_for_code("ABCDEF"), Some(1));
     }
 }

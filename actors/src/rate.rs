@@ -19,6 +19,17 @@ impl TokenBucket {
         }
     }
 
+    /// A full bucket of `count` tokens, refilled at `count` per `period_ms` (for limits
+    /// such as "10 per hour").
+    pub fn per_period(count: u32, period_ms: u64, now_ms: u64) -> Self {
+        TokenBucket {
+            tokens: f64::from(count),
+            last_ms: now_ms,
+            per_second: f64::from(count) * 1000.0 / period_ms.max(1) as f64,
+            burst: f64::from(count),
+        }
+    }
+
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now_ms: u64) -> bool {
         let elapsed_s = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;

@@ -239,7 +239,15 @@ impl Behaviour for RoomEntity {
     fn perform(hub: &Hub, id: &RoomId, _myself: &ractor::ActorRef<RoomMsg>, effect: RoomEffect) {
         match effect {
             RoomEffect::List(listing) => hub.matchmaker.update(*id, listing),
-            RoomEffect::RegisterCode(code) => hub.matchmaker.register_code(&code, *id),
+            RoomEffect::RegisterCode(code) => {
+                if !hub.matchmaker.register_code(&code, *id) {
+                    // The flow that opened the room checked the code was free; two
+                    // rooms opened at once drew the same one. This room cannot be joined
+                    // by code; its creator is in it and may leave.
+                    tracing::error!(room = id, %code, "private code already held by another room");
+                    metrics::counter!("playtree_private_code_collisions_total").increment(1);
+                }
+            }
         }
     }
 

@@ -186,6 +186,7 @@ async fn join(
             })?
         }
         JoinTarget::Create { code } => {
+            let code = free_code(hub, code)?;
             let room = new_room_id(hub)?;
             let spec = RoomSpec {
                 kind: RoomKind::Quiz,
@@ -263,6 +264,24 @@ async fn join(
             snapshot: view.snapshot,
         }),
     })
+}
+
+/// `code`, or a fresh one if an open room holds it already (codes are short: they can
+/// collide).
+fn free_code(hub: &Hub, code: String) -> Result<String, ErrorReply> {
+    let len = code.len();
+    let mut candidate = code;
+    for _ in 0..8 {
+        if hub.matchmaker.room_for_code(&candidate).is_none() {
+            return Ok(candidate);
+        }
+        metrics::counter!("playtree_private_code_collisions_total").increment(1);
+        candidate = super::private_code(&hub.entropy.server_seed(), len);
+    }
+    Err(ErrorReply::new(
+        ErrorCode::NoRoomAvailable,
+        "no free private code was found; try again",
+    ))
 }
 
 fn new_room_id(hub: &Hub) -> Result<RoomId, ErrorReply> {

@@ -24,6 +24,7 @@ use crate::config::GameConfig;
 use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
+use crate::rate::TokenBucket;
 use crate::room::{Position, RoomMsg, Settled};
 use crate::runtime::{ActivationError, Behaviour, Decide, Effect, Env};
 use crate::store::{DeadLetter, StoreError};
@@ -55,6 +56,8 @@ pub struct SessionMemory {
     /// The connections this incarnation accepted and has not seen close, as decided
     /// (the followers list changes only once effects are released).
     connections: BTreeMap<ConnectionId, Outbound>,
+    /// Private rooms opened lately (`rooms.private_creates_per_hour`).
+    private_creates: Option<TokenBucket>,
 }
 
 #[cfg(test)]
@@ -533,6 +536,22 @@ fn begin(cx: &mut Cx<'_>, job: Job) {
             }
             Flow::Retry { spins }
         }
+        Job::Request {
+            request: Request::CreatePrivate { .. },
+            reply,
+        } if !may_create_private(cx) => {
+            let per_hour = cx.config().rooms.private_creates_per_hour;
+            metrics::counter!("playtree_rate_limited_total", "limit" => "private_creates")
+                .increment(1);
+            cx.reply(
+                reply,
+                Err(ErrorReply::new(
+                    ErrorCode::RateLimited,
+                    format!("at most {per_hour} private rooms per hour; join one instead"),
+                )),
+            );
+            return;
+        }
         Job::Request { request, reply } => match plan(cx, request) {
             Ok(planned) => planned(reply),
             Err(error) => {
@@ -675,6 +694,15 @@ fn connections(cx: &Cx<'_>) -> Vec<Outbound> {
         .into_values()
         .filter(|outbound| !outbound.is_closed())
         .collect()
+}
+
+/// Takes one of the player's private-room openings for the hour, if one is left.
+fn may_create_private(cx: &mut Cx<'_>) -> bool {
+    let (now_ms, per_hour) = (cx.now_ms, cx.config().rooms.private_creates_per_hour);
+    cx.memory
+        .private_creates
+        .get_or_insert_with(|| TokenBucket::per_period(per_hour, 3_600_000, now_ms))
+        .try_take(now_ms)
 }
 
 /// Only the flow under way may change seats or draw spins: not one given up by the
