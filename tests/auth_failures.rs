@@ -32,6 +32,7 @@ const AUTH: &str = "issuer = \"backend\"\naudience = \"playtree\"\nmax_lifetime_
 #[tokio::test]
 async fn each_bad_token_gets_its_own_error_and_close_code() {
     let server = TestServer::start(&format!("{AUTH}\n")).await;
+    let (_, metrics_before) = server.get("/metrics").await;
     // Sanity: a correct token is welcomed.
     server
         .connect_with_token(&sign(&claims("ok"), SECRET))
@@ -123,12 +124,18 @@ async fn each_bad_token_gets_its_own_error_and_close_code() {
         .await
         .expect("still serving");
     let (_, metrics) = server.get("/metrics").await;
-    assert!(
-        metrics.contains("playtree_auth_failures_total{reason=\"bad_signature\"}"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("playtree_auth_failures_total{reason=\"expired\"}"));
-    assert!(metrics.contains("playtree_auth_failures_total{reason=\"wrong_audience\"}"));
+    for reason in [
+        "bad_signature",
+        "expired",
+        "wrong_audience",
+        "wrong_issuer",
+        "missing_claim",
+    ] {
+        let series = format!("playtree_auth_failures_total{{reason=\"{reason}\"}}");
+        let counted = common::metric_value(&metrics, &series)
+            - common::metric_value(&metrics_before, &series);
+        assert!(counted >= 1.0, "{series} counted {counted}");
+    }
 }
 
 fn serde_json_token_without_sub() -> String {

@@ -40,6 +40,7 @@ enum Phase {
 async fn each_bad_frame_gets_its_error_and_close_code_and_the_server_carries_on() {
     let server =
         TestServer::start("[limits]\nframe_bytes_max = 1024\nhello_timeout_ms = 300\n").await;
+    let (_, metrics_before) = server.get("/metrics").await;
     let request = |request| {
         Message::Binary(encode_client(&ClientFrame::Request { req_id: 1, request }).into())
     };
@@ -115,16 +116,21 @@ async fn each_bad_frame_gets_its_error_and_close_code_and_the_server_carries_on(
     let (client, _events) = server.connect("after").await;
     assert_eq!(client.wallet().await.expect("wallet"), 0);
     let (_, metrics) = server.get("/metrics").await;
-    for code in [
-        ErrorCode::MalformedFrame,
-        ErrorCode::TextFrameRejected,
-        ErrorCode::FrameTooLarge,
-        ErrorCode::HelloTimeout,
+    for (code, cases) in [
+        (ErrorCode::MalformedFrame, 2.0),
+        (ErrorCode::TextFrameRejected, 1.0),
+        (ErrorCode::FrameTooLarge, 1.0),
+        (ErrorCode::HelloTimeout, 1.0),
     ] {
-        let needle = format!(
+        let series = format!(
             "playtree_protocol_errors_total{{code=\"{}\"}}",
             code.as_u16()
         );
-        assert!(metrics.contains(&needle), "missing {needle}");
+        let counted = common::metric_value(&metrics, &series)
+            - common::metric_value(&metrics_before, &series);
+        assert!(
+            counted >= cases,
+            "{series}: counted {counted}, expected {cases}"
+        );
     }
 }

@@ -23,17 +23,10 @@ async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"));
 }
 
-/// The value of an unlabelled counter or gauge in Prometheus text (0 when absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_peer_that_never_upgrades_is_dropped_at_the_hello_timeout_and_frees_its_place() {
     let server = TestServer::start("[limits]\nconnections_max = 1\nhello_timeout_ms = 300").await;
+    let (_, before) = server.get("/metrics").await;
     // Connects over TCP and says nothing: no websocket upgrade, no Hello.
     let mut silent = tokio::net::TcpStream::connect(server.running().ws_addr)
         .await
@@ -47,7 +40,8 @@ async fn a_peer_that_never_upgrades_is_dropped_at_the_hello_timeout_and_frees_it
     let (client, _events) = server.connect("alice").await;
     client.wallet().await.expect("served");
     let (_, metrics) = server.get("/metrics").await;
-    assert!(metric(&metrics, "playtree_handshake_timeouts_total") >= 1.0);
+    let series = "playtree_handshake_timeouts_total";
+    assert!(common::metric_value(&metrics, series) - common::metric_value(&before, series) >= 1.0);
 }
 
 /// Small socket buffers, an outbound queue that never overflows: only the write
@@ -73,6 +67,7 @@ lobby_countdown_ms = 600000
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_is_closed_by_the_write_deadline() {
     let server = TestServer::start(STALLED).await;
+    let (_, before) = server.get("/metrics").await;
     let (alice, _alice_events) = server.connect("alice").await;
     let room = alice.quick_join_quiz().await.expect("join").room;
 
@@ -121,7 +116,8 @@ async fn a_peer_that_stops_reading_is_closed_by_the_write_deadline() {
     })
     .await;
     let (_, metrics) = server.get("/metrics").await;
-    assert!(metric(&metrics, "playtree_write_timeouts_total") >= 1.0);
+    let series = "playtree_write_timeouts_total";
+    assert!(common::metric_value(&metrics, series) - common::metric_value(&before, series) >= 1.0);
     // Alice is still served.
     alice.chat(room, "still here").await.expect("chat");
 }
@@ -267,7 +263,7 @@ async fn running_out_of_file_descriptors_is_survived_without_spinning() {
     let (status, _) = common::http_get(admin, "/healthz").await;
     assert_eq!(status, 200);
     let (_, metrics) = common::http_get(admin, "/metrics").await;
-    let failures = metric(&metrics, "playtree_accept_errors_total");
+    let failures = common::metric_value(&metrics, "playtree_accept_errors_total");
     assert!(
         failures >= 1.0,
         "the test ran the server out of descriptors"

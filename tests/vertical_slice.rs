@@ -86,8 +86,11 @@ async fn a_spin_is_credited_broadcast_and_verifiable_after_rotation() {
 
 #[tokio::test]
 async fn the_daily_spin_limit_is_enforced_with_its_own_error() {
-    let server =
-        TestServer::start(&TEST_WHEEL.replace("spins_per_day = 4", "spins_per_day = 2")).await;
+    // The server's clock stands still (whatever the real time, no spin of this test falls
+    // on another UTC day) until the test moves it past midnight.
+    let (server, clock) =
+        TestServer::start_with_clock(&TEST_WHEEL.replace("spins_per_day = 4", "spins_per_day = 2"))
+            .await;
     let (alice, _events) = server.connect("alice").await;
     let room = alice
         .quick_join_wheel(Some("test"))
@@ -112,6 +115,22 @@ async fn the_daily_spin_limit_is_enforced_with_its_own_error() {
         (rejoined.fairness.next_nonce, rejoined.fairness.spins_today),
         (2, 2)
     );
+    // After 00:00 UTC the day's spins are back.
+    let now_ms = {
+        use playtree_actors::Clock;
+        clock.now_ms()
+    };
+    const DAY_MS: u64 = 86_400_000;
+    clock.advance(DAY_MS - now_ms % DAY_MS);
+    // Her token, minted on the real clock, has expired on the server's: a fresh one.
+    let tomorrow_s = (now_ms + DAY_MS - now_ms % DAY_MS) / 1000;
+    let token = common::mint(&server.config, "alice", tomorrow_s, 600);
+    let (alice, _events) = server
+        .connect_with_token(&token)
+        .await
+        .expect("reconnects the next day");
+    let next_day = alice.spin(room, "four").await.expect("a new day's spin");
+    assert_eq!(next_day.spins_left_today, 1);
 }
 
 #[tokio::test]

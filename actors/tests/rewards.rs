@@ -86,6 +86,8 @@ async fn a_grant_delivered_twice_is_credited_once_even_across_reactivation() {
 async fn spins_settle_into_wallets_and_grants_equal_credits() {
     let test = hub_with(config()).await;
     let mut total_prizes = 0;
+    let mut jackpots_paid = 0u64;
+    let mut rooms = std::collections::BTreeSet::new();
     let mut room = None;
     for player in ["p1", "p2", "p3"] {
         let joined = test
@@ -104,6 +106,7 @@ async fn spins_settle_into_wallets_and_grants_equal_credits() {
             panic!("not joined")
         };
         room = Some(joined.room);
+        rooms.insert(joined.room);
         for nonce in 0..6 {
             let reply = test
                 .hub
@@ -121,6 +124,10 @@ async fn spins_settle_into_wallets_and_grants_equal_credits() {
                 panic!("not spun")
             };
             total_prizes += outcome.prize;
+            // Segment 1 is the jackpot, two in stock; past them it lands but pays 0.
+            if outcome.segment == 1 && outcome.prize > 0 {
+                jackpots_paid += 1;
+            }
         }
     }
     let mut credited = 0;
@@ -137,6 +144,15 @@ async fn spins_settle_into_wallets_and_grants_equal_credits() {
         )
         .await
         .expect("room journal");
+    assert_eq!(rooms.len(), 1, "the three players share one room");
     assert_eq!(room_state.granted_total, total_prizes);
-    assert!(room_state.inventory.values().all(|&left| left <= 2));
+    assert!(
+        jackpots_paid <= 2,
+        "{jackpots_paid} jackpots paid from a stock of 2"
+    );
+    assert_eq!(
+        room_state.inventory.get(&1).copied(),
+        Some(2 - jackpots_paid),
+        "the stock is what was left after the jackpots paid"
+    );
 }

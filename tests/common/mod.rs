@@ -359,3 +359,16 @@ pub fn start_command(mut command: std::process::Command) -> ServerProcess {
         .map(str::to_owned);
     ServerProcess { child, ws, admin }
 }
+
+/// The value of one series in Prometheus text — `name`, or `name{labels}` exactly as the
+/// exporter writes it — or 0 when absent. Tests compare it before and after what they
+/// do, since every test of a binary shares one recorder.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == series).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
