@@ -71,6 +71,8 @@ pub struct LimitsConfig {
     pub silent_heartbeats_max: u32,
     pub close_timeout_ms: u64,
     pub write_timeout_ms: u64,
+    pub read_buffer_bytes: usize,
+    pub write_buffer_bytes: usize,
     pub private_code_misses_max: u32,
     pub frames_per_second: u32,
     pub frames_burst: u32,
@@ -189,6 +191,7 @@ impl ServerConfig {
             ),
             ("limits.close_timeout_ms", limits.close_timeout_ms),
             ("limits.write_timeout_ms", limits.write_timeout_ms),
+            ("limits.read_buffer_bytes", limits.read_buffer_bytes as u64),
             ("auth.max_lifetime_s", self.auth.max_lifetime_s),
             ("auth.dev_token_lifetime_s", self.auth.dev_token_lifetime_s),
         ] {

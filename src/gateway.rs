@@ -49,6 +49,8 @@ impl Gateway {
         WebSocketConfig::default()
             .max_message_size(Some(self.limits.frame_bytes_max))
             .max_frame_size(Some(self.limits.frame_bytes_max))
+            .read_buffer_size(self.limits.read_buffer_bytes)
+            .write_buffer_size(self.limits.write_buffer_bytes)
     }
 }
 

@@ -77,12 +77,23 @@ struct Batch {
 }
 
 /// One entity's release queue. Dropping it lets the task finish what is queued;
-/// [`Releaser::close`] also waits for that.
+/// [`Releaser::close`] also waits for that. The task and its queue exist only once a
+/// batch has had to wait for a commit: an entity that never commits (a connected player
+/// who does nothing) costs no task.
 #[derive(Debug)]
 pub struct Releaser {
     batches: Option<mpsc::Sender<Batch>>,
     task: Option<tokio::task::JoinHandle<()>>,
     shared: Arc<Shared>,
+    /// What starting the task takes, until it is started (or the releaser closed).
+    unstarted: Option<Start>,
+}
+
+#[derive(Debug)]
+struct Start {
+    owner: ActorCell,
+    kind: &'static str,
+    queue_max: usize,
 }
 
 #[derive(Debug)]
@@ -97,41 +108,60 @@ impl Releaser {
     /// `queue_max` bounds the batches waiting; a full queue makes the handler wait,
     /// which holds back the entity's mailbox: backpressure, not memory.
     pub fn start(owner: ActorCell, kind: &'static str, queue_max: usize) -> Releaser {
-        let (batches, mut receiver) = mpsc::channel::<Batch>(queue_max.max(1));
-        let shared = Arc::new(Shared {
-            in_flight: AtomicUsize::new(0),
-            failed: AtomicBool::new(false),
-        });
-        let task_shared = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Some(batch) = receiver.recv().await {
-                let durable = match batch.ticket {
-                    Some(ticket) => ticket.durable().await,
-                    None => Ok(()),
-                };
-                match durable {
-                    Ok(()) if !task_shared.failed.load(Ordering::Acquire) => {
-                        if let Err(error) = run(batch.deferred) {
-                            fail(&task_shared, &owner, kind, &error);
-                        }
-                    }
-                    Ok(()) => {}
-                    Err(error) => fail(&task_shared, &owner, kind, &error),
-                }
-                task_shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            }
-        });
         Releaser {
-            batches: Some(batches),
-            task: Some(task),
-            shared,
+            batches: None,
+            task: None,
+            shared: Arc::new(Shared {
+                in_flight: AtomicUsize::new(0),
+                failed: AtomicBool::new(false),
+            }),
+            unstarted: Some(Start {
+                owner,
+                kind,
+                queue_max,
+            }),
         }
+    }
+
+    /// The queue, with its task started on first use; `None` once closed.
+    fn queue(&mut self) -> Option<&mpsc::Sender<Batch>> {
+        if let Some(Start {
+            owner,
+            kind,
+            queue_max,
+        }) = self.unstarted.take()
+        {
+            let (batches, mut receiver) = mpsc::channel::<Batch>(queue_max.max(1));
+            let task_shared = self.shared.clone();
+            let task = tokio::spawn(async move {
+                while let Some(batch) = receiver.recv().await {
+                    let durable = match batch.ticket {
+                        Some(ticket) => ticket.durable().await,
+                        None => Ok(()),
+                    };
+                    match durable {
+                        Ok(()) if !task_shared.failed.load(Ordering::Acquire) => {
+                            if let Err(error) = run(batch.deferred) {
+                                fail(&task_shared, &owner, kind, &error);
+                            }
+                        }
+                        Ok(()) => {}
+                        Err(error) => fail(&task_shared, &owner, kind, &error),
+                    }
+                    task_shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+            });
+            self.batches = Some(batches);
+            self.task = Some(task);
+        }
+        self.batches.as_ref()
     }
 
     /// Releases what is queued (as its commits become durable), then ends the task:
     /// an entity calls it when it stops, so that nothing of an old incarnation is
     /// released after it has gone.
     pub async fn close(&mut self) {
+        self.unstarted = None;
         self.batches = None;
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -145,7 +175,7 @@ impl Releaser {
 
     /// Queues the handler's effects behind its commit; runs them at once when there is
     /// no commit to wait for.
-    pub async fn release(&self, mut effects: Effects) {
+    pub async fn release(&mut self, mut effects: Effects) {
         // `in_flight` is read before `failed`: the task marks a failure before it
         // counts the failed batch done, so an idle queue seen here after a failure is
         // always seen failed too.
@@ -161,15 +191,16 @@ impl Releaser {
             }
             return;
         }
-        let Some(batches) = &self.batches else {
+        let shared = self.shared.clone();
+        let Some(batches) = self.queue() else {
             return;
         };
-        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
         if batches.send(Batch { ticket, deferred }).await.is_err() {
             // The task is gone (it panicked, or the runtime is shutting down): nothing
             // can be released in order any more.
-            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.shared.failed.store(true, Ordering::Release);
+            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            shared.failed.store(true, Ordering::Release);
         }
     }
 }
@@ -223,7 +254,7 @@ mod tests {
             Store::with_backend(Arc::new(MemoryBackend::default()), &StoreConfig::default())
                 .expect("store");
         let (owner, _) = Actor::spawn(None, Idle, ()).await.expect("actor");
-        let releaser = Releaser::start(owner.get_cell(), "test", 16);
+        let mut releaser = Releaser::start(owner.get_cell(), "test", 16);
         let log = Arc::new(Mutex::new(Vec::new()));
         for step in 0..50u64 {
             let mut effects = Effects::default();
@@ -263,7 +294,7 @@ mod tests {
         let faulty = Arc::new(FaultyBackend::new(Arc::new(MemoryBackend::default())));
         let store = Store::with_backend(faulty.clone(), &StoreConfig::default()).expect("store");
         let (owner, _) = Actor::spawn(None, Idle, ()).await.expect("actor");
-        let releaser = Releaser::start(owner.get_cell(), "test", 16);
+        let mut releaser = Releaser::start(owner.get_cell(), "test", 16);
         let released = Arc::new(Mutex::new(Vec::new()));
         faulty.fail_next_write(Fault::FailBeforeWrite);
         for step in 0..3u64 {

@@ -26,7 +26,8 @@ impl Stream {
             stream,
             epoch,
             seq: 0,
-            history: VecDeque::with_capacity(history_max.min(1024)),
+            // Grows with what is published: most streams (an idle player's) never fill it.
+            history: VecDeque::new(),
             history_max,
         }
     }

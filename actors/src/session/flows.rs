@@ -145,22 +145,36 @@ async fn join(
         JoinTarget::Quick { mut current } => {
             let mut tried = Vec::new();
             let mut joined = None;
+            let capacity = match kind {
+                RoomKind::Wheel => hub.config.rooms.wheel_players_max,
+                RoomKind::Quiz => hub.config.quiz.players_max,
+            };
             for _ in 0..JOIN_TRIES_MAX {
-                let (room, spec) = match current.take() {
+                // The player's own seat first; else a seat the matchmaker promises (in
+                // the fullest open room, or a new one that concurrent joins then fill).
+                let (room, claim) = match current.take() {
                     Some(room) => (room, None),
-                    None => match hub.matchmaker.find_open(kind, &membership.variant, &tried) {
-                        Some(room) => (room, None),
-                        None => (
-                            new_room_id(hub)?,
-                            Some(RoomSpec {
-                                kind,
-                                variant: membership.variant.clone(),
-                                private_code: None,
-                            }),
-                        ),
-                    },
+                    None => {
+                        let claim = hub.matchmaker.claim(
+                            kind,
+                            &membership.variant,
+                            capacity,
+                            &tried,
+                            || new_room_id(hub),
+                        )?;
+                        (claim.room, Some(claim))
+                    }
                 };
-                match seat(hub, player, room, spec, outbounds).await {
+                let spec = claim.filter(|claim| claim.create).map(|_| RoomSpec {
+                    kind,
+                    variant: membership.variant.clone(),
+                    private_code: None,
+                });
+                let seated = seat(hub, player, room, spec, outbounds).await;
+                if let Some(claim) = claim {
+                    hub.matchmaker.settle(claim);
+                }
+                match seated {
                     Ok(Ok(view)) => {
                         joined = Some((room, view));
                         break;
