@@ -447,7 +447,8 @@ async fn serve_welcomed(
                                 outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
                             }
                             ClientFrame::Request { req_id, request } => {
-                                dispatch(gateway, player, outbound, &in_flight, &code_misses, req_id, request);
+                                let received_ms = gateway.hub.now_ms();
+                                dispatch(gateway, player, outbound, (&in_flight, &code_misses), req_id, request, received_ms);
                             }
                             ClientFrame::Hello(_) => {
                                 break Some(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
@@ -545,10 +546,10 @@ fn dispatch(
     gateway: &Arc<Gateway>,
     player: &str,
     outbound: &Outbound,
-    in_flight: &Arc<Semaphore>,
-    code_misses: &Arc<AtomicU32>,
+    (in_flight, code_misses): (&Arc<Semaphore>, &Arc<AtomicU32>),
     req_id: u32,
     request: playtree_protocol::Request,
+    received_ms: u64,
 ) {
     let joins_by_code = matches!(request, Request::JoinPrivate { .. });
     let misses_max = gateway.limits.private_code_misses_max;
@@ -591,8 +592,9 @@ fn dispatch(
         async move {
             let kind = request.kind_name();
             let result = match hub
-                .call_session(&player, |reply| SessionMsg::Request {
+                .call_session(&player, |reply| SessionMsg::Stamped {
                     request: request.clone(),
+                    received_ms,
                     reply,
                 })
                 .await

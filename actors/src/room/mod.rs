@@ -160,10 +160,11 @@ impl Behaviour for RoomEntity {
                 player,
                 question,
                 choice,
+                received_ms,
                 reply,
             } => {
                 let room = *cx.id;
-                let answered = answer(cx, &player, question, choice)
+                let answered = answer(cx, &player, question, choice, received_ms)
                     .map(|()| ReplyBody::AnswerTaken { room, question });
                 cx.reply(reply, answered);
             }
@@ -510,7 +511,15 @@ fn podium_grants(cx: &Cx<'_>) -> Vec<Grant> {
         .collect()
 }
 
-fn answer(cx: &mut Cx<'_>, player: &str, question: u32, choice: u32) -> Result<(), ErrorReply> {
+/// Takes an answer timed at `received_ms` (when it reached the server; never later than
+/// now).
+fn answer(
+    cx: &mut Cx<'_>,
+    player: &str,
+    question: u32,
+    choice: u32,
+    received_ms: u64,
+) -> Result<(), ErrorReply> {
     if room_kind(cx.state()) != RoomKind::Quiz {
         return Err(ErrorReply::new(
             ErrorCode::WrongRoomKind,
@@ -522,7 +531,7 @@ fn answer(cx: &mut Cx<'_>, player: &str, question: u32, choice: u32) -> Result<(
         player,
         question,
         choice,
-        cx.now_ms,
+        received_ms.min(cx.now_ms),
         &cx.config().quiz,
         &cx.env.questions,
     )?;

@@ -125,6 +125,8 @@ pub enum RoomMsg {
         player: String,
         question: u32,
         choice: u32,
+        /// When the answer reached the server (the gateway's stamp).
+        received_ms: u64,
         reply: RpcReplyPort<Result<ReplyBody, ErrorReply>>,
     },
     Chat {

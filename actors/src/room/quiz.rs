@@ -376,7 +376,10 @@ pub fn answer(
     if now_ms > deadline_ms {
         return Err(ErrorReply::new(
             ErrorCode::AnswerTooLate,
-            format!("question {index} closed {} ms ago", now_ms - deadline_ms),
+            format!(
+                "question {index} closed {} ms ago",
+                now_ms.saturating_sub(deadline_ms)
+            ),
         ));
     }
     let question = state
@@ -392,7 +395,9 @@ pub fn answer(
     }
     let correct = choice == question.answer;
     let points = if correct {
-        base_points(now_ms - asked_at_ms, config.question_ms) + streak_bonus(score.streak + 1)
+        // An answer stamped before the question was asked (a clock step) counts as instant.
+        base_points(now_ms.saturating_sub(asked_at_ms), config.question_ms)
+            + streak_bonus(score.streak + 1)
     } else {
         0
     };

@@ -209,3 +209,60 @@ fn a_quiz_runs_to_its_podium_on_its_deadlines_alone() {
         "the stages the deadlines went through: {stages:?}"
     );
 }
+
+#[test]
+fn answers_are_timed_when_they_reached_the_server_not_when_the_room_took_them() {
+    let mut config = config();
+    config.quiz.min_players = 3;
+    config.quiz.question_ms = 10_000;
+    let spec = RoomSpec {
+        kind: RoomKind::Quiz,
+        variant: "quiz".into(),
+        private_code: None,
+    };
+    let (mut room, _) = Bench::<RoomEntity>::activate(9, env(config), Some(spec));
+    for player in ["alice", "bob", "carol"] {
+        join(&mut room, player).1.expect("joins");
+    }
+    while !matches!(room.state.quiz.stage, Stage::Asking { .. }) {
+        room.now_ms = RoomEntity::next_deadline(&room.env, &room.state, &room.memory)
+            .expect("the game starts on its deadlines");
+        room.input(RoomMsg::Deadline);
+    }
+    let Stage::Asking {
+        index, asked_at_ms, ..
+    } = room.state.quiz.stage
+    else {
+        unreachable!("asking")
+    };
+    // The test bank's answer to question `id` is `id % 3`.
+    let correct = room.state.quiz.questions[index as usize] % 3;
+    // All three answers are handled 9 s after the question, late in its 10 s; alice's
+    // reached the server after 1 s, bob's after 9 s, carol's is stamped before the
+    // question was even asked (a clock step): it counts as instant, and nothing
+    // underflows.
+    room.now_ms = asked_at_ms + 9_000;
+    for (player, received_ms) in [
+        ("alice", asked_at_ms + 1_000),
+        ("bob", asked_at_ms + 9_000),
+        ("carol", asked_at_ms.saturating_sub(5_000)),
+    ] {
+        let (reply, _) = port();
+        room.input(RoomMsg::Answer {
+            player: player.into(),
+            question: index,
+            choice: correct,
+            received_ms,
+            reply,
+        });
+    }
+    let points = |player: &str| room.state.quiz.answers[player].points;
+    assert_eq!(
+        (points("alice"), points("bob"), points("carol")),
+        (
+            quiz::base_points(1_000, 10_000) + quiz::streak_bonus(1),
+            quiz::base_points(9_000, 10_000) + quiz::streak_bonus(1),
+            quiz::base_points(0, 10_000) + quiz::streak_bonus(1),
+        )
+    );
+}

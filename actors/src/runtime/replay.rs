@@ -220,6 +220,8 @@ fn message(state: &RoomState, input: &Input) -> Option<RoomMsg> {
                 player: player(p),
                 question,
                 choice: *choice,
+                // Timed when the room takes it.
+                received_ms: u64::MAX,
                 reply: super::testing::port().0,
             }
         }

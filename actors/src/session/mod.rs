@@ -153,7 +153,15 @@ impl Behaviour for SessionEntity {
                     tracing::warn!(player = %cx.id, room, %error, "seat loss not saved");
                 }
             }
-            SessionMsg::Request { request, reply } => request_arrived(cx, request, reply),
+            SessionMsg::Request { request, reply } => {
+                let now_ms = cx.now_ms;
+                request_arrived(cx, request, reply, now_ms);
+            }
+            SessionMsg::Stamped {
+                request,
+                received_ms,
+                reply,
+            } => request_arrived(cx, request, reply, received_ms),
             SessionMsg::Credit { grant, source_room } => {
                 // A failure is logged where it happens; the source redelivers.
                 let _ = credit(cx, grant, source_room);
@@ -258,7 +266,10 @@ impl Behaviour for SessionEntity {
     fn is_activity(message: &SessionMsg) -> bool {
         matches!(
             message,
-            SessionMsg::Connect { .. } | SessionMsg::Disconnect { .. } | SessionMsg::Request { .. }
+            SessionMsg::Connect { .. }
+                | SessionMsg::Disconnect { .. }
+                | SessionMsg::Request { .. }
+                | SessionMsg::Stamped { .. }
         )
     }
 
@@ -384,7 +395,7 @@ fn connect(
 
 /// Answers what the session knows by itself, relays what a room answers, and queues
 /// the rest as flows.
-fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply) {
+fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply, received_ms: u64) {
     let player = cx.id.clone();
     match request {
         Request::GetWallet => {
@@ -415,6 +426,7 @@ fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply) 
                 player,
                 question,
                 choice,
+                received_ms,
                 reply,
             });
         }

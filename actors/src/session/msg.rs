@@ -56,6 +56,13 @@ pub enum SessionMsg {
         request: Request,
         reply: RequestReply,
     },
+    /// A request stamped with the moment the gateway read it off the socket (the
+    /// server's clock): quiz answers are timed by it, not by when the room gets to them.
+    Stamped {
+        request: Request,
+        received_ms: u64,
+        reply: RequestReply,
+    },
     /// A grant for this player's wallet from `source_room`; credited at most once, and
     /// acknowledged to the room either way.
     Credit { grant: Grant, source_room: RoomId },
