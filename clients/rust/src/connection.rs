@@ -4,11 +4,11 @@
 //! not replay (`RoomSnapshot`, `PlayerSnapshot`: the view was resynced).
 
 use crate::error::ClientError;
-use crate::verify::{SpinRecord, verify_spin};
+use crate::verify::{SpinMismatch, SpinRecord, check_nonces, verify_record};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use playtree_protocol::codec::{decode_server, encode_client};
-use playtree_protocol::fairness::VerifyError;
+use playtree_protocol::fairness::Commitment;
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use playtree_protocol::{
     ClientFrame, CloseCode, ErrorReply, EventEnvelope, Hello, PROTOCOL_VERSION, QuizJoined,
@@ -91,7 +91,21 @@ pub struct Client {
     next_req_id: AtomicU32,
     ended: watch::Receiver<Option<Ending>>,
     wheels: Mutex<HashMap<String, WheelInfo>>,
+    /// The wheel of each room this client joined.
+    rooms: Mutex<HashMap<RoomId, String>>,
+    /// Per wheel, what the server promised for the seed in force.
+    promises: Mutex<HashMap<String, Promise>>,
+    /// Per rotation (wheel, next commitment), the promise it revealed.
+    revealed: Mutex<HashMap<(String, Commitment), Promise>>,
     spins: Mutex<Vec<SpinRecord>>,
+}
+
+/// What the server showed for a seed before any spin used it: its commitment, and the
+/// first nonce spun with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Promise {
+    commitment: Commitment,
+    first_nonce: u64,
 }
 
 /// The events the server pushes, in order, across reconnects.
@@ -351,6 +365,9 @@ impl Client {
             next_req_id: AtomicU32::new(1),
             ended,
             wheels: Mutex::default(),
+            rooms: Mutex::default(),
+            promises: Mutex::default(),
+            revealed: Mutex::default(),
             spins: Mutex::default(),
         };
         Ok((
@@ -428,7 +445,16 @@ impl Client {
             .await?;
         match reply {
             ReplyBody::RoomJoined(joined) => {
-                lock(&self.wheels).insert(joined.wheel.id.clone(), joined.wheel.clone());
+                let wheel = joined.wheel.id.clone();
+                lock(&self.wheels).insert(wheel.clone(), joined.wheel.clone());
+                lock(&self.rooms).insert(joined.room, wheel.clone());
+                // The first promise this client sees for the wheel stands until a
+                // rotation reveals it: a server that changes the seed silently is then
+                // caught at verification.
+                lock(&self.promises).entry(wheel).or_insert(Promise {
+                    commitment: joined.fairness.commitment,
+                    first_nonce: joined.fairness.next_nonce,
+                });
                 Ok(joined)
             }
             other => Err(unexpected("RoomJoined", &other)),
@@ -541,10 +567,20 @@ impl Client {
             .await?;
         match reply {
             ReplyBody::Spun(outcome) => {
-                if let Some(wheel) = lock(&self.wheels).get(&outcome.wheel).cloned() {
+                // Recorded under the wheel this client knows the room by, with what it
+                // was shown and what it sent, not what the server echoes.
+                let wheel_id = lock(&self.rooms)
+                    .get(&room)
+                    .cloned()
+                    .unwrap_or_else(|| outcome.wheel.clone());
+                let promise = lock(&self.promises).get(&wheel_id).copied();
+                if let Some(wheel) = lock(&self.wheels).get(&wheel_id).cloned() {
                     lock(&self.spins).push(SpinRecord {
                         wheel,
                         outcome: outcome.clone(),
+                        client_seed_sent: client_seed.to_owned(),
+                        commitment_shown: promise.map(|p| p.commitment),
+                        first_nonce: promise.map(|p| p.first_nonce),
                     });
                 }
                 Ok(outcome)
@@ -561,7 +597,16 @@ impl Client {
             })
             .await?
         {
-            ReplyBody::SeedRotated(reveal) => Ok(reveal),
+            ReplyBody::SeedRotated(reveal) => {
+                let next = Promise {
+                    commitment: reveal.next_commitment,
+                    first_nonce: reveal.next_nonce,
+                };
+                if let Some(shown) = lock(&self.promises).insert(wheel.to_owned(), next) {
+                    lock(&self.revealed).insert((wheel.to_owned(), reveal.next_commitment), shown);
+                }
+                Ok(reveal)
+            }
             other => Err(unexpected("SeedRotated", &other)),
         }
     }
@@ -573,19 +618,39 @@ impl Client {
         }
     }
 
-    /// Verifies every spin this client made under the seed `reveal` discloses.
-    pub fn verify_spins(&self, reveal: &SeedReveal) -> Vec<(u64, Result<(), VerifyError>)> {
-        lock(&self.spins)
+    /// Verifies every spin this client made under the seed that `reveal` (from this
+    /// client's [`Client::rotate_seed`]) discloses, against what this client was shown
+    /// and sent: the commitment shown before the spins (the revealed seed must hash to
+    /// it), the client seed sent, fresh nonces from the seed's first, and the segment.
+    /// Every mismatch is reported, with the spin's nonce. (Spins made meanwhile by
+    /// another connection of the same player, or a rotation made by one, are not this
+    /// client's to know: they show up as mismatches too.)
+    pub fn verify_spins(&self, reveal: &SeedReveal) -> Vec<(u64, Result<(), SpinMismatch>)> {
+        let promise = lock(&self.revealed)
+            .get(&(reveal.wheel.clone(), reveal.next_commitment))
+            .copied();
+        let records: Vec<SpinRecord> = lock(&self.spins)
             .iter()
-            .filter(|record| {
-                record.outcome.wheel == reveal.wheel
-                    && record.outcome.commitment == reveal.revealed_commitment
+            .filter(|record| record.wheel.id == reveal.wheel)
+            .filter(|record| match promise {
+                Some(promise) => record.commitment_shown == Some(promise.commitment),
+                None => {
+                    record.commitment_shown.unwrap_or(record.outcome.commitment)
+                        == reveal.revealed_commitment
+                }
             })
-            .map(|record| {
-                (
-                    record.outcome.nonce,
-                    verify_spin(&record.wheel, &record.outcome, &reveal.revealed_seed),
-                )
+            .cloned()
+            .collect();
+        let nonces = check_nonces(&records);
+        records
+            .iter()
+            .zip(nonces)
+            .map(|(record, nonce)| {
+                let verdict = match nonce {
+                    Some(mismatch) => Err(mismatch),
+                    None => verify_record(record, &reveal.revealed_seed),
+                };
+                (record.outcome.nonce, verdict)
             })
             .collect()
     }

@@ -24,4 +24,4 @@ mod verify;
 pub use connection::{Client, ClientOptions, Events};
 pub use error::ClientError;
 pub use playtree_protocol as protocol;
-pub use verify::{SpinRecord, verify_spin};
+pub use verify::{SpinMismatch, SpinRecord, check_nonces, verify_record, verify_spin};
