@@ -23,8 +23,9 @@ pub struct Claims {
     pub iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// A string or an array of strings (RFC 7519 §4.1.3); jsonwebtoken checks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<serde_json::Value>,
     #[serde(default)]
     pub role: Role,
 }
@@ -245,7 +246,8 @@ impl Authenticator {
             iat: now_s,
             exp: now_s + lifetime_s,
             iss: (!self.config.issuer.is_empty()).then(|| self.config.issuer.clone()),
-            aud: (!self.config.audience.is_empty()).then(|| self.config.audience.clone()),
+            aud: (!self.config.audience.is_empty())
+                .then(|| serde_json::Value::from(self.config.audience.clone())),
             role,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding).ok()
@@ -307,7 +309,7 @@ fn is_unsigned(token: &str) -> bool {
         return false;
     };
     serde_json::from_slice::<Header>(&json)
-        .is_ok_and(|header| header.alg.eq_ignore_ascii_case("none"))
+        .is_ok_and(|header| header.alg.trim().eq_ignore_ascii_case("none"))
 }
 
 /// Base64url without padding (RFC 7515 §2), as JWT segments are encoded.
@@ -466,6 +468,16 @@ mod tests {
             code(auth.verify(&token, now)),
             ErrorCode::TokenLifetimeTooLong
         );
+    }
+
+    #[test]
+    fn an_audience_may_be_an_array() {
+        let auth = authenticator("", "playtree");
+        let now = real_now();
+        let token = sign(&serde_json::json!({
+            "sub": "alice", "iat": now, "exp": now + 60, "aud": ["other", "playtree"],
+        }));
+        assert_eq!(auth.verify(&token, now).expect("valid").player_id, "alice");
     }
 
     #[test]

@@ -73,7 +73,6 @@ pub struct LimitsConfig {
     pub write_timeout_ms: u64,
     pub read_buffer_bytes: usize,
     pub write_buffer_bytes: usize,
-    pub private_code_misses_max: u32,
     pub frames_per_second: u32,
     pub frames_burst: u32,
     pub rate_limit_strikes_max: u32,
@@ -198,6 +197,12 @@ impl ServerConfig {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if self.fanout.write_delay_ms >= limits.write_timeout_ms {
+            return Err(invalid(
+                "fanout.write_delay_ms",
+                "must be below limits.write_timeout_ms (every write would time out)",
+            ));
         }
         if limits.outbound_frames_max < self.game.rooms.history_len {
             return Err(invalid(

@@ -19,7 +19,7 @@ use playtree_protocol::{
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -330,11 +330,13 @@ async fn run_connection(
         heartbeat_interval_ms: u32::try_from(limits.heartbeat_interval_ms).unwrap_or(u32::MAX),
         token_expires_ms: identity.expires_at_s.saturating_mul(1000),
     });
-    if sink
-        .send(Message::Binary(frame_bytes(&welcome)))
-        .await
-        .is_ok()
-    {
+    let write_timeout = Duration::from_millis(limits.write_timeout_ms);
+    let sent = tokio::time::timeout(
+        write_timeout,
+        sink.send(Message::Binary(frame_bytes(&welcome))),
+    )
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
         metrics::counter!("playtree_frames_out_total", "type" => "welcome").increment(1);
         tracing::info!(role = ?identity.role, resumed_streams = hello.resume.len(), "welcomed");
         let live = Live {
@@ -370,7 +372,6 @@ async fn serve_welcomed(
 ) {
     let limits = &gateway.limits;
     let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max));
-    let code_misses = Arc::new(AtomicU32::new(0));
     let heartbeat_period = Duration::from_millis(limits.heartbeat_interval_ms);
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + heartbeat_period, heartbeat_period);
@@ -380,6 +381,7 @@ async fn serve_welcomed(
     let slow = receiver.slow.clone();
     let frame_limit = limits.frame_bytes_max;
     let write_timeout = Duration::from_millis(limits.write_timeout_ms);
+    let write_delay = Duration::from_millis(gateway.fanout.write_delay_ms);
     let slow_consumer = || {
         Refusal::new(
             ErrorCode::SlowConsumer,
@@ -391,9 +393,12 @@ async fn serve_welcomed(
         tokio::select! {
             queued = receiver.recv() => {
                 let Some(first) = queued else { break None };
+                if !write_delay.is_zero() {
+                    tokio::time::sleep(write_delay).await;
+                }
                 // A peer that stops reading blocks the write once the kernel buffers are
-                // full: the write has a deadline, and the queue overflowing meanwhile
-                // ends it at once.
+                // full: the write has a deadline, and the queue overflowing or the
+                // server stopping meanwhile end it at once.
                 tokio::select! {
                     written = tokio::time::timeout(write_timeout, write_batch(gateway, sink, receiver, first)) => match written {
                         Ok(Ok(())) => {}
@@ -404,6 +409,9 @@ async fn serve_welcomed(
                         }
                     },
                     _ = slow.wait() => break Some(slow_consumer()),
+                    _ = shutdown.changed() => {
+                        break Some(Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down; reconnect in a moment"));
+                    }
                 }
             }
             _ = slow.wait() => break Some(slow_consumer()),
@@ -448,7 +456,7 @@ async fn serve_welcomed(
                             }
                             ClientFrame::Request { req_id, request } => {
                                 let received_ms = gateway.hub.now_ms();
-                                dispatch(gateway, player, outbound, (&in_flight, &code_misses), req_id, request, received_ms);
+                                dispatch(gateway, player, outbound, &in_flight, req_id, request, received_ms);
                             }
                             ClientFrame::Hello(_) => {
                                 break Some(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
@@ -487,7 +495,9 @@ async fn serve_welcomed(
     if let Some(refusal) = refusal {
         refuse(gateway, sink, refusal).await;
     } else {
-        let _ = sink.close().await;
+        // A peer that stopped reading may never take the close either.
+        let close_timeout = Duration::from_millis(limits.close_timeout_ms);
+        let _ = tokio::time::timeout(close_timeout, sink.close()).await;
     }
 }
 
@@ -513,9 +523,9 @@ fn refresh(gateway: &Gateway, live: &mut Live, token: &str) -> Result<ReplyBody,
     Ok(ReplyBody::TokenRefreshed { expires_ms })
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
-/// With `fanout.write_delay_ms`, waits that long first so that more frames go out in
-/// the same write.
+/// Writes `first` and whatever else is already queued, then flushes once; the caller
+/// bounds it with `limits.write_timeout_ms` (after any `fanout.write_delay_ms`, which
+/// waits first so that more frames go out in the same write).
 async fn write_batch(
     gateway: &Gateway,
     sink: &mut Sink,
@@ -523,9 +533,6 @@ async fn write_batch(
     first: OutFrame,
 ) -> Result<(), WsError> {
     let fanout = &gateway.fanout;
-    if fanout.write_delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(fanout.write_delay_ms)).await;
-    }
     let mut next = Some(first);
     let mut written = 0;
     while let Some(frame) = next.take() {
@@ -541,33 +548,15 @@ async fn write_batch(
 }
 
 /// Runs one request on its own task (bounded per connection) and queues the reply.
-/// `code_misses` counts the connection's JoinPrivate attempts with unknown codes.
 fn dispatch(
     gateway: &Arc<Gateway>,
     player: &str,
     outbound: &Outbound,
-    (in_flight, code_misses): (&Arc<Semaphore>, &Arc<AtomicU32>),
+    in_flight: &Arc<Semaphore>,
     req_id: u32,
     request: playtree_protocol::Request,
     received_ms: u64,
 ) {
-    let joins_by_code = matches!(request, Request::JoinPrivate { .. });
-    let misses_max = gateway.limits.private_code_misses_max;
-    if joins_by_code && code_misses.load(Ordering::Acquire) >= misses_max {
-        metrics::counter!("playtree_rate_limited_total", "limit" => "private_code_misses")
-            .increment(1);
-        let reply = ServerFrame::Reply {
-            req_id,
-            result: Err(ErrorReply::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "{misses_max} private codes tried on this connection matched no room; no more are tried on it"
-                ),
-            )),
-        };
-        outbound.push("reply", frame_bytes(&reply));
-        return;
-    }
     let Ok(permit) = in_flight.clone().try_acquire_owned() else {
         let reply = ServerFrame::Reply {
             req_id,
@@ -587,7 +576,6 @@ fn dispatch(
     let hub = gateway.hub.clone();
     let player = player.to_owned();
     let outbound = outbound.clone();
-    let code_misses = code_misses.clone();
     tokio::spawn(
         async move {
             let kind = request.kind_name();
@@ -604,9 +592,6 @@ fn dispatch(
             };
             if let Err(error) = &result {
                 metrics::counter!("playtree_request_errors_total", "request" => kind, "code" => error.code.as_u16().to_string()).increment(1);
-                if joins_by_code && error.code == ErrorCode::UnknownRoomCode {
-                    code_misses.fetch_add(1, Ordering::AcqRel);
-                }
             }
             outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
             drop(permit);

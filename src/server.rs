@@ -238,7 +238,9 @@ impl AcceptBackoff {
         }
     }
 
-    /// Notes a failure; returns how long to wait before accepting again.
+    /// Notes a failure; returns how long to wait before accepting again: nothing for a
+    /// failure of one connection (it was reset before it was accepted), longer each time
+    /// for a lack of resources (file descriptors, memory), which lasts.
     fn failed(&mut self, error: &std::io::Error) -> Duration {
         metrics::counter!("playtree_accept_errors_total").increment(1);
         let now = tokio::time::Instant::now();
@@ -252,10 +254,20 @@ impl AcceptBackoff {
         } else {
             self.unlogged += 1;
         }
-        self.failures = self.failures.saturating_add(1);
-        Self::FIRST
+        if !Self::lasting(error) {
+            return Duration::ZERO;
+        }
+        let pause = Self::FIRST
             .saturating_mul(1u32 << self.failures.min(10))
-            .min(Self::MAX)
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        pause
+    }
+
+    /// Out of file descriptors (process or system), buffers or memory.
+    fn lasting(error: &std::io::Error) -> bool {
+        // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 (Linux).
+        matches!(error.raw_os_error(), Some(24 | 23 | 105 | 12))
     }
 
     fn succeeded(&mut self) {
@@ -288,7 +300,7 @@ async fn accept_loop(
                 Err(error) => {
                     // Out of file descriptors and the like: keep serving the others, but
                     // do not spin on a failure that lasts.
-                    pause = Some(backoff.failed(&error));
+                    pause = Some(backoff.failed(&error)).filter(|pause| !pause.is_zero());
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -356,15 +368,18 @@ mod tests {
     #[test]
     fn accept_failures_back_off_up_to_a_ceiling_and_reset() {
         let mut backoff = AcceptBackoff::new();
-        let error = std::io::Error::other("too many open files");
+        let error = std::io::Error::from_raw_os_error(24); // EMFILE
         let pauses: Vec<Duration> = (0..12).map(|_| backoff.failed(&error)).collect();
         assert!(
             pauses.windows(2).all(|pair| pair[0] <= pair[1]),
             "{pauses:?}"
         );
-        assert!(pauses[0] > Duration::ZERO);
+        assert_eq!(pauses[0], AcceptBackoff::FIRST);
         assert_eq!(*pauses.last().expect("pauses"), AcceptBackoff::MAX);
         backoff.succeeded();
         assert_eq!(backoff.failed(&error), pauses[0]);
+        // A connection reset before it was accepted does not pause the others.
+        let aborted = std::io::Error::from_raw_os_error(103); // ECONNABORTED
+        assert_eq!(backoff.failed(&aborted), Duration::ZERO);
     }
 }

@@ -125,7 +125,7 @@ async fn a_peer_that_stops_reading_is_closed_by_the_write_deadline() {
 #[tokio::test]
 async fn readyz_turns_unready_before_the_clients_are_told_to_leave() {
     let mut server = TestServer::start_tuned("", playtree::Environment::default(), |config| {
-        config.server.unready_delay_ms = 300;
+        config.server.unready_delay_ms = 1_000;
     })
     .await;
     let options = playtree_client::ClientOptions {

@@ -139,8 +139,8 @@ async fn a_player_opens_a_limited_number_of_private_rooms() {
 }
 
 #[tokio::test]
-async fn private_codes_cannot_be_enumerated_on_one_connection() {
-    let server = TestServer::start("[limits]\nprivate_code_misses_max = 3").await;
+async fn private_codes_cannot_be_enumerated_whatever_the_connections() {
+    let server = TestServer::start("[rooms]\nprivate_code_misses_per_hour = 3").await;
     let (alice, _alice_events) = server.connect("alice").await;
     let code = alice
         .create_private_quiz()
@@ -148,15 +148,22 @@ async fn private_codes_cannot_be_enumerated_on_one_connection() {
         .expect("create")
         .code
         .expect("a private room has a code");
-    let (mallory, _events) = server.connect("mallory").await;
-    for guess in ["AAAAAA", "BBBBBB", "CCCCCC"] {
-        let missed = mallory.join_private(guess).await.expect_err("no such room");
+    // Misses spread over several connections of one player count together.
+    let (first, _first_events) = server.connect("mallory").await;
+    let (second, _second_events) = server.connect("mallory").await;
+    for (client, guess) in [(&first, "AAAAAA"), (&second, "BBBBBB"), (&first, "CCCCCC")] {
+        let missed = client.join_private(guess).await.expect_err("no such room");
         assert_eq!(missed.code(), Some(ErrorCode::UnknownRoomCode));
     }
-    // Past the misses allowed, even the right code is not tried on this connection...
-    let refused = mallory.join_private(&code).await.expect_err("refused");
+    // Past the misses allowed, even the right code is not tried, on any connection...
+    for client in [&first, &second] {
+        let refused = client.join_private(&code).await.expect_err("refused");
+        assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused:?}");
+    }
+    let (third, _third_events) = server.connect("mallory").await;
+    let refused = third.join_private(&code).await.expect_err("refused");
     assert_eq!(refused.code(), Some(ErrorCode::RateLimited), "{refused:?}");
-    // ...while another player's connection may use it.
+    // ...while another player may use it.
     let (bob, _bob_events) = server.connect("bob").await;
     bob.join_private(&code).await.expect("bob joins by code");
 }

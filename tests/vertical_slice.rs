@@ -186,3 +186,36 @@ async fn admin_endpoints_answer_and_metrics_move() {
         assert!(body.contains(needle), "/metrics lacks {needle}:\n{body}");
     }
 }
+
+#[tokio::test]
+async fn a_nonce_spun_elsewhere_is_reported_as_a_gap_by_the_verifier() {
+    let server = TestServer::start(TEST_WHEEL).await;
+    let (phone, _phone_events) = server.connect("alice").await;
+    let (tablet, _tablet_events) = server.connect("alice").await;
+    let room = phone
+        .quick_join_wheel(Some("test"))
+        .await
+        .expect("join")
+        .room;
+    tablet.quick_join_wheel(Some("test")).await.expect("join");
+    phone.spin(room, "one").await.expect("spin 0");
+    let elsewhere = tablet.spin(room, "two").await.expect("spin 1");
+    phone.spin(room, "three").await.expect("spin 2");
+    let reveal = phone.rotate_seed("test").await.expect("rotate");
+    let verdicts = phone.verify_spins(&reveal);
+    let failed: Vec<(u64, String)> = verdicts
+        .iter()
+        .filter_map(|(nonce, verdict)| verdict.as_ref().err().map(|e| (*nonce, e.to_string())))
+        .collect();
+    // The phone cannot tell the tablet's spin from a nonce the server skipped: it says so.
+    assert_eq!(
+        failed,
+        vec![(
+            elsewhere.nonce,
+            format!(
+                "nonce {} of this seed was used by no spin of this client",
+                elsewhere.nonce
+            )
+        )]
+    );
+}

@@ -151,6 +151,8 @@ pub struct RoomsConfig {
     pub private_code_len: usize,
     /// Private rooms one player may open per hour.
     pub private_creates_per_hour: u32,
+    /// Private codes one player may try per hour that match no room.
+    pub private_code_misses_per_hour: u32,
 }
 
 impl Default for RoomsConfig {
@@ -169,6 +171,7 @@ impl Default for RoomsConfig {
                 .to_vec(),
             private_code_len: 6,
             private_creates_per_hour: 10,
+            private_code_misses_per_hour: 20,
         }
     }
 }
@@ -284,6 +287,10 @@ impl GameConfig {
             (
                 "rooms.private_creates_per_hour",
                 u64::from(self.rooms.private_creates_per_hour),
+            ),
+            (
+                "rooms.private_code_misses_per_hour",
+                u64::from(self.rooms.private_code_misses_per_hour),
             ),
             ("quiz.min_players", self.quiz.min_players as u64),
             ("quiz.lobby_countdown_ms", self.quiz.lobby_countdown_ms),

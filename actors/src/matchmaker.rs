@@ -2,7 +2,6 @@
 //! date as members come and go; a listing is a hint, and the room itself has the last
 //! word on whether a join fits.
 
-use dashmap::DashMap;
 use playtree_protocol::{RoomId, RoomKind};
 use ractor::ActorId;
 use std::cmp::Reverse;
@@ -110,22 +109,77 @@ pub struct Claim {
     pub create: bool,
 }
 
+/// A claim that is settled when dropped, whatever becomes of the join (an error, a
+/// panic, a cancelled task): a promised seat is never lost.
+#[derive(Debug)]
+pub struct ClaimGuard<'a> {
+    matchmaker: &'a Matchmaker,
+    pub claim: Claim,
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        self.matchmaker.settle(self.claim);
+    }
+}
+
 type PoolKey = (RoomKind, String);
 
-/// Open rooms by kind and variant, each pool behind its own lock.
+/// Every listed room, by kind and variant, and the pool each room is in: one lock, so
+/// that the two never disagree. Every operation is a map lookup or a step through the
+/// ordered set of rooms with space (O(log n)); none scans the rooms.
+#[derive(Debug, Default)]
+struct Index {
+    pools: HashMap<PoolKey, Pool>,
+    pool_of: HashMap<RoomId, PoolKey>,
+    /// Private codes, both ways.
+    codes: HashMap<String, RoomId>,
+    code_of: HashMap<RoomId, String>,
+}
+
+impl Index {
+    /// The fullest room of `key` with a free seat, not in `excluding`; promises it.
+    fn promise(&mut self, key: &PoolKey, excluding: &[RoomId]) -> Option<Claim> {
+        let pool = self.pools.get_mut(key)?;
+        let room = pool
+            .with_space
+            .iter()
+            .map(|(_, room)| *room)
+            .find(|room| !excluding.contains(room))?;
+        let create = pool
+            .change(room, |entry| {
+                entry.promised += 1;
+                entry.listing.is_none()
+            })
+            .unwrap_or(false);
+        Some(Claim { room, create })
+    }
+
+    fn forget(&mut self, room: RoomId) -> Option<Entry> {
+        let key = self.pool_of.remove(&room)?;
+        let entry = self.pools.get_mut(&key)?.remove(room);
+        if let Some(code) = self.code_of.remove(&room) {
+            self.codes.remove(&code);
+        }
+        entry
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Matchmaker {
-    pools: DashMap<PoolKey, Pool>,
-    /// The pool each room is in.
-    pool_of: DashMap<RoomId, PoolKey>,
-    codes: Mutex<HashMap<String, RoomId>>,
+    index: Mutex<Index>,
 }
 
 impl Matchmaker {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        lock(&self.index)
+    }
+
     /// Promises a seat to a QuickJoin: in the fullest open room of this kind and
     /// variant with a free seat (counting seats promised to joins still on their way),
     /// or, when there is none, in a new room whose id `open_new` draws (`create`). The
-    /// promise makes concurrent joins fill one room before the next is opened.
+    /// promise makes concurrent joins fill one room before the next is opened. The
+    /// guard settles it.
     pub fn claim<E>(
         &self,
         kind: RoomKind,
@@ -133,25 +187,23 @@ impl Matchmaker {
         capacity: usize,
         excluding: &[RoomId],
         open_new: impl FnOnce() -> Result<RoomId, E>,
-    ) -> Result<Claim, E> {
+    ) -> Result<ClaimGuard<'_>, E> {
         let key = (kind, variant.to_owned());
-        let mut pool = self.pools.entry(key.clone()).or_default();
-        let found = pool
-            .with_space
-            .iter()
-            .map(|(_, room)| *room)
-            .find(|room| !excluding.contains(room));
-        if let Some(room) = found {
-            let create = pool
-                .change(room, |entry| {
-                    entry.promised += 1;
-                    entry.listing.is_none()
-                })
-                .unwrap_or(false);
-            return Ok(Claim { room, create });
+        let guard = |claim| ClaimGuard {
+            matchmaker: self,
+            claim,
+        };
+        if let Some(claim) = self.index().promise(&key, excluding) {
+            return Ok(guard(claim));
         }
+        // Drawn without the lock held (it may touch the store).
         let room = open_new()?;
-        pool.insert(
+        let mut index = self.index();
+        // Another join may have opened a room meanwhile: it is filled first.
+        if let Some(claim) = index.promise(&key, excluding) {
+            return Ok(guard(claim));
+        }
+        index.pools.entry(key.clone()).or_default().insert(
             room,
             Entry {
                 listing: None,
@@ -159,38 +211,38 @@ impl Matchmaker {
                 capacity,
             },
         );
-        drop(pool);
-        self.pool_of.insert(room, key);
-        Ok(Claim { room, create: true })
+        index.pool_of.insert(room, key);
+        Ok(guard(Claim { room, create: true }))
     }
 
     /// The join a claim was for has its answer: the seat is taken (the room's listing
     /// says so now) or was not. A room that never listed itself (its creation failed)
     /// is forgotten once no join waits for it.
     pub fn settle(&self, claim: Claim) {
-        let Some(key) = self.pool_of.get(&claim.room).map(|key| key.clone()) else {
+        let mut index = self.index();
+        let Some(key) = index.pool_of.get(&claim.room).cloned() else {
             return;
         };
-        let Some(mut pool) = self.pools.get_mut(&key) else {
-            return;
-        };
-        let abandoned = pool
-            .change(claim.room, |entry| {
-                entry.promised = entry.promised.saturating_sub(1);
-                entry.listing.is_none() && entry.promised == 0
+        let abandoned = index
+            .pools
+            .get_mut(&key)
+            .and_then(|pool| {
+                pool.change(claim.room, |entry| {
+                    entry.promised = entry.promised.saturating_sub(1);
+                    entry.listing.is_none() && entry.promised == 0
+                })
             })
             .unwrap_or(false);
         if abandoned {
-            pool.remove(claim.room);
-            drop(pool);
-            self.pool_of.remove(&claim.room);
+            index.forget(claim.room);
         }
     }
 
     /// The fullest open room of this kind and variant that still has space (no seat is
     /// promised: for looking, not joining).
     pub fn find_open(&self, kind: RoomKind, variant: &str, excluding: &[RoomId]) -> Option<RoomId> {
-        let pool = self.pools.get(&(kind, variant.to_owned()))?;
+        let index = self.index();
+        let pool = index.pools.get(&(kind, variant.to_owned()))?;
         pool.with_space
             .iter()
             .map(|(_, room)| *room)
@@ -201,7 +253,8 @@ impl Matchmaker {
     pub fn update(&self, room: RoomId, listing: Listing) {
         let key = (listing.kind, listing.variant.clone());
         let capacity = listing.capacity;
-        let mut pool = self.pools.entry(key.clone()).or_default();
+        let mut index = self.index();
+        let pool = index.pools.entry(key.clone()).or_default();
         let listed = pool.change(room, |entry| {
             entry.capacity = capacity;
             entry.listing = Some(listing.clone());
@@ -215,41 +268,35 @@ impl Matchmaker {
                     capacity,
                 },
             );
-            drop(pool);
-            self.pool_of.insert(room, key);
+            index.pool_of.insert(room, key);
         }
     }
 
     /// Unlists a room if `owner` wrote its listing; returns the listing removed.
     pub fn remove(&self, room: RoomId, owner: ActorId) -> Option<Listing> {
-        let key = self.pool_of.get(&room).map(|key| key.clone())?;
-        let listing = {
-            let mut pool = self.pools.get_mut(&key)?;
-            let owned = pool
-                .rooms
-                .get(&room)
-                .and_then(|entry| entry.listing.as_ref())
-                .is_some_and(|listing| listing.owner == owner);
-            if !owned {
-                return None;
-            }
-            pool.remove(room)?.listing
-        };
-        self.pool_of.remove(&room);
-        lock(&self.codes).retain(|_, id| *id != room);
-        listing
+        let mut index = self.index();
+        let key = index.pool_of.get(&room)?;
+        let owned = index
+            .pools
+            .get(key)
+            .and_then(|pool| pool.rooms.get(&room))
+            .and_then(|entry| entry.listing.as_ref())
+            .is_some_and(|listing| listing.owner == owner);
+        if !owned {
+            return None;
+        }
+        index.forget(room)?.listing
     }
-}
 
-impl Matchmaker {
     /// Gives `code` to `room` unless another room holds it; says whether `room` holds it
     /// now. A code is never taken from a room that has it: a collision is refused.
     pub fn register_code(&self, code: &str, room: RoomId) -> bool {
-        let mut codes = lock(&self.codes);
-        match codes.get(code) {
+        let mut index = self.index();
+        match index.codes.get(code) {
             Some(holder) => *holder == room,
             None => {
-                codes.insert(code.to_owned(), room);
+                index.codes.insert(code.to_owned(), room);
+                index.code_of.insert(room, code.to_owned());
                 true
             }
         }
@@ -257,12 +304,12 @@ impl Matchmaker {
 
     /// The room of a private code, while that room is active.
     pub fn room_for_code(&self, code: &str) -> Option<RoomId> {
-        lock(&self.codes).get(code).copied()
+        self.index().codes.get(code).copied()
     }
 
     /// Rooms listed (open or not).
     pub fn open_rooms(&self) -> usize {
-        self.pool_of.len()
+        self.index().pool_of.len()
     }
 }
 
@@ -339,12 +386,16 @@ mod claim_tests {
     }
 
     fn claim(matchmaker: &Matchmaker, next_id: &mut u64, excluding: &[RoomId]) -> Claim {
-        matchmaker
+        let guard = matchmaker
             .claim(RoomKind::Wheel, "classic", 2, excluding, || {
                 *next_id += 1;
                 Ok::<_, ()>(*next_id)
             })
-            .expect("claims")
+            .expect("claims");
+        let claim = guard.claim;
+        // Settled by hand below, as the join would be.
+        std::mem::forget(guard);
+        claim
     }
 
     #[test]
@@ -371,6 +422,25 @@ mod claim_tests {
         matchmaker.update(101, listing(1, 2, 1));
         let fourth = claim(&matchmaker, &mut ids, &[]);
         assert_eq!((fourth.room, fourth.create), (101, false));
+    }
+
+    #[test]
+    fn a_claim_dropped_unsettled_gives_its_seat_back() {
+        let matchmaker = Matchmaker::default();
+        matchmaker.update(5, listing(1, 2, 1));
+        {
+            let guard = matchmaker
+                .claim(RoomKind::Wheel, "classic", 2, &[], || Err::<RoomId, ()>(()))
+                .expect("room 5 has a seat");
+            assert_eq!(guard.claim.room, 5);
+            // Room 5 is full by promise meanwhile.
+            assert_eq!(matchmaker.find_open(RoomKind::Wheel, "classic", &[]), None);
+            // The join's task panics or is cancelled here.
+        }
+        assert_eq!(
+            matchmaker.find_open(RoomKind::Wheel, "classic", &[]),
+            Some(5)
+        );
     }
 
     #[test]

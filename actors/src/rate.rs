@@ -30,11 +30,21 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token if there is one.
-    pub fn try_take(&mut self, now_ms: u64) -> bool {
+    /// Whether a token is there, without taking it.
+    pub fn has_token(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        self.tokens >= 1.0
+    }
+
+    fn refill(&mut self, now_ms: u64) {
         let elapsed_s = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed_s * self.per_second).min(self.burst);
         self.last_ms = self.last_ms.max(now_ms);
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true

@@ -65,9 +65,10 @@ pub fn decide_settle(
         let grant = settled_grant(state, player, &spin.wheel, spin.nonce)
             .cloned()
             .ok_or(RoomError::AlreadyDelivered)?;
-        let landed = wheel.and_then(|wheel| prize_for(state, wheel, spin.segment));
-        let (label, prize) = match landed {
-            Some((label, prize, _)) => (label, prize),
+        // The segment as configured: what it pays when its stock lasts.
+        let segment = wheel.and_then(|wheel| wheel.segments.get(spin.segment as usize));
+        let (label, prize) = match segment {
+            Some(segment) => (segment.label.clone(), segment.prize),
             None => (grant.reason.clone(), grant.amount),
         };
         return Ok(Settlement {

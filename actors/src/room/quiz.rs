@@ -355,6 +355,13 @@ pub fn answer(
     if index < open {
         return Err(too_late(index));
     }
+    if index == open && now_ms < asked_at_ms {
+        // Read off its connection before the question existed: a guess, not an answer.
+        return Err(ErrorReply::new(
+            ErrorCode::NoOpenQuestion,
+            format!("question {index} was not open yet when the answer arrived"),
+        ));
+    }
     if index != open {
         return Err(ErrorReply::new(
             ErrorCode::NoOpenQuestion,
@@ -395,7 +402,6 @@ pub fn answer(
     }
     let correct = choice == question.answer;
     let points = if correct {
-        // An answer stamped before the question was asked (a clock step) counts as instant.
         base_points(now_ms.saturating_sub(asked_at_ms), config.question_ms)
             + streak_bonus(score.streak + 1)
     } else {

@@ -238,9 +238,8 @@ fn answers_are_timed_when_they_reached_the_server_not_when_the_room_took_them() 
     // The test bank's answer to question `id` is `id % 3`.
     let correct = room.state.quiz.questions[index as usize] % 3;
     // All three answers are handled 9 s after the question, late in its 10 s; alice's
-    // reached the server after 1 s, bob's after 9 s, carol's is stamped before the
-    // question was even asked (a clock step): it counts as instant, and nothing
-    // underflows.
+    // reached the server after 1 s, bob's after 9 s, carol's before the question was
+    // asked (a guess sent early): refused, and nothing underflows.
     room.now_ms = asked_at_ms + 9_000;
     for (player, received_ms) in [
         ("alice", asked_at_ms + 1_000),
@@ -258,11 +257,14 @@ fn answers_are_timed_when_they_reached_the_server_not_when_the_room_took_them() 
     }
     let points = |player: &str| room.state.quiz.answers[player].points;
     assert_eq!(
-        (points("alice"), points("bob"), points("carol")),
+        (points("alice"), points("bob")),
         (
             quiz::base_points(1_000, 10_000) + quiz::streak_bonus(1),
             quiz::base_points(9_000, 10_000) + quiz::streak_bonus(1),
-            quiz::base_points(0, 10_000) + quiz::streak_bonus(1),
         )
+    );
+    assert!(
+        !room.state.quiz.answers.contains_key("carol"),
+        "an answer that arrived before its question is not taken"
     );
 }

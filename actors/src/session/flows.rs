@@ -162,18 +162,19 @@ async fn join(
                             &tried,
                             || new_room_id(hub),
                         )?;
-                        (claim.room, Some(claim))
+                        (claim.claim.room, Some(claim))
                     }
                 };
-                let spec = claim.filter(|claim| claim.create).map(|_| RoomSpec {
+                let create = claim.as_ref().is_some_and(|claim| claim.claim.create);
+                let spec = create.then(|| RoomSpec {
                     kind,
                     variant: membership.variant.clone(),
                     private_code: None,
                 });
                 let seated = seat(hub, player, room, spec, outbounds).await;
-                if let Some(claim) = claim {
-                    hub.matchmaker.settle(claim);
-                }
+                // The promise is settled now that the room has answered (and, should
+                // anything above fail or this task be cancelled, when it is dropped).
+                drop(claim);
                 match seated {
                     Ok(Ok(view)) => {
                         joined = Some((room, view));
@@ -212,12 +213,14 @@ async fn join(
             (room, view)
         }
         JoinTarget::Code { code } => {
-            let room = hub.matchmaker.room_for_code(&code).ok_or_else(|| {
-                ErrorReply::new(
+            let Some(room) = hub.matchmaker.room_for_code(&code) else {
+                // Told before this flow ends, so counted before the next JoinPrivate.
+                hub.send_to_session(player.to_owned(), SessionMsg::CodeMissed);
+                return Err(ErrorReply::new(
                     ErrorCode::UnknownRoomCode,
                     format!("no open private room has the code {code}"),
-                )
-            })?;
+                ));
+            };
             let view = seat(hub, player, room, None, outbounds).await??;
             (room, view)
         }

@@ -58,6 +58,9 @@ pub struct SessionMemory {
     connections: BTreeMap<ConnectionId, Outbound>,
     /// Private rooms opened lately (`rooms.private_creates_per_hour`).
     private_creates: Option<TokenBucket>,
+    /// Private codes tried lately that matched no room
+    /// (`rooms.private_code_misses_per_hour`).
+    code_misses: Option<TokenBucket>,
 }
 
 #[cfg(test)]
@@ -229,6 +232,14 @@ impl Behaviour for SessionEntity {
             } => {
                 let abandoned = abandon(cx, &spin, reason);
                 cx.reply(reply, abandoned);
+            }
+            SessionMsg::CodeMissed => {
+                let (now_ms, per_hour) =
+                    (cx.now_ms, cx.config().rooms.private_code_misses_per_hour);
+                cx.memory
+                    .code_misses
+                    .get_or_insert_with(|| TokenBucket::per_period(per_hour, 3_600_000, now_ms))
+                    .try_take(now_ms);
             }
             SessionMsg::FlowDone { epoch, flow } => {
                 if epoch == cx.stream.epoch()
@@ -548,22 +559,6 @@ fn begin(cx: &mut Cx<'_>, job: Job) {
             }
             Flow::Retry { spins }
         }
-        Job::Request {
-            request: Request::CreatePrivate { .. },
-            reply,
-        } if !may_create_private(cx) => {
-            let per_hour = cx.config().rooms.private_creates_per_hour;
-            metrics::counter!("playtree_rate_limited_total", "limit" => "private_creates")
-                .increment(1);
-            cx.reply(
-                reply,
-                Err(ErrorReply::new(
-                    ErrorCode::RateLimited,
-                    format!("at most {per_hour} private rooms per hour; join one instead"),
-                )),
-            );
-            return;
-        }
         Job::Request { request, reply } => match plan(cx, request) {
             Ok(planned) => planned(reply),
             Err(error) => {
@@ -589,7 +584,7 @@ fn begin(cx: &mut Cx<'_>, job: Job) {
 type Planned = Box<dyn FnOnce(msg::RequestReply) -> Flow>;
 
 /// What a request that needs rooms will do, once its checks pass.
-fn plan(cx: &Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
+fn plan(cx: &mut Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
     let state = cx.state();
     let config = cx.config();
     Ok(match request {
@@ -643,6 +638,16 @@ fn plan(cx: &Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
             already_in_quiz(state)?;
             // Drawn here, from the entropy handed in, like every other seed.
             let code = private_code(&cx.env.entropy.server_seed(), config.rooms.private_code_len);
+            // Counted only for a creation that passed every other check.
+            if !may_create_private(cx) {
+                let per_hour = cx.config().rooms.private_creates_per_hour;
+                metrics::counter!("playtree_rate_limited_total", "limit" => "private_creates")
+                    .increment(1);
+                return Err(ErrorReply::new(
+                    ErrorCode::RateLimited,
+                    format!("at most {per_hour} private rooms per hour; join one instead"),
+                ));
+            }
             let outbounds = connections(cx);
             Box::new(move |reply| Flow::Join {
                 target: JoinTarget::Create { code },
@@ -653,6 +658,17 @@ fn plan(cx: &Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
         }
         Request::JoinPrivate { code } => {
             already_in_quiz(state)?;
+            if !may_try_code(cx) {
+                let per_hour = cx.config().rooms.private_code_misses_per_hour;
+                metrics::counter!("playtree_rate_limited_total", "limit" => "private_code_misses")
+                    .increment(1);
+                return Err(ErrorReply::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "{per_hour} private codes you tried within the hour matched no room; try again later"
+                    ),
+                ));
+            }
             let code = code.trim().to_ascii_uppercase();
             let outbounds = connections(cx);
             Box::new(move |reply| Flow::Join {
@@ -706,6 +722,17 @@ fn connections(cx: &Cx<'_>) -> Vec<Outbound> {
         .into_values()
         .filter(|outbound| !outbound.is_closed())
         .collect()
+}
+
+/// Whether the player may try a private code: not if the codes that matched no room
+/// used up the hour's allowance (so that codes cannot be enumerated, whatever the
+/// number of connections).
+fn may_try_code(cx: &mut Cx<'_>) -> bool {
+    let (now_ms, per_hour) = (cx.now_ms, cx.config().rooms.private_code_misses_per_hour);
+    cx.memory
+        .code_misses
+        .get_or_insert_with(|| TokenBucket::per_period(per_hour, 3_600_000, now_ms))
+        .has_token(now_ms)
 }
 
 /// Takes one of the player's private-room openings for the hour, if one is left.

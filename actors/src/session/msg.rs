@@ -107,6 +107,8 @@ pub enum SessionMsg {
         reason: String,
         reply: RpcReplyPort<Result<bool, ErrorReply>>,
     },
+    /// A flow's JoinPrivate found no room with its code (counted against the player).
+    CodeMissed,
     /// The flow `flow` of incarnation `epoch` has ended: the next request may start.
     FlowDone { epoch: u64, flow: u64 },
     /// Test only: panic inside the handler, as a bug would.

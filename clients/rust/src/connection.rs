@@ -552,7 +552,10 @@ impl Client {
 
     pub async fn leave_room(&self, room: RoomId) -> Result<(), ClientError> {
         match self.request(Request::LeaveRoom { room }).await? {
-            ReplyBody::RoomLeft { .. } => Ok(()),
+            ReplyBody::RoomLeft { .. } => {
+                lock(&self.rooms).remove(&room);
+                Ok(())
+            }
             other => Err(unexpected("RoomLeft", &other)),
         }
     }
@@ -621,10 +624,11 @@ impl Client {
     /// Verifies every spin this client made under the seed that `reveal` (from this
     /// client's [`Client::rotate_seed`]) discloses, against what this client was shown
     /// and sent: the commitment shown before the spins (the revealed seed must hash to
-    /// it), the client seed sent, fresh nonces from the seed's first, and the segment.
-    /// Every mismatch is reported, with the spin's nonce. (Spins made meanwhile by
-    /// another connection of the same player, or a rotation made by one, are not this
-    /// client's to know: they show up as mismatches too.)
+    /// it), the client seed sent, every nonce of the seed used once and by a spin of
+    /// this client, and the segment. Every mismatch is reported, with its nonce. (Spins
+    /// made meanwhile by another connection of the same player, or a rotation made by
+    /// one, or a rotation whose reply was lost, are not this client's to know: they show
+    /// up as mismatches too.)
     pub fn verify_spins(&self, reveal: &SeedReveal) -> Vec<(u64, Result<(), SpinMismatch>)> {
         let promise = lock(&self.revealed)
             .get(&(reveal.wheel.clone(), reveal.next_commitment))
@@ -642,7 +646,7 @@ impl Client {
             .cloned()
             .collect();
         let nonces = check_nonces(&records);
-        records
+        let mut verdicts: Vec<(u64, Result<(), SpinMismatch>)> = records
             .iter()
             .zip(nonces)
             .map(|(record, nonce)| {
@@ -652,7 +656,19 @@ impl Client {
                 };
                 (record.outcome.nonce, verdict)
             })
-            .collect()
+            .collect();
+        // Every nonce of the seed, from its first to the one the rotation says is next,
+        // must be one of this client's spins.
+        if let Some(promise) = promise {
+            let spun: std::collections::BTreeSet<u64> =
+                records.iter().map(|record| record.outcome.nonce).collect();
+            for nonce in promise.first_nonce..reveal.next_nonce {
+                if !spun.contains(&nonce) {
+                    verdicts.push((nonce, Err(SpinMismatch::NonceGap { nonce })));
+                }
+            }
+        }
+        verdicts
     }
 
     /// Every spin this client has made, for verification by other means.

@@ -34,6 +34,11 @@ pub enum SpinMismatch {
         "nonce {nonce} is not a fresh nonce of this seed (its nonces start at {first}, and each is used once)"
     )]
     Nonce { nonce: u64, first: u64 },
+    /// A nonce of the revealed seed that no spin of this client used: a server that
+    /// draws several outcomes and keeps the one it likes skips nonces. (Another
+    /// connection of the same player spinning the same wheel leaves gaps too.)
+    #[error("nonce {nonce} of this seed was used by no spin of this client")]
+    NonceGap { nonce: u64 },
     #[error(transparent)]
     Reveal(#[from] VerifyError),
 }
