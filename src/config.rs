@@ -72,6 +72,8 @@ pub struct LimitsConfig {
     pub close_timeout_ms: u64,
     pub write_timeout_ms: u64,
     pub read_buffer_bytes: usize,
+    pub idempotency_keys_max: usize,
+    pub idempotency_ttl_ms: u64,
     pub write_buffer_bytes: usize,
     pub frames_per_second: u32,
     pub frames_burst: u32,
@@ -191,6 +193,11 @@ impl ServerConfig {
             ("limits.close_timeout_ms", limits.close_timeout_ms),
             ("limits.write_timeout_ms", limits.write_timeout_ms),
             ("limits.read_buffer_bytes", limits.read_buffer_bytes as u64),
+            (
+                "limits.idempotency_keys_max",
+                limits.idempotency_keys_max as u64,
+            ),
+            ("limits.idempotency_ttl_ms", limits.idempotency_ttl_ms),
             ("auth.max_lifetime_s", self.auth.max_lifetime_s),
             ("auth.dev_token_lifetime_s", self.auth.dev_token_lifetime_s),
         ] {

@@ -40,6 +40,8 @@ pub struct Gateway {
     pub limits: LimitsConfig,
     pub fanout: FanoutConfig,
     pub open_connections: AtomicUsize,
+    /// Idempotency keys of `Keyed` requests.
+    pub keys: crate::idempotency::Keys,
     pub next_connection: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -442,7 +444,7 @@ async fn serve_welcomed(
                                 format!("at most {} frames per second; this frame was dropped", limits.frames_per_second),
                             );
                             let reply = match &frame {
-                                ClientFrame::Request { req_id, .. } => ServerFrame::Reply { req_id: *req_id, result: Err(error) },
+                                ClientFrame::Request { req_id, .. } | ClientFrame::Keyed { req_id, .. } => ServerFrame::Reply { req_id: *req_id, result: Err(error) },
                                 ClientFrame::Hello(_) => ServerFrame::Error(error),
                             };
                             outbound.push("reply", frame_bytes(&reply));
@@ -457,6 +459,11 @@ async fn serve_welcomed(
                             ClientFrame::Request { req_id, request } => {
                                 let received_ms = gateway.hub.now_ms();
                                 dispatch(gateway, player, outbound, &in_flight, req_id, request, received_ms);
+                            }
+                            ClientFrame::Keyed { req_id, key, request } => {
+                                let received_ms = gateway.hub.now_ms();
+                                let seen = gateway.keys.begin(player, key, received_ms);
+                                dispatch_keyed(gateway, player, outbound, &in_flight, req_id, request, received_ms, seen);
                             }
                             ClientFrame::Hello(_) => {
                                 break Some(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
@@ -560,16 +567,8 @@ fn dispatch(
     let Ok(permit) = in_flight.clone().try_acquire_owned() else {
         let reply = ServerFrame::Reply {
             req_id,
-            result: Err(ErrorReply::new(
-                ErrorCode::TooManyRequestsInFlight,
-                format!(
-                    "at most {} requests may be in flight on one connection; wait for replies",
-                    gateway.limits.requests_in_flight_max
-                ),
-            )),
+            result: Err(too_many_in_flight(gateway)),
         };
-        metrics::counter!("playtree_rate_limited_total", "limit" => "requests_in_flight")
-            .increment(1);
         outbound.push("reply", frame_bytes(&reply));
         return;
     };
@@ -598,4 +597,116 @@ fn dispatch(
         }
         .in_current_span(),
     );
+}
+
+/// Runs a `Keyed` request once per key: the first time it is carried out and its result
+/// kept for the key (also when the client was told 5002 meanwhile: the request still
+/// completes, and a retry gets its result); a request sent again with the key waits for
+/// that result instead.
+#[allow(clippy::too_many_arguments)]
+fn dispatch_keyed(
+    gateway: &Arc<Gateway>,
+    player: &str,
+    outbound: &Outbound,
+    in_flight: &Arc<Semaphore>,
+    req_id: u32,
+    request: playtree_protocol::Request,
+    received_ms: u64,
+    seen: crate::idempotency::Seen,
+) {
+    use crate::idempotency::Seen;
+    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+        let refused = too_many_in_flight(gateway);
+        // Not carried out: a retry with the key must not wait for it forever.
+        if let Seen::First(result) = seen {
+            result.send_replace(Some(Err(refused.clone())));
+        }
+        outbound.push(
+            "reply",
+            frame_bytes(&ServerFrame::Reply {
+                req_id,
+                result: Err(refused),
+            }),
+        );
+        return;
+    };
+    let hub = gateway.hub.clone();
+    let player = player.to_owned();
+    let outbound = outbound.clone();
+    let answer_within = hub.call_timeout();
+    let keep_for = Duration::from_millis(gateway.limits.idempotency_ttl_ms);
+    tokio::spawn(
+        async move {
+            let reply = |result: Result<ReplyBody, ErrorReply>| {
+                outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
+            };
+            let still_running = || {
+                ErrorReply::new(
+                    ErrorCode::Timeout,
+                    "the request with this key is still being carried out; send it again with the same key for its result",
+                )
+            };
+            match seen {
+                Seen::Again(mut first) => {
+                    metrics::counter!("playtree_idempotent_replays_total").increment(1);
+                    let waited = tokio::time::timeout(answer_within, first.wait_for(Option::is_some)).await;
+                    match waited {
+                        Ok(Ok(outcome)) => reply(outcome.clone().unwrap_or_else(|| Err(still_running()))),
+                        _ => reply(Err(still_running())),
+                    }
+                }
+                Seen::First(result) => {
+                    // The reply port is this task's: the request keeps its place and
+                    // completes even if the client is told 5002 first.
+                    let (port, answer) = tokio::sync::oneshot::channel();
+                    let sent = hub
+                        .cast_session(&player, SessionMsg::Stamped {
+                            request,
+                            received_ms,
+                            reply: port.into(),
+                        })
+                        .await;
+                    if let Err(error) = sent {
+                        let error = error.to_reply();
+                        result.send_replace(Some(Err(error.clone())));
+                        reply(Err(error));
+                        return;
+                    }
+                    let failed = || {
+                        ErrorReply::new(
+                            ErrorCode::EntityUnavailable,
+                            "the entity failed while handling the request; it restarts from its last durable state",
+                        )
+                    };
+                    let mut answer = std::pin::pin!(answer);
+                    match tokio::time::timeout(answer_within, answer.as_mut()).await {
+                        Ok(outcome) => {
+                            let outcome = outcome.unwrap_or_else(|_| Err(failed()));
+                            result.send_replace(Some(outcome.clone()));
+                            reply(outcome);
+                        }
+                        Err(_) => {
+                            reply(Err(still_running()));
+                            if let Ok(outcome) = tokio::time::timeout(keep_for, answer).await {
+                                result.send_replace(Some(outcome.unwrap_or_else(|_| Err(failed()))));
+                            }
+                        }
+                    }
+                }
+            }
+            drop(permit);
+        }
+        .in_current_span(),
+    );
+}
+
+fn too_many_in_flight(gateway: &Gateway) -> ErrorReply {
+    metrics::counter!("playtree_rate_limited_total", "limit" => "requests_in_flight").increment(1);
+    ErrorReply::new(
+        ErrorCode::TooManyRequestsInFlight,
+        format!(
+            "at most {} requests may be in flight on one connection; wait for replies",
+            gateway.limits.requests_in_flight_max
+        ),
+    )
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod gateway;
+pub mod idempotency;
 pub mod questions;
 pub mod server;
 

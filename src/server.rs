@@ -111,6 +111,10 @@ pub async fn start_with_auth(
         limits: config.limits.clone(),
         fanout: config.fanout.clone(),
         open_connections: AtomicUsize::new(0),
+        keys: crate::idempotency::Keys::new(
+            config.limits.idempotency_keys_max,
+            config.limits.idempotency_ttl_ms,
+        ),
         next_connection: AtomicU64::new(0),
         shutdown: shutdown_rx.clone(),
     });

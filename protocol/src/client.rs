@@ -11,6 +11,14 @@ pub enum ClientFrame {
     Hello(Hello),
     /// A request; the server answers with `ServerFrame::Reply` carrying the same `req_id`.
     Request { req_id: u32, request: Request },
+    /// A request with an idempotency key chosen by the client: a request sent again with
+    /// the same key (on any connection of the same player, while the server keeps the
+    /// key) is not carried out again; it is answered with the first one's result.
+    Keyed {
+        req_id: u32,
+        key: u64,
+        request: Request,
+    },
 }
 
 /// Handshake: protocol version, bearer token (in the frame, never in the URL, because
@@ -100,7 +108,9 @@ impl ClientFrame {
     pub fn kind_name(&self) -> &'static str {
         match self {
             ClientFrame::Hello(_) => "hello",
-            ClientFrame::Request { request, .. } => request.kind_name(),
+            ClientFrame::Request { request, .. } | ClientFrame::Keyed { request, .. } => {
+                request.kind_name()
+            }
         }
     }
 }

@@ -48,6 +48,14 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
             }),
         ),
         (
+            "keyed",
+            ClientFrame::Keyed {
+                req_id: 11,
+                key: 300,
+                request: Request::GetWallet,
+            },
+        ),
+        (
             "quick_join",
             ClientFrame::Request {
                 req_id: 7,

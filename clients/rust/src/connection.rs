@@ -409,10 +409,34 @@ impl Client {
 
     /// Sends a request and waits for its reply.
     pub async fn request(&self, request: Request) -> Result<ReplyBody, ClientError> {
+        self.send_request(|req_id| ClientFrame::Request { req_id, request })
+            .await
+    }
+
+    /// Sends `request` with the idempotency key `key`: sent again with the same key
+    /// (after a timeout, on this or another connection of the player), it takes effect
+    /// once and is answered with the first result. Choose a fresh key per operation.
+    pub async fn request_keyed(
+        &self,
+        request: Request,
+        key: u64,
+    ) -> Result<ReplyBody, ClientError> {
+        self.send_request(|req_id| ClientFrame::Keyed {
+            req_id,
+            key,
+            request,
+        })
+        .await
+    }
+
+    async fn send_request(
+        &self,
+        frame: impl FnOnce(u32) -> ClientFrame,
+    ) -> Result<ReplyBody, ClientError> {
         let req_id = self.next_req_id.fetch_add(1, Ordering::Relaxed);
         let (waiter, reply) = oneshot::channel();
         lock(&self.shared.pending).insert(req_id, waiter);
-        let frame = encode_client(&ClientFrame::Request { req_id, request });
+        let frame = encode_client(&frame(req_id));
         if self.outgoing.send(frame).await.is_err() {
             lock(&self.shared.pending).remove(&req_id);
             return Err(self.closed_error());
