@@ -219,3 +219,28 @@ async fn a_nonce_spun_elsewhere_is_reported_as_a_gap_by_the_verifier() {
         )]
     );
 }
+
+#[tokio::test]
+async fn a_join_reply_says_where_on_the_room_stream_it_stands() {
+    let server = TestServer::start(TEST_WHEEL).await;
+    let (alice, mut alice_events) = server.connect("alice").await;
+    let joined = alice.quick_join_wheel(Some("test")).await.expect("join");
+    let (bob, _bob_events) = server.connect("bob").await;
+    let bob_joined = bob.quick_join_wheel(Some("test")).await.expect("join");
+    assert_eq!(bob_joined.room, joined.room);
+    assert_eq!(
+        bob_joined.members,
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
+    // Bob's own MemberJoined is the event at the seq his reply names: alice, following
+    // the room, gets it there.
+    let seen = common::next_event(&mut alice_events, |envelope| match &envelope.event {
+        playtree_protocol::Event::MemberJoined { player, .. } if player == "bob" => {
+            Some((envelope.epoch, envelope.seq))
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(seen, (bob_joined.stream_epoch, bob_joined.stream_seq));
+    assert!(bob_joined.stream_seq > joined.stream_seq);
+}

@@ -28,4 +28,4 @@ pub use server::{
 /// The protocol's major version. A client whose `Hello` names another major version is
 /// refused with [`ErrorCode::UnsupportedVersion`]. New enum variants go at the end of their
 /// enum and do not change this number.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

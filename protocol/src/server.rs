@@ -232,6 +232,9 @@ pub enum ReplyBody {
 pub struct QuizJoined {
     pub room: RoomId,
     pub stream_epoch: u64,
+    /// The room stream's seq that `snapshot` reflects: apply the snapshot, then only
+    /// events of this epoch with a higher seq.
+    pub stream_seq: u64,
     /// The private code, for private rooms.
     pub code: Option<String>,
     pub snapshot: RoomSnapshot,
@@ -269,6 +272,9 @@ pub struct RoomJoined {
     pub kind: RoomKind,
     /// The epoch of the room's stream (`StreamId::Room`).
     pub stream_epoch: u64,
+    /// The room stream's seq that `members` reflects: events of this epoch with a higher
+    /// seq come after it.
+    pub stream_seq: u64,
     pub wheel: WheelInfo,
     pub fairness: FairnessInfo,
     pub members: Vec<String>,

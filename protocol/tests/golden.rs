@@ -38,7 +38,7 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
         (
             "hello",
             ClientFrame::Hello(Hello {
-                protocol_version: 1,
+                protocol_version: 2,
                 token: "tok".into(),
                 resume: vec![StreamPosition {
                     stream: StreamId::Room(300),
@@ -98,6 +98,24 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
 
 fn server_frames() -> Vec<(&'static str, ServerFrame)> {
     vec![
+        (
+            "reply_quiz_joined",
+            ServerFrame::Reply {
+                req_id: 2,
+                result: Ok(ReplyBody::QuizJoined(QuizJoined {
+                    room: 5,
+                    stream_epoch: 9,
+                    stream_seq: 3,
+                    code: None,
+                    snapshot: RoomSnapshot {
+                        room: 5,
+                        kind: RoomKind::Quiz,
+                        members: vec!["a".into()],
+                        quiz: None,
+                    },
+                })),
+            },
+        ),
         (
             "welcome",
             ServerFrame::Welcome(Welcome {
@@ -223,6 +241,7 @@ fn frames_of_every_variant_round_trip() {
         room: 5,
         kind: RoomKind::Wheel,
         stream_epoch: 9,
+        stream_seq: 3,
         wheel: WheelInfo {
             id: "classic".into(),
             segments: vec![SegmentInfo {

@@ -326,6 +326,7 @@ fn join(cx: &mut Cx<'_>, player: String, outbounds: Vec<Outbound>) -> Result<Roo
         kind: setup.kind,
         variant: setup.variant,
         stream_epoch: cx.stream.epoch(),
+        stream_seq: cx.stream.seq(),
         members: cx.state().members.iter().cloned().collect(),
         private_code: setup.private_code,
         snapshot: view::snapshot(room, cx.state(), cx.env),

@@ -23,6 +23,8 @@ pub struct RoomView {
     pub kind: RoomKind,
     pub variant: String,
     pub stream_epoch: u64,
+    /// The stream's seq that `members` and `snapshot` reflect.
+    pub stream_seq: u64,
     pub members: Vec<String>,
     pub private_code: Option<String>,
     pub snapshot: RoomSnapshot,

@@ -269,6 +269,7 @@ async fn join(
                 room,
                 kind,
                 stream_epoch: view.stream_epoch,
+                stream_seq: view.stream_seq,
                 wheel: wheel.info(),
                 fairness,
                 members: view.members,
@@ -277,6 +278,7 @@ async fn join(
         _ => ReplyBody::QuizJoined(QuizJoined {
             room,
             stream_epoch: view.stream_epoch,
+            stream_seq: view.stream_seq,
             code: view.private_code,
             snapshot: view.snapshot,
         }),
