@@ -44,6 +44,9 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Give up after this many failed attempts in a row.
     pub reconnect_attempts_max: u32,
+    /// Certificates (DER) trusted for `wss://` besides the public roots: a private CA,
+    /// or a test's self-signed certificate.
+    pub tls_roots: Vec<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +59,7 @@ impl Default for ClientOptions {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             reconnect_attempts_max: 20,
+            tls_roots: Vec::new(),
         }
     }
 }
@@ -128,17 +132,43 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Connects and completes the handshake.
+/// The TLS set-up for `wss://` URLs: the public roots plus `extra_roots`, with rustls'
+/// aws-lc-rs provider (chosen here, not left to a process-wide default).
+fn tls_connector(extra_roots: &[Vec<u8>]) -> Result<tokio_tungstenite::Connector, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra_roots {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|error| ClientError::Connect(format!("a TLS root does not parse: {error}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ClientError::Connect(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
+}
+
+/// Connects (over TLS for `wss://`) and completes the handshake.
 async fn handshake(
     url: &str,
     token: &str,
     resume: Vec<StreamPosition>,
-    timeout: Duration,
+    options: &ClientOptions,
 ) -> Result<(Welcome, Sink, Source), ClientError> {
+    let timeout = options.handshake_timeout;
     let attempt = async {
-        let (websocket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|error| ClientError::Connect(error.to_string()))?;
+        let connector = if url.starts_with("wss://") {
+            tls_connector(&options.tls_roots)?
+        } else {
+            tokio_tungstenite::Connector::Plain
+        };
+        let (websocket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
+                .await
+                .map_err(|error| ClientError::Connect(error.to_string()))?;
         let (mut sink, mut source) = websocket.split();
         let hello = ClientFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -298,7 +328,7 @@ async fn run(
                     seq: *seq,
                 })
                 .collect();
-            match handshake(&shared.url, &token, resume, options.handshake_timeout).await {
+            match handshake(&shared.url, &token, resume, &options).await {
                 Ok((welcome, new_sink, new_source)) => {
                     *lock(&shared.welcome) = welcome;
                     shared.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -335,8 +365,7 @@ impl Client {
         token: &str,
         options: ClientOptions,
     ) -> Result<(Client, Events), ClientError> {
-        let (welcome, sink, source) =
-            handshake(url, token, Vec::new(), options.handshake_timeout).await?;
+        let (welcome, sink, source) = handshake(url, token, Vec::new(), &options).await?;
         let (outgoing, outgoing_rx) = mpsc::channel::<Vec<u8>>(256);
         let (events_tx, events_rx) = mpsc::channel(options.event_buffer.max(1));
         let (ended_tx, ended) = watch::channel(None);
