@@ -73,6 +73,7 @@ pub struct LimitsConfig {
     pub write_timeout_ms: u64,
     pub read_buffer_bytes: usize,
     pub idempotency_keys_max: usize,
+    pub idempotency_keys_per_player: usize,
     pub idempotency_ttl_ms: u64,
     pub write_buffer_bytes: usize,
     pub frames_per_second: u32,
@@ -198,6 +199,10 @@ impl ServerConfig {
                 limits.idempotency_keys_max as u64,
             ),
             ("limits.idempotency_ttl_ms", limits.idempotency_ttl_ms),
+            (
+                "limits.idempotency_keys_per_player",
+                limits.idempotency_keys_per_player as u64,
+            ),
             ("auth.max_lifetime_s", self.auth.max_lifetime_s),
             ("auth.dev_token_lifetime_s", self.auth.dev_token_lifetime_s),
         ] {

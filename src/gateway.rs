@@ -460,9 +460,14 @@ async fn serve_welcomed(
                                 let received_ms = gateway.hub.now_ms();
                                 dispatch(gateway, player, outbound, &in_flight, req_id, request, received_ms);
                             }
+                            // A token refresh is the connection's own: no key needed.
+                            ClientFrame::Keyed { req_id, request: Request::RefreshToken { token }, .. } => {
+                                let result = refresh(gateway, &mut live, &token);
+                                outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
+                            }
                             ClientFrame::Keyed { req_id, key, request } => {
                                 let received_ms = gateway.hub.now_ms();
-                                let seen = gateway.keys.begin(player, key, received_ms);
+                                let seen = gateway.keys.begin(player, key, crate::idempotency::digest(&request));
                                 dispatch_keyed(gateway, player, outbound, &in_flight, req_id, request, received_ms, seen);
                             }
                             ClientFrame::Hello(_) => {
@@ -602,7 +607,7 @@ fn dispatch(
 /// Runs a `Keyed` request once per key: the first time it is carried out and its result
 /// kept for the key (also when the client was told 5002 meanwhile: the request still
 /// completes, and a retry gets its result); a request sent again with the key waits for
-/// that result instead.
+/// that result instead (3008 if it is not there within the call timeout).
 #[allow(clippy::too_many_arguments)]
 fn dispatch_keyed(
     gateway: &Arc<Gateway>,
@@ -615,89 +620,101 @@ fn dispatch_keyed(
     seen: crate::idempotency::Seen,
 ) {
     use crate::idempotency::Seen;
-    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-        let refused = too_many_in_flight(gateway);
-        // Not carried out: a retry with the key must not wait for it forever.
-        if let Seen::First(result) = seen {
-            result.send_replace(Some(Err(refused.clone())));
+    let reply = {
+        let outbound = outbound.clone();
+        move |result: Result<ReplyBody, ErrorReply>| {
+            outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
         }
-        outbound.push(
-            "reply",
-            frame_bytes(&ServerFrame::Reply {
-                req_id,
-                result: Err(refused),
-            }),
-        );
-        return;
     };
-    let hub = gateway.hub.clone();
+    let taken = match seen {
+        Seen::Refused(error) => return reply(Err(error)),
+        Seen::Again(mut first) => {
+            metrics::counter!("playtree_idempotent_replays_total").increment(1);
+            let wait = gateway.hub.call_timeout();
+            tokio::spawn(
+                async move {
+                    let waited = tokio::time::timeout(wait, first.wait_for(Option::is_some)).await;
+                    let outcome = match waited {
+                        Ok(Ok(outcome)) => outcome.clone(),
+                        _ => None,
+                    };
+                    reply(outcome.unwrap_or_else(|| Err(in_progress())));
+                }
+                .in_current_span(),
+            );
+            return;
+        }
+        Seen::First(taken) => taken,
+    };
+    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+        // Not carried out: the key keeps nothing, a retry runs it.
+        gateway.keys.forget(taken);
+        return reply(Err(too_many_in_flight(gateway)));
+    };
+    let gateway = gateway.clone();
     let player = player.to_owned();
-    let outbound = outbound.clone();
-    let answer_within = hub.call_timeout();
-    let keep_for = Duration::from_millis(gateway.limits.idempotency_ttl_ms);
     tokio::spawn(
         async move {
-            let reply = |result: Result<ReplyBody, ErrorReply>| {
-                outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
-            };
-            let still_running = || {
+            // The reply port is this task's: the request keeps its place and completes
+            // even if the client is told 5002 first.
+            let (port, answer) = tokio::sync::oneshot::channel();
+            let sent = gateway
+                .hub
+                .cast_session(&player, SessionMsg::Stamped {
+                    request,
+                    received_ms,
+                    reply: port.into(),
+                })
+                .await;
+            if let Err(error) = sent {
+                // It never reached the session: nothing was carried out.
+                gateway.keys.forget(taken);
+                drop(permit);
+                return reply(Err(error.to_reply()));
+            }
+            let failed = || {
                 ErrorReply::new(
-                    ErrorCode::Timeout,
-                    "the request with this key is still being carried out; send it again with the same key for its result",
+                    ErrorCode::EntityUnavailable,
+                    "the entity failed while handling the request; it restarts from its last durable state",
                 )
             };
-            match seen {
-                Seen::Again(mut first) => {
-                    metrics::counter!("playtree_idempotent_replays_total").increment(1);
-                    let waited = tokio::time::timeout(answer_within, first.wait_for(Option::is_some)).await;
-                    match waited {
-                        Ok(Ok(outcome)) => reply(outcome.clone().unwrap_or_else(|| Err(still_running()))),
-                        _ => reply(Err(still_running())),
-                    }
+            let mut answer = std::pin::pin!(answer);
+            match tokio::time::timeout(gateway.hub.call_timeout(), answer.as_mut()).await {
+                Ok(outcome) => {
+                    let outcome = outcome.unwrap_or_else(|_| Err(failed()));
+                    gateway.keys.finish(taken, outcome.clone());
+                    drop(permit);
+                    reply(outcome);
                 }
-                Seen::First(result) => {
-                    // The reply port is this task's: the request keeps its place and
-                    // completes even if the client is told 5002 first.
-                    let (port, answer) = tokio::sync::oneshot::channel();
-                    let sent = hub
-                        .cast_session(&player, SessionMsg::Stamped {
-                            request,
-                            received_ms,
-                            reply: port.into(),
-                        })
-                        .await;
-                    if let Err(error) = sent {
-                        let error = error.to_reply();
-                        result.send_replace(Some(Err(error.clone())));
-                        reply(Err(error));
-                        return;
-                    }
-                    let failed = || {
-                        ErrorReply::new(
-                            ErrorCode::EntityUnavailable,
-                            "the entity failed while handling the request; it restarts from its last durable state",
-                        )
+                Err(_) => {
+                    // The client hears now (and its connection gets its slot back); the
+                    // result is kept for the key when it comes.
+                    drop(permit);
+                    reply(Err(ErrorReply::new(
+                        ErrorCode::Timeout,
+                        "no answer in time; the request is still being carried out: send it again with the same key for its result",
+                    )));
+                    let keep_for = Duration::from_millis(gateway.limits.idempotency_ttl_ms);
+                    let outcome = match tokio::time::timeout(keep_for, answer).await {
+                        Ok(outcome) => outcome.unwrap_or_else(|_| Err(failed())),
+                        Err(_) => Err(ErrorReply::new(
+                            ErrorCode::Timeout,
+                            "the request did not finish; its outcome is unknown",
+                        )),
                     };
-                    let mut answer = std::pin::pin!(answer);
-                    match tokio::time::timeout(answer_within, answer.as_mut()).await {
-                        Ok(outcome) => {
-                            let outcome = outcome.unwrap_or_else(|_| Err(failed()));
-                            result.send_replace(Some(outcome.clone()));
-                            reply(outcome);
-                        }
-                        Err(_) => {
-                            reply(Err(still_running()));
-                            if let Ok(outcome) = tokio::time::timeout(keep_for, answer).await {
-                                result.send_replace(Some(outcome.unwrap_or_else(|_| Err(failed()))));
-                            }
-                        }
-                    }
+                    gateway.keys.finish(taken, outcome);
                 }
             }
-            drop(permit);
         }
         .in_current_span(),
     );
+}
+
+fn in_progress() -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::RequestInProgress,
+        "the request with this key is still being carried out; send it again with the same key for its result",
+    )
 }
 
 fn too_many_in_flight(gateway: &Gateway) -> ErrorReply {

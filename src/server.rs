@@ -113,7 +113,8 @@ pub async fn start_with_auth(
         open_connections: AtomicUsize::new(0),
         keys: crate::idempotency::Keys::new(
             config.limits.idempotency_keys_max,
-            config.limits.idempotency_ttl_ms,
+            config.limits.idempotency_keys_per_player,
+            Duration::from_millis(config.limits.idempotency_ttl_ms),
         ),
         next_connection: AtomicU64::new(0),
         shutdown: shutdown_rx.clone(),

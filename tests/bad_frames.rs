@@ -90,7 +90,13 @@ async fn each_bad_frame_gets_its_error_and_close_code_and_the_server_carries_on(
         (
             "wrong version",
             Phase::Connected,
-            Some(hello(server.token("old"), PROTOCOL_VERSION + 1)),
+            Some(hello(server.token("new"), PROTOCOL_VERSION + 1)),
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            "version 1",
+            Phase::Connected,
+            Some(hello(server.token("old"), 1)),
             ErrorCode::UnsupportedVersion,
         ),
         ("silence", Phase::Connected, None, ErrorCode::HelloTimeout),

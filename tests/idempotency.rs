@@ -63,5 +63,36 @@ async fn a_keyed_request_sent_again_takes_effect_once() {
     assert_eq!(lines, vec!["hello".to_owned(), "bye".to_owned()]);
 
     // Keys are each player's own: bob's key 7 is a request of its own.
-    bob.request_keyed(chat("bob's"), 7).await.expect("sent");
+    let bob_wallet = bob
+        .request_keyed(Request::GetWallet, 7)
+        .await
+        .expect("bob's own key 7");
+    assert!(
+        matches!(bob_wallet, ReplyBody::Wallet { balance: 0 }),
+        "{bob_wallet:?}"
+    );
+    // A key given to another request is refused, and nothing is carried out.
+    let reused = alice
+        .request_keyed(Request::GetWallet, 41)
+        .await
+        .expect_err("key 41 was a spin");
+    assert_eq!(reused.code(), Some(playtree_protocol::ErrorCode::KeyReused));
+}
+
+#[tokio::test]
+async fn a_keyed_spin_retried_is_recorded_and_verified_once() {
+    let server = TestServer::start(TEST_WHEEL).await;
+    let (alice, _events) = server.connect("alice").await;
+    let room = alice
+        .quick_join_wheel(Some("test"))
+        .await
+        .expect("join")
+        .room;
+    let first = alice.spin_keyed(room, "seed", 1).await.expect("spins");
+    let again = alice.spin_keyed(room, "seed", 1).await.expect("answered");
+    assert_eq!(first, again);
+    let reveal = alice.rotate_seed("test").await.expect("rotate");
+    let verdicts = alice.verify_spins(&reveal);
+    assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+    assert!(verdicts[0].1.is_ok(), "{verdicts:?}");
 }

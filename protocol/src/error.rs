@@ -84,6 +84,11 @@ codes! {
     RateLimited = 3005, close = None;
     /// The connection kept exceeding its rate limit after being told.
     RateLimitPersisted = 3006, close = Some(CloseCode::RateLimited);
+    /// The idempotency key was given before to a different request.
+    KeyReused = 3007, close = None;
+    /// The request first sent with this idempotency key is still being carried out;
+    /// send it again (same key) for its result.
+    RequestInProgress = 3008, close = None;
     /// The server is shutting down; reconnect (to another node) shortly.
     ShuttingDown = 3003, close = Some(CloseCode::ShuttingDown);
     /// The wheel (or other variant) named does not exist in this server's config.

@@ -119,7 +119,7 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
         (
             "welcome",
             ServerFrame::Welcome(Welcome {
-                protocol_version: 1,
+                protocol_version: 2,
                 player_id: "alice".into(),
                 role: Role::Player,
                 player_stream_epoch: 1000,

@@ -44,8 +44,9 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Give up after this many failed attempts in a row.
     pub reconnect_attempts_max: u32,
-    /// Certificates (DER) trusted for `wss://` besides the public roots: a private CA,
-    /// or a test's self-signed certificate.
+    /// Certificates (DER) trusted for `wss://` besides the public roots: a private CA's
+    /// (a server certificate must be issued by one of them; webpki refuses a
+    /// self-signed CA certificate used as the server's own).
     pub tls_roots: Vec<Vec<u8>>,
 }
 
@@ -501,6 +502,11 @@ impl Client {
                 let wheel = joined.wheel.id.clone();
                 lock(&self.wheels).insert(wheel.clone(), joined.wheel.clone());
                 lock(&self.rooms).insert(joined.room, wheel.clone());
+                self.note_position(
+                    StreamId::Room(joined.room),
+                    joined.stream_epoch,
+                    joined.stream_seq,
+                );
                 // The first promise this client sees for the wheel stands until a
                 // rotation reveals it: a server that changes the seed silently is then
                 // caught at verification.
@@ -520,7 +526,13 @@ impl Client {
             kind: RoomKind::Quiz,
             variant: None,
         };
-        quiz_joined(self.request(request).await?)
+        let joined = quiz_joined(self.request(request).await?)?;
+        self.note_position(
+            StreamId::Room(joined.room),
+            joined.stream_epoch,
+            joined.stream_seq,
+        );
+        Ok(joined)
     }
 
     /// Opens a private quiz room; share `QuizJoined::code` with friends.
@@ -529,16 +541,28 @@ impl Client {
             kind: RoomKind::Quiz,
             variant: None,
         };
-        quiz_joined(self.request(request).await?)
+        let joined = quiz_joined(self.request(request).await?)?;
+        self.note_position(
+            StreamId::Room(joined.room),
+            joined.stream_epoch,
+            joined.stream_seq,
+        );
+        Ok(joined)
     }
 
     pub async fn join_private(&self, code: &str) -> Result<QuizJoined, ClientError> {
-        quiz_joined(
+        let joined = quiz_joined(
             self.request(Request::JoinPrivate {
                 code: code.to_owned(),
             })
             .await?,
-        )
+        )?;
+        self.note_position(
+            StreamId::Room(joined.room),
+            joined.stream_epoch,
+            joined.stream_seq,
+        );
+        Ok(joined)
     }
 
     /// Answers question `question` (its index in the game) with choice `choice`.
@@ -615,12 +639,34 @@ impl Client {
 
     /// Spins the wheel of `room`; the spin is recorded for [`Client::verify_spins`].
     pub async fn spin(&self, room: RoomId, client_seed: &str) -> Result<SpinOutcome, ClientError> {
-        let reply = self
-            .request(Request::Spin {
-                room,
-                client_seed: client_seed.to_owned(),
-            })
-            .await?;
+        self.spin_with(room, client_seed, None).await
+    }
+
+    /// [`Client::spin`] with an idempotency key: sent again with the same key after a
+    /// timeout or a reconnect, it spins once and answers the same outcome.
+    pub async fn spin_keyed(
+        &self,
+        room: RoomId,
+        client_seed: &str,
+        key: u64,
+    ) -> Result<SpinOutcome, ClientError> {
+        self.spin_with(room, client_seed, Some(key)).await
+    }
+
+    async fn spin_with(
+        &self,
+        room: RoomId,
+        client_seed: &str,
+        key: Option<u64>,
+    ) -> Result<SpinOutcome, ClientError> {
+        let request = Request::Spin {
+            room,
+            client_seed: client_seed.to_owned(),
+        };
+        let reply = match key {
+            Some(key) => self.request_keyed(request, key).await?,
+            None => self.request(request).await?,
+        };
         match reply {
             ReplyBody::Spun(outcome) => {
                 // Recorded under the wheel this client knows the room by, with what it
@@ -630,6 +676,15 @@ impl Client {
                     .cloned()
                     .unwrap_or_else(|| outcome.wheel.clone());
                 let promise = lock(&self.promises).get(&wheel_id).copied();
+                // A keyed spin answered again (a retry) is the same spin: recorded once.
+                let recorded = lock(&self.spins).iter().any(|record| {
+                    record.outcome.wheel == outcome.wheel
+                        && record.outcome.nonce == outcome.nonce
+                        && record.outcome.commitment == outcome.commitment
+                });
+                if recorded {
+                    return Ok(outcome);
+                }
                 if let Some(wheel) = lock(&self.wheels).get(&wheel_id).cloned() {
                     lock(&self.spins).push(SpinRecord {
                         wheel,
@@ -727,6 +782,21 @@ impl Client {
     /// Every spin this client has made, for verification by other means.
     pub fn spin_records(&self) -> Vec<SpinRecord> {
         lock(&self.spins).clone()
+    }
+}
+
+impl Client {
+    /// A join reply says where on the room's stream it stands: a resume starts from
+    /// there unless events already took the client further.
+    fn note_position(&self, stream: StreamId, epoch: u64, seq: u64) {
+        lock(&self.shared.positions)
+            .entry(stream)
+            .and_modify(|position| {
+                if position.0 != epoch || position.1 < seq {
+                    *position = (epoch, seq);
+                }
+            })
+            .or_insert((epoch, seq));
     }
 }
 
