@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use playtree::auth::Claims;
 use playtree_protocol::codec::{decode_server, encode_client};
 use playtree_protocol::{
-    ClientFrame, Event, Hello, PROTOCOL_VERSION, ReplyBody, Request, Role, RoomKind, ServerFrame,
+    ClientFrame, Event, Hello, PROTOCOL_VERSION, Request, Role, RoomKind, ServerFrame,
 };
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -44,6 +44,9 @@ struct Args {
     wrap: Vec<String>,
     /// Another build of the server to measure (an older commit, for a side-by-side).
     binary: Option<String>,
+    /// The protocol version the clients say they speak (1 for builds before version 2:
+    /// the clients use only frames both versions share).
+    protocol_version: u16,
 }
 
 fn parse_args() -> Args {
@@ -58,6 +61,7 @@ fn parse_args() -> Args {
         idle_only: false,
         wrap: Vec::new(),
         binary: None,
+        protocol_version: PROTOCOL_VERSION,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -79,6 +83,9 @@ fn parse_args() -> Args {
             "--idle-only" => args.idle_only = true,
             "--wrap" => args.wrap = value().split_whitespace().map(str::to_owned).collect(),
             "--binary" => args.binary = Some(value()),
+            "--protocol-version" => {
+                args.protocol_version = value().parse().expect("--protocol-version N")
+            }
             // cargo bench passes --bench; --list is asked by cargo test.
             "--bench" => {}
             "--list" => std::process::exit(0),
@@ -234,14 +241,21 @@ async fn next_frame(socket: &mut Socket) -> ServerFrame {
 }
 
 /// Connects, says Hello, and (unless `idle_only`) joins a wheel room; returns the socket
-/// and the room (0 when none).
-async fn join(url: &str, token: String, idle_only: bool) -> (Socket, u64) {
+/// and the room (0 when none). The room is learnt from the player's own `MemberJoined`
+/// event, which both protocol versions share (their join replies differ).
+async fn join(
+    url: &str,
+    token: String,
+    player: &str,
+    version: u16,
+    idle_only: bool,
+) -> (Socket, u64) {
     let (mut socket, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("connects");
     socket
         .send(binary(&ClientFrame::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: version,
             token,
             resume: Vec::new(),
         })))
@@ -265,11 +279,29 @@ async fn join(url: &str, token: String, idle_only: bool) -> (Socket, u64) {
         .await
         .expect("join");
     loop {
-        if let ServerFrame::Reply { req_id: 1, result } = next_frame(&mut socket).await {
-            match result {
-                Ok(ReplyBody::RoomJoined(joined)) => return (socket, joined.room),
-                other => panic!("join failed: {other:?}"),
+        let Some(Ok(message)) = socket.next().await else {
+            panic!("connection ended while joining")
+        };
+        let Message::Binary(bytes) = message else {
+            continue;
+        };
+        match decode_server(&bytes, 1 << 20) {
+            Ok(ServerFrame::Event(envelope)) => {
+                if let Event::MemberJoined {
+                    room,
+                    player: joined,
+                } = envelope.event
+                    && joined == player
+                {
+                    return (socket, room);
+                }
             }
+            Ok(ServerFrame::Reply {
+                req_id: 1,
+                result: Err(error),
+            }) => panic!("join failed: {error:?}"),
+            // The other version's join reply, or anything else.
+            _ => continue,
         }
     }
 }
@@ -316,7 +348,10 @@ async fn drive(
     };
     let receiver = async move {
         let mut local = Vec::new();
-        while let Some(Ok(message)) = source.next().await {
+        // Until the end of the run, even for a client that hears nothing near it (its
+        // latencies are kept either way).
+        let until = tokio::time::Instant::from_std(stop);
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, source.next()).await {
             let Message::Binary(bytes) = message else {
                 continue;
             };
@@ -333,9 +368,6 @@ async fn drive(
                 let now_us = epoch.elapsed().as_micros() as u64;
                 local.push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
                 totals.deliveries.fetch_add(1, Ordering::Relaxed);
-            }
-            if Instant::now() >= stop {
-                break;
             }
         }
         totals
@@ -415,9 +447,14 @@ async fn run(args: Args, server: Server, pid: u32) {
     let mut clients = Vec::with_capacity(args.clients);
     let started = Instant::now();
     for chunk in (0..args.clients).collect::<Vec<_>>().chunks(10) {
-        let joins = chunk
-            .iter()
-            .map(|index| join(&url, token(&format!("p{index}"), now_s), args.idle_only));
+        let joins = chunk.iter().map(|index| {
+            let (url, player) = (url.clone(), format!("p{index}"));
+            let (version, idle_only) = (args.protocol_version, args.idle_only);
+            async move {
+                let token = token(&player, now_s);
+                join(&url, token, &player, version, idle_only).await
+            }
+        });
         clients.extend(futures_util::future::join_all(joins).await);
     }
     let rooms: std::collections::BTreeSet<u64> = clients.iter().map(|(_, room)| *room).collect();
