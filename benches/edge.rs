@@ -40,9 +40,6 @@ struct Args {
     extra: String,
     /// Connect and say Hello only (no room, no load): memory per bare connection.
     idle_only: bool,
-    /// With `--idle-only`, wait this long after connecting before measuring again (to
-    /// see idle sessions passivate, with `--extra` setting `session.passivate_after_ms`).
-    settle_ms: u64,
     /// A command the server runs under (e.g. a heap profiler), split on spaces.
     wrap: Vec<String>,
     /// Another build of the server to measure (an older commit, for a side-by-side).
@@ -62,7 +59,6 @@ fn parse_args() -> Args {
         client_core: 1,
         extra: String::new(),
         idle_only: false,
-        settle_ms: 0,
         wrap: Vec::new(),
         binary: None,
         protocol_version: PROTOCOL_VERSION,
@@ -85,7 +81,6 @@ fn parse_args() -> Args {
             "--client-core" => args.client_core = value().parse().expect("--client-core N"),
             "--extra" => args.extra = value(),
             "--idle-only" => args.idle_only = true,
-            "--settle-ms" => args.settle_ms = value().parse().expect("--settle-ms N"),
             "--wrap" => args.wrap = value().split_whitespace().map(str::to_owned).collect(),
             "--binary" => args.binary = Some(value()),
             "--protocol-version" => {
@@ -127,8 +122,7 @@ impl Drop for Server {
 
 fn start_server(args: &Args) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    // Room for a second wave of as many (`--settle-ms`).
-    let connections_max = 2 * args.clients + 100;
+    let connections_max = args.clients + 100;
     let config = format!(
         r#"
 [server]
@@ -475,40 +469,6 @@ async fn run(args: Args, server: Server, pid: u32) {
     );
 
     if args.idle_only {
-        if args.settle_ms > 0 {
-            // Idle sessions passivate meanwhile; their memory is reused by a second wave
-            // of as many connections (the allocator keeps freed memory, so the first
-            // wave's RSS does not fall: the second wave's growth is what counts).
-            tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
-            let rss_settled = rss_bytes(pid);
-            let mut second = Vec::with_capacity(args.clients);
-            for chunk in (args.clients..2 * args.clients)
-                .collect::<Vec<_>>()
-                .chunks(10)
-            {
-                let joins = chunk.iter().map(|index| {
-                    let (url, player) = (url.clone(), format!("p{index}"));
-                    let version = args.protocol_version;
-                    async move {
-                        let token = token(&player, now_s);
-                        join(&url, token, &player, version, true).await
-                    }
-                });
-                second.extend(futures_util::future::join_all(joins).await);
-            }
-            tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
-            let rss_second = rss_bytes(pid);
-            println!(
-                "edge (idle, settled): {} more connections after {} ms: RSS {:.1} → {:.1} MiB ({:.1} KiB per connection of the second wave)",
-                second.len(),
-                args.settle_ms,
-                rss_settled as f64 / 1_048_576.0,
-                rss_second as f64 / 1_048_576.0,
-                (rss_second.saturating_sub(rss_settled)) as f64
-                    / 1024.0
-                    / second.len().max(1) as f64,
-            );
-        }
         println!(
             "edge (idle): {} connections, no rooms: server RSS {:.1} MiB idle, {:.1} MiB connected ({:.1} KiB per connection)",
             clients.len(),

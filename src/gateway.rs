@@ -357,14 +357,8 @@ async fn run_connection(
         )
         .await;
     }
-    // Also to a session that passivated while the player was connected (it is activated
-    // for it): it unsubscribes the connection from the player's rooms, which start their
-    // seat grace.
-    if let Err(error) = hub
-        .cast_session(&player, SessionMsg::Disconnect { connection })
-        .await
-    {
-        tracing::debug!(%error, "the session did not hear of the closed connection");
+    if let Some(session) = hub.active_session(&player) {
+        let _ = session.cast(SessionMsg::Disconnect { connection });
     }
     tracing::info!("connection closed");
 }

@@ -88,12 +88,6 @@ pub trait Behaviour: Entity + Sized {
     /// enough: it owes nothing and waits for nothing.
     fn may_passivate(state: &Self::State, memory: &Self::Memory) -> bool;
 
-    /// Whether the entity may passivate while connections still follow it (they stay
-    /// in the directory, and its next incarnation resyncs them with a snapshot).
-    fn passivates_while_followed() -> bool {
-        false
-    }
-
     /// How long the entity stays in memory unused.
     fn passivate_after_ms(config: &GameConfig) -> u64;
 

@@ -212,14 +212,14 @@ impl<B: Behaviour> Incarnation<B> {
         crate::timers::earliest([own, Some(self.passivate_check_ms)])
     }
 
-    /// At its deadline: passivates if the entity has been idle long enough, it may, and
-    /// nobody follows it (or its kind passivates while followed); says whether it did.
+    /// At its deadline: passivates if nobody follows the entity, it may, and it has been
+    /// idle long enough; says whether it did.
     fn passivate_if_idle(&mut self, myself: &ActorRef<B::Msg>, now_ms: u64) -> bool {
         let hub = &self.core.hub;
         let idle_after_ms = B::passivate_after_ms(&hub.config);
         let idle_ms = now_ms.saturating_sub(self.last_active_ms);
         if idle_ms < idle_after_ms
-            || (!B::passivates_while_followed() && !followers_of(&self.core.followers).is_empty())
+            || !followers_of(&self.core.followers).is_empty()
             || !B::may_passivate(self.journal.state(), &self.memory)
         {
             self.passivate_check_ms = EntityCore::<B::Msg>::next_passivation_check(

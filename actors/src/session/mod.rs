@@ -292,14 +292,6 @@ impl Behaviour for SessionEntity {
         config.session.passivate_after_ms
     }
 
-    /// A player who stays connected but does nothing holds no session in memory: their
-    /// connections stay in the directory, and whatever reaches the player next (a
-    /// request, a credit) activates the session again, which resyncs them (a
-    /// `PlayerSnapshot` in the new epoch).
-    fn passivates_while_followed() -> bool {
-        true
-    }
-
     fn snapshot(cx: &Cx<'_>) -> Event {
         Event::PlayerSnapshot {
             balance: cx.state().balance,
