@@ -635,3 +635,37 @@ async fn a_retry_that_ends_while_its_session_activates_does_not_wedge_the_player
         assert!(matches!(answer, Ok(ReplyBody::RoomJoined(_))), "{answer:?}");
     }
 }
+
+#[tokio::test]
+async fn a_request_queued_behind_a_passivation_is_carried_out_by_the_next_incarnation() {
+    let mut config = config();
+    config.session.passivate_after_ms = 100;
+    let test = hub_with(config).await;
+    assert_eq!(wallet(&test, "alice").await, 0);
+    let session = test.hub.active_session("alice").expect("active");
+    test.clock.advance(1_000);
+    // Its deadline comes (it passivates) with a join already queued behind it.
+    session.cast(SessionMsg::Deadline).expect("deadline");
+    let answer = session
+        .call(
+            |reply| SessionMsg::Request {
+                request: Request::QuickJoin {
+                    kind: RoomKind::Wheel,
+                    variant: None,
+                },
+                reply,
+            },
+            Some(WAIT),
+        )
+        .await
+        .expect("sent");
+    match answer {
+        ractor::rpc::CallResult::Success(Ok(ReplyBody::RoomJoined(_))) => {}
+        other => panic!("the join is carried out, not given up: {other:?}"),
+    }
+    assert_ne!(
+        test.hub.active_session("alice").map(|s| s.get_id()),
+        Some(session.get_id()),
+        "by the next incarnation"
+    );
+}

@@ -237,6 +237,15 @@ impl Behaviour for RoomEntity {
         state.members.contains(player)
     }
 
+    fn redirect(hub: &Hub, room: &RoomId, message: RoomMsg) {
+        let (hub, room) = (hub.clone(), *room);
+        tokio::spawn(async move {
+            if let Err(error) = hub.cast_room(room, message).await {
+                tracing::warn!(room, %error, "a message for a passivating room was not passed on");
+            }
+        });
+    }
+
     fn perform(hub: &Hub, id: &RoomId, _myself: &ractor::ActorRef<RoomMsg>, effect: RoomEffect) {
         match effect {
             RoomEffect::List(listing) => hub.matchmaker.update(*id, listing),

@@ -102,6 +102,11 @@ pub trait Behaviour: Entity + Sized {
     /// Whether `player`'s connections still follow the entity in a new incarnation.
     fn keeps_follower(state: &Self::State, player: &str) -> bool;
 
+    /// Sends `message` to the entity's next incarnation: this one is passivating and
+    /// must not start anything new (a flow it started would end in an incarnation that
+    /// has forgotten it). The directory makes the send wait until this one has stopped.
+    fn redirect(hub: &Hub, id: &Self::Id, message: Self::Msg);
+
     /// Carries out one of the kind's own effects, once the events before it are durable;
     /// `myself` is the incarnation that decided it.
     fn perform(

@@ -65,6 +65,9 @@ pub struct Incarnation<B: Behaviour> {
     /// When to look next whether the entity may passivate (activity does not move it:
     /// that would reschedule the timer on every message).
     passivate_check_ms: u64,
+    /// Set once the entity passivates: what it is still sent goes to its next
+    /// incarnation (see [`Behaviour::redirect`]).
+    draining: bool,
 }
 
 impl<B: Behaviour> Incarnation<B> {
@@ -230,6 +233,7 @@ impl<B: Behaviour> Incarnation<B> {
             return false;
         }
         hub.mark_draining(B::ENTITY, myself.get_id());
+        self.draining = true;
         metrics::counter!("playtree_actor_passivations_total", "kind" => B::KIND).increment(1);
         // Messages already queued are handled before the actor stops; later sends fail
         // and re-resolve through the directory, which waits for this stop.
@@ -275,6 +279,7 @@ impl<B: Behaviour> Actor for EntityRuntime<B> {
             core: EntityCore::start(B::KIND, &myself, hub.clone(), args.followers),
             last_active_ms: now_ms,
             passivate_check_ms: now_ms + B::passivate_after_ms(&hub.config),
+            draining: false,
         };
         let mut refused = None;
         let start = args.start;
@@ -320,6 +325,12 @@ impl<B: Behaviour> Actor for EntityRuntime<B> {
             // A commit of this entity failed: its memory is ahead of the store, so
             // nothing more is journaled or snapshotted; it is stopping.
             incarnation.journal.mark_diverged();
+        }
+        if incarnation.draining && B::is_activity(&message) {
+            // Queued before the passivation: the next incarnation takes it.
+            metrics::counter!("playtree_actor_redirected_total", "kind" => B::KIND).increment(1);
+            B::redirect(&incarnation.core.hub, &incarnation.id, message);
+            return Ok(());
         }
         let now_ms = incarnation.core.hub.now_ms();
         if B::is_activity(&message) {

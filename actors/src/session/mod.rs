@@ -303,6 +303,17 @@ impl Behaviour for SessionEntity {
         true
     }
 
+    fn redirect(hub: &Hub, player: &String, message: SessionMsg) {
+        let (hub, player) = (hub.clone(), player.clone());
+        tokio::spawn(async move {
+            // On failure the message (and any reply port in it) is dropped: its caller
+            // hears that the session was unavailable.
+            if let Err(error) = hub.cast_session(&player, message).await {
+                tracing::warn!(%player, %error, "a message for a passivating session was not passed on");
+            }
+        });
+    }
+
     fn perform(
         hub: &Hub,
         player: &String,
