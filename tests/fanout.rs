@@ -3,12 +3,10 @@
 
 mod common;
 
-use common::{TestServer, WAIT, hello};
+use common::{TestServer, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use playtree_client::ClientError;
-use playtree_protocol::{
-    CloseCode, ErrorCode, Event, PROTOCOL_VERSION, ServerFrame, codec::decode_server,
-};
+use playtree_protocol::{CloseCode, ErrorCode, Event, ServerFrame, codec::decode_server};
 use tokio_tungstenite::tungstenite::Message;
 
 const SLOW: &str = r#"
@@ -29,29 +27,6 @@ min_players = 10
 lobby_countdown_ms = 600000
 "#;
 
-/// A client socket with a small receive buffer that reads nothing until told.
-async fn stalled_client(
-    server: &TestServer,
-    player: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .set_recv_buffer_size(4096)
-        .expect("small receive buffer");
-    let stream = socket
-        .connect(server.running().ws_addr)
-        .await
-        .expect("tcp connect");
-    let (mut websocket, _) = tokio_tungstenite::client_async(server.url(), stream)
-        .await
-        .expect("websocket");
-    websocket
-        .send(hello(server.token(player), PROTOCOL_VERSION))
-        .await
-        .expect("hello");
-    websocket
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_and_the_others_receive_everything() {
     let server = TestServer::start(SLOW).await;
@@ -62,19 +37,10 @@ async fn a_slow_consumer_is_closed_and_the_others_receive_everything() {
     carol.quick_join_quiz().await.expect("join");
 
     // Bob joins over a raw socket, then stops reading.
-    let mut bob = stalled_client(&server, "bob").await;
-    let join = playtree_protocol::ClientFrame::Request {
-        req_id: 1,
-        request: playtree_protocol::Request::QuickJoin {
-            kind: playtree_protocol::RoomKind::Quiz,
-            variant: None,
-        },
-    };
-    bob.send(Message::Binary(
-        playtree_protocol::codec::encode_client(&join).into(),
-    ))
-    .await
-    .expect("join");
+    let mut bob = common::stalled_client(&server, "bob").await;
+    bob.send(common::quick_join_quiz_frame(1))
+        .await
+        .expect("join");
 
     // Carol must see bob join before the flood, so that bob is in the room for it.
     let mut carol_seen = Vec::new();

@@ -5,12 +5,11 @@
 
 mod common;
 
-use common::{TestServer, WAIT, binary_command, hello, start_command};
+use common::{TestServer, WAIT, binary_command, start_command};
 use futures_util::SinkExt;
-use playtree_protocol::{ErrorCode, PROTOCOL_VERSION};
+use playtree_protocol::ErrorCode;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Waits (bounded) until `condition` holds, looking every few milliseconds.
 async fn until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -72,30 +71,10 @@ async fn a_peer_that_stops_reading_is_closed_by_the_write_deadline() {
     let room = alice.quick_join_quiz().await.expect("join").room;
 
     // Bob connects with a tiny receive buffer, joins, and never reads again.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("small buffer");
-    let stream = socket
-        .connect(server.running().ws_addr)
+    let mut bob = common::stalled_client(&server, "bob").await;
+    bob.send(common::quick_join_quiz_frame(1))
         .await
-        .expect("tcp connect");
-    let (mut bob, _) = tokio_tungstenite::client_async(server.url(), stream)
-        .await
-        .expect("websocket");
-    bob.send(hello(server.token("bob"), PROTOCOL_VERSION))
-        .await
-        .expect("hello");
-    let join = playtree_protocol::ClientFrame::Request {
-        req_id: 1,
-        request: playtree_protocol::Request::QuickJoin {
-            kind: playtree_protocol::RoomKind::Quiz,
-            variant: None,
-        },
-    };
-    bob.send(Message::Binary(
-        playtree_protocol::codec::encode_client(&join).into(),
-    ))
-    .await
-    .expect("join");
+        .expect("join");
     let open = &server.running().gateway.open_connections;
     until("bob is connected", || {
         open.load(std::sync::atomic::Ordering::Acquire) == 2

@@ -9,7 +9,7 @@ use crate::error::HubError;
 use crate::matchmaker::Matchmaker;
 use crate::questions::QuestionBank;
 use crate::room::{RoomEntity, RoomMsg, RoomSpec};
-use crate::runtime::{ActivationError, EntityArgs, EntityRuntime};
+use crate::runtime::{ActivationError, Behaviour, EntityArgs, EntityRuntime};
 use crate::session::{SessionEntity, SessionMsg};
 use crate::store::Store;
 use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
@@ -176,27 +176,14 @@ impl Hub {
                 self.call_timeout(),
                 move || async move {
                     let supervisor = hub.session_supervisor.get().ok_or(HubError::ShuttingDown)?;
-                    let args = EntityArgs::<SessionEntity> {
-                        followers: hub.sessions.followers(&id),
-                        id: id.clone(),
-                        start: (),
-                        hub: hub.clone(),
-                    };
-                    let (actor, _) = Actor::spawn_linked(
-                        None,
-                        EntityRuntime::<SessionEntity>::default(),
-                        args,
-                        supervisor.get_cell(),
-                    )
-                    .await
-                    .map_err(|error| HubError::Spawn {
-                        kind: "session",
-                        id: id.clone(),
-                        reason: error.to_string(),
-                    })?;
-                    metrics::counter!("playtree_actor_activations_total", "kind" => "session")
-                        .increment(1);
-                    Ok(actor)
+                    let followers = hub.sessions.followers(&id);
+                    hub.spawn_entity::<SessionEntity>(supervisor, id.clone(), (), followers)
+                        .await
+                        .map_err(|error| HubError::Spawn {
+                            kind: "session",
+                            id: id.clone(),
+                            reason: error.to_string(),
+                        })
                 },
             )
             .await
@@ -219,40 +206,52 @@ impl Hub {
                 self.call_timeout(),
                 move || async move {
                     let supervisor = hub.room_supervisor.get().ok_or(HubError::ShuttingDown)?;
-                    let args = EntityArgs::<RoomEntity> {
-                        id: room,
-                        start: spec,
-                        followers: hub.rooms.followers(&room.to_string()),
-                        hub: hub.clone(),
-                    };
-                    let (actor, _) = Actor::spawn_linked(
-                        None,
-                        EntityRuntime::<RoomEntity>::default(),
-                        args,
-                        supervisor.get_cell(),
-                    )
-                    .await
-                    .map_err(|error| match &error {
-                        ractor::SpawnErr::StartupFailed(inner)
-                            if matches!(
-                                inner.downcast_ref::<ActivationError>(),
-                                Some(ActivationError::Unknown(_))
-                            ) =>
-                        {
-                            HubError::UnknownRoom(room)
-                        }
-                        _ => HubError::Spawn {
-                            kind: "room",
-                            id: room.to_string(),
-                            reason: error.to_string(),
-                        },
-                    })?;
-                    metrics::counter!("playtree_actor_activations_total", "kind" => "room")
-                        .increment(1);
-                    Ok(actor)
+                    let followers = hub.rooms.followers(&room.to_string());
+                    hub.spawn_entity::<RoomEntity>(supervisor, room, spec, followers)
+                        .await
+                        .map_err(|error| match &error {
+                            ractor::SpawnErr::StartupFailed(inner)
+                                if matches!(
+                                    inner.downcast_ref::<ActivationError>(),
+                                    Some(ActivationError::Unknown(_))
+                                ) =>
+                            {
+                                HubError::UnknownRoom(room)
+                            }
+                            _ => HubError::Spawn {
+                                kind: "room",
+                                id: room.to_string(),
+                                reason: error.to_string(),
+                            },
+                        })
                 },
             )
             .await
+    }
+
+    /// Spawns an incarnation of `B` under `supervisor` and counts the activation.
+    async fn spawn_entity<B: Behaviour>(
+        &self,
+        supervisor: &ActorRef<SupervisorMsg>,
+        id: B::Id,
+        start: B::Start,
+        followers: crate::directory::Followers,
+    ) -> Result<ActorRef<B::Msg>, ractor::SpawnErr> {
+        let args = EntityArgs::<B> {
+            id,
+            start,
+            followers,
+            hub: self.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            EntityRuntime::<B>::default(),
+            args,
+            supervisor.get_cell(),
+        )
+        .await?;
+        metrics::counter!("playtree_actor_activations_total", "kind" => B::KIND).increment(1);
+        Ok(actor)
     }
 
     /// Request/response with a player's session, re-resolving if it stopped meanwhile.

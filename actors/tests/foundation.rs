@@ -87,6 +87,27 @@ fn spin(room: RoomId, nonce: u64) -> PendingSpin {
     }
 }
 
+/// Writes alice's session as it is once she drew spin 0 of wheel `classic` in `room`,
+/// not yet settled.
+async fn alice_drew_a_spin_in(store: &Store, room: RoomId) {
+    let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "alice", 5)
+        .await
+        .expect("open");
+    journal
+        .persist(vec![
+            SessionEvent::SeedCommitted {
+                wheel: "classic".into(),
+                server_seed: [1; 32],
+            },
+            SessionEvent::SpinDrawn {
+                spin: spin(room, 0),
+                day: 0,
+            },
+        ])
+        .await
+        .expect("persist");
+}
+
 async fn settle(
     test: &TestHub,
     room: RoomId,
@@ -328,23 +349,7 @@ async fn a_spin_that_can_never_settle_is_abandoned_with_a_dead_letter() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path(), &config().store).expect("store");
     // Alice drew a spin in room 999, which does not exist (any more).
-    let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "alice", 5)
-        .await
-        .expect("open");
-    journal
-        .persist(vec![
-            SessionEvent::SeedCommitted {
-                wheel: "classic".into(),
-                server_seed: [1; 32],
-            },
-            SessionEvent::SpinDrawn {
-                spin: spin(999, 0),
-                day: 0,
-            },
-        ])
-        .await
-        .expect("persist");
-    drop(journal);
+    alice_drew_a_spin_in(&store, 999).await;
     let test = hub_on(config(), store, dir).await;
     // Activating alice retries the spin; the room is unknown for good.
     assert_eq!(wallet(&test, "alice").await, 0);
@@ -593,23 +598,7 @@ async fn a_retry_that_ends_while_its_session_activates_does_not_wedge_the_player
     .await
     .expect("room");
     drop(room);
-    let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "alice", 5)
-        .await
-        .expect("open");
-    journal
-        .persist(vec![
-            SessionEvent::SeedCommitted {
-                wheel: "classic".into(),
-                server_seed: [1; 32],
-            },
-            SessionEvent::SpinDrawn {
-                spin: spin(998, 0),
-                day: 0,
-            },
-        ])
-        .await
-        .expect("persist");
-    drop(journal);
+    alice_drew_a_spin_in(&store, 998).await;
     // One room at a time, and carol's takes it: the retry alice's activation starts
     // is refused at once (too many rooms), before her session is even registered.
     let mut config = config();

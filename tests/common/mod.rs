@@ -372,3 +372,44 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         })
         .sum()
 }
+
+/// A client socket with a small receive buffer that reads nothing until told.
+pub async fn stalled_client(
+    server: &TestServer,
+    player: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::SinkExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let stream = socket
+        .connect(server.running().ws_addr)
+        .await
+        .expect("tcp connect");
+    let (mut websocket, _) = tokio_tungstenite::client_async(server.url(), stream)
+        .await
+        .expect("websocket");
+    websocket
+        .send(hello(
+            server.token(player),
+            playtree_protocol::PROTOCOL_VERSION,
+        ))
+        .await
+        .expect("hello");
+    websocket
+}
+
+/// A `QuickJoin` of a quiz room, as a raw frame.
+pub fn quick_join_quiz_frame(req_id: u32) -> tokio_tungstenite::tungstenite::Message {
+    let join = playtree_protocol::ClientFrame::Request {
+        req_id,
+        request: playtree_protocol::Request::QuickJoin {
+            kind: playtree_protocol::RoomKind::Quiz,
+            variant: None,
+        },
+    };
+    tokio_tungstenite::tungstenite::Message::Binary(
+        playtree_protocol::codec::encode_client(&join).into(),
+    )
+}

@@ -71,19 +71,15 @@ pub struct Incarnation<B: Behaviour> {
 }
 
 impl<B: Behaviour> Incarnation<B> {
-    /// Runs one decision on the live state: its events go into one commit, whose
-    /// ticket comes back with the effects to release after it.
-    fn decide(
-        &mut self,
-        now_ms: u64,
-        decision: impl FnOnce(&mut Decide<'_, B>),
-    ) -> Result<(Option<CommitTicket>, Vec<Effect<B>>), StoreError> {
+    /// The decision context over the live state; `journaled` lets it emit events (a
+    /// read-only context, for a snapshot, does not).
+    fn context(&mut self, now_ms: u64, journaled: bool) -> Decide<'_, B> {
         let (state, store) = self.journal.decide_parts();
         let gate = match store {
-            Some(store) => Gate::Store(store),
-            None => Gate::Closed,
+            Some(store) if journaled => Gate::Store(store),
+            _ => Gate::Closed,
         };
-        let mut cx = Decide::new(
+        Decide::new(
             &self.id,
             &self.env,
             now_ms,
@@ -93,7 +89,17 @@ impl<B: Behaviour> Incarnation<B> {
             &mut self.stream,
             &self.core.followers,
             gate,
-        );
+        )
+    }
+
+    /// Runs one decision on the live state: its events go into one commit, whose
+    /// ticket comes back with the effects to release after it.
+    fn decide(
+        &mut self,
+        now_ms: u64,
+        decision: impl FnOnce(&mut Decide<'_, B>),
+    ) -> Result<(Option<CommitTicket>, Vec<Effect<B>>), StoreError> {
+        let mut cx = self.context(now_ms, true);
         decision(&mut cx);
         let mut decided = cx.finish();
         let store = &self.core.hub.store;
@@ -184,18 +190,7 @@ impl<B: Behaviour> Incarnation<B> {
     /// A new incarnation tells the connections that followed an older one where the
     /// entity stands now: a snapshot in the new epoch, never silence.
     fn resync_followers(&mut self, now_ms: u64) {
-        let (state, _) = self.journal.decide_parts();
-        let cx = Decide::new(
-            &self.id,
-            &self.env,
-            now_ms,
-            self.actor,
-            state,
-            &mut self.memory,
-            &mut self.stream,
-            &self.core.followers,
-            Gate::Closed,
-        );
+        let cx = self.context(now_ms, false);
         let snapshot = B::snapshot(&cx);
         drop(cx);
         let mut followers = followers_of(&self.core.followers);
