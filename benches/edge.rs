@@ -40,6 +40,12 @@ struct Args {
     extra: String,
     /// Connect and say Hello only (no room, no load): memory per bare connection.
     idle_only: bool,
+    /// Memory only, once idle sessions have passivated: sessions passivate after
+    /// half this long; the clients wait this long, then as many more join (the
+    /// allocator keeps what the first wave's sessions freed, so the first wave's RSS does
+    /// not fall: the second wave's growth is what one more connection costs), and after
+    /// this long again the RSS is read. No load is run.
+    settle_ms: u64,
     /// A command the server runs under (e.g. a heap profiler), split on spaces.
     wrap: Vec<String>,
     /// Another build of the server to measure (an older commit, for a side-by-side).
@@ -59,6 +65,7 @@ fn parse_args() -> Args {
         client_core: 1,
         extra: String::new(),
         idle_only: false,
+        settle_ms: 0,
         wrap: Vec::new(),
         binary: None,
         protocol_version: PROTOCOL_VERSION,
@@ -81,6 +88,7 @@ fn parse_args() -> Args {
             "--client-core" => args.client_core = value().parse().expect("--client-core N"),
             "--extra" => args.extra = value(),
             "--idle-only" => args.idle_only = true,
+            "--settle-ms" => args.settle_ms = value().parse().expect("--settle-ms N"),
             "--wrap" => args.wrap = value().split_whitespace().map(str::to_owned).collect(),
             "--binary" => args.binary = Some(value()),
             "--protocol-version" => {
@@ -122,7 +130,13 @@ impl Drop for Server {
 
 fn start_server(args: &Args) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    let connections_max = args.clients + 100;
+    // Room for a second wave of as many (`--settle-ms`).
+    let connections_max = 2 * args.clients + 100;
+    let settle = if args.settle_ms > 0 {
+        format!("[session]\npassivate_after_ms = {}\n", args.settle_ms / 2)
+    } else {
+        String::new()
+    };
     let config = format!(
         r#"
 [server]
@@ -146,6 +160,7 @@ chat_burst = 1000
 [actors]
 sessions_max = {connections_max}
 {extra}
+{settle}
 "#,
         data = dir.path().join("data").display(),
         extra = args.extra,
@@ -444,18 +459,49 @@ async fn run(args: Args, server: Server, pid: u32) {
         .as_secs();
     let rss_before = rss_bytes(pid);
     // Joined a few at a time so that rooms fill to 50 one after another.
-    let mut clients = Vec::with_capacity(args.clients);
-    let started = Instant::now();
-    for chunk in (0..args.clients).collect::<Vec<_>>().chunks(10) {
-        let joins = chunk.iter().map(|index| {
-            let (url, player) = (url.clone(), format!("p{index}"));
-            let (version, idle_only) = (args.protocol_version, args.idle_only);
-            async move {
-                let token = token(&player, now_s);
-                join(&url, token, &player, version, idle_only).await
+    let join_wave = |players: std::ops::Range<usize>| {
+        let url = url.clone();
+        async move {
+            let mut clients = Vec::with_capacity(players.len());
+            for chunk in players.collect::<Vec<_>>().chunks(10) {
+                let joins = chunk.iter().map(|index| {
+                    let (url, player) = (url.clone(), format!("p{index}"));
+                    let (version, idle_only) = (args.protocol_version, args.idle_only);
+                    async move {
+                        let token = token(&player, now_s);
+                        join(&url, token, &player, version, idle_only).await
+                    }
+                });
+                clients.extend(futures_util::future::join_all(joins).await);
             }
-        });
-        clients.extend(futures_util::future::join_all(joins).await);
+            clients
+        }
+    };
+    let started = Instant::now();
+    let clients = join_wave(0..args.clients).await;
+    if args.settle_ms > 0 {
+        let settle = Duration::from_millis(args.settle_ms);
+        tokio::time::sleep(settle).await;
+        let rss_settled = rss_bytes(pid);
+        let second = join_wave(args.clients..2 * args.clients).await;
+        tokio::time::sleep(settle).await;
+        let rss_second = rss_bytes(pid);
+        println!(
+            "edge (settled, {}): {} connections, then {} more after {} ms: RSS {:.1} → {:.1} MiB ({:.1} KiB per connection of the second wave, sessions passivated)",
+            if args.idle_only {
+                "no rooms"
+            } else {
+                "in rooms"
+            },
+            clients.len(),
+            second.len(),
+            args.settle_ms,
+            rss_settled as f64 / 1_048_576.0,
+            rss_second as f64 / 1_048_576.0,
+            (rss_second.saturating_sub(rss_settled)) as f64 / 1024.0 / second.len().max(1) as f64,
+        );
+        drop(server);
+        return;
     }
     let rooms: std::collections::BTreeSet<u64> = clients.iter().map(|(_, room)| *room).collect();
     let rss_joined = rss_bytes(pid);

@@ -5,10 +5,11 @@
 
 use crate::auth::{Authenticator, Identity};
 use crate::config::{FanoutConfig, LimitsConfig};
+use crate::websocket::frame::{HeaderError, Opcode};
+use crate::websocket::{self, Incoming, ReadError, Reader, Writer};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use playtree_actors::rate::TokenBucket;
+use playtree_actors::room::MemberRequest;
 use playtree_actors::session::SessionMsg;
 use playtree_actors::{Hub, OutFrame, Outbound, OutboundReceiver};
 use playtree_protocol::codec::{decode_client, encode_server};
@@ -24,14 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 use tracing::Instrument;
-
-type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
-type Source = SplitStream<WebSocketStream<TcpStream>>;
 
 #[derive(Debug)]
 pub struct Gateway {
@@ -47,12 +41,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn websocket_config(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .max_message_size(Some(self.limits.frame_bytes_max))
-            .max_frame_size(Some(self.limits.frame_bytes_max))
-            .read_buffer_size(self.limits.read_buffer_bytes)
-            .write_buffer_size(self.limits.write_buffer_bytes)
+    fn websocket_limits(&self) -> websocket::Limits {
+        websocket::Limits {
+            message_bytes_max: self.limits.frame_bytes_max,
+            read_bytes: self.limits.read_buffer_bytes,
+        }
     }
 }
 
@@ -75,33 +68,33 @@ pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: So
         // The websocket upgrade and the Hello share one deadline from the TCP accept: a
         // peer that connects and says nothing holds its place for that long at most.
         let deadline = Instant::now() + Duration::from_millis(gateway.limits.hello_timeout_ms);
-        let upgrade =
-            tokio_tungstenite::accept_async_with_config(stream, Some(gateway.websocket_config()));
-        match tokio::time::timeout_at(deadline, upgrade).await {
+        let upgrade = websocket::accept(stream, gateway.websocket_limits());
+        let upgraded = match Box::pin(tokio::time::timeout_at(deadline, upgrade)).await {
             Err(_) => {
                 metrics::counter!("playtree_handshake_timeouts_total").increment(1);
                 tracing::debug!("no websocket upgrade in time");
+                None
             }
-            Ok(Err(error)) => tracing::debug!(%error, "websocket handshake failed"),
-            Ok(Ok(websocket)) => {
-                let (sink, source) = websocket.split();
-                if open > gateway.limits.connections_max {
-                    let mut sink = sink;
-                    refuse(
-                        &gateway,
-                        &mut sink,
-                        Refusal::new(
-                            ErrorCode::TooManyConnections,
-                            format!(
-                                "the server holds its maximum of {} connections; retry later",
-                                gateway.limits.connections_max
-                            ),
-                        ),
-                    )
-                    .await;
-                } else {
-                    run_connection(&gateway, connection, deadline, sink, source).await;
-                }
+            Ok(Err(error)) => {
+                metrics::counter!("playtree_upgrades_refused_total").increment(1);
+                tracing::debug!(%error, "websocket upgrade refused");
+                None
+            }
+            Ok(Ok(halves)) => Some(halves),
+        };
+        if let Some((mut reader, mut writer)) = upgraded {
+            if open > gateway.limits.connections_max {
+                let refusal = Refusal::new(
+                    ErrorCode::TooManyConnections,
+                    format!(
+                        "the server holds its maximum of {} connections; retry later",
+                        gateway.limits.connections_max
+                    ),
+                );
+                let ending = Ending::Refused(refusal);
+                Box::pin(end(&gateway, &mut reader, &mut writer, ending)).await;
+            } else {
+                run_connection(&gateway, connection, deadline, &mut reader, &mut writer).await;
             }
         }
         let open = gateway.open_connections.fetch_sub(1, Ordering::AcqRel) - 1;
@@ -115,61 +108,77 @@ fn frame_bytes(frame: &ServerFrame) -> Bytes {
     Bytes::from(encode_server(frame))
 }
 
-/// Sends an error frame, then the close code it calls for (if any).
-async fn refuse(gateway: &Gateway, sink: &mut Sink, refusal: Refusal) {
-    let error = refusal.0;
-    metrics::counter!("playtree_protocol_errors_total", "code" => error.code.as_u16().to_string())
-        .increment(1);
-    tracing::info!(code = error.code.as_u16(), message = %error.message, "refusing");
+/// How a connection ends.
+enum Ending {
+    /// With an error frame, then the close code it calls for (if any).
+    Refused(Refusal),
+    /// With a normal close (the events ended, or the client closed with `code`).
+    Closed(Option<u16>),
+    /// The peer is gone: nothing more is sent.
+    Gone,
+}
+
+/// Ends the connection as `ending` says, then waits (bounded) for the client to close
+/// its side, so that what was sent last is read before the socket goes away.
+async fn end(gateway: &Gateway, reader: &mut Reader, writer: &mut Writer, ending: Ending) {
     let closing = async {
-        let error_frame = frame_bytes(&ServerFrame::Error(error.clone()));
-        let _ = sink.send(Message::Binary(error_frame)).await;
-        metrics::counter!("playtree_frames_out_total", "type" => "error").increment(1);
-        if let Some(close) = error.code.close_code() {
-            let mut reason = error.message.clone();
-            // A close frame's reason must fit in 123 bytes.
-            while reason.len() > 120 {
-                reason.pop();
+        match ending {
+            Ending::Gone => return,
+            Ending::Refused(Refusal(error)) => {
+                metrics::counter!("playtree_protocol_errors_total", "code" => error.code.as_u16().to_string())
+                    .increment(1);
+                tracing::info!(code = error.code.as_u16(), message = %error.message, "refusing");
+                let error_frame = frame_bytes(&ServerFrame::Error(error.clone()));
+                let _ = writer.send_binary(&[error_frame]).await;
+                metrics::counter!("playtree_frames_out_total", "type" => "error").increment(1);
+                if let Some(close) = error.code.close_code() {
+                    let _ = writer.send_close(close.as_u16(), &error.message).await;
+                }
             }
-            let frame = CloseFrame {
-                code: WsCloseCode::from(close.as_u16()),
-                reason: reason.into(),
-            };
-            let _ = sink.send(Message::Close(Some(frame))).await;
+            // A client's close is echoed with its code (RFC 6455 §5.5.1).
+            Ending::Closed(code) => {
+                let payload = code.map(u16::to_be_bytes);
+                let _ = writer
+                    .send_control(Opcode::Close, payload.as_ref().map_or(&[][..], |p| &p[..]))
+                    .await;
+            }
         }
-        let _ = sink.close().await;
+        if writer.shutdown().await.is_ok() {
+            reader.discard_until_closed().await;
+        }
     };
     // A slow consumer may never read these; past the timeout the socket is just dropped.
     let close_timeout = Duration::from_millis(gateway.limits.close_timeout_ms);
     let _ = tokio::time::timeout(close_timeout, closing).await;
 }
 
-/// The refusal for a websocket read that failed or brought a non-binary message.
-fn refusal_for_read(result: Option<Result<Message, WsError>>, limit: usize) -> Option<Refusal> {
-    match result {
-        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+/// How a failed read ends the connection.
+fn ending_for_read(error: ReadError) -> Ending {
+    match error {
+        ReadError::Frame(HeaderError::TooLarge { size, max }) => {
             metrics::counter!("playtree_frames_in_total", "type" => "oversize").increment(1);
-            Some(Refusal::new(
+            Ending::Refused(Refusal::new(
                 ErrorCode::FrameTooLarge,
-                format!("a frame of {size} bytes exceeds the limit of {max_size} bytes"),
+                format!("a frame of {size} bytes exceeds the limit of {max} bytes"),
             ))
         }
-        Some(Ok(Message::Text(_))) => {
-            metrics::counter!("playtree_frames_in_total", "type" => "text").increment(1);
-            Some(Refusal::new(
-                ErrorCode::TextFrameRejected,
-                "text messages are not accepted; send bincode frames as binary messages (see PROTOCOL.md)",
+        ReadError::Frame(HeaderError::Protocol(violation)) => {
+            metrics::counter!("playtree_frames_in_total", "type" => "malformed").increment(1);
+            Ending::Refused(Refusal::new(
+                ErrorCode::MalformedFrame,
+                format!("websocket protocol violation: {violation}"),
             ))
         }
-        Some(Ok(Message::Binary(bytes))) if bytes.len() > limit => Some(Refusal::new(
-            ErrorCode::FrameTooLarge,
-            format!(
-                "a frame of {} bytes exceeds the limit of {limit} bytes",
-                bytes.len()
-            ),
-        )),
-        _ => None,
+        ReadError::Closed | ReadError::Io(_) => Ending::Gone,
     }
+}
+
+fn text_refused() -> Refusal {
+    metrics::counter!("playtree_frames_in_total", "type" => "text").increment(1);
+    Refusal::new(
+        ErrorCode::TextFrameRejected,
+        "text messages are not accepted; send bincode frames as binary messages (see PROTOCOL.md)",
+    )
 }
 
 fn decode_refusal(error: DecodeError) -> Refusal {
@@ -189,25 +198,29 @@ fn decode_refusal(error: DecodeError) -> Refusal {
 /// Waits for `Hello` (until `deadline`) and checks version and token.
 async fn handshake(
     gateway: &Gateway,
-    source: &mut Source,
+    reader: &mut Reader,
+    writer: &mut Writer,
     deadline: Instant,
-) -> Result<(Hello, crate::auth::Identity), Refusal> {
+) -> Result<(Hello, crate::auth::Identity), Ending> {
     let limits = &gateway.limits;
+    let refused = |code, message: &str| Ending::Refused(Refusal::new(code, message));
     let hello = loop {
-        let read = tokio::time::timeout_at(deadline, source.next())
+        let read = tokio::time::timeout_at(deadline, reader.next())
             .await
             .map_err(|_| {
-                Refusal::new(
+                Ending::Refused(Refusal::new(
                     ErrorCode::HelloTimeout,
                     format!(
                         "no Hello within {} ms of connecting",
                         limits.hello_timeout_ms
                     ),
-                )
+                ))
             })?;
         match read {
-            Some(Ok(Message::Binary(bytes))) if bytes.len() <= limits.frame_bytes_max => {
-                match decode_client(&bytes, limits.frame_bytes_max).map_err(decode_refusal)? {
+            Ok(Incoming::Binary(bytes)) => {
+                let frame = decode_client(&bytes, limits.frame_bytes_max)
+                    .map_err(|error| Ending::Refused(decode_refusal(error)))?;
+                match frame {
                     ClientFrame::Hello(hello) => {
                         metrics::counter!("playtree_frames_in_total", "type" => "hello")
                             .increment(1);
@@ -216,51 +229,44 @@ async fn handshake(
                     other => {
                         metrics::counter!("playtree_frames_in_total", "type" => other.kind_name())
                             .increment(1);
-                        return Err(Refusal::new(
+                        return Err(refused(
                             ErrorCode::HelloExpected,
                             "the first frame of a connection must be Hello",
                         ));
                     }
                 }
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            None | Some(Ok(Message::Close(_))) => {
-                return Err(Refusal::new(
-                    ErrorCode::HelloExpected,
-                    "closed before Hello",
-                ));
+            Ok(Incoming::Ping(payload)) => {
+                let pong = writer.send_control(Opcode::Pong, &payload);
+                if tokio::time::timeout_at(deadline, pong).await.is_err() {
+                    return Err(Ending::Gone);
+                }
             }
-            other => {
-                return Err(
-                    refusal_for_read(other, limits.frame_bytes_max).unwrap_or_else(|| {
-                        Refusal::new(
-                            ErrorCode::MalformedFrame,
-                            "the connection failed before Hello",
-                        )
-                    }),
-                );
-            }
+            Ok(Incoming::Pong) => {}
+            Ok(Incoming::Text) => return Err(Ending::Refused(text_refused())),
+            Ok(Incoming::Close(code)) => return Err(Ending::Closed(code)),
+            Err(error) => return Err(ending_for_read(error)),
         }
     };
     if hello.resume.len() > RESUME_STREAMS_MAX {
-        return Err(Refusal::new(
+        return Err(Ending::Refused(Refusal::new(
             ErrorCode::MalformedFrame,
             format!("Hello may carry at most {RESUME_STREAMS_MAX} resume positions"),
-        ));
+        )));
     }
     if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(Refusal::new(
+        return Err(Ending::Refused(Refusal::new(
             ErrorCode::UnsupportedVersion,
             format!(
                 "this server speaks protocol version {PROTOCOL_VERSION}; the client sent {}",
                 hello.protocol_version
             ),
-        ));
+        )));
     }
     let now_s = gateway.hub.now_ms() / 1000;
     let identity = gateway.auth.verify(&hello.token, now_s).map_err(|error| {
         metrics::counter!("playtree_auth_failures_total", "reason" => error.reason()).increment(1);
-        Refusal(error.to_reply())
+        Ending::Refused(Refusal(error.to_reply()))
     })?;
     Ok((hello, identity))
 }
@@ -290,12 +296,13 @@ async fn run_connection(
     gateway: &Arc<Gateway>,
     connection: u64,
     hello_deadline: Instant,
-    mut sink: Sink,
-    mut source: Source,
+    reader: &mut Reader,
+    writer: &mut Writer,
 ) {
-    let (hello, identity) = match handshake(gateway, &mut source, hello_deadline).await {
+    let (hello, identity) = match Box::pin(handshake(gateway, reader, writer, hello_deadline)).await
+    {
         Ok(accepted) => accepted,
-        Err(refusal) => return refuse(gateway, &mut sink, refusal).await,
+        Err(ending) => return Box::pin(end(gateway, reader, writer, ending)).await,
     };
     let player = identity.player_id.clone();
     tracing::Span::current().record("player", player.as_str());
@@ -307,23 +314,30 @@ async fn run_connection(
         limits.outbound_bytes_max,
     );
     // The session subscribes this connection to the player's streams, replaying from the
-    // positions in Hello; what it queues is written after the Welcome below.
-    let welcome = hub
-        .call_session(&player, |reply| SessionMsg::Connect {
-            outbound: outbound.clone(),
-            resume: hello.resume.clone(),
-            reply,
-        })
-        .await;
+    // positions in Hello; what it queues is written after the Welcome below. Boxed, as
+    // are the other steps a connection takes once: the task holds only the largest of
+    // its steps for its whole life, and this one is larger than the rest together.
+    let resume = hello.resume;
+    let resumed_streams = resume.len();
+    let welcome = Box::pin(hub.call_session(&player, |reply| SessionMsg::Connect {
+        outbound: outbound.clone(),
+        resume: resume.clone(),
+        reply,
+    }))
+    .await;
+    drop(resume);
     // The session may refuse too (the player's connection limit).
     let welcome = match welcome
         .map_err(|error| error.to_reply())
         .and_then(|reply| reply)
     {
         Ok(welcome) => welcome,
-        Err(error) => return refuse(gateway, &mut sink, Refusal(error)).await,
+        Err(error) => {
+            let ending = Ending::Refused(Refusal(error));
+            return Box::pin(end(gateway, reader, writer, ending)).await;
+        }
     };
-    let welcome = ServerFrame::Welcome(Welcome {
+    let welcome = frame_bytes(&ServerFrame::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,
         player_id: player.clone(),
         role: identity.role,
@@ -331,16 +345,12 @@ async fn run_connection(
         server_time_ms: hub.now_ms(),
         heartbeat_interval_ms: u32::try_from(limits.heartbeat_interval_ms).unwrap_or(u32::MAX),
         token_expires_ms: identity.expires_at_s.saturating_mul(1000),
-    });
+    }));
     let write_timeout = Duration::from_millis(limits.write_timeout_ms);
-    let sent = tokio::time::timeout(
-        write_timeout,
-        sink.send(Message::Binary(frame_bytes(&welcome))),
-    )
-    .await;
+    let sent = tokio::time::timeout(write_timeout, writer.send_binary(&[welcome])).await;
     if matches!(sent, Ok(Ok(()))) {
         metrics::counter!("playtree_frames_out_total", "type" => "welcome").increment(1);
-        tracing::info!(role = ?identity.role, resumed_streams = hello.resume.len(), "welcomed");
+        tracing::info!(role = ?identity.role, resumed_streams, "welcomed");
         let live = Live {
             frames: TokenBucket::new(limits.frames_per_second, limits.frames_burst, hub.now_ms()),
             identity,
@@ -351,15 +361,13 @@ async fn run_connection(
             &player,
             &outbound,
             &mut receiver,
-            &mut sink,
-            &mut source,
+            reader,
+            writer,
             live,
         )
         .await;
     }
-    if let Some(session) = hub.active_session(&player) {
-        let _ = session.cast(SessionMsg::Disconnect { connection });
-    }
+    hub.connection_closed(&player, &outbound);
     tracing::info!("connection closed");
 }
 
@@ -368,8 +376,8 @@ async fn serve_welcomed(
     player: &str,
     outbound: &Outbound,
     receiver: &mut OutboundReceiver,
-    sink: &mut Sink,
-    source: &mut Source,
+    reader: &mut Reader,
+    writer: &mut Writer,
     mut live: Live,
 ) {
     let limits = &gateway.limits;
@@ -391,10 +399,10 @@ async fn serve_welcomed(
         )
     };
 
-    let refusal = loop {
+    let ending = loop {
         tokio::select! {
             queued = receiver.recv() => {
-                let Some(first) = queued else { break None };
+                let Some(first) = queued else { break Ending::Closed(None) };
                 if !write_delay.is_zero() {
                     tokio::time::sleep(write_delay).await;
                 }
@@ -402,39 +410,37 @@ async fn serve_welcomed(
                 // full: the write has a deadline, and the queue overflowing or the
                 // server stopping meanwhile end it at once.
                 tokio::select! {
-                    written = tokio::time::timeout(write_timeout, write_batch(gateway, sink, receiver, first)) => match written {
+                    written = tokio::time::timeout(write_timeout, write_batch(gateway, writer, receiver, first)) => match written {
                         Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
+                        Ok(Err(_)) => break Ending::Gone,
                         Err(_) => {
                             metrics::counter!("playtree_write_timeouts_total").increment(1);
-                            break Some(slow_consumer());
+                            break Ending::Refused(slow_consumer());
                         }
                     },
-                    _ = slow.wait() => break Some(slow_consumer()),
-                    _ = shutdown.changed() => {
-                        break Some(Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down; reconnect in a moment"));
-                    }
+                    _ = slow.wait() => break Ending::Refused(slow_consumer()),
+                    _ = shutdown.changed() => break Ending::Refused(shutting_down()),
                 }
             }
-            _ = slow.wait() => break Some(slow_consumer()),
-            read = source.next() => {
+            _ = slow.wait() => break Ending::Refused(slow_consumer()),
+            read = reader.next() => {
                 last_heard = Instant::now();
                 match read {
-                    Some(Ok(Message::Binary(bytes))) if bytes.len() <= frame_limit => {
+                    Ok(Incoming::Binary(bytes)) => {
                         let frame = match decode_client(&bytes, frame_limit) {
                             Ok(frame) => frame,
-                            Err(error) => break Some(decode_refusal(error)),
+                            Err(error) => break Ending::Refused(decode_refusal(error)),
                         };
                         metrics::counter!("playtree_frames_in_total", "type" => frame.kind_name()).increment(1);
                         // Idle connections are caught at the heartbeat; busy ones here.
                         if let Some(expired) = live.expired(gateway.hub.now_ms()) {
-                            break Some(expired);
+                            break Ending::Refused(expired);
                         }
                         if !live.frames.try_take(gateway.hub.now_ms()) {
                             live.strikes += 1;
                             metrics::counter!("playtree_rate_limited_total", "limit" => "frames").increment(1);
                             if live.strikes > limits.rate_limit_strikes_max {
-                                break Some(Refusal::new(
+                                break Ending::Refused(Refusal::new(
                                     ErrorCode::RateLimitPersisted,
                                     "the connection kept sending faster than its rate limit",
                                 ));
@@ -471,46 +477,56 @@ async fn serve_welcomed(
                                 dispatch_keyed(gateway, player, outbound, &in_flight, req_id, request, received_ms, seen);
                             }
                             ClientFrame::Hello(_) => {
-                                break Some(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
+                                break Ending::Refused(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
                             }
                         }
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    None | Some(Ok(Message::Close(_))) => break None,
-                    Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) | WsError::Protocol(_))) => break None,
-                    other => break refusal_for_read(other, frame_limit),
+                    Ok(Incoming::Ping(payload)) => {
+                        match tokio::time::timeout(write_timeout, writer.send_control(Opcode::Pong, &payload)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break Ending::Gone,
+                            Err(_) => {
+                                metrics::counter!("playtree_write_timeouts_total").increment(1);
+                                break Ending::Refused(slow_consumer());
+                            }
+                        }
+                    }
+                    Ok(Incoming::Pong) => {}
+                    Ok(Incoming::Text) => break Ending::Refused(text_refused()),
+                    Ok(Incoming::Close(code)) => break Ending::Closed(code),
+                    Err(error) => break ending_for_read(error),
                 }
             }
             _ = heartbeat.tick() => {
                 if let Some(expired) = live.expired(gateway.hub.now_ms()) {
-                    break Some(expired);
+                    break Ending::Refused(expired);
                 }
                 if last_heard.elapsed() > heartbeat_period * limits.silent_heartbeats_max {
                     tracing::info!("closing a silent connection");
                     metrics::counter!("playtree_heartbeat_timeouts_total").increment(1);
-                    break None;
+                    // As PROTOCOL.md §4 says: no frame, no code; the socket just closes.
+                    break Ending::Gone;
                 }
-                match tokio::time::timeout(write_timeout, sink.send(Message::Ping(Bytes::new()))).await {
+                match tokio::time::timeout(write_timeout, writer.send_control(Opcode::Ping, &[])).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => break None,
+                    Ok(Err(_)) => break Ending::Gone,
                     Err(_) => {
                         metrics::counter!("playtree_write_timeouts_total").increment(1);
-                        break Some(slow_consumer());
+                        break Ending::Refused(slow_consumer());
                     }
                 }
             }
-            _ = shutdown.changed() => {
-                break Some(Refusal::new(ErrorCode::ShuttingDown, "the server is shutting down; reconnect in a moment"));
-            }
+            _ = shutdown.changed() => break Ending::Refused(shutting_down()),
         }
     };
-    if let Some(refusal) = refusal {
-        refuse(gateway, sink, refusal).await;
-    } else {
-        // A peer that stopped reading may never take the close either.
-        let close_timeout = Duration::from_millis(limits.close_timeout_ms);
-        let _ = tokio::time::timeout(close_timeout, sink.close()).await;
-    }
+    Box::pin(end(gateway, reader, writer, ending)).await;
+}
+
+fn shutting_down() -> Refusal {
+    Refusal::new(
+        ErrorCode::ShuttingDown,
+        "the server is shutting down; reconnect in a moment",
+    )
 }
 
 /// Replaces the connection's token with `token`, which must name the same player.
@@ -535,28 +551,61 @@ fn refresh(gateway: &Gateway, live: &mut Live, token: &str) -> Result<ReplyBody,
     Ok(ReplyBody::TokenRefreshed { expires_ms })
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once; the caller
-/// bounds it with `limits.write_timeout_ms` (after any `fanout.write_delay_ms`, which
-/// waits first so that more frames go out in the same write).
+/// Writes `first` and whatever else is already queued (up to
+/// `fanout.write_batch_frames_max` frames and about `limits.write_buffer_bytes`) in one
+/// vectored write; the caller bounds it with `limits.write_timeout_ms` (after any
+/// `fanout.write_delay_ms`, which waits first so that more frames go out together).
+/// Under load the queue fills while the previous write is in flight, so batches grow
+/// with the load and a quiet connection still writes each frame at once.
 async fn write_batch(
     gateway: &Gateway,
-    sink: &mut Sink,
+    writer: &mut Writer,
     frames: &mut OutboundReceiver,
     first: OutFrame,
-) -> Result<(), WsError> {
-    let fanout = &gateway.fanout;
-    let mut next = Some(first);
-    let mut written = 0;
-    while let Some(frame) = next.take() {
-        metrics::counter!("playtree_frames_out_total", "type" => frame.kind).increment(1);
-        sink.feed(Message::Binary(frame.bytes)).await?;
-        written += 1;
-        if written < fanout.write_batch_frames_max {
-            next = frames.try_recv();
+) -> std::io::Result<()> {
+    let frames_max = gateway.fanout.write_batch_frames_max.max(1);
+    let bytes_max = gateway.limits.write_buffer_bytes;
+    let mut bytes = first.bytes.len();
+    let mut kinds = KindTally::new(first.kind);
+    let mut batch = Vec::with_capacity(frames_max.min(16));
+    batch.push(first.bytes);
+    while batch.len() < frames_max && bytes < bytes_max {
+        let Some(frame) = frames.try_recv() else {
+            break;
+        };
+        bytes += frame.bytes.len();
+        kinds.add(frame.kind);
+        batch.push(frame.bytes);
+    }
+    kinds.record();
+    metrics::histogram!("playtree_write_batch_frames").record(batch.len() as f64);
+    writer.send_binary(&batch).await
+}
+
+/// Counts the frames of a batch by type, one counter update per run of a type rather
+/// than one per frame (a batch is mostly events).
+struct KindTally {
+    kind: &'static str,
+    run: u64,
+}
+
+impl KindTally {
+    fn new(kind: &'static str) -> Self {
+        KindTally { kind, run: 1 }
+    }
+
+    fn add(&mut self, kind: &'static str) {
+        if kind == self.kind {
+            self.run += 1;
+        } else {
+            self.record();
+            *self = KindTally::new(kind);
         }
     }
-    metrics::histogram!("playtree_write_batch_frames").record(written as f64);
-    sink.flush().await
+
+    fn record(&self) {
+        metrics::counter!("playtree_frames_out_total", "type" => self.kind).increment(self.run);
+    }
 }
 
 /// Runs one request on its own task (bounded per connection) and queues the reply.
@@ -577,20 +626,33 @@ fn dispatch(
         outbound.push("reply", frame_bytes(&reply));
         return;
     };
+    // A chat, reaction or answer for a room this connection follows goes straight to
+    // the room, which checks membership itself: a player who only chats keeps no
+    // session in memory, and the request skips a hop. Anything else, or a room the
+    // connection does not follow, goes through the session (which has the right error).
+    let direct = MemberRequest::from_request(player, &request, received_ms)
+        .filter(|member| outbound.follows_room(member.room));
     let hub = gateway.hub.clone();
     let player = player.to_owned();
     let outbound = outbound.clone();
     tokio::spawn(
         async move {
             let kind = request.kind_name();
-            let result = match hub
-                .call_session(&player, |reply| SessionMsg::Stamped {
-                    request: request.clone(),
-                    received_ms,
-                    reply,
-                })
-                .await
-            {
+            let called = match direct {
+                Some(member) => {
+                    hub.call_room(member.room, None, |reply| member.message(reply))
+                        .await
+                }
+                None => {
+                    hub.call_session(&player, |reply| SessionMsg::Stamped {
+                        request: request.clone(),
+                        received_ms,
+                        reply,
+                    })
+                    .await
+                }
+            };
+            let result = match called {
                 Ok(result) => result,
                 Err(error) => Err(error.to_reply()),
             };

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod idempotency;
 pub mod questions;
 pub mod server;
+pub mod websocket;
 
 pub use config::ServerConfig;
 pub use server::{Environment, RunningServer, start};

@@ -222,3 +222,42 @@ async fn a_player_holds_at_most_the_configured_connections() {
     .expect("a new connection is accepted after the old one closed");
     assert_eq!(again.0.wallet().await.expect("works"), 0);
 }
+
+#[tokio::test]
+async fn a_player_who_only_chats_keeps_no_session_in_memory() {
+    let (server, clock) = TestServer::start_with_clock(
+        "[session]\npassivate_after_ms = 1000\n\n[actors]\ntimer_poll_ms = 5\n",
+    )
+    .await;
+    let (alice, _alice_events) = server.connect("alice").await;
+    let room = alice.quick_join_wheel(None).await.expect("join").room;
+    let (bob, mut bob_events) = server.connect("bob").await;
+    assert_eq!(bob.quick_join_wheel(None).await.expect("join").room, room);
+    let hub = &server.running().hub;
+    // Alice stays connected and does nothing: her session leaves memory.
+    tokio::time::timeout(WAIT, async {
+        while hub.active_session("alice").is_some() {
+            clock.advance(200);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("alice's idle session passivates while she is connected");
+
+    alice.chat(room, "still here").await.expect("chat");
+    common::next_event(&mut bob_events, |envelope| match &envelope.event {
+        Event::Chat { player, text, .. } if player == "alice" => Some(text.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        hub.active_session("alice").is_none(),
+        "a chat goes to the room without bringing the session back"
+    );
+    // A chat for a room she is not in still gets the session's answer.
+    let refused = alice.chat(room + 1, "wrong room").await;
+    assert!(
+        matches!(&refused, Err(ClientError::Server(error)) if error.code == ErrorCode::NotInRoom),
+        "{refused:?}"
+    );
+}

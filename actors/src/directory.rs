@@ -9,6 +9,7 @@
 //! actor has stopped. The store fences every commit with the incarnation number as well,
 //! so even a bug here could not let two instances write one journal.
 
+use crate::connections::ConnectionId;
 use crate::error::HubError;
 use crate::stream::Subscribers;
 use dashmap::DashMap;
@@ -341,8 +342,31 @@ impl<M: Message> Directory<M> {
         Some(id)
     }
 
-    /// Removes an actor that stopped normally; its followers go with it (an entity
-    /// passivates only when nobody follows it).
+    /// Drops `player`'s `connection` from the followers of `id`, which need not be in
+    /// memory (nothing is activated). With no incarnation, the followers entry goes
+    /// once empty.
+    pub fn drop_follower(&self, id: &str, player: &str, connection: ConnectionId) {
+        // The slot comes first in every lock order; a vacant one held keeps an
+        // activation from taking the followers entry while it is removed.
+        match self.slots.entry(id.to_owned()) {
+            Entry::Vacant(_no_activation) => {
+                self.followers.remove_if(id, |_, followers| {
+                    let mut followers = followers_of(followers);
+                    followers.remove_connection(player, connection);
+                    followers.is_empty()
+                });
+            }
+            Entry::Occupied(_incarnation) => {
+                if let Some(followers) = self.followers.get(id) {
+                    followers_of(&followers).remove_connection(player, connection);
+                }
+            }
+        }
+    }
+
+    /// Removes an actor that stopped normally. Its followers go with it if there are
+    /// none left (a kind that passivates while followed leaves them to its next
+    /// incarnation).
     pub fn stopped(&self, actor_id: ActorId) {
         if let Some(id) = self.forget(actor_id)
             && let Entry::Vacant(_no_activation) = self.slots.entry(id.clone())

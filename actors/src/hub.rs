@@ -4,6 +4,7 @@
 
 use crate::clock::{Clock, Entropy};
 use crate::config::GameConfig;
+use crate::connections::Outbound;
 use crate::directory::{Directory, RestartDecision, RestartPolicy};
 use crate::error::HubError;
 use crate::matchmaker::Matchmaker;
@@ -454,6 +455,29 @@ impl Hub {
         }
         if let Err(error) = self.store.flush().await {
             tracing::error!(%error, "final store flush failed");
+        }
+    }
+
+    /// `player`'s connection `outbound` has closed: the rooms it follows are told
+    /// (a quiz room starts the seat's grace), and the player's session forgets it, or,
+    /// if the session is not in memory, the directory does; nothing is activated, so
+    /// many connections closing at once (a shutdown, a network blip) cost no
+    /// activations.
+    pub fn connection_closed(&self, player: &str, outbound: &Outbound) {
+        let connection = outbound.connection;
+        for room in outbound.rooms() {
+            if let Some(actor) = self.active_room(room) {
+                let _ = actor.cast(RoomMsg::Unsubscribe {
+                    player: player.to_owned(),
+                    connection,
+                });
+            }
+        }
+        let told = self
+            .active_session(player)
+            .is_some_and(|session| session.cast(SessionMsg::Disconnect { connection }).is_ok());
+        if !told {
+            self.sessions.drop_follower(player, player, connection);
         }
     }
 

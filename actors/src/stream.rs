@@ -126,22 +126,37 @@ impl Subscribers {
         }
     }
 
-    pub fn remove_connection(&mut self, player: &str, connection: ConnectionId) {
-        if let Some(outbounds) = self.by_player.get_mut(player) {
-            outbounds.retain(|o| o.connection != connection);
-            if outbounds.is_empty() {
-                self.by_player.remove(player);
-            }
+    /// Removes one connection of `player`; returns it if it was there.
+    pub fn remove_connection(
+        &mut self,
+        player: &str,
+        connection: ConnectionId,
+    ) -> Option<Outbound> {
+        let outbounds = self.by_player.get_mut(player)?;
+        let at = outbounds.iter().position(|o| o.connection == connection)?;
+        let removed = outbounds.swap_remove(at);
+        if outbounds.is_empty() {
+            self.by_player.remove(player);
         }
+        Some(removed)
     }
 
-    pub fn remove_player(&mut self, player: &str) {
-        self.by_player.remove(player);
+    /// Removes every connection of `player`; returns them.
+    pub fn remove_player(&mut self, player: &str) -> Vec<Outbound> {
+        self.by_player.remove(player).unwrap_or_default()
     }
 
-    /// Keeps only the players `keep` accepts.
-    pub fn retain_players(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.by_player.retain(|player, _| keep(player));
+    /// Keeps only the players `keep` accepts; returns the connections of the others.
+    pub fn retain_players(&mut self, mut keep: impl FnMut(&str) -> bool) -> Vec<Outbound> {
+        let mut dropped = Vec::new();
+        self.by_player.retain(|player, outbounds| {
+            let kept = keep(player);
+            if !kept {
+                dropped.append(outbounds);
+            }
+            kept
+        });
+        dropped
     }
 
     /// Drops connections that have gone; returns how many are left for `player`.

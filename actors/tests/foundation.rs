@@ -12,7 +12,7 @@ use playtree_actors::grant::Grant;
 use playtree_actors::room::{RoomEntity, RoomEvent, RoomMsg, RoomSetup, RoomSpec};
 use playtree_actors::session::{PendingSpin, SessionEntity, SessionEvent, SessionMsg};
 use playtree_actors::store::{Fault, FaultyBackend, Journal, MemoryBackend};
-use playtree_actors::{Clock, Store, StoreError};
+use playtree_actors::{Store, StoreError};
 use playtree_protocol::codec::decode_server;
 use playtree_protocol::{
     Event, GrantId, ReplyBody, Request, RoomId, RoomKind, ServerFrame, StreamId,
@@ -469,12 +469,7 @@ async fn a_wheel_seat_is_kept_for_a_player_who_is_away() {
     let (outbound, _receiver) = Outbound::channel(7, 1_000, 1 << 20);
     connect(&test, "alice", &outbound).await;
     let joined = quick_join_wheel(&test, "alice").await;
-    test.hub
-        .cast_session("alice", SessionMsg::Disconnect { connection: 7 })
-        .await
-        .expect("disconnect");
-    // A round trip through the session: it has told the room that alice is away.
-    wallet(&test, "alice").await;
+    test.hub.connection_closed("alice", &outbound);
     // Long past a quiz seat's grace time, the room's deadline comes.
     test.clock.advance(60_000);
     test.hub
@@ -535,47 +530,117 @@ async fn the_next_quiz_game_starts_on_its_own_after_the_podium() {
     .expect("a second game starts");
 }
 
-#[tokio::test]
-async fn a_connected_session_stays_and_passivates_once_its_player_is_gone() {
-    let mut config = config();
-    config.session.passivate_after_ms = 100;
-    config.actors.timer_poll_ms = 2;
-    let test = hub_with(config).await;
-    let (outbound, _receiver) = Outbound::channel(9, 1_000, 1 << 20);
-    connect(&test, "alice", &outbound).await;
-    let session = test.hub.active_session("alice").expect("active");
-    // Many idle periods pass while alice is connected: her session stays.
-    for _ in 0..10 {
-        test.clock.advance(60);
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert_eq!(
-        test.hub.active_session("alice").map(|s| s.get_id()),
-        Some(session.get_id()),
-        "a connected session is not passivated"
-    );
-    // And it is not woken over and over: once the checks that came due are handled,
-    // its next one lies ahead.
-    eventually("the next passivation check lies ahead", || {
-        test.hub
-            .timers
-            .deadline_of(session.get_id())
-            .is_some_and(|due| due > test.clock.now_ms())
-    })
-    .await;
-    // Once she is gone, a later check (the timer looks again) passivates it.
-    test.hub
-        .cast_session("alice", SessionMsg::Disconnect { connection: 9 })
-        .await
-        .expect("disconnect");
+/// Advances the clock until `player`'s session (active now) has passivated.
+async fn passivate_session(test: &TestHub, player: &str) {
+    let session = test.hub.active_session(player).expect("active");
     tokio::time::timeout(WAIT, async {
-        while test.hub.active_session("alice").map(|s| s.get_id()) == Some(session.get_id()) {
+        while test.hub.active_session(player).map(|s| s.get_id()) == Some(session.get_id()) {
             test.clock.advance(60);
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the session passivates");
+    .expect("the idle session passivates while connected");
+}
+
+#[tokio::test]
+async fn a_closed_connection_reaches_its_quiz_room_without_activating_the_passivated_session() {
+    let mut config = config();
+    config.session.passivate_after_ms = 100;
+    config.actors.timer_poll_ms = 2;
+    config.quiz.seat_grace_ms = 1_000;
+    // Alone in the lobby: no game starts.
+    config.quiz.min_players = 2;
+    let test = hub_with(config).await;
+    let (outbound, receiver) = Outbound::channel(9, 1_000, 1 << 20);
+    connect(&test, "alice", &outbound).await;
+    let request = Request::QuickJoin {
+        kind: RoomKind::Quiz,
+        variant: None,
+    };
+    let room = match self::request(&test, "alice", request).await {
+        ReplyBody::QuizJoined(joined) => joined.room,
+        other => panic!("not joined: {other:?}"),
+    };
+    passivate_session(&test, "alice").await;
+
+    drop(receiver);
+    test.hub.connection_closed("alice", &outbound);
+    // A round trip through the room: it has heard of the closed connection.
+    let _ = settle(&test, room, "alice", 0).await;
+    assert!(
+        test.hub.active_session("alice").is_none(),
+        "a closed connection activates no session"
+    );
+    let members = || async {
+        let (_, state, _) = Journal::<RoomEntity>::inspect(&test.store, &room.to_string())
+            .await
+            .expect("room");
+        state.members
+    };
+    assert!(members().await.contains("alice"), "her seat waits for her");
+    // Past the seat's grace, the room frees it on its own.
+    tokio::time::timeout(WAIT, async {
+        while members().await.contains("alice") {
+            test.clock.advance(100);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the seat is freed after its grace");
+}
+
+#[tokio::test]
+async fn a_connected_idle_session_passivates_and_its_connection_hears_it_come_back() {
+    let mut config = config();
+    config.session.passivate_after_ms = 100;
+    config.actors.timer_poll_ms = 2;
+    let test = hub_with(config).await;
+    let (outbound, mut receiver) = Outbound::channel(9, 1_000, 1 << 20);
+    let welcome = test
+        .hub
+        .call_session("alice", |reply| SessionMsg::Connect {
+            outbound: outbound.clone(),
+            resume: Vec::new(),
+            reply,
+        })
+        .await
+        .expect("answers")
+        .expect("connects");
+    // Alice stays connected and does nothing: her session leaves memory.
+    passivate_session(&test, "alice").await;
+    // A grant for her brings it back: her connection, still following, hears where the
+    // wallet stands in the new epoch, then the credit.
+    test.hub
+        .cast_session(
+            "alice",
+            SessionMsg::Credit {
+                grant: grant("room:77", 1, 0, "alice", 25),
+                source_room: 77,
+            },
+        )
+        .await
+        .expect("delivered");
+    let (stream, epoch, event) = next_event(&mut receiver).await;
+    assert_eq!(stream, StreamId::Player("alice".into()));
+    assert!(epoch > welcome.player_stream_epoch, "a new epoch");
+    assert!(
+        matches!(event, Event::PlayerSnapshot { balance: 0 }),
+        "{event:?}"
+    );
+    let (_, credit_epoch, credit) = next_event(&mut receiver).await;
+    assert_eq!(credit_epoch, epoch);
+    assert!(
+        matches!(
+            credit,
+            Event::WalletCredited {
+                amount: 25,
+                balance: 25,
+                ..
+            }
+        ),
+        "{credit:?}"
+    );
 }
 
 #[tokio::test]

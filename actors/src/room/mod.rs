@@ -11,7 +11,7 @@ mod state;
 mod tests;
 mod view;
 
-pub use msg::{Position, RoomError, RoomMsg, RoomSpec, RoomView, Settled};
+pub use msg::{MemberRequest, Position, RoomError, RoomMsg, RoomSpec, RoomView, Settled};
 pub use state::{RoomEntity, RoomEvent, RoomSetup, RoomState};
 
 use crate::config::GameConfig;
@@ -235,6 +235,14 @@ impl Behaviour for RoomEntity {
 
     fn keeps_follower(state: &RoomState, player: &str) -> bool {
         state.members.contains(player)
+    }
+
+    fn followed(room: &RoomId, outbound: &Outbound) {
+        outbound.note_room(*room);
+    }
+
+    fn unfollowed(room: &RoomId, outbound: &Outbound) {
+        outbound.forget_room(*room);
     }
 
     fn redirect(hub: &Hub, room: &RoomId, message: RoomMsg) {

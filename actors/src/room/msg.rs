@@ -3,7 +3,9 @@
 use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
 use crate::session::PendingSpin;
-use playtree_protocol::{ErrorCode, ErrorReply, GrantId, ReplyBody, RoomKind, RoomSnapshot};
+use playtree_protocol::{
+    ErrorCode, ErrorReply, GrantId, ReplyBody, Request, RoomId, RoomKind, RoomSnapshot,
+};
 use ractor::RpcReplyPort;
 
 /// What a room is, given when it is first opened.
@@ -152,6 +154,86 @@ pub enum RoomMsg {
 }
 
 impl ractor::Message for RoomMsg {}
+
+/// A member's request that the room answers itself (chat, reactions, quiz answers):
+/// the room checks membership, the room's kind and its own limits, so it may reach the
+/// room through the player's session or straight from the gateway.
+#[derive(Debug, Clone)]
+pub struct MemberRequest {
+    pub room: RoomId,
+    player: String,
+    received_ms: u64,
+    what: MemberAction,
+}
+
+#[derive(Debug, Clone)]
+enum MemberAction {
+    Answer { question: u32, choice: u32 },
+    Chat { text: String },
+    React { emoji: String },
+}
+
+impl MemberRequest {
+    /// The member request in `request`, if it is one.
+    pub fn from_request(player: &str, request: &Request, received_ms: u64) -> Option<Self> {
+        let (room, what) = match request {
+            Request::Answer {
+                room,
+                question,
+                choice,
+            } => (
+                *room,
+                MemberAction::Answer {
+                    question: *question,
+                    choice: *choice,
+                },
+            ),
+            Request::Chat { room, text } => (*room, MemberAction::Chat { text: text.clone() }),
+            Request::React { room, emoji } => (
+                *room,
+                MemberAction::React {
+                    emoji: emoji.clone(),
+                },
+            ),
+            _ => return None,
+        };
+        Some(MemberRequest {
+            room,
+            player: player.to_owned(),
+            received_ms,
+            what,
+        })
+    }
+
+    /// The kind of room that takes it, if only one kind does.
+    pub fn room_kind(&self) -> Option<RoomKind> {
+        matches!(self.what, MemberAction::Answer { .. }).then_some(RoomKind::Quiz)
+    }
+
+    /// The room's input for it, answering on `reply`.
+    pub fn message(&self, reply: RpcReplyPort<Result<ReplyBody, ErrorReply>>) -> RoomMsg {
+        let player = self.player.clone();
+        match &self.what {
+            MemberAction::Answer { question, choice } => RoomMsg::Answer {
+                player,
+                question: *question,
+                choice: *choice,
+                received_ms: self.received_ms,
+                reply,
+            },
+            MemberAction::Chat { text } => RoomMsg::Chat {
+                player,
+                text: text.clone(),
+                reply,
+            },
+            MemberAction::React { emoji } => RoomMsg::React {
+                player,
+                emoji: emoji.clone(),
+                reply,
+            },
+        }
+    }
+}
 
 impl RoomMsg {
     /// Answers a message the room never got with `error`, where it expects an answer.

@@ -88,6 +88,14 @@ pub trait Behaviour: Entity + Sized {
     /// enough: it owes nothing and waits for nothing.
     fn may_passivate(state: &Self::State, memory: &Self::Memory) -> bool;
 
+    /// Whether the entity may passivate while connections still follow it: they stay
+    /// in the directory, and its next incarnation resyncs them with a snapshot in a new
+    /// epoch. Such a kind must not need to hear of a follower's connection closing (the
+    /// hub then only drops the connection from the directory).
+    fn passivates_while_followed() -> bool {
+        false
+    }
+
     /// How long the entity stays in memory unused.
     fn passivate_after_ms(config: &GameConfig) -> u64;
 
@@ -101,6 +109,11 @@ pub trait Behaviour: Entity + Sized {
 
     /// Whether `player`'s connections still follow the entity in a new incarnation.
     fn keeps_follower(state: &Self::State, player: &str) -> bool;
+
+    /// `outbound` now follows the entity, or no longer does (the connection keeps
+    /// track of what it follows, for when it closes).
+    fn followed(_id: &Self::Id, _outbound: &Outbound) {}
+    fn unfollowed(_id: &Self::Id, _outbound: &Outbound) {}
 
     /// Sends `message` to the entity's next incarnation: this one is passivating and
     /// must not start anything new (a flow it started would end in an incarnation that

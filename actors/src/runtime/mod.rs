@@ -145,7 +145,7 @@ impl<B: Behaviour> Incarnation<B> {
                 frames,
                 epoch,
             } => {
-                let followers = core.followers.clone();
+                let (followers, id) = (core.followers.clone(), self.id.clone());
                 core.effects.push(move || {
                     let mut followers = followers_of(&followers);
                     if followers.superseded(epoch) {
@@ -155,19 +155,26 @@ impl<B: Behaviour> Incarnation<B> {
                     for frame in frames {
                         outbound.push("event", frame);
                     }
+                    B::followed(&id, &outbound);
                     followers.add(&player, outbound);
                 });
             }
             Effect::Unfollow { player, connection } => {
-                let followers = core.followers.clone();
+                let (followers, id) = (core.followers.clone(), self.id.clone());
                 core.effects.push(move || {
-                    followers_of(&followers).remove_connection(&player, connection);
+                    let removed = followers_of(&followers).remove_connection(&player, connection);
+                    if let Some(outbound) = removed {
+                        B::unfollowed(&id, &outbound);
+                    }
                 });
             }
             Effect::UnfollowPlayer { player } => {
-                let followers = core.followers.clone();
-                core.effects
-                    .push(move || followers_of(&followers).remove_player(&player));
+                let (followers, id) = (core.followers.clone(), self.id.clone());
+                core.effects.push(move || {
+                    for outbound in followers_of(&followers).remove_player(&player) {
+                        B::unfollowed(&id, &outbound);
+                    }
+                });
             }
             Effect::ToSession { player, message } => {
                 let hub = core.hub.clone();
@@ -200,7 +207,9 @@ impl<B: Behaviour> Incarnation<B> {
             return;
         }
         let state = self.journal.state();
-        followers.retain_players(|player| B::keeps_follower(state, player));
+        for outbound in followers.retain_players(|player| B::keeps_follower(state, player)) {
+            B::unfollowed(&self.id, &outbound);
+        }
         followers.send(&self.stream.snapshot_frame(snapshot));
         metrics::counter!("playtree_resumes_total", "outcome" => "restart_snapshot").increment(1);
     }
@@ -210,14 +219,14 @@ impl<B: Behaviour> Incarnation<B> {
         crate::timers::earliest([own, Some(self.passivate_check_ms)])
     }
 
-    /// At its deadline: passivates if nobody follows the entity, it may, and it has been
-    /// idle long enough; says whether it did.
+    /// At its deadline: passivates if the entity has been idle long enough, it may, and
+    /// nobody follows it (or its kind passivates while followed); says whether it did.
     fn passivate_if_idle(&mut self, myself: &ActorRef<B::Msg>, now_ms: u64) -> bool {
         let hub = &self.core.hub;
         let idle_after_ms = B::passivate_after_ms(&hub.config);
         let idle_ms = now_ms.saturating_sub(self.last_active_ms);
         if idle_ms < idle_after_ms
-            || !followers_of(&self.core.followers).is_empty()
+            || (!B::passivates_while_followed() && !followers_of(&self.core.followers).is_empty())
             || !B::may_passivate(self.journal.state(), &self.memory)
         {
             self.passivate_check_ms = EntityCore::<B::Msg>::next_passivation_check(

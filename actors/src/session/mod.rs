@@ -25,7 +25,7 @@ use crate::connections::{ConnectionId, Outbound};
 use crate::grant::Grant;
 use crate::hub::{EntityKind, Hub};
 use crate::rate::TokenBucket;
-use crate::room::{Position, RoomMsg, Settled};
+use crate::room::{MemberRequest, Position, RoomMsg, Settled};
 use crate::runtime::{ActivationError, Behaviour, Decide, Effect, Env};
 use crate::store::{DeadLetter, StoreError};
 use flows::{Flow, JoinTarget};
@@ -101,11 +101,6 @@ pub enum SessionEffect {
         welcome: ractor::RpcReplyPort<Result<SessionWelcome, ErrorReply>>,
         epoch: u64,
     },
-    /// A connection closed: the rooms in memory stop sending to it.
-    Unsubscribe {
-        rooms: Vec<RoomId>,
-        connection: ConnectionId,
-    },
     /// A member's request the room answers itself (chat, reactions, quiz answers).
     Relay { room: RoomId, message: RoomMsg },
 }
@@ -140,14 +135,14 @@ impl Behaviour for SessionEntity {
                 resume,
                 reply,
             } => connect(cx, outbound, &resume, reply),
+            // The player's rooms hear of it from the hub (`Hub::connection_closed`),
+            // which tells them without this session when it is passivated.
             SessionMsg::Disconnect { connection } => {
                 cx.memory.connections.remove(&connection);
                 cx.effect(Effect::Unfollow {
                     player: cx.id.clone(),
                     connection,
                 });
-                let rooms = cx.state().rooms.keys().copied().collect();
-                cx.own(SessionEffect::Unsubscribe { rooms, connection });
             }
             SessionMsg::RemovedFromRoom { room } => {
                 if cx.state().rooms.contains_key(&room)
@@ -277,10 +272,9 @@ impl Behaviour for SessionEntity {
     fn is_activity(message: &SessionMsg) -> bool {
         matches!(
             message,
-            SessionMsg::Connect { .. }
-                | SessionMsg::Disconnect { .. }
-                | SessionMsg::Request { .. }
-                | SessionMsg::Stamped { .. }
+            // Not a disconnect: it neither postpones passivation nor is passed on by a
+            // passivating incarnation (which drops the connection itself).
+            SessionMsg::Connect { .. } | SessionMsg::Request { .. } | SessionMsg::Stamped { .. }
         )
     }
 
@@ -290,6 +284,15 @@ impl Behaviour for SessionEntity {
 
     fn passivate_after_ms(config: &GameConfig) -> u64 {
         config.session.passivate_after_ms
+    }
+
+    /// A player who stays connected but does nothing holds no session in memory: their
+    /// connections stay in the directory, and whatever reaches the player next (a
+    /// request, a credit) activates the session again, which resyncs them (a
+    /// `PlayerSnapshot` in the new epoch). Their rooms hear of a closed connection
+    /// from the hub, not from the session.
+    fn passivates_while_followed() -> bool {
+        true
     }
 
     fn snapshot(cx: &Cx<'_>) -> Event {
@@ -335,16 +338,6 @@ impl Behaviour for SessionEntity {
                 welcome,
                 epoch,
             } => flows::follow_rooms(hub, player, rooms, outbound, welcome, epoch),
-            SessionEffect::Unsubscribe { rooms, connection } => {
-                for room in rooms {
-                    if let Some(actor) = hub.active_room(room) {
-                        let _ = actor.cast(RoomMsg::Unsubscribe {
-                            player: player.clone(),
-                            connection,
-                        });
-                    }
-                }
-            }
             SessionEffect::Relay { room, message } => flows::relay(hub, room, message),
         }
     }
@@ -438,35 +431,23 @@ fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply, 
                 )),
             );
         }
-        Request::Answer {
-            room,
-            question,
-            choice,
-        } => {
-            let allowed = member_of(cx.state(), room, RoomKind::Quiz).map(drop);
-            relay(cx, room, allowed, reply, |reply| RoomMsg::Answer {
-                player,
-                question,
-                choice,
-                received_ms,
-                reply,
-            });
-        }
-        Request::Chat { room, text } => {
-            let allowed = require_member(cx.state(), room).map(drop);
-            relay(cx, room, allowed, reply, |reply| RoomMsg::Chat {
-                player,
-                text,
-                reply,
-            });
-        }
-        Request::React { room, emoji } => {
-            let allowed = require_member(cx.state(), room).map(drop);
-            relay(cx, room, allowed, reply, |reply| RoomMsg::React {
-                player,
-                emoji,
-                reply,
-            });
+        Request::Answer { .. } | Request::Chat { .. } | Request::React { .. } => {
+            match MemberRequest::from_request(&player, &request, received_ms) {
+                Some(member) => {
+                    let allowed = match member.room_kind() {
+                        Some(kind) => member_of(cx.state(), member.room, kind).map(drop),
+                        None => require_member(cx.state(), member.room).map(drop),
+                    };
+                    relay(cx, member.room, allowed, reply, |reply| {
+                        member.message(reply)
+                    });
+                }
+                // Every answer, chat and reaction is a member request.
+                None => cx.reply(
+                    reply,
+                    Err(ErrorReply::new(ErrorCode::Internal, "not a member request")),
+                ),
+            }
         }
         request @ (Request::QuickJoin { .. }
         | Request::CreatePrivate { .. }
