@@ -45,6 +45,7 @@ impl Gateway {
         websocket::Limits {
             message_bytes_max: self.limits.frame_bytes_max,
             read_bytes: self.limits.read_buffer_bytes,
+            linger: Duration::from_millis(self.limits.close_timeout_ms),
         }
     }
 }
@@ -279,6 +280,24 @@ struct Live {
 }
 
 impl Live {
+    /// Takes one frame's place in the connection's rate: `Ok(false)` for a frame over
+    /// it (dropped), a refusal once more than `strikes_max` came over it in a row.
+    fn admit(&mut self, now_ms: u64, strikes_max: u32) -> Result<bool, Refusal> {
+        if self.frames.try_take(now_ms) {
+            self.strikes = 0;
+            return Ok(true);
+        }
+        self.strikes += 1;
+        metrics::counter!("playtree_rate_limited_total", "limit" => "frames").increment(1);
+        if self.strikes > strikes_max {
+            return Err(Refusal::new(
+                ErrorCode::RateLimitPersisted,
+                "the connection kept sending faster than its rate limit",
+            ));
+        }
+        Ok(false)
+    }
+
     /// The refusal for a connection whose token has expired by `now_ms`.
     fn expired(&self, now_ms: u64) -> Option<Refusal> {
         if now_ms < self.identity.expires_at_s.saturating_mul(1000) {
@@ -334,7 +353,12 @@ async fn run_connection(
         Ok(welcome) => welcome,
         Err(error) => {
             let ending = Ending::Refused(Refusal(error));
-            return Box::pin(end(gateway, reader, writer, ending)).await;
+            Box::pin(end(gateway, reader, writer, ending)).await;
+            // A Connect that timed out may still reach the session: the closed
+            // connection is dropped wherever it got to.
+            drop(receiver);
+            hub.connection_closed(&player, &outbound);
+            return;
         }
     };
     let welcome = frame_bytes(&ServerFrame::Welcome(Welcome {
@@ -367,6 +391,9 @@ async fn run_connection(
         )
         .await;
     }
+    // Closed first: a room that handles this connection's subscription only after the
+    // notice below sees it closed and does not keep it.
+    drop(receiver);
     hub.connection_closed(&player, &outbound);
     tracing::info!("connection closed");
 }
@@ -401,8 +428,7 @@ async fn serve_welcomed(
 
     let ending = loop {
         tokio::select! {
-            queued = receiver.recv() => {
-                let Some(first) = queued else { break Ending::Closed(None) };
+            first = receiver.recv() => {
                 if !write_delay.is_zero() {
                     tokio::time::sleep(write_delay).await;
                 }
@@ -436,15 +462,11 @@ async fn serve_welcomed(
                         if let Some(expired) = live.expired(gateway.hub.now_ms()) {
                             break Ending::Refused(expired);
                         }
-                        if !live.frames.try_take(gateway.hub.now_ms()) {
-                            live.strikes += 1;
-                            metrics::counter!("playtree_rate_limited_total", "limit" => "frames").increment(1);
-                            if live.strikes > limits.rate_limit_strikes_max {
-                                break Ending::Refused(Refusal::new(
-                                    ErrorCode::RateLimitPersisted,
-                                    "the connection kept sending faster than its rate limit",
-                                ));
-                            }
+                        let admitted = match live.admit(gateway.hub.now_ms(), limits.rate_limit_strikes_max) {
+                            Ok(admitted) => admitted,
+                            Err(refusal) => break Ending::Refused(refusal),
+                        };
+                        if !admitted {
                             let error = ErrorReply::new(
                                 ErrorCode::RateLimited,
                                 format!("at most {} frames per second; this frame was dropped", limits.frames_per_second),
@@ -456,7 +478,6 @@ async fn serve_welcomed(
                             outbound.push("reply", frame_bytes(&reply));
                             continue;
                         }
-                        live.strikes = 0;
                         match frame {
                             ClientFrame::Request { req_id, request: Request::RefreshToken { token } } => {
                                 let result = refresh(gateway, &mut live, &token);
@@ -481,7 +502,14 @@ async fn serve_welcomed(
                             }
                         }
                     }
+                    // Pings count against the frame rate like any frame; one over it
+                    // gets no pong.
                     Ok(Incoming::Ping(payload)) => {
+                        match live.admit(gateway.hub.now_ms(), limits.rate_limit_strikes_max) {
+                            Ok(true) => {}
+                            Ok(false) => continue,
+                            Err(refusal) => break Ending::Refused(refusal),
+                        }
                         match tokio::time::timeout(write_timeout, writer.send_control(Opcode::Pong, &payload)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => break Ending::Gone,

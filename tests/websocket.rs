@@ -215,14 +215,31 @@ async fn frames_that_break_the_rules_are_refused_with_their_codes() {
             4001,
         ),
         (
+            // Refused from the header of the fragment that makes it too large: its
+            // payload is never sent.
             "fragments that add up to more than the frame limit",
             [
                 frame(false, BINARY, &[0; 600], true),
-                frame(true, CONTINUATION, &[0; 600], true),
+                frame(true, CONTINUATION, &[0; 600], true)[..8].to_vec(),
             ]
             .concat(),
             ErrorCode::FrameTooLarge,
             4002,
+        ),
+        (
+            "a close code that may not be sent",
+            frame(true, CLOSE, &1005u16.to_be_bytes(), true),
+            ErrorCode::MalformedFrame,
+            4001,
+        ),
+        (
+            "a message in more fragments than allowed",
+            std::iter::once(frame(false, BINARY, b"", true))
+                .chain((0..1024).map(|_| frame(false, CONTINUATION, b"", true)))
+                .collect::<Vec<_>>()
+                .concat(),
+            ErrorCode::MalformedFrame,
+            4001,
         ),
         (
             "a continuation with no message",

@@ -114,11 +114,11 @@ pub struct OutboundReceiver {
 
 impl OutboundReceiver {
     /// The next frame; waits while the queue is empty.
-    pub async fn recv(&mut self) -> Option<OutFrame> {
+    pub async fn recv(&mut self) -> OutFrame {
         poll_fn(|cx| {
             let mut queue = lock(&self.shared.queue);
             match pop(&mut queue) {
-                Some(frame) => Poll::Ready(Some(frame)),
+                Some(frame) => Poll::Ready(frame),
                 None => {
                     register(&mut queue.frame_waker, cx.waker());
                     Poll::Pending
@@ -187,6 +187,11 @@ impl Outbound {
             return false;
         }
         let mut queue = lock(&shared.queue);
+        // Again under the lock, which the receiver's drop takes after setting it: a
+        // frame is never left in a queue nobody reads.
+        if shared.closed.load(Ordering::Acquire) {
+            return false;
+        }
         if queue.frames.len() >= shared.frames_max || queue.bytes + bytes.len() > shared.bytes_max {
             drop(queue);
             self.raise_slow(true);
@@ -283,7 +288,7 @@ mod tests {
         let (outbound, mut receiver) = Outbound::channel(1, 100, 10);
         assert!(outbound.push("event", frame(6)));
         assert!(outbound.push("event", frame(4)));
-        assert!(receiver.recv().await.is_some());
+        assert_eq!(receiver.recv().await.bytes.len(), 6);
         assert!(outbound.push("event", frame(6)), "6 bytes were drained");
         assert!(!outbound.push("event", frame(1)), "11 bytes exceed 10");
         assert!(receiver.slow.is_set());
@@ -293,8 +298,8 @@ mod tests {
     async fn a_push_wakes_the_writer_waiting_on_an_empty_queue() {
         let (outbound, mut receiver) = Outbound::channel(1, 100, 1 << 20);
         let writer = tokio::spawn(async move {
-            let first = receiver.recv().await.map(|frame| frame.bytes.len());
-            let second = receiver.recv().await.map(|frame| frame.bytes.len());
+            let first = receiver.recv().await.bytes.len();
+            let second = receiver.recv().await.bytes.len();
             (first, second)
         });
         tokio::task::yield_now().await;
@@ -304,7 +309,7 @@ mod tests {
             .await
             .expect("woken in time")
             .expect("writer");
-        assert_eq!(received, (Some(3), Some(5)));
+        assert_eq!(received, (3, 5));
     }
 
     #[tokio::test]

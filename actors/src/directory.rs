@@ -353,6 +353,7 @@ impl<M: Message> Directory<M> {
                 self.followers.remove_if(id, |_, followers| {
                     let mut followers = followers_of(followers);
                     followers.remove_connection(player, connection);
+                    followers.prune_all_closed();
                     followers.is_empty()
                 });
             }
@@ -373,8 +374,13 @@ impl<M: Message> Directory<M> {
         {
             // Holding the vacant slot keeps an activation from taking the followers
             // entry while it is removed (the slot comes first in every lock order).
-            self.followers
-                .remove_if(&id, |_, followers| followers_of(followers).is_empty());
+            // Connections that closed unseen (a passivated entity sends them nothing)
+            // are not kept for the next incarnation.
+            self.followers.remove_if(&id, |_, followers| {
+                let mut followers = followers_of(followers);
+                followers.prune_all_closed();
+                followers.is_empty()
+            });
         }
     }
 

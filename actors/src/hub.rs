@@ -458,18 +458,27 @@ impl Hub {
         }
     }
 
-    /// `player`'s connection `outbound` has closed: the rooms it follows are told
-    /// (a quiz room starts the seat's grace), and the player's session forgets it, or,
-    /// if the session is not in memory, the directory does; nothing is activated, so
-    /// many connections closing at once (a shutdown, a network blip) cost no
-    /// activations.
+    /// `player`'s connection `outbound` has closed (its receiver already dropped): the
+    /// rooms noted on it are told (a quiz room starts the seat's grace), and the
+    /// player's session forgets it, or, if the session is not in memory, the directory
+    /// does. No session is activated, so many connections closing at once (a shutdown,
+    /// a network blip) cost no activations; a room only if it was between incarnations.
     pub fn connection_closed(&self, player: &str, outbound: &Outbound) {
         let connection = outbound.connection;
+        let unsubscribe = || RoomMsg::Unsubscribe {
+            player: player.to_owned(),
+            connection,
+        };
         for room in outbound.rooms() {
-            if let Some(actor) = self.active_room(room) {
-                let _ = actor.cast(RoomMsg::Unsubscribe {
-                    player: player.to_owned(),
-                    connection,
+            let sent = self
+                .active_room(room)
+                .is_some_and(|actor| actor.cast(unsubscribe()).is_ok());
+            // A room between incarnations hears of it once back (a shutdown drains
+            // every room anyway).
+            if !sent && !self.is_shutting_down() {
+                let (hub, message) = (self.clone(), unsubscribe());
+                tokio::spawn(async move {
+                    let _ = hub.cast_room(room, message).await;
                 });
             }
         }

@@ -172,6 +172,14 @@ impl Subscribers {
         left
     }
 
+    /// Drops every connection that has gone.
+    pub fn prune_all_closed(&mut self) {
+        self.by_player.retain(|_, outbounds| {
+            outbounds.retain(|outbound| !outbound.is_closed());
+            !outbounds.is_empty()
+        });
+    }
+
     /// How many of `player`'s connections are still open (changes nothing).
     pub fn live(&self, player: &str) -> usize {
         self.by_player.get(player).map_or(0, |outbounds| {

@@ -139,7 +139,7 @@ async fn open_wheel_room(test: &TestHub) -> RoomId {
 async fn next_event(receiver: &mut OutboundReceiver) -> (StreamId, u64, Event) {
     tokio::time::timeout(WAIT, async {
         loop {
-            let frame = receiver.recv().await.expect("connection open");
+            let frame = receiver.recv().await;
             if let Ok(ServerFrame::Event(envelope)) = decode_server(&frame.bytes, 1 << 20) {
                 return (envelope.stream, envelope.epoch, envelope.event);
             }
@@ -580,6 +580,48 @@ async fn a_closed_connection_reaches_its_quiz_room_without_activating_the_passiv
     };
     assert!(members().await.contains("alice"), "her seat waits for her");
     // Past the seat's grace, the room frees it on its own.
+    tokio::time::timeout(WAIT, async {
+        while members().await.contains("alice") {
+            test.clock.advance(100);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the seat is freed after its grace");
+}
+
+#[tokio::test]
+async fn a_connection_that_closes_before_its_room_follows_it_leaves_the_seat_to_its_grace() {
+    let mut config = config();
+    config.actors.timer_poll_ms = 2;
+    config.quiz.seat_grace_ms = 1_000;
+    config.quiz.min_players = 2;
+    let test = hub_with(config).await;
+    let (first, first_receiver) = Outbound::channel(1, 1_000, 1 << 20);
+    connect(&test, "alice", &first).await;
+    let request = Request::QuickJoin {
+        kind: RoomKind::Quiz,
+        variant: None,
+    };
+    let room = match self::request(&test, "alice", request).await {
+        ReplyBody::QuizJoined(joined) => joined.room,
+        other => panic!("not joined: {other:?}"),
+    };
+    drop(first_receiver);
+    test.hub.connection_closed("alice", &first);
+    // She reconnects, and that connection is gone before her room has followed it
+    // (its notice may even have come first): the room must not keep it, nor forget
+    // that she is away.
+    let (second, second_receiver) = Outbound::channel(2, 1_000, 1 << 20);
+    drop(second_receiver);
+    test.hub.connection_closed("alice", &second);
+    connect(&test, "alice", &second).await;
+    let members = || async {
+        let (_, state, _) = Journal::<RoomEntity>::inspect(&test.store, &room.to_string())
+            .await
+            .expect("room");
+        state.members
+    };
     tokio::time::timeout(WAIT, async {
         while members().await.contains("alice") {
             test.clock.advance(100);

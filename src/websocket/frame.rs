@@ -157,6 +157,24 @@ pub fn server_header(opcode: Opcode, len: usize, out: &mut [u8; SERVER_HEADER_MA
     }
 }
 
+/// The status code of a client's close frame, if it gave one. A code that may not be
+/// sent (RFC 6455 §7.4: below 1000, 1004–1006, 1015, 1016–2999, 5000 and up) or a reason
+/// that is not UTF-8 is a protocol violation.
+pub fn close_code(payload: &[u8]) -> Result<Option<u16>, HeaderError> {
+    let (code, reason) = match payload {
+        [] => return Ok(None),
+        [_] => return Err(HeaderError::Protocol("a close frame of one byte")),
+        [high, low, reason @ ..] => (u16::from_be_bytes([*high, *low]), reason),
+    };
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(HeaderError::Protocol("a close code that may not be sent"));
+    }
+    if std::str::from_utf8(reason).is_err() {
+        return Err(HeaderError::Protocol("a close reason that is not UTF-8"));
+    }
+    Ok(Some(code))
+}
+
 /// The payload of a close frame: the code, big-endian, then the reason cut to fit the
 /// 125 bytes a control frame may carry (at a character boundary).
 pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
@@ -282,6 +300,21 @@ mod tests {
         assert_eq!(out[..10], [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
         assert_eq!(server_header(Opcode::Ping, 0, &mut out), 2);
         assert_eq!(out[..2], [0x89, 0]);
+    }
+
+    #[test]
+    fn close_codes_that_may_not_be_sent_are_violations() {
+        assert_eq!(close_code(&[]), Ok(None));
+        assert_eq!(close_code(&[0x03, 0xE8]), Ok(Some(1000)));
+        assert_eq!(close_code(&[0x0F, 0xA1, b'o', b'k']), Ok(Some(4001)));
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 2999, 5000] {
+            assert!(close_code(&code.to_be_bytes()).is_err(), "{code}");
+        }
+        assert!(
+            close_code(&[0x03, 0xE8, 0xFF]).is_err(),
+            "a reason that is not UTF-8"
+        );
+        assert!(close_code(&[0x03]).is_err());
     }
 
     #[test]

@@ -2,9 +2,10 @@
 
 use thiserror::Error;
 
-/// Largest upgrade request read; browsers send well under 2 KiB.
-pub const REQUEST_BYTES_MAX: usize = 8192;
-const HEADERS_MAX: usize = 32;
+/// Largest upgrade request read (cookies and the headers an ingress adds included).
+pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
+/// Most header lines an upgrade request may have (as many as tungstenite allows).
+pub const HEADERS_MAX: usize = 124;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UpgradeError {

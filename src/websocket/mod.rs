@@ -16,6 +16,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use frame::{HeaderError, Opcode, SERVER_HEADER_MAX};
 use handshake::UpgradeError;
 use std::io::{self, IoSlice};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -57,9 +58,16 @@ pub enum AcceptError {
 pub struct Limits {
     /// Largest message accepted (all fragments together).
     pub message_bytes_max: usize,
-    /// Bytes reserved for one read from the socket.
+    /// Bytes reserved for one read from the socket; the buffer grows by this much at a
+    /// time as a large frame arrives, never ahead of the data.
     pub read_bytes: usize,
+    /// How long a refused upgrade waits for the client to take its HTTP error.
+    pub linger: Duration,
 }
+
+/// Most fragments one message may come in: empty continuation frames would otherwise
+/// keep a connection busy forever without growing the message.
+pub const FRAGMENTS_MAX: usize = 1024;
 
 /// Reads the upgrade request from `stream` and accepts it. An invalid request is
 /// answered with an HTTP error that says what was wrong. The caller bounds the time.
@@ -75,8 +83,16 @@ pub async fn accept(stream: TcpStream, limits: Limits) -> Result<(Reader, Writer
         half: write,
         backlog: Vec::new(),
     };
+    // Parsed again only when a line has ended: a client sending a byte at a time
+    // costs one parse per header line, not one per byte.
+    let mut line_ended = false;
     loop {
-        match handshake::parse_upgrade(&reader.buffered) {
+        let parsed = if line_ended || reader.buffered.len() >= handshake::REQUEST_BYTES_MAX {
+            handshake::parse_upgrade(&reader.buffered)
+        } else {
+            Ok(None)
+        };
+        match parsed {
             Ok(Some((len, response))) => {
                 // Frames the client sent right behind its request stay buffered.
                 reader.buffered.advance(len);
@@ -85,12 +101,22 @@ pub async fn accept(stream: TcpStream, limits: Limits) -> Result<(Reader, Writer
             }
             Ok(None) => {}
             Err(error) => {
-                let _ = writer.write_raw(&error.response()).await;
+                // Written, the stream ended from this side and what the client still
+                // sends read (briefly): closing with unread bytes would reset the
+                // connection, and the client could lose the response.
+                let refused = async {
+                    writer.write_raw(&error.response()).await?;
+                    writer.half.shutdown().await?;
+                    reader.discard_until_closed().await;
+                    Ok::<(), io::Error>(())
+                };
+                let _ = tokio::time::timeout(limits.linger, refused).await;
                 return Err(error.into());
             }
         }
+        let before = reader.buffered.len();
         match reader.fill().await {
-            Ok(()) => {}
+            Ok(()) => line_ended = reader.buffered[before..].contains(&b'\n'),
             Err(ReadError::Io(error)) => return Err(error.into()),
             Err(_) => return Err(AcceptError::Closed),
         }
@@ -103,8 +129,8 @@ pub struct Reader {
     half: OwnedReadHalf,
     /// Bytes read and not yet parsed; empty (unallocated) while the client is quiet.
     buffered: BytesMut,
-    /// A fragmented message so far: its opcode and payload.
-    message: Option<(Opcode, BytesMut)>,
+    /// A fragmented message so far: its opcode, payload and fragment count.
+    message: Option<(Opcode, BytesMut, usize)>,
     limits: Limits,
 }
 
@@ -161,15 +187,15 @@ impl Reader {
                 let so_far = self
                     .message
                     .as_ref()
-                    .map_or(0, |(_, payload)| payload.len());
+                    .map_or(0, |(_, payload, _)| payload.len());
                 let size = (so_far + header.len) as u64;
                 if size > max as u64 {
                     return Err(HeaderError::TooLarge { size, max }.into());
                 }
             }
-            let frame_len = header.header_len + header.len;
-            if self.buffered.len() < frame_len {
-                self.buffered.reserve(frame_len - self.buffered.len());
+            // The rest of the frame is read as it comes (`fill` reserves a read's worth
+            // at a time): a header alone reserves nothing.
+            if self.buffered.len() < header.header_len + header.len {
                 return Ok(None);
             }
             self.buffered.advance(header.header_len);
@@ -179,15 +205,7 @@ impl Reader {
             let whole = match header.opcode {
                 Opcode::Ping => return Ok(Some(Incoming::Ping(payload.freeze()))),
                 Opcode::Pong => return Ok(Some(Incoming::Pong)),
-                Opcode::Close => {
-                    return match payload.len() {
-                        0 => Ok(Some(Incoming::Close(None))),
-                        1 => Err(HeaderError::Protocol("a close frame of one byte").into()),
-                        _ => Ok(Some(Incoming::Close(Some(u16::from_be_bytes([
-                            payload[0], payload[1],
-                        ]))))),
-                    };
-                }
+                Opcode::Close => return Ok(Some(Incoming::Close(frame::close_code(&payload)?))),
                 Opcode::Text | Opcode::Binary => {
                     if self.message.is_some() {
                         return Err(HeaderError::Protocol(
@@ -196,20 +214,23 @@ impl Reader {
                         .into());
                     }
                     if !header.fin {
-                        self.message = Some((header.opcode, payload));
+                        self.message = Some((header.opcode, payload, 1));
                         continue;
                     }
                     (header.opcode, payload)
                 }
                 Opcode::Continuation => {
-                    let Some((opcode, mut so_far)) = self.message.take() else {
+                    let Some((opcode, mut so_far, fragments)) = self.message.take() else {
                         return Err(
                             HeaderError::Protocol("a continuation frame with no message").into(),
                         );
                     };
+                    if fragments >= FRAGMENTS_MAX {
+                        return Err(HeaderError::Protocol("a message in too many fragments").into());
+                    }
                     so_far.extend_from_slice(&payload);
                     if !header.fin {
-                        self.message = Some((opcode, so_far));
+                        self.message = Some((opcode, so_far, fragments + 1));
                         continue;
                     }
                     (opcode, so_far)
@@ -236,9 +257,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Sends each of `messages` as one binary message. Cancel-safe: a write cut short
-    /// (by a deadline) leaves the unsent rest in the backlog, so a later close frame
-    /// still follows whole frames.
+    /// Sends each of `messages` as one binary message. A write cut short (by a
+    /// deadline) leaves the stream whole: the unsent rest of a frame stays in the
+    /// backlog, so a later close frame still follows whole frames. Messages of a batch
+    /// not yet handed to the kernel or the backlog are dropped with the future; every
+    /// caller ends the connection then.
     pub async fn send_binary(&mut self, messages: &[Bytes]) -> io::Result<()> {
         self.drain().await?;
         for chunk in messages.chunks(FRAMES_PER_WRITE) {

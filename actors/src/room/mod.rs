@@ -327,10 +327,21 @@ fn join(cx: &mut Cx<'_>, player: String, outbounds: Vec<Outbound>) -> Result<Roo
     )?;
     let seated_now = joined.is_some();
     cx.emit_all(joined).map_err(persist_error)?;
-    for outbound in outbounds {
+    // A connection that closed on the way is not followed; if all of them did, the
+    // player is away from the start (a quiz seat's grace runs).
+    let all_closed = !outbounds.is_empty() && outbounds.iter().all(Outbound::is_closed);
+    for outbound in outbounds
+        .into_iter()
+        .filter(|outbound| !outbound.is_closed())
+    {
         cx.follow(player.clone(), outbound, Vec::new());
     }
-    cx.memory.away_since_ms.remove(&player);
+    if all_closed {
+        let now_ms = cx.now_ms;
+        cx.memory.away_since_ms.insert(player.clone(), now_ms);
+    } else {
+        cx.memory.away_since_ms.remove(&player);
+    }
     let room = *cx.id;
     cx.publish(Event::MemberJoined { room, player });
     if setup.kind == RoomKind::Quiz {
@@ -374,6 +385,11 @@ fn leave(cx: &mut Cx<'_>, player: &str) -> Result<(), RoomError> {
 
 fn subscribe(cx: &mut Cx<'_>, player: String, outbound: Outbound, position: Option<Position>) {
     let room = *cx.id;
+    if outbound.is_closed() {
+        // It closed on its way here, and its notice may have come first (the gateway
+        // closes a connection before it tells the rooms noted on it).
+        return unsubscribe(cx, &player, outbound.connection);
+    }
     if !cx.state().members.contains(&player) {
         // The seat is gone (grace time over): the session learns it.
         cx.effect(Effect::ToSession {
@@ -403,8 +419,8 @@ fn unsubscribe(cx: &mut Cx<'_>, player: &str, connection: ConnectionId) {
         .outbounds(player)
         .iter()
         .any(|outbound| outbound.connection != connection && !outbound.is_closed());
-    // In its turn after an add still on its way (a connection that subscribed and
-    // dropped at once), so that a closed connection is not put back.
+    // In its turn after a follow decided earlier and still on its way, so that a
+    // closed connection is not put back.
     cx.effect(Effect::Unfollow {
         player: player.to_owned(),
         connection,

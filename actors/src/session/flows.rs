@@ -318,12 +318,28 @@ async fn seat(
     spec: Option<RoomSpec>,
     outbounds: &[Outbound],
 ) -> Result<Result<RoomView, RoomError>, HubError> {
-    hub.call_room(room, spec, |reply| RoomMsg::Join {
-        player: player.to_owned(),
-        outbounds: outbounds.to_vec(),
-        reply,
-    })
-    .await
+    // Noted before the room hears of them: a connection that closes meanwhile tells
+    // the room, or the room finds it closed (see `Hub::connection_closed`).
+    let newly_noted: Vec<&Outbound> = outbounds
+        .iter()
+        .filter(|outbound| !outbound.follows_room(room))
+        .collect();
+    for outbound in &newly_noted {
+        outbound.note_room(room);
+    }
+    let seated = hub
+        .call_room(room, spec, |reply| RoomMsg::Join {
+            player: player.to_owned(),
+            outbounds: outbounds.to_vec(),
+            reply,
+        })
+        .await;
+    if !matches!(seated, Ok(Ok(_))) {
+        for outbound in newly_noted {
+            outbound.forget_room(room);
+        }
+    }
+    seated
 }
 
 async fn leave(
@@ -477,6 +493,11 @@ pub fn follow_rooms(
         outbound: outbound.clone(),
         position,
     };
+    // Noted before the rooms hear of it: if it closes meanwhile, they are told, or
+    // find it closed (see `Hub::connection_closed`).
+    for (room, _) in &rooms {
+        outbound.note_room(*room);
+    }
     let mut inactive = Vec::new();
     for (room, position) in rooms {
         match hub.active_room(room) {
@@ -505,6 +526,7 @@ pub fn follow_rooms(
             match hub.cast_room(room, message).await {
                 Ok(()) => {}
                 Err(HubError::UnknownRoom(_)) => {
+                    outbound.forget_room(room);
                     hub.send_to_session(player.clone(), SessionMsg::RemovedFromRoom { room });
                 }
                 Err(error) => {
