@@ -205,6 +205,9 @@ async fn handshake(
 ) -> Result<(Hello, crate::auth::Identity), Ending> {
     let limits = &gateway.limits;
     let refused = |code, message: &str| Ending::Refused(Refusal::new(code, message));
+    // Pings before Hello are answered, up to the frame burst: a connection that has not
+    // said who it is gets no more.
+    let mut pings_left = limits.frames_burst;
     let hello = loop {
         let read = tokio::time::timeout_at(deadline, reader.next())
             .await
@@ -238,6 +241,13 @@ async fn handshake(
                 }
             }
             Ok(Incoming::Ping(payload)) => {
+                if pings_left == 0 {
+                    return Err(refused(
+                        ErrorCode::RateLimitPersisted,
+                        "too many pings before Hello",
+                    ));
+                }
+                pings_left -= 1;
                 let pong = writer.send_control(Opcode::Pong, &payload);
                 if tokio::time::timeout_at(deadline, pong).await.is_err() {
                     return Err(Ending::Gone);
@@ -277,6 +287,9 @@ struct Live {
     identity: Identity,
     frames: TokenBucket,
     strikes: u32,
+    /// The latest ping that came over the frame rate: answered at the next heartbeat
+    /// (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping).
+    pending_pong: Option<Bytes>,
 }
 
 impl Live {
@@ -379,6 +392,7 @@ async fn run_connection(
             frames: TokenBucket::new(limits.frames_per_second, limits.frames_burst, hub.now_ms()),
             identity,
             strikes: 0,
+            pending_pong: None,
         };
         serve_welcomed(
             gateway,
@@ -502,12 +516,15 @@ async fn serve_welcomed(
                             }
                         }
                     }
-                    // Pings count against the frame rate like any frame; one over it
-                    // gets no pong.
+                    // Pings count against the frame rate like any frame; the pong of
+                    // one over it waits for the next heartbeat.
                     Ok(Incoming::Ping(payload)) => {
                         match live.admit(gateway.hub.now_ms(), limits.rate_limit_strikes_max) {
-                            Ok(true) => {}
-                            Ok(false) => continue,
+                            Ok(true) => live.pending_pong = None,
+                            Ok(false) => {
+                                live.pending_pong = Some(payload);
+                                continue;
+                            }
                             Err(refusal) => break Ending::Refused(refusal),
                         }
                         match tokio::time::timeout(write_timeout, writer.send_control(Opcode::Pong, &payload)).await {
@@ -535,7 +552,14 @@ async fn serve_welcomed(
                     // As PROTOCOL.md §4 says: no frame, no code; the socket just closes.
                     break Ending::Gone;
                 }
-                match tokio::time::timeout(write_timeout, writer.send_control(Opcode::Ping, &[])).await {
+                let pong = live.pending_pong.take();
+                let beat = async {
+                    if let Some(payload) = pong {
+                        writer.send_control(Opcode::Pong, &payload).await?;
+                    }
+                    writer.send_control(Opcode::Ping, &[]).await
+                };
+                match tokio::time::timeout(write_timeout, beat).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break Ending::Gone,
                     Err(_) => {

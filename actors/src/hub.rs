@@ -461,8 +461,8 @@ impl Hub {
     /// `player`'s connection `outbound` has closed (its receiver already dropped): the
     /// rooms noted on it are told (a quiz room starts the seat's grace), and the
     /// player's session forgets it, or, if the session is not in memory, the directory
-    /// does. No session is activated, so many connections closing at once (a shutdown,
-    /// a network blip) cost no activations; a room only if it was between incarnations.
+    /// does. Nothing is activated, so many connections closing at once (a shutdown, a
+    /// network blip) cost no activations.
     pub fn connection_closed(&self, player: &str, outbound: &Outbound) {
         let connection = outbound.connection;
         let unsubscribe = || RoomMsg::Unsubscribe {
@@ -473,13 +473,12 @@ impl Hub {
             let sent = self
                 .active_room(room)
                 .is_some_and(|actor| actor.cast(unsubscribe()).is_ok());
-            // A room between incarnations hears of it once back (a shutdown drains
-            // every room anyway).
-            if !sent && !self.is_shutting_down() {
-                let (hub, message) = (self.clone(), unsubscribe());
-                tokio::spawn(async move {
-                    let _ = hub.cast_room(room, message).await;
-                });
+            // A room not in memory is not activated for it: its next incarnation counts
+            // every member away until they subscribe again; the connection only leaves
+            // its followers.
+            if !sent {
+                self.rooms
+                    .drop_follower(&room.to_string(), player, connection);
             }
         }
         let told = self

@@ -16,5 +16,9 @@ for _ in $(seq 100); do
   (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
   sleep 0.1
 done
-# `taskset` runs node as its child's image: the pid of the server process is $server.
+# `taskset` execs node, so $server is the server's own pid: its /proc is what is read.
+if [ "$(cat /proc/$server/comm)" != node ]; then
+  echo "expected the Colyseus server (node) at pid $server" >&2
+  exit 1
+fi
 taskset -c 1 "$node" load.mjs --url "ws://127.0.0.1:$port" --server-pid "$server" "$@"

@@ -83,11 +83,13 @@ pub async fn accept(stream: TcpStream, limits: Limits) -> Result<(Reader, Writer
         half: write,
         backlog: Vec::new(),
     };
-    // Parsed again only when a line has ended: a client sending a byte at a time
-    // costs one parse per header line, not one per byte.
-    let mut line_ended = false;
+    // Parsed only once the request's blank line may have come (or the buffer is full):
+    // a client sending a byte at a time costs one parse, not one per byte. Empty lines
+    // before the request (which HTTP parsers skip) are dropped first, so that they
+    // cannot make a blank line come over and over.
+    let mut request_ended = false;
     loop {
-        let parsed = if line_ended || reader.buffered.len() >= handshake::REQUEST_BYTES_MAX {
+        let parsed = if request_ended || reader.buffered.len() >= handshake::REQUEST_BYTES_MAX {
             handshake::parse_upgrade(&reader.buffered)
         } else {
             Ok(None)
@@ -116,7 +118,18 @@ pub async fn accept(stream: TcpStream, limits: Limits) -> Result<(Reader, Writer
         }
         let before = reader.buffered.len();
         match reader.fill().await {
-            Ok(()) => line_ended = reader.buffered[before..].contains(&b'\n'),
+            Ok(()) => {
+                let blank = reader
+                    .buffered
+                    .iter()
+                    .take_while(|byte| matches!(byte, b'\r' | b'\n'))
+                    .count();
+                reader.buffered.advance(blank);
+                let from = before.saturating_sub(blank).saturating_sub(3);
+                let new = reader.buffered.get(from..).unwrap_or_default();
+                request_ended = new.windows(2).any(|pair| pair == b"\n\n")
+                    || new.windows(4).any(|four| four == b"\r\n\r\n");
+            }
             Err(ReadError::Io(error)) => return Err(error.into()),
             Err(_) => return Err(AcceptError::Closed),
         }
@@ -347,5 +360,53 @@ impl Writer {
             self.backlog = Vec::new();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn reader_pair(limits: Limits) -> (Reader, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (read, _write) = server.into_split();
+        let reader = Reader {
+            half: read,
+            buffered: BytesMut::new(),
+            message: None,
+            limits,
+        };
+        (reader, client)
+    }
+
+    #[tokio::test]
+    async fn a_header_alone_reserves_nothing_ahead_of_its_payload() {
+        let limits = Limits {
+            message_bytes_max: 1 << 20,
+            read_bytes: 512,
+            linger: Duration::from_millis(10),
+        };
+        let (mut reader, mut client) = reader_pair(limits).await;
+        // A masked binary frame announcing 600,000 bytes, and none of them.
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&600_000u64.to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        client.write_all(&header).await.expect("write");
+        let read = tokio::time::timeout(Duration::from_secs(5), reader.fill())
+            .await
+            .expect("the header arrives");
+        assert!(read.is_ok());
+        assert!(reader.parse().expect("a valid header").is_none());
+        assert!(
+            reader.buffered.capacity() <= 2 * limits.read_bytes,
+            "{} bytes reserved for a header",
+            reader.buffered.capacity()
+        );
     }
 }

@@ -327,9 +327,15 @@ fn join(cx: &mut Cx<'_>, player: String, outbounds: Vec<Outbound>) -> Result<Roo
     )?;
     let seated_now = joined.is_some();
     cx.emit_all(joined).map_err(persist_error)?;
-    // A connection that closed on the way is not followed; if all of them did, the
-    // player is away from the start (a quiz seat's grace runs).
-    let all_closed = !outbounds.is_empty() && outbounds.iter().all(Outbound::is_closed);
+    // A connection that closed on the way is not followed; if all of them did and no
+    // other connection of the player follows the room, the player is away from the
+    // start (a quiz seat's grace runs).
+    let all_closed = !outbounds.is_empty()
+        && outbounds.iter().all(Outbound::is_closed)
+        && !cx
+            .outbounds(&player)
+            .iter()
+            .any(|outbound| !outbound.is_closed());
     for outbound in outbounds
         .into_iter()
         .filter(|outbound| !outbound.is_closed())

@@ -334,7 +334,9 @@ async fn seat(
             reply,
         })
         .await;
-    if !matches!(seated, Ok(Ok(_))) {
+    // Forgotten only when the room surely does not follow them: it refused, or does not
+    // exist. After a timeout it may have seated the player all the same.
+    if matches!(seated, Ok(Err(_)) | Err(HubError::UnknownRoom(_))) {
         for outbound in newly_noted {
             outbound.forget_room(room);
         }

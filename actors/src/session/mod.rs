@@ -882,6 +882,9 @@ fn joined(
     let player = cx.id.clone();
     for outbound in connections(cx) {
         if !followed.contains(&outbound.connection) {
+            // Noted before the room hears of it (see `Hub::connection_closed`).
+            let noted = outbound.clone();
+            cx.then(move || noted.note_room(room));
             cx.effect(Effect::ToRoom {
                 room,
                 message: RoomMsg::Subscribe {
