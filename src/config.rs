@@ -5,7 +5,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use playtree_actors::GameConfig;
 use playtree_actors::config::{
-    ActorsConfig, ConfigError, QuizConfig, RoomsConfig, SessionConfig, StoreConfig, WheelConfig,
+    ActorsConfig, ConfigError, QuizConfig, ReferralConfig, RoomsConfig, SessionConfig, StoreConfig,
+    WheelConfig,
 };
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,7 @@ struct ConfigFile {
     rooms: RoomsConfig,
     store: StoreConfig,
     quiz: QuizConfig,
+    referral: ReferralConfig,
     wheels: Vec<WheelConfig>,
 }
 
@@ -157,6 +159,7 @@ impl ServerConfig {
                 store: file.store,
                 wheels: file.wheels,
                 quiz: file.quiz,
+                referral: file.referral,
             },
         };
         config.validate()?;

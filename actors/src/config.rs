@@ -13,6 +13,47 @@ pub struct GameConfig {
     pub store: StoreConfig,
     pub wheels: Vec<WheelConfig>,
     pub quiz: QuizConfig,
+    pub referral: ReferralConfig,
+}
+
+/// Referral trees: attribution, rewards per level, limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReferralConfig {
+    /// A player may claim a referral code this long after their first connection.
+    pub attribution_window_ms: u64,
+    /// Coins per level paid when a referee claims a code: the first entry to the
+    /// referrer (level 1), the next to the referrer's referrer, and so on. Levels
+    /// beyond the list earn nothing.
+    pub signup_rewards: Vec<u64>,
+    /// Coins per level paid when a referee finishes a first game.
+    pub activation_rewards: Vec<u64>,
+    /// Coins for the referee who claims a code (0: none).
+    pub welcome_bonus: u64,
+    /// Most players in one referral tree.
+    pub tree_players_max: usize,
+    /// Most referral trees active at once.
+    pub trees_max: usize,
+    /// How often a tree redelivers grants that were not acknowledged, and a session
+    /// retries telling its tree of an activation.
+    pub outbox_retry_ms: u64,
+    /// A tree with nothing left to deliver stops after this long unused.
+    pub passivate_after_ms: u64,
+}
+
+impl Default for ReferralConfig {
+    fn default() -> Self {
+        ReferralConfig {
+            attribution_window_ms: 7 * 24 * 3_600_000,
+            signup_rewards: vec![100],
+            activation_rewards: vec![100, 30, 10],
+            welcome_bonus: 50,
+            tree_players_max: 1_000_000,
+            trees_max: 100_000,
+            outbox_retry_ms: 5_000,
+            passivate_after_ms: 60_000,
+        }
+    }
 }
 
 /// What happens to a player who joins a quiz room whose game has started.
@@ -303,6 +344,20 @@ impl GameConfig {
             ("store.snapshot_every", self.store.snapshot_every),
             ("store.commit_batch_max", self.store.commit_batch_max as u64),
             ("store.commit_queue_max", self.store.commit_queue_max as u64),
+            (
+                "referral.attribution_window_ms",
+                self.referral.attribution_window_ms,
+            ),
+            (
+                "referral.tree_players_max",
+                self.referral.tree_players_max as u64,
+            ),
+            ("referral.trees_max", self.referral.trees_max as u64),
+            ("referral.outbox_retry_ms", self.referral.outbox_retry_ms),
+            (
+                "referral.passivate_after_ms",
+                self.referral.passivate_after_ms,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -342,6 +342,14 @@ impl<M: Message> Directory<M> {
         Some(id)
     }
 
+    /// Whether a live connection follows `id` (changes nothing).
+    pub fn is_followed(&self, id: &str) -> bool {
+        self.followers.get(id).is_some_and(|followers| {
+            let followers = followers_of(&followers);
+            !followers.is_empty() && followers.any_live()
+        })
+    }
+
     /// Drops `player`'s `connection` from the followers of `id`, which need not be in
     /// memory (nothing is activated). With no incarnation, the followers entry goes
     /// once empty.

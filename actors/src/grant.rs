@@ -7,9 +7,17 @@
 //! grant up to it is credited) plus the few credited out of order above it. No window
 //! can be outrun, however many grants arrive or however late a redelivery comes.
 
-use playtree_protocol::GrantId;
+use playtree_protocol::{GrantId, RoomId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Where a grant comes from, to acknowledge it there once credited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSource {
+    Room(RoomId),
+    /// A referral tree, by its root player.
+    Tree(String),
+}
 
 /// Identifies a spin: the wheel and the player's nonce on it.
 pub type SpinKey = (String, u64);

@@ -9,6 +9,7 @@ use crate::directory::{Directory, RestartDecision, RestartPolicy};
 use crate::error::HubError;
 use crate::matchmaker::Matchmaker;
 use crate::questions::QuestionBank;
+use crate::referral::{TreeEntity, TreeMsg};
 use crate::room::{RoomEntity, RoomMsg, RoomSpec};
 use crate::runtime::{ActivationError, Behaviour, EntityArgs, EntityRuntime};
 use crate::session::{SessionEntity, SessionMsg};
@@ -27,6 +28,7 @@ use std::time::Duration;
 pub enum EntityKind {
     Session,
     Room,
+    Tree,
 }
 
 impl EntityKind {
@@ -34,6 +36,7 @@ impl EntityKind {
         match self {
             EntityKind::Session => "session",
             EntityKind::Room => "room",
+            EntityKind::Tree => "tree",
         }
     }
 }
@@ -46,12 +49,16 @@ pub struct HubInner {
     pub entropy: Arc<dyn Entropy>,
     pub questions: Arc<QuestionBank>,
     pub matchmaker: Matchmaker,
+    /// Makes referral codes (with the key kept in the store).
+    pub codes: crate::referral::code::CodeMaker,
     /// The one timer that drives every entity's deadline.
     pub timers: crate::timers::Timers,
     pub(crate) sessions: Directory<SessionMsg>,
     pub(crate) rooms: Directory<RoomMsg>,
+    pub(crate) trees: Directory<TreeMsg>,
     session_supervisor: OnceLock<ActorRef<SupervisorMsg>>,
     room_supervisor: OnceLock<ActorRef<SupervisorMsg>>,
+    tree_supervisor: OnceLock<ActorRef<SupervisorMsg>>,
     shutting_down: AtomicBool,
 }
 
@@ -86,9 +93,11 @@ impl Hub {
             restarts_max: config.actors.restarts_max,
             window_ms: config.actors.restart_window_ms,
         };
+        let codes = crate::referral::code::CodeMaker::load_or_create(&store, &*entropy).await?;
         let inner = Arc::new(HubInner {
             sessions: Directory::new("session", config.actors.sessions_max, policy),
             rooms: Directory::new("room", config.rooms.rooms_max, policy),
+            trees: Directory::new("tree", config.referral.trees_max, policy),
             timers: crate::timers::Timers::start(clock.clone(), config.actors.timer_poll_ms),
             config: Arc::new(config),
             store,
@@ -96,13 +105,16 @@ impl Hub {
             entropy,
             questions,
             matchmaker: Matchmaker::default(),
+            codes,
             session_supervisor: OnceLock::new(),
             room_supervisor: OnceLock::new(),
+            tree_supervisor: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         });
         for (kind, slot) in [
             (EntityKind::Session, &inner.session_supervisor),
             (EntityKind::Room, &inner.room_supervisor),
+            (EntityKind::Tree, &inner.tree_supervisor),
         ] {
             let args = SupervisorArgs {
                 kind,
@@ -123,6 +135,9 @@ impl Hub {
         tokio::spawn(async move {
             if let Err(error) = owed.activate_owing_rooms().await {
                 tracing::error!(%error, "could not read the outbox index; grants wait for their rooms' next activation");
+            }
+            if let Err(error) = owed.activate_owing_trees().await {
+                tracing::error!(%error, "could not read the outbox index; grants wait for their trees' next activation");
             }
         });
         Ok(hub)
@@ -147,6 +162,21 @@ impl Hub {
             }
         }
         metrics::counter!("playtree_owing_rooms_activated_total").increment(activated as u64);
+        Ok(activated)
+    }
+
+    /// Activates every referral tree that the outbox index says owes grants.
+    pub async fn activate_owing_trees(&self) -> Result<usize, HubError> {
+        let owing = self.store.owing(EntityKind::Tree.name()).await?;
+        let mut activated = 0;
+        for root in owing {
+            match self.tree(&root).await {
+                Ok(_) => activated += 1,
+                Err(error) => {
+                    tracing::warn!(%root, %error, "a referral tree that owes grants did not activate")
+                }
+            }
+        }
         Ok(activated)
     }
 
@@ -228,6 +258,78 @@ impl Hub {
                 },
             )
             .await
+    }
+
+    /// The referral tree whose root is `root`, activated from the store if needed (an
+    /// empty tree if the store has never heard of it).
+    pub async fn tree(&self, root: &str) -> Result<ActorRef<TreeMsg>, HubError> {
+        self.check_running()?;
+        let hub = self.clone();
+        let id = root.to_owned();
+        self.trees
+            .get_or_activate(
+                root,
+                self.now_ms(),
+                self.call_timeout(),
+                move || async move {
+                    let supervisor = hub.tree_supervisor.get().ok_or(HubError::ShuttingDown)?;
+                    let followers = hub.trees.followers(&id);
+                    hub.spawn_entity::<TreeEntity>(supervisor, id.clone(), (), followers)
+                        .await
+                        .map_err(|error| HubError::Spawn {
+                            kind: "tree",
+                            id: id.clone(),
+                            reason: error.to_string(),
+                        })
+                },
+            )
+            .await
+    }
+
+    /// Request/response with a referral tree, re-resolving if it stopped meanwhile.
+    pub async fn call_tree<R: Send + 'static>(
+        &self,
+        root: &str,
+        build: impl Fn(RpcReplyPort<R>) -> TreeMsg,
+    ) -> Result<R, HubError> {
+        let timeout = self.call_timeout();
+        call_with_retry(
+            || self.tree(root),
+            build,
+            timeout,
+            "tree",
+            root,
+            |actor| self.trees.discard_stopped(actor),
+        )
+        .await
+    }
+
+    /// Casts to a tree now if it is in memory, or from a task that activates it first.
+    pub(crate) fn send_to_tree(&self, root: String, message: TreeMsg) {
+        let message = match self.trees.get(&root) {
+            Some(actor) => match actor.cast(message) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(message)) => message,
+                Err(_) => return,
+            },
+            None => message,
+        };
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let timeout = hub.call_timeout();
+            let sent = cast_with_retry(
+                || hub.tree(&root),
+                message,
+                timeout,
+                "tree",
+                &root,
+                |actor| hub.trees.discard_stopped(actor),
+            )
+            .await;
+            if let Err(error) = sent {
+                tracing::warn!(%root, %error, "message to a referral tree not delivered; its sender retries");
+            }
+        });
     }
 
     /// Spawns an incarnation of `B` under `supervisor` and counts the activation.
@@ -363,6 +465,7 @@ impl Hub {
         match kind {
             EntityKind::Session => self.sessions.register(actor, id),
             EntityKind::Room => self.rooms.register(actor, id),
+            EntityKind::Tree => self.trees.register(actor, id),
         }
     }
 
@@ -371,6 +474,7 @@ impl Hub {
         match kind {
             EntityKind::Session => self.sessions.mark_draining(actor),
             EntityKind::Room => self.rooms.mark_draining(actor),
+            EntityKind::Tree => self.trees.mark_draining(actor),
         }
     }
 
@@ -378,6 +482,7 @@ impl Hub {
         match kind {
             EntityKind::Session => self.sessions.stopped(actor),
             EntityKind::Room => self.rooms.stopped(actor),
+            EntityKind::Tree => self.trees.stopped(actor),
         }
     }
 
@@ -386,6 +491,7 @@ impl Hub {
         let decision = match kind {
             EntityKind::Session => self.sessions.on_failed(actor, now_ms),
             EntityKind::Room => self.rooms.on_failed(actor, now_ms),
+            EntityKind::Tree => self.trees.on_failed(actor, now_ms),
         };
         // A failed room no longer runs its `post_stop` (ractor skips it after a panic):
         // unlist it here, so QuickJoin does not send players to it. A restarted room
@@ -413,6 +519,7 @@ impl Hub {
                             Ok(room) => hub.room(room, None).await.map(|_| ()),
                             Err(_) => Ok(()),
                         },
+                        EntityKind::Tree => hub.tree(&id).await.map(|_| ()),
                     };
                     if let Err(error) = result {
                         tracing::error!(kind = kind.name(), %id, %error, "restart failed");
@@ -424,6 +531,7 @@ impl Hub {
                 let racing = match kind {
                     EntityKind::Session => self.sessions.get(&id).map(|a| a.get_cell()),
                     EntityKind::Room => self.rooms.get(&id).map(|a| a.get_cell()),
+                    EntityKind::Tree => self.trees.get(&id).map(|a| a.get_cell()),
                 };
                 if let Some(actor) = racing {
                     actor.stop(Some("restart intensity exceeded".into()));
@@ -447,9 +555,16 @@ impl Hub {
         for room in self.rooms.actors() {
             let _ = room.drain_and_wait(wait).await;
         }
-        for supervisor in [self.session_supervisor.get(), self.room_supervisor.get()]
-            .into_iter()
-            .flatten()
+        for tree in self.trees.actors() {
+            let _ = tree.drain_and_wait(wait).await;
+        }
+        for supervisor in [
+            self.session_supervisor.get(),
+            self.room_supervisor.get(),
+            self.tree_supervisor.get(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = supervisor.stop_and_wait(None, wait).await;
         }
@@ -487,6 +602,11 @@ impl Hub {
         if !told {
             self.sessions.drop_follower(player, player, connection);
         }
+    }
+
+    /// Whether `player` has a connection (their session need not be in memory).
+    pub fn is_online(&self, player: &str) -> bool {
+        self.sessions.is_followed(player)
     }
 
     /// The session of `player` if it is active in memory (not activating it).

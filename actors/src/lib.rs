@@ -14,6 +14,7 @@ pub mod hub;
 pub mod matchmaker;
 pub mod questions;
 pub mod rate;
+pub mod referral;
 pub mod release;
 pub mod room;
 pub mod runtime;

@@ -195,6 +195,14 @@ impl Subscribers {
         self.by_player.is_empty()
     }
 
+    /// Whether any connection is still open.
+    pub fn any_live(&self) -> bool {
+        self.by_player
+            .values()
+            .flatten()
+            .any(|outbound| !outbound.is_closed())
+    }
+
     pub fn outbounds(&self, player: &str) -> Vec<Outbound> {
         self.by_player.get(player).cloned().unwrap_or_default()
     }

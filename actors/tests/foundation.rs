@@ -186,7 +186,7 @@ async fn a_grant_addressed_to_another_player_is_neither_credited_nor_acknowledge
             "bob",
             SessionMsg::Credit {
                 grant: for_alice.grant.clone(),
-                source_room: room,
+                source: playtree_actors::grant::GrantSource::Room(room),
             },
         )
         .await
@@ -218,7 +218,7 @@ async fn an_old_grant_redelivered_after_many_newer_ones_is_not_paid_again() {
         for &seq in pair.iter().rev() {
             let message = SessionMsg::Credit {
                 grant: grant("room:77", seq, seq - 1, "alice", seq),
-                source_room: 77,
+                source: playtree_actors::grant::GrantSource::Room(77),
             };
             test.hub
                 .cast_session("alice", message)
@@ -231,7 +231,7 @@ async fn an_old_grant_redelivered_after_many_newer_ones_is_not_paid_again() {
     for seq in [1, 2, 30, GRANTS - 1, GRANTS] {
         let message = SessionMsg::Credit {
             grant: grant("room:77", seq, seq - 1, "alice", seq),
-            source_room: 77,
+            source: playtree_actors::grant::GrantSource::Room(77),
         };
         test.hub
             .cast_session("alice", message)
@@ -262,7 +262,7 @@ async fn a_failed_commit_stops_the_store_and_recovery_keeps_what_reached_the_dis
             "alice",
             SessionMsg::Credit {
                 grant: grant("room:1", 1, 0, "alice", 40),
-                source_room: 1,
+                source: playtree_actors::grant::GrantSource::Room(1),
             },
         )
         .await
@@ -658,7 +658,7 @@ async fn a_connected_idle_session_passivates_and_its_connection_hears_it_come_ba
             "alice",
             SessionMsg::Credit {
                 grant: grant("room:77", 1, 0, "alice", 25),
-                source_room: 77,
+                source: playtree_actors::grant::GrantSource::Room(77),
             },
         )
         .await

@@ -28,7 +28,7 @@ fn credit(source: u64, seq: u64) -> SessionMsg {
             reason: "hammer".into(),
             settles: None,
         },
-        source_room: source,
+        source: playtree_actors::grant::GrantSource::Room(source),
     }
 }
 

@@ -43,7 +43,7 @@ async fn a_grant_delivered_twice_is_credited_once_even_across_reactivation() {
     let test = hub_with(config()).await;
     let credit = |grant: Grant| SessionMsg::Credit {
         grant,
-        source_room: 77,
+        source: playtree_actors::grant::GrantSource::Room(77),
     };
     test.hub
         .cast_session("alice", credit(grant(1, 40)))

@@ -22,7 +22,7 @@ fn credit(seq: u64, amount: u64) -> SessionMsg {
             reason: "test".into(),
             settles: None,
         },
-        source_room: 5,
+        source: playtree_actors::grant::GrantSource::Room(5),
     }
 }
 

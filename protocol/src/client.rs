@@ -82,6 +82,14 @@ pub enum Request {
     React { room: RoomId, emoji: String },
     /// Replace the connection's token before it expires.
     RefreshToken { token: String },
+    /// The player's own referral code (made on first ask, then always the same).
+    GetReferralCode,
+    /// Become the referee of the player whose referral code this is (once, within the
+    /// attribution window of the player's first connection, and only while the player
+    /// has no referees of their own).
+    ClaimReferral { code: String },
+    /// The player's referral statistics.
+    GetReferralStats,
 }
 
 impl Request {
@@ -99,6 +107,9 @@ impl Request {
             Request::Chat { .. } => "chat",
             Request::React { .. } => "react",
             Request::RefreshToken { .. } => "refresh_token",
+            Request::GetReferralCode => "get_referral_code",
+            Request::ClaimReferral { .. } => "claim_referral",
+            Request::GetReferralStats => "get_referral_stats",
         }
     }
 }

@@ -131,6 +131,20 @@ codes! {
     InvalidChat = 4015, close = None;
     /// The emoji is not in the server's reaction set.
     InvalidReaction = 4016, close = None;
+    /// A player cannot claim their own referral code.
+    SelfReferral = 4101, close = None;
+    /// No player has this referral code.
+    UnknownReferralCode = 4102, close = None;
+    /// The player has claimed a referral code already (once per player).
+    ReferralAlreadyClaimed = 4103, close = None;
+    /// The attribution window after the player's first connection has passed.
+    AttributionWindowPassed = 4104, close = None;
+    /// The player has referees of their own, so cannot join another tree.
+    AlreadyReferrer = 4105, close = None;
+    /// The referrer is joining a tree right now; try again in a moment.
+    ReferrerBusy = 4106, close = None;
+    /// The referral tree holds its maximum number of players.
+    ReferralTreeFull = 4107, close = None;
     /// A refreshed token must name the same player.
     TokenPlayerMismatch = 2008, close = None;
     /// The token expired and was not refreshed in time.

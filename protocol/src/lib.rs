@@ -21,8 +21,9 @@ pub use error::{CloseCode, ErrorCode, ErrorReply};
 pub use ids::{GrantId, RoomId, StreamId};
 pub use server::{
     Event, EventEnvelope, FairnessInfo, PodiumPlace, QuizJoined, QuizLobby, QuizPhase, QuizPodium,
-    QuizQuestion, QuizReveal, ReplyBody, Role, RoomJoined, RoomSnapshot, SeedReveal, SegmentInfo,
-    ServerFrame, SpinOutcome, SpinResult, Standing, Welcome, WheelInfo,
+    QuizQuestion, QuizReveal, ReferralReward, ReferralStats, ReplyBody, RewardState, RewardTrigger,
+    Role, RoomJoined, RoomSnapshot, SeedReveal, SegmentInfo, ServerFrame, SpinOutcome, SpinResult,
+    Standing, Welcome, WheelInfo,
 };
 
 /// The protocol's major version. A client whose `Hello` names another major version is

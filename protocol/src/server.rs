@@ -114,6 +114,63 @@ pub enum Event {
     RoomSnapshot(RoomSnapshot),
     /// The player stream could not be replayed: the wallet as it is now (player stream).
     PlayerSnapshot { balance: u64 },
+    /// Someone joined the player's referral tree, `level` steps below the player (1: the
+    /// player's own referee) (player stream).
+    FriendJoined { friend: String, level: u32 },
+    /// A referral reward for the player changed state (player stream).
+    ReferralReward(ReferralReward),
+}
+
+/// Why a referral reward is paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RewardTrigger {
+    /// A referee claimed a code (paid up the tree).
+    Signup,
+    /// The referee's own bonus for claiming a code.
+    Welcome,
+    /// A referee finished a first game (paid up the tree).
+    Activation,
+}
+
+/// Where a referral reward stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RewardState {
+    /// Held until its hold time passes (then credited), unless voided first.
+    Pending,
+    /// In the wallet.
+    Credited,
+    /// Held by a velocity limit until a partner approves or voids it.
+    Flagged,
+    /// Never paid.
+    Voided,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralReward {
+    /// The reward's number in its referral tree.
+    pub reward: u64,
+    /// The player whose signup or activation earned it.
+    pub friend: String,
+    /// How many steps below the beneficiary the friend is (0 for a welcome bonus).
+    pub level: u32,
+    pub trigger: RewardTrigger,
+    pub amount: u64,
+    pub state: RewardState,
+}
+
+/// A player's referral statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralStats {
+    /// The player's referrer, if they claimed a code.
+    pub referrer: Option<String>,
+    /// Referees at each level below the player: index 0 counts level 1.
+    pub referees_by_level: Vec<u64>,
+    /// Referees (any level) who finished a first game.
+    pub activated: u64,
+    /// Rewards credited to the player, pending, and flagged (coins).
+    pub earned: u64,
+    pub pending: u64,
+    pub flagged: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +283,15 @@ pub enum ReplyBody {
     TokenRefreshed {
         expires_ms: u64,
     },
+    /// The player's referral code.
+    ReferralCode {
+        code: String,
+    },
+    /// The claim is recorded: `referrer` is the player's referrer from now on.
+    ReferralClaimed {
+        referrer: String,
+    },
+    ReferralStats(ReferralStats),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

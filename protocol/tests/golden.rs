@@ -93,11 +93,76 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
                 },
             },
         ),
+        (
+            "get_referral_code",
+            ClientFrame::Request {
+                req_id: 12,
+                request: Request::GetReferralCode,
+            },
+        ),
+        (
+            "claim_referral",
+            ClientFrame::Request {
+                req_id: 13,
+                request: Request::ClaimReferral {
+                    code: "7K3M9Q2X".into(),
+                },
+            },
+        ),
+        (
+            "get_referral_stats",
+            ClientFrame::Request {
+                req_id: 14,
+                request: Request::GetReferralStats,
+            },
+        ),
     ]
 }
 
 fn server_frames() -> Vec<(&'static str, ServerFrame)> {
     vec![
+        (
+            "reply_referral_stats",
+            ServerFrame::Reply {
+                req_id: 14,
+                result: Ok(ReplyBody::ReferralStats(ReferralStats {
+                    referrer: Some("al".into()),
+                    referees_by_level: vec![2, 1],
+                    activated: 1,
+                    earned: 130,
+                    pending: 0,
+                    flagged: 0,
+                })),
+            },
+        ),
+        (
+            "event_friend_joined",
+            ServerFrame::Event(EventEnvelope {
+                stream: StreamId::Player("al".into()),
+                epoch: 2,
+                seq: 4,
+                event: Event::FriendJoined {
+                    friend: "bo".into(),
+                    level: 1,
+                },
+            }),
+        ),
+        (
+            "event_referral_reward",
+            ServerFrame::Event(EventEnvelope {
+                stream: StreamId::Player("al".into()),
+                epoch: 2,
+                seq: 5,
+                event: Event::ReferralReward(ReferralReward {
+                    reward: 3,
+                    friend: "bo".into(),
+                    level: 1,
+                    trigger: RewardTrigger::Signup,
+                    amount: 100,
+                    state: RewardState::Credited,
+                }),
+            }),
+        ),
         (
             "reply_quiz_joined",
             ServerFrame::Reply {

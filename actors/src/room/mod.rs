@@ -16,7 +16,7 @@ pub use state::{RoomEntity, RoomEvent, RoomSetup, RoomState};
 
 use crate::config::GameConfig;
 use crate::connections::{ConnectionId, Outbound};
-use crate::grant::Grant;
+use crate::grant::{Grant, GrantSource};
 use crate::hub::{EntityKind, Hub};
 use crate::matchmaker::Listing;
 use crate::rate::TokenBucket;
@@ -697,7 +697,7 @@ fn redeliver(cx: &mut Cx<'_>) {
             player: grant.beneficiary.clone(),
             message: SessionMsg::Credit {
                 grant,
-                source_room: room,
+                source: GrantSource::Room(room),
             },
         });
     }

@@ -11,10 +11,11 @@ use crate::connections::{ConnectionId, Outbound};
 use crate::directory::{Followers, followers_of};
 use crate::hub::{EntityKind, Hub};
 use crate::questions::QuestionBank;
+use crate::referral::TreeMsg;
 use crate::release::Deferred;
 use crate::room::RoomMsg;
 use crate::session::SessionMsg;
-use crate::store::{CommitSlot, DeadLetter, Entity, StoreError, encode_value};
+use crate::store::{CommitSlot, DeadLetter, Entity, StoreError, WriteOp, encode_value};
 use crate::stream::Stream;
 use bytes::Bytes;
 use playtree_protocol::{Event, RoomId, StreamId};
@@ -180,6 +181,11 @@ pub enum Effect<B: Behaviour> {
         room: RoomId,
         message: RoomMsg,
     },
+    /// To the referral tree whose root is `root`.
+    ToTree {
+        root: String,
+        message: TreeMsg,
+    },
     /// Bookkeeping that must count only what became durable (metrics).
     Then(Deferred),
     Own(B::Effect),
@@ -208,6 +214,7 @@ impl<B: Behaviour> Debug for Effect<B> {
                 write!(formatter, "ToSession({player}, {message:?})")
             }
             Effect::ToRoom { room, message } => write!(formatter, "ToRoom({room}, {message:?})"),
+            Effect::ToTree { root, message } => write!(formatter, "ToTree({root}, {message:?})"),
             Effect::Then(_) => formatter.write_str("Then"),
             Effect::Own(effect) => write!(formatter, "Own({effect:?})"),
             Effect::Index(effect) => write!(formatter, "Index({effect:?})"),
@@ -243,6 +250,7 @@ pub struct Decide<'a, B: Behaviour> {
     events: Vec<B::Event>,
     encoded: Vec<Vec<u8>>,
     letters: Vec<DeadLetter>,
+    writes: Vec<WriteOp>,
     effects: Vec<Effect<B>>,
 }
 
@@ -264,6 +272,8 @@ pub struct Decided<B: Behaviour> {
     pub events: Vec<B::Event>,
     /// Dead letters filed in the same commit as the events.
     pub letters: Vec<DeadLetter>,
+    /// Index entries written in the same commit as the events.
+    pub writes: Vec<WriteOp>,
     pub effects: Vec<Effect<B>>,
     pub(crate) encoded: Vec<Vec<u8>>,
     pub(crate) slot: Option<CommitSlot>,
@@ -296,6 +306,7 @@ impl<'a, B: Behaviour> Decide<'a, B> {
             events: Vec::new(),
             encoded: Vec::new(),
             letters: Vec::new(),
+            writes: Vec::new(),
             effects: Vec::new(),
         }
     }
@@ -354,9 +365,18 @@ impl<'a, B: Behaviour> Decide<'a, B> {
         Ok(())
     }
 
+    /// Writes `op` (an index entry kept beside the entity, such as a referral code's
+    /// owner) in the same commit as the input's events. Refused like a first
+    /// [`Decide::emit`], before anything changed.
+    pub fn write(&mut self, op: WriteOp) -> Result<(), StoreError> {
+        self.take_place()?;
+        self.writes.push(op);
+        Ok(())
+    }
+
     /// Reserves the input's place in the commit queue on its first write.
     fn take_place(&mut self) -> Result<(), StoreError> {
-        if !self.events.is_empty() || !self.letters.is_empty() {
+        if !self.events.is_empty() || !self.letters.is_empty() || !self.writes.is_empty() {
             return Ok(());
         }
         self.slot = match &self.gate {
@@ -443,6 +463,7 @@ impl<'a, B: Behaviour> Decide<'a, B> {
         Decided {
             events: self.events,
             letters: self.letters,
+            writes: self.writes,
             effects: self.effects,
             encoded: self.encoded,
             slot: self.slot,

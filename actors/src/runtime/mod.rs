@@ -103,11 +103,12 @@ impl<B: Behaviour> Incarnation<B> {
         decision(&mut cx);
         let mut decided = cx.finish();
         let store = &self.core.hub.store;
-        let extra = decided
+        let mut extra = decided
             .letters
             .iter()
             .map(|letter| store.dead_letter_op(letter))
             .collect::<Result<Vec<_>, _>>()?;
+        extra.append(&mut decided.writes);
         let ticket = self
             .journal
             .submit_applied(decided.slot, decided.encoded, extra)?;
@@ -184,6 +185,10 @@ impl<B: Behaviour> Incarnation<B> {
             Effect::ToRoom { room, message } => {
                 let hub = core.hub.clone();
                 core.effects.push(move || hub.send_to_room(room, message));
+            }
+            Effect::ToTree { root, message } => {
+                let hub = core.hub.clone();
+                core.effects.push(move || hub.send_to_tree(root, message));
             }
             Effect::Own(effect) => {
                 let (hub, id, myself) = (core.hub.clone(), self.id.clone(), core.myself().clone());

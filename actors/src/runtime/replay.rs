@@ -357,7 +357,7 @@ fn session_messages(live: &Live<SessionEntity>, input: &SessionInput) -> Vec<Ses
                 reason: "test".into(),
                 settles: None,
             },
-            source_room: u64::from(*source),
+            source: crate::grant::GrantSource::Room(u64::from(*source)),
         }],
         SessionInput::Joined(room) => in_flow(live, |flow| SessionMsg::Joined {
             flow,

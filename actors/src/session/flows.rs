@@ -6,11 +6,13 @@
 //! every flow tells the session when it ends ([`SessionMsg::FlowDone`]), however it ends.
 
 use super::msg::{FlowTag, JoinRecord, RequestReply};
-use super::state::{Membership, PendingSpin};
+use super::referral::ClaimPlan;
+use super::state::{Claim, Membership, PendingSpin};
 use super::{QUIZ_VARIANT, SessionMsg, SessionWelcome};
 use crate::HubError;
 use crate::connections::Outbound;
 use crate::hub::Hub;
+use crate::referral::TreeMsg;
 use crate::room::{Position, RoomError, RoomMsg, RoomSpec, RoomView};
 use playtree_protocol::{
     ErrorCode, ErrorReply, QuizJoined, ReplyBody, RoomId, RoomJoined, RoomKind, SpinOutcome,
@@ -53,6 +55,16 @@ pub enum Flow {
     },
     Retry {
         spins: Vec<PendingSpin>,
+    },
+    /// Makes the player's referral code.
+    AssignCode {
+        reply: RequestReply,
+    },
+    /// Claims a referral code: finds its owner and their tree, records the claim as
+    /// under way, then has the tree attach the player.
+    Claim {
+        plan: ClaimPlan,
+        reply: RequestReply,
     },
 }
 
@@ -120,7 +132,147 @@ pub async fn run(hub: Hub, player: String, flow: Flow, done: Done) {
                 }
             }
         }
+        Flow::AssignCode { reply } => {
+            let code = assign_code(&hub, &player, tag).await;
+            let _ = reply.send(code.map(|code| ReplyBody::ReferralCode { code }));
+        }
+        Flow::Claim { plan, reply } => {
+            let claimed = claim(&hub, &player, tag, plan).await;
+            match &claimed {
+                Ok(_) => {
+                    metrics::counter!("playtree_referral_claims_total", "outcome" => "accepted")
+                        .increment(1);
+                }
+                Err(error) => super::referral::count_claim(error.code),
+            }
+            let _ = reply.send(claimed.map(|referrer| ReplyBody::ReferralClaimed { referrer }));
+        }
     }
+}
+
+/// Makes a code from a number the store hands out once, and has the session keep it
+/// (with its index entry).
+async fn assign_code(hub: &Hub, player: &str, tag: FlowTag) -> Result<String, ErrorReply> {
+    let number = hub.store.generate_id().map_err(store_failure)?;
+    let code = hub.codes.code_for(number).ok_or_else(|| {
+        ErrorReply::new(
+            ErrorCode::Internal,
+            "every referral code has been given out",
+        )
+    })?;
+    ask(hub, player, |reply| SessionMsg::CodeMade {
+        flow: tag,
+        code: code.clone(),
+        reply,
+    })
+    .await
+}
+
+fn store_failure(error: crate::store::StoreError) -> ErrorReply {
+    ErrorReply::new(ErrorCode::StoreFailure, error.to_string())
+}
+
+/// Claims a code; answers the referrer. A claim the tree never answered stays under way
+/// in the session, and asking again takes it up (with the same referrer and tree).
+async fn claim(
+    hub: &Hub,
+    player: &str,
+    tag: FlowTag,
+    plan: ClaimPlan,
+) -> Result<String, ErrorReply> {
+    let claim = match plan {
+        ClaimPlan::Resume(claim) => claim,
+        ClaimPlan::Lookup { code } => {
+            let owner = hub
+                .store
+                .get_raw(crate::referral::code::index_key(&code))
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(|| {
+                    ErrorReply::new(
+                        ErrorCode::UnknownReferralCode,
+                        format!("no player has the referral code {code}"),
+                    )
+                })?;
+            let referrer = String::from_utf8(owner).map_err(|_| {
+                ErrorReply::new(ErrorCode::Internal, "a referral code's owner is unreadable")
+            })?;
+            if referrer == player {
+                return Err(super::referral::self_referral());
+            }
+            let root = hub
+                .call_session(&referrer, |reply| SessionMsg::AcceptReferee {
+                    referee: player.to_owned(),
+                    reply,
+                })
+                .await??;
+            ask(hub, player, |reply| SessionMsg::ClaimStarting {
+                flow: tag,
+                referrer: referrer.clone(),
+                root: root.clone(),
+                reply,
+            })
+            .await?;
+            Claim { referrer, root }
+        }
+    };
+    let attached = hub
+        .call_tree(&claim.root, |reply| TreeMsg::Attach {
+            referrer: claim.referrer.clone(),
+            referee: player.to_owned(),
+            reply,
+        })
+        .await?;
+    if let Err(error) = &attached
+        && error.code == ErrorCode::StoreFailure
+    {
+        // Not an answer: the claim stays under way.
+        return Err(error.clone());
+    }
+    ask(hub, player, |reply| SessionMsg::ClaimSettled {
+        flow: tag,
+        outcome: attached.clone(),
+        reply,
+    })
+    .await?;
+    Ok(claim.referrer)
+}
+
+/// Tells the player's tree of their activation; the session records that it did.
+pub fn report_activation(hub: &Hub, player: &str, root: String) {
+    let (hub, player) = (hub.clone(), player.to_owned());
+    tokio::spawn(async move {
+        let recorded = hub
+            .call_tree(&root, |reply| TreeMsg::Activated {
+                player: player.clone(),
+                reply,
+            })
+            .await;
+        match recorded {
+            Ok(Ok(())) => hub.send_to_session(player, SessionMsg::ActivationRecorded),
+            // The session tries again at its next deadline.
+            Ok(Err(error)) => tracing::warn!(%player, %root, %error, "activation not recorded"),
+            Err(error) => tracing::warn!(%player, %root, %error, "activation not recorded"),
+        }
+    });
+}
+
+/// Answers the player's referral statistics from their tree.
+pub fn ask_stats(hub: &Hub, player: &str, root: String, reply: RequestReply) {
+    let (hub, player) = (hub.clone(), player.to_owned());
+    tokio::spawn(async move {
+        let stats = hub
+            .call_tree(&root, |reply| TreeMsg::Stats {
+                player: player.clone(),
+                reply,
+            })
+            .await;
+        let _ = reply.send(
+            stats
+                .map(ReplyBody::ReferralStats)
+                .map_err(|error| error.to_reply()),
+        );
+    });
 }
 
 /// Asks the player's own session, which decides.

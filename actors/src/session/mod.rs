@@ -11,6 +11,7 @@
 mod flows;
 mod logic;
 mod msg;
+mod referral;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -22,9 +23,10 @@ pub use state::{
 
 use crate::config::GameConfig;
 use crate::connections::{ConnectionId, Outbound};
-use crate::grant::Grant;
+use crate::grant::{Grant, GrantSource};
 use crate::hub::{EntityKind, Hub};
 use crate::rate::TokenBucket;
+use crate::referral::TreeMsg;
 use crate::room::{MemberRequest, Position, RoomMsg, Settled};
 use crate::runtime::{ActivationError, Behaviour, Decide, Effect, Env};
 use crate::store::{DeadLetter, StoreError};
@@ -61,6 +63,8 @@ pub struct SessionMemory {
     /// Private codes tried lately that matched no room
     /// (`rooms.private_code_misses_per_hour`).
     code_misses: Option<TokenBucket>,
+    /// When the player's tree was last told of their activation.
+    last_activation_report_ms: u64,
 }
 
 #[cfg(test)]
@@ -103,6 +107,13 @@ pub enum SessionEffect {
     },
     /// A member's request the room answers itself (chat, reactions, quiz answers).
     Relay { room: RoomId, message: RoomMsg },
+    /// Tells the player's tree (rooted at `root`) that they finished a first game.
+    ReportActivation { root: String },
+    /// Answers the player's referral statistics from their tree.
+    AskStats {
+        root: String,
+        reply: msg::RequestReply,
+    },
 }
 
 impl Behaviour for SessionEntity {
@@ -125,6 +136,7 @@ impl Behaviour for SessionEntity {
             // retry deadline.
             queue_retry(cx);
         }
+        referral::report_activation(cx);
         Ok(())
     }
 
@@ -160,12 +172,18 @@ impl Behaviour for SessionEntity {
                 received_ms,
                 reply,
             } => request_arrived(cx, request, reply, received_ms),
-            SessionMsg::Credit { grant, source_room } => {
+            SessionMsg::Credit { grant, source } => {
                 // A failure is logged where it happens; the source redelivers.
-                let _ = credit(cx, grant, source_room);
+                let _ = credit(cx, grant, source);
             }
             SessionMsg::Deadline => {
                 give_up_overdue_flow(cx);
+                let report_ms = cx.config().referral.outbox_retry_ms;
+                if cx.state().referral.activation_unreported()
+                    && cx.now_ms >= cx.memory.last_activation_report_ms + report_ms
+                {
+                    referral::report_activation(cx);
+                }
                 let retry_ms = cx.config().session.pending_retry_ms;
                 if !cx.state().pending_spins.is_empty()
                     && cx.now_ms >= cx.memory.last_retry_ms + retry_ms
@@ -212,6 +230,33 @@ impl Behaviour for SessionEntity {
                 let drawn = running(cx, flow).and_then(|()| draw_spin(cx, room, &client_seed));
                 cx.reply(reply, drawn);
             }
+            SessionMsg::News { event } => referral::news(cx, event),
+            SessionMsg::CodeMade { flow, code, reply } => {
+                let kept = referral::code_made(cx, flow, code);
+                cx.reply(reply, kept);
+            }
+            SessionMsg::AcceptReferee { referee, reply } => {
+                let accepted = referral::accept_referee(cx, &referee);
+                cx.reply(reply, accepted);
+            }
+            SessionMsg::ClaimStarting {
+                flow,
+                referrer,
+                root,
+                reply,
+            } => {
+                let started = referral::claim_starting(cx, flow, referrer, root);
+                cx.reply(reply, started);
+            }
+            SessionMsg::ClaimSettled {
+                flow,
+                outcome,
+                reply,
+            } => {
+                let settled = referral::claim_settled(cx, flow, outcome);
+                cx.reply(reply, settled);
+            }
+            SessionMsg::ActivationRecorded => referral::activation_recorded(cx),
             SessionMsg::Settled {
                 spin,
                 settled,
@@ -258,7 +303,8 @@ impl Behaviour for SessionEntity {
         let overdue = memory
             .flow
             .map(|running| running.started_ms + config.flow_timeout_ms);
-        crate::timers::earliest([retry, overdue])
+        let report = referral::next_report_ms(state, memory, env.config.referral.outbox_retry_ms);
+        crate::timers::earliest([retry, overdue, report])
     }
 
     fn deadline() -> SessionMsg {
@@ -339,6 +385,10 @@ impl Behaviour for SessionEntity {
                 epoch,
             } => flows::follow_rooms(hub, player, rooms, outbound, welcome, epoch),
             SessionEffect::Relay { room, message } => flows::relay(hub, room, message),
+            SessionEffect::ReportActivation { root } => {
+                flows::report_activation(hub, player, root);
+            }
+            SessionEffect::AskStats { root, reply } => flows::ask_stats(hub, player, root, reply),
         }
     }
 }
@@ -395,6 +445,7 @@ fn connect(
         .keys()
         .map(|room| (*room, position(&StreamId::Room(*room))))
         .collect();
+    referral::first_seen(cx);
     cx.follow(cx.id.clone(), outbound.clone(), frames);
     cx.memory
         .connections
@@ -449,11 +500,18 @@ fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply, 
                 ),
             }
         }
+        Request::GetReferralCode if referral::code(cx).is_some() => {
+            let code = referral::code(cx).unwrap_or_default();
+            cx.reply(reply, Ok(ReplyBody::ReferralCode { code }));
+        }
+        Request::GetReferralStats => referral::stats(cx, reply),
         request @ (Request::QuickJoin { .. }
         | Request::CreatePrivate { .. }
         | Request::JoinPrivate { .. }
         | Request::LeaveRoom { .. }
-        | Request::Spin { .. }) => queue(cx, Job::Request { request, reply }),
+        | Request::Spin { .. }
+        | Request::GetReferralCode
+        | Request::ClaimReferral { .. }) => queue(cx, Job::Request { request, reply }),
     }
 }
 
@@ -550,6 +608,15 @@ fn begin(cx: &mut Cx<'_>, job: Job) {
                 return;
             }
             Flow::Retry { spins }
+        }
+        // Made by a request queued before this one.
+        Job::Request {
+            request: Request::GetReferralCode,
+            reply,
+        } if referral::code(cx).is_some() => {
+            let code = referral::code(cx).unwrap_or_default();
+            cx.reply(reply, Ok(ReplyBody::ReferralCode { code }));
+            return;
         }
         Job::Request { request, reply } => match plan(cx, request) {
             Ok(planned) => planned(reply),
@@ -689,6 +756,13 @@ fn plan(cx: &mut Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
                 earlier,
                 reply,
             })
+        }
+        Request::GetReferralCode => Box::new(|reply| Flow::AssignCode { reply }),
+        Request::ClaimReferral { code } => {
+            let plan = referral::plan_claim(cx, &code).inspect_err(|error| {
+                referral::count_claim(error.code);
+            })?;
+            Box::new(move |reply| Flow::Claim { plan, reply })
         }
         other => {
             return Err(ErrorReply::new(
@@ -941,7 +1015,9 @@ fn settled_spin(
     spin: PendingSpin,
     settled: Settled,
 ) -> Result<SpinOutcome, ErrorReply> {
-    credit(cx, settled.grant, spin.room)?;
+    credit(cx, settled.grant, GrantSource::Room(spin.room))?;
+    // A settled spin is a finished game: the first one activates the player.
+    referral::game_finished(cx);
     let spins_left_today = cx
         .config()
         .wheel(&spin.wheel)
@@ -963,7 +1039,7 @@ fn settled_spin(
 
 /// Credits `grant` unless it was credited before, then acknowledges it to its room
 /// either way (an acknowledgement can be lost, so duplicates are acknowledged too).
-fn credit(cx: &mut Cx<'_>, grant: Grant, source_room: RoomId) -> Result<(), ErrorReply> {
+fn credit(cx: &mut Cx<'_>, grant: Grant, source: GrantSource) -> Result<(), ErrorReply> {
     let decision = logic::decide_credit(cx.state(), cx.id, &grant);
     match decision {
         logic::CreditDecision::Misaddressed => {
@@ -1012,9 +1088,15 @@ fn credit(cx: &mut Cx<'_>, grant: Grant, source_room: RoomId) -> Result<(), Erro
             metrics::counter!("playtree_rewards_duplicates_total").increment(1);
         }
     }
-    cx.effect(Effect::ToRoom {
-        room: source_room,
-        message: RoomMsg::GrantAcked { grant: grant.id },
+    cx.effect(match source {
+        GrantSource::Room(room) => Effect::ToRoom {
+            room,
+            message: RoomMsg::GrantAcked { grant: grant.id },
+        },
+        GrantSource::Tree(root) => Effect::ToTree {
+            root,
+            message: TreeMsg::GrantAcked { grant: grant.id },
+        },
     });
     Ok(())
 }

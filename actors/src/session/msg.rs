@@ -3,10 +3,10 @@
 
 use super::state::{Membership, PendingSpin};
 use crate::connections::{ConnectionId, Outbound};
-use crate::grant::Grant;
+use crate::grant::{Grant, GrantSource};
 use crate::room::Settled;
 use playtree_protocol::{
-    ErrorReply, FairnessInfo, ReplyBody, Request, RoomId, SpinOutcome, StreamPosition,
+    ErrorReply, Event, FairnessInfo, ReplyBody, Request, RoomId, SpinOutcome, StreamPosition,
 };
 use ractor::RpcReplyPort;
 
@@ -63,9 +63,9 @@ pub enum SessionMsg {
         received_ms: u64,
         reply: RequestReply,
     },
-    /// A grant for this player's wallet from `source_room`; credited at most once, and
-    /// acknowledged to the room either way.
-    Credit { grant: Grant, source_room: RoomId },
+    /// A grant for this player's wallet from `source`; credited at most once, and
+    /// acknowledged to its source either way.
+    Credit { grant: Grant, source: GrantSource },
     /// The session's deadline came (see `next_deadline`): retry unsettled spins.
     Deadline,
     /// A flow has seated the player in `room`: record the membership (and commit a
@@ -111,6 +111,38 @@ pub enum SessionMsg {
     CodeMissed,
     /// The flow `flow` of incarnation `epoch` has ended: the next request may start.
     FlowDone { epoch: u64, flow: u64 },
+    /// Something for the player's own stream (a referral tree's news), published if
+    /// the player is connected.
+    News { event: Event },
+    /// A flow made the player's referral code: keep it (unless one was kept meanwhile)
+    /// and answer the code kept.
+    CodeMade {
+        flow: FlowTag,
+        code: String,
+        reply: RpcReplyPort<Result<String, ErrorReply>>,
+    },
+    /// Another player's claim of this player's code: accept them as a referee (unless
+    /// this player is joining a tree right now), answering the root of the tree.
+    AcceptReferee {
+        referee: String,
+        reply: RpcReplyPort<Result<String, ErrorReply>>,
+    },
+    /// A claim flow found the referrer and their tree: record the claim as under way
+    /// (after checking the rules again), before the tree is asked.
+    ClaimStarting {
+        flow: FlowTag,
+        referrer: String,
+        root: String,
+        reply: RpcReplyPort<Result<(), ErrorReply>>,
+    },
+    /// The tree recorded the claim under way (`Ok`) or refused it for good (`Err`).
+    ClaimSettled {
+        flow: FlowTag,
+        outcome: Result<(), ErrorReply>,
+        reply: RpcReplyPort<Result<(), ErrorReply>>,
+    },
+    /// The player's tree recorded their activation.
+    ActivationRecorded,
     /// Test only: panic inside the handler, as a bug would.
     #[cfg(feature = "fault-injection")]
     InjectFault,

@@ -20,6 +20,43 @@ pub struct SessionState {
     pub rooms: BTreeMap<RoomId, Membership>,
     /// Spins drawn but not yet settled by their room.
     pub pending_spins: BTreeMap<SpinKey, PendingSpin>,
+    /// The player's place in the referral system.
+    pub referral: ReferralLink,
+}
+
+/// A player's place in the referral system, as their session knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralLink {
+    /// When the player first connected: the attribution window starts here (0: never).
+    pub first_seen_ms: u64,
+    /// The player's own code, once made.
+    pub code: Option<String>,
+    /// Who referred the player, once their claim is recorded in the tree.
+    pub referrer: Option<String>,
+    /// The root of the tree the player is in (as a referee or as a referrer).
+    pub tree_root: Option<String>,
+    /// The player has accepted a referee, so may no longer claim a code.
+    pub has_referees: bool,
+    /// A claim under way, recorded before the tree is asked: a claim interrupted by a
+    /// crash is taken up again with the same referrer and tree, never another.
+    pub claiming: Option<Claim>,
+    /// The player finished a first game.
+    pub activated: bool,
+    /// The player's tree has recorded the activation (and paid for it).
+    pub activation_reported: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub referrer: String,
+    pub root: String,
+}
+
+impl ReferralLink {
+    /// Whether the tree should still hear of the player's activation.
+    pub fn activation_unreported(&self) -> bool {
+        self.activated && self.referrer.is_some() && !self.activation_reported
+    }
 }
 
 /// A room the player is in: its kind and variant (the wheel id, or "quiz").
@@ -104,6 +141,31 @@ pub enum SessionEvent {
     LeftRoom {
         room: RoomId,
     },
+    /// The player's first connection: the referral attribution window starts.
+    FirstSeen {
+        at_ms: u64,
+    },
+    /// The player's referral code was made (its index entry is in the same commit).
+    CodeAssigned {
+        code: String,
+    },
+    /// The player accepted a referee: their tree is rooted at `root`.
+    RefereeAccepted {
+        root: String,
+    },
+    /// The player's claim of `referrer`'s code goes to the tree rooted at `root`.
+    ClaimStarted {
+        referrer: String,
+        root: String,
+    },
+    /// The tree recorded the claim under way.
+    ClaimRecorded,
+    /// The tree refused the claim under way for good.
+    ClaimDropped,
+    /// The player finished a first game.
+    GameFinished,
+    /// The player's tree recorded the activation.
+    ActivationReported,
 }
 
 #[derive(Debug)]
@@ -163,6 +225,35 @@ impl Entity for SessionEntity {
             SessionEvent::LeftRoom { room } => {
                 state.rooms.remove(room);
             }
+            SessionEvent::FirstSeen { at_ms } => {
+                if state.referral.first_seen_ms == 0 {
+                    state.referral.first_seen_ms = *at_ms;
+                }
+            }
+            SessionEvent::CodeAssigned { code } => {
+                state.referral.code.get_or_insert_with(|| code.clone());
+            }
+            SessionEvent::RefereeAccepted { root } => {
+                state.referral.has_referees = true;
+                state.referral.tree_root.get_or_insert_with(|| root.clone());
+            }
+            SessionEvent::ClaimStarted { referrer, root } => {
+                state.referral.claiming = Some(Claim {
+                    referrer: referrer.clone(),
+                    root: root.clone(),
+                });
+            }
+            SessionEvent::ClaimRecorded => {
+                if let Some(claim) = state.referral.claiming.take() {
+                    state.referral.referrer = Some(claim.referrer);
+                    state.referral.tree_root = Some(claim.root);
+                }
+            }
+            SessionEvent::ClaimDropped => {
+                state.referral.claiming = None;
+            }
+            SessionEvent::GameFinished => state.referral.activated = true,
+            SessionEvent::ActivationReported => state.referral.activation_reported = true,
         }
     }
 }

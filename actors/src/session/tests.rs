@@ -112,7 +112,7 @@ fn a_credit_is_journaled_published_and_acknowledged_and_a_duplicate_only_acknowl
     let mut alice = session(config());
     let decided = alice.input(SessionMsg::Credit {
         grant: grant("alice", 1, 0),
-        source_room: 7,
+        source: crate::grant::GrantSource::Room(7),
     });
     assert!(matches!(
         decided.events[..],
@@ -133,7 +133,7 @@ fn a_credit_is_journaled_published_and_acknowledged_and_a_duplicate_only_acknowl
 
     let again = alice.input(SessionMsg::Credit {
         grant: grant("alice", 1, 0),
-        source_room: 7,
+        source: crate::grant::GrantSource::Room(7),
     });
     assert!(again.events.is_empty());
     assert!(matches!(
@@ -148,7 +148,7 @@ fn a_grant_for_another_player_is_dead_lettered_never_credited_nor_acknowledged()
     let mut alice = session(config());
     let decided = alice.input(SessionMsg::Credit {
         grant: grant("bob", 1, 0),
-        source_room: 7,
+        source: crate::grant::GrantSource::Room(7),
     });
     assert!(decided.events.is_empty());
     assert!(

@@ -3,7 +3,8 @@
 //!
 //! Key layout (one sled tree): `'j' kind id seq` → journal entry, `'s' kind id` →
 //! snapshot, `'i' kind id` → incarnation (the fence), `'o' kind id` → outbox index entry,
-//! `'d' n` → dead letter; `kind` and `id` are length-prefixed and `seq` big-endian so
+//! `'d' n` → dead letter, `'c' code` → the player whose referral code it is, `'m' name`
+//! → server-wide values (the referral code key); `kind` and `id` are length-prefixed and `seq` big-endian so
 //! that one entity's journal is a contiguous, ordered range. Values start with a format
 //! byte.
 
@@ -27,7 +28,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Format byte that starts every stored value; bump it when the encoding changes.
 /// 2: grants carry the previous grant to the same beneficiary; wallets keep watermarks.
-pub const RECORD_FORMAT_VERSION: u8 = 2;
+/// 3: sessions keep their referral link (a store of format 2 is not read: no migration).
+pub const RECORD_FORMAT_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -286,6 +288,11 @@ impl Store {
         tokio::task::spawn_blocking(move || read(&*backend))
             .await
             .map_err(|error| StoreError::Sled(format!("read task failed: {error}")))?
+    }
+
+    /// The value stored under `key`, if any (for indexes kept beside the entities).
+    pub async fn get_raw(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blocking(move |backend| backend.get(&key)).await
     }
 
     /// The entity's incarnation number (0: never activated).

@@ -12,8 +12,8 @@ use playtree_protocol::fairness::Commitment;
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use playtree_protocol::{
     ClientFrame, CloseCode, ErrorReply, EventEnvelope, Hello, PROTOCOL_VERSION, QuizJoined,
-    ReplyBody, Request, RoomId, RoomJoined, RoomKind, SeedReveal, ServerFrame, SpinOutcome,
-    StreamId, StreamPosition, Welcome, WheelInfo,
+    ReferralStats, ReplyBody, Request, RoomId, RoomJoined, RoomKind, SeedReveal, ServerFrame,
+    SpinOutcome, StreamId, StreamPosition, Welcome, WheelInfo,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -726,6 +726,33 @@ impl Client {
         match self.request(Request::GetWallet).await? {
             ReplyBody::Wallet { balance } => Ok(balance),
             other => Err(unexpected("Wallet", &other)),
+        }
+    }
+
+    /// The player's referral code, to share with friends.
+    pub async fn referral_code(&self) -> Result<String, ClientError> {
+        match self.request(Request::GetReferralCode).await? {
+            ReplyBody::ReferralCode { code } => Ok(code),
+            other => Err(unexpected("ReferralCode", &other)),
+        }
+    }
+
+    /// Claims a friend's referral code (PROTOCOL.md §4.3); answers the referrer.
+    pub async fn claim_referral(&self, code: &str) -> Result<String, ClientError> {
+        let request = Request::ClaimReferral {
+            code: code.to_owned(),
+        };
+        match self.request(request).await? {
+            ReplyBody::ReferralClaimed { referrer } => Ok(referrer),
+            other => Err(unexpected("ReferralClaimed", &other)),
+        }
+    }
+
+    /// The player's referral statistics.
+    pub async fn referral_stats(&self) -> Result<ReferralStats, ClientError> {
+        match self.request(Request::GetReferralStats).await? {
+            ReplyBody::ReferralStats(stats) => Ok(stats),
+            other => Err(unexpected("ReferralStats", &other)),
         }
     }
 

@@ -1,0 +1,370 @@
+//! The referral tree entity: one per tree, keyed by its root player. It attaches
+//! referees below their referrers, pays rewards per level through its outbox (grants
+//! credited exactly once by the wallets, redelivered until acknowledged), keeps every
+//! player's counters as the tree grows, and tells online players what happened.
+//!
+//! Trees never merge and never hold a cycle: a player joins a tree only by claiming a
+//! code while they have no referees of their own (their session checks it, serialized
+//! with the referees they accept), so every new node is a leaf.
+
+pub mod code;
+pub mod msg;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+pub use msg::TreeMsg;
+pub use state::{LEVELS_TRACKED, Node, Reward, TreeEntity, TreeEvent, TreeState, ancestors};
+
+use crate::config::GameConfig;
+use crate::grant::{Grant, GrantSource};
+use crate::hub::{EntityKind, Hub};
+use crate::runtime::{ActivationError, Behaviour, Decide, Effect, Env};
+use crate::session::SessionMsg;
+use playtree_protocol::{
+    ErrorCode, ErrorReply, Event, GrantId, ReferralReward, RewardState, RewardTrigger, StreamId,
+};
+
+/// A tree's decision context.
+type Cx<'a> = Decide<'a, TreeEntity>;
+
+/// What a tree keeps in memory only.
+#[derive(Debug, Default)]
+pub struct TreeMemory {
+    /// When the outbox was last redelivered.
+    last_redeliver_ms: u64,
+}
+
+/// A tree's own effects.
+#[derive(Debug)]
+pub enum TreeEffect {
+    /// Tells `player`, if online, of `event` on their player stream.
+    Notify { player: String, event: Event },
+}
+
+impl Behaviour for TreeEntity {
+    type Id = String;
+    type Msg = TreeMsg;
+    type Memory = TreeMemory;
+    type Effect = TreeEffect;
+    type Start = ();
+
+    const ENTITY: EntityKind = EntityKind::Tree;
+
+    /// Nobody follows a tree: what it has to say goes to players' own streams.
+    fn stream(root: &String) -> StreamId {
+        StreamId::Player(format!("tree:{root}"))
+    }
+
+    fn activate(cx: &mut Cx<'_>, _start: ()) -> Result<(), ActivationError> {
+        cx.memory.last_redeliver_ms = cx.now_ms;
+        if !cx.state().outbox.is_empty() {
+            redeliver(cx);
+        }
+        Ok(())
+    }
+
+    fn decide(cx: &mut Cx<'_>, input: TreeMsg) {
+        match input {
+            TreeMsg::Attach {
+                referrer,
+                referee,
+                reply,
+            } => {
+                let attached = attach(cx, referrer, referee);
+                let outcome = match &attached {
+                    Ok(()) => "accepted",
+                    Err(_) => "refused",
+                };
+                cx.then(move || {
+                    metrics::counter!("playtree_referral_attachments_total", "outcome" => outcome)
+                        .increment(1)
+                });
+                cx.reply(reply, attached);
+            }
+            TreeMsg::Activated { player, reply } => {
+                let recorded = activated(cx, player);
+                cx.reply(reply, recorded);
+            }
+            TreeMsg::Stats { player, reply } => {
+                let stats = cx.state().stats(&player);
+                cx.reply(reply, stats);
+            }
+            TreeMsg::GrantAcked { grant } => grant_acked(cx, grant),
+            TreeMsg::Deadline => {
+                let retry_ms = cx.config().referral.outbox_retry_ms;
+                if !cx.state().outbox.is_empty()
+                    && cx.now_ms >= cx.memory.last_redeliver_ms + retry_ms
+                {
+                    redeliver(cx);
+                }
+            }
+        }
+    }
+
+    fn next_deadline(env: &Env, state: &TreeState, memory: &TreeMemory) -> Option<u64> {
+        (!state.outbox.is_empty())
+            .then(|| memory.last_redeliver_ms + env.config.referral.outbox_retry_ms)
+    }
+
+    fn deadline() -> TreeMsg {
+        TreeMsg::Deadline
+    }
+
+    fn is_deadline(input: &TreeMsg) -> bool {
+        matches!(input, TreeMsg::Deadline)
+    }
+
+    fn is_activity(input: &TreeMsg) -> bool {
+        matches!(
+            input,
+            TreeMsg::Attach { .. } | TreeMsg::Activated { .. } | TreeMsg::Stats { .. }
+        )
+    }
+
+    fn may_passivate(state: &TreeState, _memory: &TreeMemory) -> bool {
+        state.outbox.is_empty()
+    }
+
+    fn passivate_after_ms(config: &GameConfig) -> u64 {
+        config.referral.passivate_after_ms
+    }
+
+    fn history_len(_config: &GameConfig) -> usize {
+        0
+    }
+
+    fn snapshot(_cx: &Cx<'_>) -> Event {
+        // Never sent: a tree has no followers.
+        Event::PlayerSnapshot { balance: 0 }
+    }
+
+    fn keeps_follower(_state: &TreeState, _player: &str) -> bool {
+        false
+    }
+
+    fn redirect(hub: &Hub, root: &String, message: TreeMsg) {
+        hub.send_to_tree(root.clone(), message);
+    }
+
+    fn perform(hub: &Hub, _root: &String, _myself: &ractor::ActorRef<TreeMsg>, effect: TreeEffect) {
+        match effect {
+            TreeEffect::Notify { player, event } => {
+                if hub.is_online(&player) {
+                    hub.send_to_session(player, SessionMsg::News { event });
+                }
+            }
+        }
+    }
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(code, message)
+}
+
+fn store_error(error: crate::store::StoreError) -> ErrorReply {
+    ErrorReply::new(ErrorCode::StoreFailure, error.to_string())
+}
+
+/// `referee` joins below `referrer`, and the signup rewards and the welcome bonus are
+/// paid.
+fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), ErrorReply> {
+    let root = cx.id.clone();
+    if referee == referrer {
+        return Err(refused(
+            ErrorCode::SelfReferral,
+            "a player cannot claim their own referral code",
+        ));
+    }
+    let state = cx.state();
+    if let Some(node) = state.nodes.get(&referee) {
+        // Asked again (a claim retried after a lost answer): the same answer.
+        return if node.parent.as_deref() == Some(referrer.as_str()) {
+            Ok(())
+        } else {
+            Err(refused(
+                ErrorCode::ReferralAlreadyClaimed,
+                "this player is in a referral tree already",
+            ))
+        };
+    }
+    if !state.nodes.contains_key(&referrer) && referrer != root {
+        return Err(refused(
+            ErrorCode::Internal,
+            format!("{referrer} is not in the referral tree of {root}"),
+        ));
+    }
+    let players_max = cx.config().referral.tree_players_max;
+    // The referee, and the root with the first referral.
+    let adding = if state.nodes.is_empty() { 2 } else { 1 };
+    if state.nodes.len() + adding > players_max {
+        return Err(refused(
+            ErrorCode::ReferralTreeFull,
+            format!("this referral tree holds its maximum of {players_max} players"),
+        ));
+    }
+    let at_ms = cx.now_ms;
+    let mut events = Vec::new();
+    if state.nodes.is_empty() {
+        events.push(TreeEvent::Rooted {
+            root: root.clone(),
+            at_ms,
+        });
+    }
+    events.push(TreeEvent::Attached {
+        referrer,
+        referee: referee.clone(),
+        at_ms,
+    });
+    cx.emit_all(events).map_err(store_error)?;
+    let config = cx.config().referral.clone();
+    for (index, ancestor) in ancestors(cx.state(), &referee).into_iter().enumerate() {
+        let level = index as u32 + 1;
+        cx.own(TreeEffect::Notify {
+            player: ancestor.clone(),
+            event: Event::FriendJoined {
+                friend: referee.clone(),
+                level,
+            },
+        });
+        let amount = config.signup_rewards.get(index).copied().unwrap_or(0);
+        reward(cx, ancestor, &referee, level, RewardTrigger::Signup, amount)?;
+    }
+    reward(
+        cx,
+        referee.clone(),
+        &referee,
+        0,
+        RewardTrigger::Welcome,
+        config.welcome_bonus,
+    )?;
+    Ok(())
+}
+
+/// `player` finished a first game: the activation rewards are paid up the tree once.
+fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
+    let Some(node) = cx.state().nodes.get(&player) else {
+        return Err(refused(
+            ErrorCode::Internal,
+            format!("{player} is not in the referral tree of {}", cx.id),
+        ));
+    };
+    if node.activated {
+        return Ok(());
+    }
+    cx.emit(TreeEvent::Activated {
+        player: player.clone(),
+    })
+    .map_err(store_error)?;
+    cx.then(|| metrics::counter!("playtree_referral_activations_total").increment(1));
+    let amounts = cx.config().referral.activation_rewards.clone();
+    for (index, ancestor) in ancestors(cx.state(), &player).into_iter().enumerate() {
+        let amount = amounts.get(index).copied().unwrap_or(0);
+        reward(
+            cx,
+            ancestor,
+            &player,
+            index as u32 + 1,
+            RewardTrigger::Activation,
+            amount,
+        )?;
+    }
+    Ok(())
+}
+
+/// Pays `amount` to `beneficiary` (nothing for 0): a grant in the outbox, sent to the
+/// wallet once durable, and the news for the beneficiary if online.
+fn reward(
+    cx: &mut Cx<'_>,
+    beneficiary: String,
+    friend: &str,
+    level: u32,
+    trigger: RewardTrigger,
+    amount: u64,
+) -> Result<(), ErrorReply> {
+    if amount == 0 {
+        return Ok(());
+    }
+    let root = cx.id.clone();
+    let source = format!("tree:{root}");
+    let (id, previous) = cx.state().grants.next(&source, &beneficiary);
+    let grant = Grant {
+        id,
+        previous,
+        beneficiary: beneficiary.clone(),
+        amount,
+        reason: format!("referral: {} ({trigger:?}, level {level})", friend),
+        settles: None,
+    };
+    let number = cx.state().next_reward();
+    cx.emit(TreeEvent::Rewarded {
+        reward: number,
+        friend: friend.to_owned(),
+        level,
+        trigger,
+        grant: grant.clone(),
+    })
+    .map_err(store_error)?;
+    let trigger_name = trigger_name(trigger);
+    cx.then(move || {
+        metrics::counter!("playtree_referral_rewards_total", "trigger" => trigger_name, "state" => "credited")
+            .increment(1);
+        metrics::counter!("playtree_referral_reward_coins_total", "trigger" => trigger_name)
+            .increment(amount);
+    });
+    cx.own(TreeEffect::Notify {
+        player: beneficiary.clone(),
+        event: Event::ReferralReward(ReferralReward {
+            reward: number,
+            friend: friend.to_owned(),
+            level,
+            trigger,
+            amount,
+            state: RewardState::Credited,
+        }),
+    });
+    cx.effect(Effect::ToSession {
+        player: beneficiary,
+        message: SessionMsg::Credit {
+            grant,
+            source: GrantSource::Tree(root),
+        },
+    });
+    Ok(())
+}
+
+pub fn trigger_name(trigger: RewardTrigger) -> &'static str {
+    match trigger {
+        RewardTrigger::Signup => "signup",
+        RewardTrigger::Welcome => "welcome",
+        RewardTrigger::Activation => "activation",
+    }
+}
+
+fn grant_acked(cx: &mut Cx<'_>, grant: GrantId) {
+    if !cx.state().outbox.contains_key(&grant) {
+        return;
+    }
+    if let Err(error) = cx.emit(TreeEvent::GrantDelivered {
+        grant: grant.clone(),
+    }) {
+        // The grant stays in the outbox and is redelivered; the wallet dedups it.
+        tracing::warn!(tree = %cx.id, %grant, %error, "delivery not recorded");
+    }
+}
+
+/// Sends every unacknowledged grant to its wallet.
+fn redeliver(cx: &mut Cx<'_>) {
+    cx.memory.last_redeliver_ms = cx.now_ms;
+    let root = cx.id.clone();
+    let grants: Vec<Grant> = cx.state().outbox.values().cloned().collect();
+    for grant in grants {
+        cx.effect(Effect::ToSession {
+            player: grant.beneficiary.clone(),
+            message: SessionMsg::Credit {
+                grant,
+                source: GrantSource::Tree(root.clone()),
+            },
+        });
+    }
+}

@@ -1,0 +1,217 @@
+//! A referral tree's durable state, its events, and the pure `apply`.
+//!
+//! One tree per root player: who referred whom (parent links and depths), per-player
+//! counters kept as players join and activate (so stats never need a recount), every
+//! reward with its state, and the outbox of grants not yet acknowledged by wallets.
+
+use crate::grant::{Grant, GrantCounter};
+use crate::store::Entity;
+use playtree_protocol::{GrantId, ReferralStats, RewardState, RewardTrigger};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Levels below a player that their counters track (referees by level, activated).
+/// Rewards go only as deep as their configured lists; stats stop here.
+pub const LEVELS_TRACKED: usize = 8;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeState {
+    /// The root player (empty until the first referral).
+    pub root: String,
+    pub nodes: BTreeMap<String, Node>,
+    pub rewards: BTreeMap<u64, Reward>,
+    pub grants: GrantCounter,
+    /// Grants issued and not yet acknowledged by their wallet.
+    pub outbox: BTreeMap<GrantId, Grant>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The player's referrer (none for the root).
+    pub parent: Option<String>,
+    /// Steps below the root (0 for the root).
+    pub depth: u32,
+    pub joined_ms: u64,
+    /// The player finished a first game (and their ancestors were paid for it).
+    pub activated: bool,
+    /// Referees at each level below this player: index 0 counts level 1.
+    pub referees_by_level: Vec<u64>,
+    /// Referees within [`LEVELS_TRACKED`] levels who activated.
+    pub activated_referees: u64,
+    /// Coins of rewards to this player by state.
+    pub earned: u64,
+    pub pending: u64,
+    pub flagged: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reward {
+    pub beneficiary: String,
+    /// The player whose signup or activation earned it.
+    pub friend: String,
+    pub level: u32,
+    pub trigger: RewardTrigger,
+    pub amount: u64,
+    pub state: RewardState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TreeEvent {
+    /// The tree's first referral: its root joins as the top node.
+    Rooted { root: String, at_ms: u64 },
+    /// `referee` joined below `referrer`.
+    Attached {
+        referrer: String,
+        referee: String,
+        at_ms: u64,
+    },
+    /// `player` finished a first game.
+    Activated { player: String },
+    /// A reward credited at once: its grant goes to the outbox.
+    Rewarded {
+        reward: u64,
+        friend: String,
+        level: u32,
+        trigger: RewardTrigger,
+        grant: Grant,
+    },
+    /// The beneficiary's wallet has the grant.
+    GrantDelivered { grant: GrantId },
+}
+
+#[derive(Debug)]
+pub struct TreeEntity;
+
+impl Entity for TreeEntity {
+    const KIND: &'static str = "tree";
+    type State = TreeState;
+    type Event = TreeEvent;
+
+    fn apply(state: &mut TreeState, event: &TreeEvent) {
+        match event {
+            TreeEvent::Rooted { root, at_ms } => {
+                state.root = root.clone();
+                state.nodes.entry(root.clone()).or_insert_with(|| Node {
+                    joined_ms: *at_ms,
+                    ..Node::default()
+                });
+            }
+            TreeEvent::Attached {
+                referrer,
+                referee,
+                at_ms,
+            } => {
+                let Some(depth) = state.nodes.get(referrer).map(|node| node.depth + 1) else {
+                    return;
+                };
+                if state.nodes.contains_key(referee) {
+                    return;
+                }
+                state.nodes.insert(
+                    referee.clone(),
+                    Node {
+                        parent: Some(referrer.clone()),
+                        depth,
+                        joined_ms: *at_ms,
+                        ..Node::default()
+                    },
+                );
+                for (level, ancestor) in ancestors(state, referee).into_iter().enumerate() {
+                    if let Some(node) = state.nodes.get_mut(&ancestor) {
+                        if node.referees_by_level.len() <= level {
+                            node.referees_by_level.resize(level + 1, 0);
+                        }
+                        node.referees_by_level[level] += 1;
+                    }
+                }
+            }
+            TreeEvent::Activated { player } => {
+                let Some(node) = state.nodes.get_mut(player) else {
+                    return;
+                };
+                if node.activated {
+                    return;
+                }
+                node.activated = true;
+                for ancestor in ancestors(state, player) {
+                    if let Some(node) = state.nodes.get_mut(&ancestor) {
+                        node.activated_referees += 1;
+                    }
+                }
+            }
+            TreeEvent::Rewarded {
+                reward,
+                friend,
+                level,
+                trigger,
+                grant,
+            } => {
+                if state.rewards.contains_key(reward) {
+                    return;
+                }
+                state.rewards.insert(
+                    *reward,
+                    Reward {
+                        beneficiary: grant.beneficiary.clone(),
+                        friend: friend.clone(),
+                        level: *level,
+                        trigger: *trigger,
+                        amount: grant.amount,
+                        state: RewardState::Credited,
+                    },
+                );
+                if let Some(node) = state.nodes.get_mut(&grant.beneficiary) {
+                    node.earned = node.earned.saturating_add(grant.amount);
+                }
+                state.grants.issued(grant);
+                state.outbox.insert(grant.id.clone(), grant.clone());
+            }
+            TreeEvent::GrantDelivered { grant } => {
+                state.outbox.remove(grant);
+            }
+        }
+    }
+
+    fn owes_grants(state: &TreeState) -> bool {
+        !state.outbox.is_empty()
+    }
+}
+
+/// `player`'s ancestors, nearest first, at most [`LEVELS_TRACKED`] of them.
+pub fn ancestors(state: &TreeState, player: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut current = state.nodes.get(player).and_then(|node| node.parent.clone());
+    while let Some(ancestor) = current {
+        if found.len() == LEVELS_TRACKED {
+            break;
+        }
+        current = state
+            .nodes
+            .get(&ancestor)
+            .and_then(|node| node.parent.clone());
+        found.push(ancestor);
+    }
+    found
+}
+
+impl TreeState {
+    /// The next reward's number.
+    pub fn next_reward(&self) -> u64 {
+        self.rewards.keys().next_back().map_or(1, |last| last + 1)
+    }
+
+    /// `player`'s statistics, from the counters kept as the tree grew.
+    pub fn stats(&self, player: &str) -> ReferralStats {
+        let Some(node) = self.nodes.get(player) else {
+            return ReferralStats::default();
+        };
+        ReferralStats {
+            referrer: node.parent.clone(),
+            referees_by_level: node.referees_by_level.clone(),
+            activated: node.activated_referees,
+            earned: node.earned,
+            pending: node.pending,
+            flagged: node.flagged,
+        }
+    }
+}

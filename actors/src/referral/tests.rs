@@ -1,0 +1,196 @@
+//! A referral tree's decisions, with no actor, store or socket.
+
+use super::*;
+use crate::runtime::testing::{Bench, config, env, port, send_replies};
+use crate::session::SessionMsg;
+
+fn tree(config: GameConfig) -> Bench<TreeEntity> {
+    Bench::<TreeEntity>::activate("root".into(), env(config), ()).0
+}
+
+fn attach(tree: &mut Bench<TreeEntity>, referrer: &str, referee: &str) -> Result<(), ErrorReply> {
+    let (reply, mut answer) = port();
+    let decided = tree.input(TreeMsg::Attach {
+        referrer: referrer.into(),
+        referee: referee.into(),
+        reply,
+    });
+    send_replies(decided.effects);
+    answer.try_recv().expect("answered")
+}
+
+/// The grants a decision sends, as (beneficiary, amount).
+fn paid(effects: &[Effect<TreeEntity>]) -> Vec<(String, u64)> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::ToSession {
+                message: SessionMsg::Credit { grant, .. },
+                ..
+            } => Some((grant.beneficiary.clone(), grant.amount)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn activate(tree: &mut Bench<TreeEntity>, player: &str) -> Vec<(String, u64)> {
+    let (reply, mut answer) = port();
+    let decided = tree.input(TreeMsg::Activated {
+        player: player.into(),
+        reply,
+    });
+    let paid = paid(&decided.effects);
+    send_replies(decided.effects);
+    answer.try_recv().expect("answered").expect("recorded");
+    paid
+}
+
+#[test]
+fn a_chain_of_five_pays_exactly_the_configured_three_levels() {
+    let mut config = config();
+    config.referral.activation_rewards = vec![100, 30, 10];
+    let mut tree = tree(config);
+    // root ← a ← b ← c ← d ← e
+    let chain = ["root", "a", "b", "c", "d", "e"];
+    for pair in chain.windows(2) {
+        attach(&mut tree, pair[0], pair[1]).expect("attached");
+    }
+    assert_eq!(tree.state.nodes["e"].depth, 5);
+    let paid = activate(&mut tree, "e");
+    assert_eq!(
+        paid,
+        vec![("d".into(), 100), ("c".into(), 30), ("b".into(), 10)],
+        "levels 1 to 3 are paid, levels 4 and 5 (a, root) nothing"
+    );
+    assert!(
+        activate(&mut tree, "e").is_empty(),
+        "an activation pays once"
+    );
+}
+
+#[test]
+fn a_signup_pays_the_referrer_and_welcomes_the_referee() {
+    let mut config = config();
+    config.referral.signup_rewards = vec![100, 20];
+    config.referral.welcome_bonus = 50;
+    let mut tree = tree(config);
+    attach(&mut tree, "root", "a").expect("attached");
+    let (reply, _answer) = port();
+    let decided = tree.input(TreeMsg::Attach {
+        referrer: "a".into(),
+        referee: "b".into(),
+        reply,
+    });
+    assert_eq!(
+        paid(&decided.effects),
+        vec![("a".into(), 100), ("root".into(), 20), ("b".into(), 50)]
+    );
+    // Every payment is a grant in the outbox until its wallet acknowledges it.
+    assert_eq!(tree.state.outbox.len(), 2 + 3);
+}
+
+#[test]
+fn a_referee_joins_one_tree_once_and_never_under_themselves() {
+    let mut tree = tree(config());
+    attach(&mut tree, "root", "a").expect("attached");
+    assert_eq!(
+        attach(&mut tree, "root", "a"),
+        Ok(()),
+        "asked again: the same answer"
+    );
+    assert_eq!(
+        attach(&mut tree, "root", "b"),
+        Ok(()),
+        "a second referee of the root"
+    );
+    let code = |result: Result<(), ErrorReply>| result.map_err(|error| error.code);
+    assert_eq!(
+        code(attach(&mut tree, "b", "a")),
+        Err(ErrorCode::ReferralAlreadyClaimed),
+        "a has a referrer already"
+    );
+    assert_eq!(
+        code(attach(&mut tree, "c", "c")),
+        Err(ErrorCode::SelfReferral)
+    );
+    assert_eq!(
+        code(attach(&mut tree, "stranger", "d")),
+        Err(ErrorCode::Internal),
+        "the referrer must be in this tree"
+    );
+    assert_eq!(tree.state.nodes.len(), 3);
+}
+
+#[test]
+fn a_full_tree_refuses_with_its_own_code() {
+    let mut config = config();
+    config.referral.tree_players_max = 3;
+    let mut tree = tree(config);
+    attach(&mut tree, "root", "a").expect("attached");
+    attach(&mut tree, "root", "b").expect("attached");
+    assert_eq!(
+        attach(&mut tree, "root", "c").map_err(|error| error.code),
+        Err(ErrorCode::ReferralTreeFull)
+    );
+}
+
+#[test]
+fn counters_kept_as_the_tree_grows_equal_a_recount() {
+    let mut tree = tree(config());
+    let edges = [
+        ("root", "a"),
+        ("root", "b"),
+        ("a", "c"),
+        ("a", "d"),
+        ("c", "e"),
+        ("e", "f"),
+        ("b", "g"),
+    ];
+    for (referrer, referee) in edges {
+        attach(&mut tree, referrer, referee).expect("attached");
+    }
+    for player in ["c", "f", "g"] {
+        activate(&mut tree, player);
+    }
+    let state = &tree.state;
+    for (player, node) in &state.nodes {
+        // Recount from the parent links alone.
+        let mut by_level = vec![0u64; LEVELS_TRACKED];
+        let mut activated = 0;
+        for (other, other_node) in &state.nodes {
+            let chain = ancestors(state, other);
+            if let Some(level) = chain.iter().position(|ancestor| ancestor == player) {
+                by_level[level] += 1;
+                activated += u64::from(other_node.activated);
+            }
+        }
+        while by_level.last() == Some(&0) {
+            by_level.pop();
+        }
+        assert_eq!(node.referees_by_level, by_level, "{player}");
+        assert_eq!(node.activated_referees, activated, "{player}");
+        let earned: u64 = state
+            .rewards
+            .values()
+            .filter(|reward| reward.beneficiary == *player)
+            .map(|reward| reward.amount)
+            .sum();
+        assert_eq!(node.earned, earned, "{player}");
+    }
+    assert_eq!(state.stats("a").referees_by_level, vec![2, 1, 1]);
+}
+
+#[test]
+fn acknowledged_grants_leave_the_outbox_and_the_rest_are_sent_again() {
+    let mut tree = tree(config());
+    attach(&mut tree, "root", "a").expect("attached");
+    let grants: Vec<GrantId> = tree.state.outbox.keys().cloned().collect();
+    assert_eq!(grants.len(), 2, "the signup reward and the welcome bonus");
+    tree.input(TreeMsg::GrantAcked {
+        grant: grants[0].clone(),
+    });
+    assert_eq!(tree.state.outbox.len(), 1);
+    tree.now_ms += tree.env.config.referral.outbox_retry_ms;
+    let decided = tree.input(TreeMsg::Deadline);
+    assert_eq!(paid(&decided.effects).len(), 1, "the other grant, again");
+}

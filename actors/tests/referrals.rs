@@ -1,0 +1,276 @@
+//! Referrals through the hub: sessions, trees, the store. Codes, the claim rules (each
+//! with its own error), rewards reaching wallets exactly once, activation on a first
+//! game, and a property test that no sequence of claims merges trees or makes a cycle.
+
+mod common;
+
+use common::{TestHub, WAIT, config, hub_with};
+use playtree_actors::connections::Outbound;
+use playtree_actors::referral::{TreeEntity, ancestors};
+use playtree_actors::session::{SessionEntity, SessionMsg};
+use playtree_actors::store::Journal;
+use playtree_protocol::{ErrorCode, ErrorReply, ReplyBody, Request, RoomKind};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+async fn ask(test: &TestHub, player: &str, request: Request) -> Result<ReplyBody, ErrorReply> {
+    test.hub
+        .call_session(player, |reply| SessionMsg::Request {
+            request: request.clone(),
+            reply,
+        })
+        .await
+        .expect("session answers")
+}
+
+async fn code_of(test: &TestHub, player: &str) -> String {
+    match ask(test, player, Request::GetReferralCode).await {
+        Ok(ReplyBody::ReferralCode { code }) => code,
+        other => panic!("no code for {player}: {other:?}"),
+    }
+}
+
+async fn claim(test: &TestHub, player: &str, code: &str) -> Result<String, ErrorCode> {
+    match ask(
+        test,
+        player,
+        Request::ClaimReferral {
+            code: code.to_owned(),
+        },
+    )
+    .await
+    {
+        Ok(ReplyBody::ReferralClaimed { referrer }) => Ok(referrer),
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(error) => Err(error.code),
+    }
+}
+
+async fn wallet(test: &TestHub, player: &str) -> u64 {
+    match ask(test, player, Request::GetWallet).await {
+        Ok(ReplyBody::Wallet { balance }) => balance,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Waits until `player`'s wallet holds `expected` (grants arrive by cast).
+async fn wallet_reaches(test: &TestHub, player: &str, expected: u64) {
+    let reached = tokio::time::timeout(WAIT, async {
+        loop {
+            let balance = wallet(test, player).await;
+            if balance >= expected {
+                return balance;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{player}'s wallet never reached {expected}"));
+    assert_eq!(reached, expected, "{player} was paid more than once");
+}
+
+fn referral_config() -> playtree_actors::GameConfig {
+    let mut config = config();
+    config.referral.signup_rewards = vec![100];
+    config.referral.activation_rewards = vec![100, 30, 10];
+    config.referral.welcome_bonus = 50;
+    config
+}
+
+#[tokio::test]
+async fn a_claimed_code_pays_both_sides_once_and_every_rule_has_its_own_error() {
+    let test = hub_with(referral_config()).await;
+    let alice = code_of(&test, "alice").await;
+    assert_eq!(code_of(&test, "alice").await, alice, "one code per player");
+    assert_eq!(alice.len(), 8);
+    assert_eq!(
+        claim(&test, "bob", &alice.to_lowercase()).await,
+        Ok("alice".into())
+    );
+    wallet_reaches(&test, "alice", 100).await;
+    wallet_reaches(&test, "bob", 50).await;
+
+    let bob = code_of(&test, "bob").await;
+    assert_eq!(
+        claim(&test, "bob", &alice).await,
+        Err(ErrorCode::ReferralAlreadyClaimed)
+    );
+    assert_eq!(
+        claim(&test, "alice", &bob).await,
+        Err(ErrorCode::AlreadyReferrer),
+        "alice has a referee"
+    );
+    let carol = code_of(&test, "carol").await;
+    assert_eq!(
+        claim(&test, "carol", &carol).await,
+        Err(ErrorCode::SelfReferral)
+    );
+    assert_eq!(
+        claim(&test, "carol", "ZZZZZZZZ").await,
+        Err(ErrorCode::UnknownReferralCode)
+    );
+    assert_eq!(
+        claim(&test, "carol", "not a code").await,
+        Err(ErrorCode::UnknownReferralCode)
+    );
+    // Dave connects, and claims after the window.
+    let (outbound, _receiver) = Outbound::channel(1, 100, 1 << 20);
+    test.hub
+        .call_session("dave", |reply| SessionMsg::Connect {
+            outbound: outbound.clone(),
+            resume: Vec::new(),
+            reply,
+        })
+        .await
+        .expect("answers")
+        .expect("connects");
+    test.clock
+        .advance(test.hub.config.referral.attribution_window_ms + 1);
+    assert_eq!(
+        claim(&test, "dave", &alice).await,
+        Err(ErrorCode::AttributionWindowPassed)
+    );
+    // Nothing was paid for any refused claim.
+    wallet_reaches(&test, "alice", 100).await;
+    assert_eq!(wallet(&test, "carol").await, 0);
+    assert_eq!(wallet(&test, "dave").await, 0);
+    match ask(&test, "alice", Request::GetReferralStats).await {
+        Ok(ReplyBody::ReferralStats(stats)) => {
+            assert_eq!(stats.referees_by_level, vec![1]);
+            assert_eq!(stats.earned, 100);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_first_spin_activates_the_referee_and_pays_three_levels_up() {
+    let test = hub_with(referral_config()).await;
+    // root ← a ← b ← c ← d
+    let chain = ["root", "a", "b", "c", "d"];
+    for pair in chain.windows(2) {
+        let code = code_of(&test, pair[0]).await;
+        assert_eq!(claim(&test, pair[1], &code).await, Ok(pair[0].to_owned()));
+    }
+    // Signup rewards: 100 to each referrer; welcome bonuses: 50 to each referee.
+    for (player, expected) in [("root", 100), ("a", 150), ("b", 150), ("c", 150), ("d", 50)] {
+        wallet_reaches(&test, player, expected).await;
+    }
+    let joined = match ask(
+        &test,
+        "d",
+        Request::QuickJoin {
+            kind: RoomKind::Wheel,
+            variant: None,
+        },
+    )
+    .await
+    {
+        Ok(ReplyBody::RoomJoined(joined)) => joined,
+        other => panic!("not joined: {other:?}"),
+    };
+    let spun = ask(
+        &test,
+        "d",
+        Request::Spin {
+            room: joined.room,
+            client_seed: "first-game".into(),
+        },
+    )
+    .await;
+    let prize = match spun {
+        Ok(ReplyBody::Spun(outcome)) => outcome.prize,
+        other => panic!("not spun: {other:?}"),
+    };
+    wallet_reaches(&test, "c", 150 + 100).await;
+    wallet_reaches(&test, "b", 150 + 30).await;
+    wallet_reaches(&test, "a", 150 + 10).await;
+    wallet_reaches(&test, "d", 50 + prize).await;
+    assert_eq!(wallet(&test, "root").await, 100, "level 4 earns nothing");
+}
+
+/// What the claims of a sequence did, checked against the rules.
+fn check_forest(
+    trees: &BTreeMap<String, playtree_actors::referral::TreeState>,
+    referrers: &BTreeMap<String, Option<String>>,
+) {
+    let mut seen = BTreeMap::new();
+    for (root, tree) in trees {
+        for (player, node) in &tree.nodes {
+            // A player is in one tree at most: trees never merged.
+            if let Some(other) = seen.insert(player.clone(), root.clone()) {
+                panic!("{player} is in the trees of {other} and {root}");
+            }
+            // The parent chain ends at the root, with no cycle.
+            let chain = ancestors(tree, player);
+            assert!(!chain.contains(player), "{player} is its own ancestor");
+            assert_eq!(
+                referrers.get(player).cloned().flatten(),
+                node.parent.clone(),
+                "{player}'s session and tree disagree on the referrer"
+            );
+        }
+    }
+    for (player, referrer) in referrers {
+        if referrer.is_some() {
+            assert!(
+                seen.contains_key(player),
+                "{player} claimed but is in no tree"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+    #[test]
+    fn no_sequence_of_claims_merges_trees_or_makes_a_cycle(
+        claims in prop::collection::vec((0usize..7, 0usize..7), 1..40),
+        concurrent in any::<bool>(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let test = hub_with(referral_config()).await;
+            let players: Vec<String> = (0..7).map(|n| format!("p{n}")).collect();
+            let mut codes = Vec::new();
+            for player in &players {
+                codes.push(code_of(&test, player).await);
+            }
+            let attempts = claims.iter().map(|(who, whose)| {
+                let test = &test;
+                let (who, code) = (players[*who].clone(), codes[*whose].clone());
+                async move { claim(test, &who, &code).await }
+            });
+            if concurrent {
+                futures_util::future::join_all(attempts).await;
+            } else {
+                for attempt in attempts {
+                    let _ = attempt.await;
+                }
+            }
+            // What each session recorded, and what each tree holds.
+            let mut referrers = BTreeMap::new();
+            let mut roots = std::collections::BTreeSet::new();
+            for player in &players {
+                let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, player)
+                    .await
+                    .expect("session");
+                roots.extend(state.referral.tree_root.clone());
+                referrers.insert(player.clone(), state.referral.referrer.clone());
+            }
+            let mut trees = BTreeMap::new();
+            for root in roots {
+                let (_, tree, _) = Journal::<TreeEntity>::inspect(&test.store, &root)
+                    .await
+                    .expect("tree");
+                trees.insert(root, tree);
+            }
+            check_forest(&trees, &referrers);
+        });
+    }
+}
