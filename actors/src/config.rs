@@ -30,6 +30,8 @@ pub struct ReferralConfig {
     pub activation_rewards: Vec<u64>,
     /// Coins for the referee who claims a code (0: none).
     pub welcome_bonus: u64,
+    /// Rewards are held (pending) this long before they are credited (0: at once).
+    pub hold_ms: u64,
     /// Most players in one referral tree.
     pub tree_players_max: usize,
     /// Most referral trees active at once.
@@ -48,6 +50,7 @@ impl Default for ReferralConfig {
             signup_rewards: vec![100],
             activation_rewards: vec![100, 30, 10],
             welcome_bonus: 50,
+            hold_ms: 0,
             tree_players_max: 1_000_000,
             trees_max: 100_000,
             outbox_retry_ms: 5_000,

@@ -274,3 +274,73 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_quiz_game_played_to_its_end_activates_the_referee() {
+    let mut config = referral_config();
+    config.quiz.min_players = 2;
+    config.quiz.questions_per_game = 1;
+    config.quiz.question_ms = 1_000;
+    config.quiz.reveal_ms = 100;
+    config.quiz.podium_ms = 100;
+    config.quiz.prizes = vec![];
+    config.actors.timer_poll_ms = 2;
+    let test = hub_with(config).await;
+    let code = code_of(&test, "root").await;
+    assert_eq!(claim(&test, "a", &code).await, Ok("root".into()));
+    wallet_reaches(&test, "root", 100).await;
+    for player in ["a", "x"] {
+        let joined = ask(
+            &test,
+            player,
+            Request::QuickJoin {
+                kind: RoomKind::Quiz,
+                variant: None,
+            },
+        )
+        .await;
+        assert!(matches!(joined, Ok(ReplyBody::QuizJoined(_))), "{joined:?}");
+    }
+    // Nobody answers; the question times out, the reveal and the podium pass.
+    let paid = tokio::time::timeout(WAIT, async {
+        loop {
+            test.clock.advance(100);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            if wallet(&test, "root").await >= 200 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        paid.is_ok(),
+        "the referrer was paid for the referee's first game"
+    );
+    wallet_reaches(&test, "root", 200).await;
+}
+
+#[tokio::test]
+async fn a_held_reward_reaches_the_wallet_when_its_hold_passes() {
+    let mut config = referral_config();
+    config.referral.hold_ms = 10_000;
+    config.referral.welcome_bonus = 0;
+    config.actors.timer_poll_ms = 2;
+    let test = hub_with(config).await;
+    let code = code_of(&test, "alice").await;
+    assert_eq!(claim(&test, "bob", &code).await, Ok("alice".into()));
+    match ask(&test, "alice", Request::GetReferralStats).await {
+        Ok(ReplyBody::ReferralStats(stats)) => {
+            assert_eq!((stats.pending, stats.earned), (100, 0));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(wallet(&test, "alice").await, 0, "held, not paid");
+    test.clock.advance(10_000);
+    wallet_reaches(&test, "alice", 100).await;
+    match ask(&test, "alice", Request::GetReferralStats).await {
+        Ok(ReplyBody::ReferralStats(stats)) => {
+            assert_eq!((stats.pending, stats.earned), (0, 100));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -14,7 +14,9 @@ pub mod state;
 mod tests;
 
 pub use msg::TreeMsg;
-pub use state::{LEVELS_TRACKED, Node, Reward, TreeEntity, TreeEvent, TreeState, ancestors};
+pub use state::{
+    LEVELS_TRACKED, Node, Reward, RewardOutcome, TreeEntity, TreeEvent, TreeState, ancestors,
+};
 
 use crate::config::GameConfig;
 use crate::grant::{Grant, GrantSource};
@@ -92,19 +94,24 @@ impl Behaviour for TreeEntity {
             }
             TreeMsg::GrantAcked { grant } => grant_acked(cx, grant),
             TreeMsg::Deadline => {
+                // The outbox first: a reward released now is sent once, just below.
                 let retry_ms = cx.config().referral.outbox_retry_ms;
                 if !cx.state().outbox.is_empty()
                     && cx.now_ms >= cx.memory.last_redeliver_ms + retry_ms
                 {
                     redeliver(cx);
                 }
+                release_due(cx);
             }
         }
     }
 
+    /// Redelivering the outbox, or the first hold to end.
     fn next_deadline(env: &Env, state: &TreeState, memory: &TreeMemory) -> Option<u64> {
-        (!state.outbox.is_empty())
-            .then(|| memory.last_redeliver_ms + env.config.referral.outbox_retry_ms)
+        let redeliver = (!state.outbox.is_empty())
+            .then(|| memory.last_redeliver_ms + env.config.referral.outbox_retry_ms);
+        let hold = state.holds.first().map(|(until_ms, _)| *until_ms);
+        crate::timers::earliest([redeliver, hold])
     }
 
     fn deadline() -> TreeMsg {
@@ -123,7 +130,8 @@ impl Behaviour for TreeEntity {
     }
 
     fn may_passivate(state: &TreeState, _memory: &TreeMemory) -> bool {
-        state.outbox.is_empty()
+        // A tree with rewards on hold stays to release them on time.
+        state.outbox.is_empty() && state.holds.is_empty()
     }
 
     fn passivate_after_ms(config: &GameConfig) -> u64 {
@@ -272,8 +280,9 @@ fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
     Ok(())
 }
 
-/// Pays `amount` to `beneficiary` (nothing for 0): a grant in the outbox, sent to the
-/// wallet once durable, and the news for the beneficiary if online.
+/// Rewards `beneficiary` with `amount` (nothing for 0): credited at once (a grant in
+/// the outbox, sent to the wallet once durable), or held for `referral.hold_ms`; the
+/// beneficiary hears of it if online.
 fn reward(
     cx: &mut Cx<'_>,
     beneficiary: String,
@@ -285,33 +294,32 @@ fn reward(
     if amount == 0 {
         return Ok(());
     }
-    let root = cx.id.clone();
-    let source = format!("tree:{root}");
-    let (id, previous) = cx.state().grants.next(&source, &beneficiary);
-    let grant = Grant {
-        id,
-        previous,
-        beneficiary: beneficiary.clone(),
-        amount,
-        reason: format!("referral: {} ({trigger:?}, level {level})", friend),
-        settles: None,
-    };
+    let hold_ms = cx.config().referral.hold_ms;
     let number = cx.state().next_reward();
+    let at_ms = cx.now_ms;
+    let (outcome, state) = if hold_ms == 0 {
+        let grant = grant_for(cx, &beneficiary, friend, level, trigger, amount);
+        (RewardOutcome::Credited(grant), RewardState::Credited)
+    } else {
+        let until_ms = at_ms.saturating_add(hold_ms);
+        (RewardOutcome::Pending { until_ms }, RewardState::Pending)
+    };
+    let grant = match &outcome {
+        RewardOutcome::Credited(grant) => Some(grant.clone()),
+        RewardOutcome::Pending { .. } => None,
+    };
     cx.emit(TreeEvent::Rewarded {
         reward: number,
+        beneficiary: beneficiary.clone(),
         friend: friend.to_owned(),
         level,
         trigger,
-        grant: grant.clone(),
+        amount,
+        at_ms,
+        outcome,
     })
     .map_err(store_error)?;
-    let trigger_name = trigger_name(trigger);
-    cx.then(move || {
-        metrics::counter!("playtree_referral_rewards_total", "trigger" => trigger_name, "state" => "credited")
-            .increment(1);
-        metrics::counter!("playtree_referral_reward_coins_total", "trigger" => trigger_name)
-            .increment(amount);
-    });
+    count_reward(cx, trigger, state, amount);
     cx.own(TreeEffect::Notify {
         player: beneficiary.clone(),
         event: Event::ReferralReward(ReferralReward {
@@ -320,17 +328,115 @@ fn reward(
             level,
             trigger,
             amount,
-            state: RewardState::Credited,
+            state,
         }),
     });
+    if let Some(grant) = grant {
+        send_grant(cx, grant);
+    }
+    Ok(())
+}
+
+/// The next grant of this tree to `beneficiary`.
+fn grant_for(
+    cx: &Cx<'_>,
+    beneficiary: &str,
+    friend: &str,
+    level: u32,
+    trigger: RewardTrigger,
+    amount: u64,
+) -> Grant {
+    let source = format!("tree:{}", cx.id);
+    let (id, previous) = cx.state().grants.next(&source, beneficiary);
+    Grant {
+        id,
+        previous,
+        beneficiary: beneficiary.to_owned(),
+        amount,
+        reason: format!("referral: {friend} ({trigger:?}, level {level})"),
+        settles: None,
+    }
+}
+
+fn send_grant(cx: &mut Cx<'_>, grant: Grant) {
+    if cx.state().outbox.len() == 1 {
+        // The only grant owed: its redelivery clock starts now.
+        cx.memory.last_redeliver_ms = cx.now_ms;
+    }
+    let root = cx.id.clone();
     cx.effect(Effect::ToSession {
-        player: beneficiary,
+        player: grant.beneficiary.clone(),
         message: SessionMsg::Credit {
             grant,
             source: GrantSource::Tree(root),
         },
     });
-    Ok(())
+}
+
+fn count_reward(cx: &mut Cx<'_>, trigger: RewardTrigger, state: RewardState, amount: u64) {
+    let (trigger, state) = (trigger_name(trigger), state_name(state));
+    cx.then(move || {
+        metrics::counter!("playtree_referral_rewards_total", "trigger" => trigger, "state" => state)
+            .increment(1);
+        metrics::counter!("playtree_referral_reward_coins_total", "trigger" => trigger, "state" => state)
+            .increment(amount);
+    });
+}
+
+/// Credits every reward whose hold has ended.
+fn release_due(cx: &mut Cx<'_>) {
+    let now_ms = cx.now_ms;
+    let due: Vec<(u64, u64)> = cx
+        .state()
+        .holds
+        .iter()
+        .take_while(|(until_ms, _)| *until_ms <= now_ms)
+        .copied()
+        .collect();
+    for (until_ms, number) in due {
+        let Some(held) = cx.state().rewards.get(&number).cloned() else {
+            continue;
+        };
+        let grant = grant_for(
+            cx,
+            &held.beneficiary,
+            &held.friend,
+            held.level,
+            held.trigger,
+            held.amount,
+        );
+        if let Err(error) = cx.emit(TreeEvent::Released {
+            reward: number,
+            until_ms,
+            grant: grant.clone(),
+        }) {
+            // Refused before anything changed: the next deadline tries again.
+            tracing::warn!(tree = %cx.id, reward = number, %error, "held reward not released yet");
+            return;
+        }
+        count_reward(cx, held.trigger, RewardState::Credited, held.amount);
+        cx.own(TreeEffect::Notify {
+            player: held.beneficiary.clone(),
+            event: Event::ReferralReward(ReferralReward {
+                reward: number,
+                friend: held.friend.clone(),
+                level: held.level,
+                trigger: held.trigger,
+                amount: held.amount,
+                state: RewardState::Credited,
+            }),
+        });
+        send_grant(cx, grant);
+    }
+}
+
+pub fn state_name(state: RewardState) -> &'static str {
+    match state {
+        RewardState::Pending => "pending",
+        RewardState::Credited => "credited",
+        RewardState::Flagged => "flagged",
+        RewardState::Voided => "voided",
+    }
 }
 
 pub fn trigger_name(trigger: RewardTrigger) -> &'static str {

@@ -8,7 +8,7 @@ use crate::grant::{Grant, GrantCounter};
 use crate::store::Entity;
 use playtree_protocol::{GrantId, ReferralStats, RewardState, RewardTrigger};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Levels below a player that their counters track (referees by level, activated).
 /// Rewards go only as deep as their configured lists; stats stop here.
@@ -23,6 +23,8 @@ pub struct TreeState {
     pub grants: GrantCounter,
     /// Grants issued and not yet acknowledged by their wallet.
     pub outbox: BTreeMap<GrantId, Grant>,
+    /// Rewards on hold, by the time the hold ends: `(until_ms, reward)`.
+    pub holds: BTreeSet<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,17 @@ pub struct Reward {
     pub trigger: RewardTrigger,
     pub amount: u64,
     pub state: RewardState,
+    /// When the reward was made.
+    pub at_ms: u64,
+}
+
+/// What becomes of a reward when it is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RewardOutcome {
+    /// Credited at once: its grant goes to the outbox.
+    Credited(Grant),
+    /// Held until `until_ms` (`referral.hold_ms` after it was made).
+    Pending { until_ms: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,12 +80,22 @@ pub enum TreeEvent {
     },
     /// `player` finished a first game.
     Activated { player: String },
-    /// A reward credited at once: its grant goes to the outbox.
+    /// A reward was made for `beneficiary`.
     Rewarded {
         reward: u64,
+        beneficiary: String,
         friend: String,
         level: u32,
         trigger: RewardTrigger,
+        amount: u64,
+        at_ms: u64,
+        outcome: RewardOutcome,
+    },
+    /// A reward's hold (until `until_ms`) passed: it is credited, its grant goes to the
+    /// outbox.
+    Released {
+        reward: u64,
+        until_ms: u64,
         grant: Grant,
     },
     /// The beneficiary's wallet has the grant.
@@ -141,26 +164,63 @@ impl Entity for TreeEntity {
             }
             TreeEvent::Rewarded {
                 reward,
+                beneficiary,
                 friend,
                 level,
                 trigger,
-                grant,
+                amount,
+                at_ms,
+                outcome,
             } => {
                 if state.rewards.contains_key(reward) {
                     return;
                 }
+                let node = state.nodes.get_mut(beneficiary);
+                let reward_state = match outcome {
+                    RewardOutcome::Credited(grant) => {
+                        if let Some(node) = node {
+                            node.earned = node.earned.saturating_add(*amount);
+                        }
+                        state.grants.issued(grant);
+                        state.outbox.insert(grant.id.clone(), grant.clone());
+                        RewardState::Credited
+                    }
+                    RewardOutcome::Pending { until_ms } => {
+                        if let Some(node) = node {
+                            node.pending = node.pending.saturating_add(*amount);
+                        }
+                        state.holds.insert((*until_ms, *reward));
+                        RewardState::Pending
+                    }
+                };
                 state.rewards.insert(
                     *reward,
                     Reward {
-                        beneficiary: grant.beneficiary.clone(),
+                        beneficiary: beneficiary.clone(),
                         friend: friend.clone(),
                         level: *level,
                         trigger: *trigger,
-                        amount: grant.amount,
-                        state: RewardState::Credited,
+                        amount: *amount,
+                        state: reward_state,
+                        at_ms: *at_ms,
                     },
                 );
+            }
+            TreeEvent::Released {
+                reward,
+                until_ms,
+                grant,
+            } => {
+                let Some(held) = state.rewards.get_mut(reward) else {
+                    return;
+                };
+                if held.state != RewardState::Pending {
+                    return;
+                }
+                held.state = RewardState::Credited;
+                state.holds.remove(&(*until_ms, *reward));
                 if let Some(node) = state.nodes.get_mut(&grant.beneficiary) {
+                    node.pending = node.pending.saturating_sub(grant.amount);
                     node.earned = node.earned.saturating_add(grant.amount);
                 }
                 state.grants.issued(grant);

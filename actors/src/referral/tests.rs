@@ -194,3 +194,46 @@ fn acknowledged_grants_leave_the_outbox_and_the_rest_are_sent_again() {
     let decided = tree.input(TreeMsg::Deadline);
     assert_eq!(paid(&decided.effects).len(), 1, "the other grant, again");
 }
+
+#[test]
+fn a_held_reward_is_credited_when_its_hold_passes() {
+    let mut config = config();
+    config.referral.hold_ms = 60_000;
+    config.referral.signup_rewards = vec![100];
+    config.referral.welcome_bonus = 0;
+    let mut tree = tree(config);
+    let (reply, _answer) = port();
+    let decided = tree.input(TreeMsg::Attach {
+        referrer: "root".into(),
+        referee: "a".into(),
+        reply,
+    });
+    assert!(
+        paid(&decided.effects).is_empty(),
+        "nothing is paid while held"
+    );
+    assert_eq!(tree.state.stats("root").pending, 100);
+    assert_eq!(tree.state.stats("root").earned, 0);
+    let due = TreeEntity::next_deadline(&tree.env, &tree.state, &tree.memory);
+    assert_eq!(
+        due,
+        Some(tree.now_ms + 60_000),
+        "the tree wakes when the hold ends"
+    );
+
+    tree.now_ms += 59_999;
+    assert!(
+        paid(&tree.input(TreeMsg::Deadline).effects).is_empty(),
+        "not yet"
+    );
+    tree.now_ms += 1;
+    let released = tree.input(TreeMsg::Deadline);
+    assert_eq!(paid(&released.effects), vec![("root".into(), 100)]);
+    let stats = tree.state.stats("root");
+    assert_eq!((stats.pending, stats.earned), (0, 100));
+    assert!(tree.state.holds.is_empty());
+    assert!(
+        paid(&tree.input(TreeMsg::Deadline).effects).is_empty(),
+        "released once"
+    );
+}

@@ -495,6 +495,15 @@ fn advance_quiz(cx: &mut Cx<'_>) -> bool {
         .iter()
         .any(|e| matches!(e, QuizEvent::GameFinished { .. }));
     let mut to_persist: Vec<RoomEvent> = events.iter().cloned().map(RoomEvent::Quiz).collect();
+    // The players who played the game to its end (a first one activates a referee).
+    let played: Vec<String> = if finished {
+        quiz::standings(&cx.state().quiz)
+            .into_iter()
+            .map(|standing| standing.player)
+            .collect()
+    } else {
+        Vec::new()
+    };
     if finished {
         let grants = podium_grants(cx);
         if !grants.is_empty() {
@@ -516,6 +525,12 @@ fn advance_quiz(cx: &mut Cx<'_>) -> bool {
     if finished {
         cx.then(|| metrics::counter!("playtree_quiz_games_finished_total").increment(1));
         redeliver(cx);
+        for player in played {
+            cx.effect(Effect::ToSession {
+                player,
+                message: SessionMsg::GameFinished,
+            });
+        }
     }
     true
 }

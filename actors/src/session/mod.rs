@@ -257,6 +257,7 @@ impl Behaviour for SessionEntity {
                 cx.reply(reply, settled);
             }
             SessionMsg::ActivationRecorded => referral::activation_recorded(cx),
+            SessionMsg::GameFinished => referral::game_finished(cx),
             SessionMsg::Settled {
                 spin,
                 settled,

@@ -143,6 +143,8 @@ pub enum SessionMsg {
     },
     /// The player's tree recorded their activation.
     ActivationRecorded,
+    /// The player played a quiz game to its end (a first finished game activates them).
+    GameFinished,
     /// Test only: panic inside the handler, as a bug would.
     #[cfg(feature = "fault-injection")]
     InjectFault,
