@@ -6,7 +6,7 @@ mod common;
 
 use common::{TestServer, next_event};
 use playtree_client::ClientError;
-use playtree_protocol::{ErrorCode, Event, RewardState, RewardTrigger, StreamId};
+use playtree_protocol::{ErrorCode, Event, RewardState, RewardTrigger};
 
 #[tokio::test]
 async fn a_referrer_online_hears_the_friend_join_and_the_reward_live() {
@@ -25,21 +25,26 @@ async fn a_referrer_online_hears_the_friend_join_and_the_reward_live() {
     let (bob, mut bob_events) = server.connect("bob").await;
     assert_eq!(bob.claim_referral(&code).await.expect("claimed"), "alice");
 
-    let on_alice_stream =
-        |event: &playtree_protocol::EventEnvelope| event.stream == StreamId::Player("alice".into());
-    let friend = next_event(&mut alice_events, |envelope| match &envelope.event {
-        Event::FriendJoined { friend, level } if on_alice_stream(envelope) => {
-            Some((friend.clone(), *level))
-        }
-        _ => None,
-    })
-    .await;
-    assert_eq!(friend, ("bob".to_owned(), 1));
-    let reward = next_event(&mut alice_events, |envelope| match &envelope.event {
-        Event::ReferralReward(reward) => Some(reward.clone()),
-        _ => None,
-    })
-    .await;
+    // The news and the credit travel separately: in any order.
+    let (mut friend, mut reward, mut credited) = (None, None, None);
+    while friend.is_none() || reward.is_none() || credited.is_none() {
+        next_event(&mut alice_events, |envelope| {
+            match &envelope.event {
+                Event::FriendJoined { friend: who, level } => {
+                    friend = Some((who.clone(), *level));
+                }
+                Event::ReferralReward(news) => reward = Some(news.clone()),
+                Event::WalletCredited {
+                    amount, balance, ..
+                } => credited = Some((*amount, *balance)),
+                _ => return None,
+            }
+            Some(())
+        })
+        .await;
+    }
+    assert_eq!(friend, Some(("bob".to_owned(), 1)));
+    let reward = reward.expect("reward news");
     assert_eq!(
         (
             reward.trigger,
@@ -49,14 +54,7 @@ async fn a_referrer_online_hears_the_friend_join_and_the_reward_live() {
         ),
         (RewardTrigger::Signup, RewardState::Credited, 100, "bob")
     );
-    let credited = next_event(&mut alice_events, |envelope| match &envelope.event {
-        Event::WalletCredited {
-            amount, balance, ..
-        } => Some((*amount, *balance)),
-        _ => None,
-    })
-    .await;
-    assert_eq!(credited, (100, 100));
+    assert_eq!(credited, Some((100, 100)));
     let welcome = next_event(&mut bob_events, |envelope| match &envelope.event {
         Event::WalletCredited { amount, .. } => Some(*amount),
         _ => None,

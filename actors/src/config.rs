@@ -51,7 +51,7 @@ impl Default for ReferralConfig {
             activation_rewards: vec![100, 30, 10],
             welcome_bonus: 50,
             hold_ms: 0,
-            tree_players_max: 1_000_000,
+            tree_players_max: 100_000,
             trees_max: 100_000,
             outbox_retry_ms: 5_000,
             passivate_after_ms: 60_000,

@@ -139,6 +139,9 @@ impl Hub {
             if let Err(error) = owed.activate_owing_trees().await {
                 tracing::error!(%error, "could not read the outbox index; grants wait for their trees' next activation");
             }
+            if let Err(error) = owed.activate_owing_sessions().await {
+                tracing::error!(%error, "could not read the outbox index; claims and activations wait for their players");
+            }
         });
         Ok(hub)
     }
@@ -174,6 +177,23 @@ impl Hub {
                 Ok(_) => activated += 1,
                 Err(error) => {
                     tracing::warn!(%root, %error, "a referral tree that owes grants did not activate")
+                }
+            }
+        }
+        Ok(activated)
+    }
+
+    /// Activates every session that owes work by itself (a referral claim under way, an
+    /// activation its tree has not recorded), so that it finishes without waiting for
+    /// its player.
+    pub async fn activate_owing_sessions(&self) -> Result<usize, HubError> {
+        let owing = self.store.owing(EntityKind::Session.name()).await?;
+        let mut activated = 0;
+        for player in owing {
+            match self.session(&player).await {
+                Ok(_) => activated += 1,
+                Err(error) => {
+                    tracing::warn!(%player, %error, "a session that owes work did not activate")
                 }
             }
         }

@@ -7,7 +7,7 @@ mod common;
 use common::{TestHub, WAIT, config, hub_with};
 use playtree_actors::connections::Outbound;
 use playtree_actors::referral::{TreeEntity, ancestors};
-use playtree_actors::session::{SessionEntity, SessionMsg};
+use playtree_actors::session::{SessionEntity, SessionEvent, SessionMsg};
 use playtree_actors::store::Journal;
 use playtree_protocol::{ErrorCode, ErrorReply, ReplyBody, Request, RoomKind};
 use proptest::prelude::*;
@@ -67,6 +67,24 @@ async fn wallet_reaches(test: &TestHub, player: &str, expected: u64) {
     .await
     .unwrap_or_else(|_| panic!("{player}'s wallet never reached {expected}"));
     assert_eq!(reached, expected, "{player} was paid more than once");
+}
+
+/// Waits until every grant of `root`'s tree is acknowledged: nothing more is on its
+/// way to any wallet, so the wallets are final.
+async fn tree_settles(test: &TestHub, root: &str) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, tree, _) = Journal::<TreeEntity>::inspect(&test.store, root)
+                .await
+                .expect("tree");
+            if tree.outbox.is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("every grant is acknowledged");
 }
 
 fn referral_config() -> playtree_actors::GameConfig {
@@ -186,14 +204,45 @@ async fn a_first_spin_activates_the_referee_and_pays_three_levels_up() {
     wallet_reaches(&test, "b", 150 + 30).await;
     wallet_reaches(&test, "a", 150 + 10).await;
     wallet_reaches(&test, "d", 50 + prize).await;
-    assert_eq!(wallet(&test, "root").await, 100, "level 4 earns nothing");
+    tree_settles(&test, "root").await;
+    for (player, expected) in [
+        ("root", 100),
+        ("a", 160),
+        ("b", 180),
+        ("c", 250),
+        ("d", 50 + prize),
+    ] {
+        assert_eq!(
+            wallet(&test, player).await,
+            expected,
+            "{player}, once everything is delivered"
+        );
+    }
 }
 
 /// What the claims of a sequence did, checked against the rules.
 fn check_forest(
     trees: &BTreeMap<String, playtree_actors::referral::TreeState>,
-    referrers: &BTreeMap<String, Option<String>>,
+    sessions: &BTreeMap<String, playtree_actors::session::SessionState>,
 ) {
+    let referrers: BTreeMap<String, Option<String>> = sessions
+        .iter()
+        .map(|(player, state)| (player.clone(), state.referral.referrer.clone()))
+        .collect();
+    for (player, state) in sessions {
+        // Every claim ended, one way or the other: none is left blocking the player.
+        assert_eq!(state.referral.claiming, None, "{player}'s claim is stuck");
+        // A player counted as a referrer (and so refused a claim of their own) has a
+        // referee.
+        if state.referral.has_referees {
+            let has_child = trees.values().any(|tree| {
+                tree.nodes
+                    .values()
+                    .any(|node| node.parent.as_deref() == Some(player.as_str()))
+            });
+            assert!(has_child, "{player} counts as a referrer with no referee");
+        }
+    }
     let mut seen = BTreeMap::new();
     for (root, tree) in trees {
         for (player, node) in &tree.nodes {
@@ -211,7 +260,7 @@ fn check_forest(
             );
         }
     }
-    for (player, referrer) in referrers {
+    for (player, referrer) in &referrers {
         if referrer.is_some() {
             assert!(
                 seen.contains_key(player),
@@ -222,7 +271,7 @@ fn check_forest(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
 
     #[test]
     fn no_sequence_of_claims_merges_trees_or_makes_a_cycle(
@@ -254,14 +303,14 @@ proptest! {
                 }
             }
             // What each session recorded, and what each tree holds.
-            let mut referrers = BTreeMap::new();
+            let mut sessions = BTreeMap::new();
             let mut roots = std::collections::BTreeSet::new();
             for player in &players {
                 let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, player)
                     .await
                     .expect("session");
                 roots.extend(state.referral.tree_root.clone());
-                referrers.insert(player.clone(), state.referral.referrer.clone());
+                sessions.insert(player.clone(), state);
             }
             let mut trees = BTreeMap::new();
             for root in roots {
@@ -270,7 +319,7 @@ proptest! {
                     .expect("tree");
                 trees.insert(root, tree);
             }
-            check_forest(&trees, &referrers);
+            check_forest(&trees, &sessions);
         });
     }
 }
@@ -343,4 +392,78 @@ async fn a_held_reward_reaches_the_wallet_when_its_hold_passes() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_claim_interrupted_after_its_referrer_accepted_is_finished_at_start_unasked() {
+    let config = referral_config();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = playtree_actors::Store::open(dir.path(), &config.store).expect("store");
+    // As a crash left them: alice accepted bob, bob's claim is under way with its tree
+    // known, and the tree never heard of it.
+    let mut alice: Journal<SessionEntity> = Journal::open(store.clone(), "alice", 100)
+        .await
+        .expect("open");
+    alice
+        .persist(vec![SessionEvent::RefereeAccepted {
+            root: "alice".into(),
+        }])
+        .await
+        .expect("persist");
+    let mut bob: Journal<SessionEntity> = Journal::open(store.clone(), "bob", 100)
+        .await
+        .expect("open");
+    bob.persist(vec![
+        SessionEvent::ClaimStarted {
+            referrer: "alice".into(),
+        },
+        SessionEvent::ClaimRooted {
+            root: "alice".into(),
+        },
+    ])
+    .await
+    .expect("persist");
+    drop((alice, bob));
+
+    let test = common::hub_on(config, store, dir).await;
+    // Nobody asks: the session that owes the claim is activated at start and ends it.
+    wallet_reaches(&test, "alice", 100).await;
+    wallet_reaches(&test, "bob", 50).await;
+    let (_, bob, _) = Journal::<SessionEntity>::inspect(&test.store, "bob")
+        .await
+        .expect("bob");
+    assert_eq!(bob.referral.referrer.as_deref(), Some("alice"));
+    assert_eq!(bob.referral.claiming, None);
+}
+
+#[tokio::test]
+async fn two_players_claiming_each_other_at_once_are_never_locked_out() {
+    let test = hub_with(referral_config()).await;
+    let alice = code_of(&test, "alice").await;
+    let bob = code_of(&test, "bob").await;
+    let (by_bob, by_alice) =
+        futures_util::join!(claim(&test, "bob", &alice), claim(&test, "alice", &bob));
+    // At most one wins; a loser was told to retry (4106) or that it now has a referee.
+    let accepted = [&by_bob, &by_alice].iter().filter(|r| r.is_ok()).count();
+    assert!(accepted <= 1, "{by_bob:?} {by_alice:?}");
+    for (player, result, other_code) in [("bob", &by_bob, &alice), ("alice", &by_alice, &bob)] {
+        if result.is_err() {
+            // Retrying works unless the other became this player's referee.
+            let again = claim(&test, player, other_code).await;
+            assert!(
+                again.is_ok() || again == Err(ErrorCode::AlreadyReferrer),
+                "{player} retried: {again:?}"
+            );
+        }
+    }
+    let (_, alice_state, _) = Journal::<SessionEntity>::inspect(&test.store, "alice")
+        .await
+        .expect("alice");
+    let (_, bob_state, _) = Journal::<SessionEntity>::inspect(&test.store, "bob")
+        .await
+        .expect("bob");
+    assert!(
+        alice_state.referral.referrer.is_some() ^ bob_state.referral.referrer.is_some(),
+        "exactly one of them ends up the other's referee"
+    );
 }

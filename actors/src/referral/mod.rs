@@ -26,9 +26,36 @@ use crate::session::SessionMsg;
 use playtree_protocol::{
     ErrorCode, ErrorReply, Event, GrantId, ReferralReward, RewardState, RewardTrigger, StreamId,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A tree's decision context.
 type Cx<'a> = Decide<'a, TreeEntity>;
+
+/// The referral funnel since the process started, for the K-factor gauge: players who
+/// referred someone, referees accepted, referees activated.
+static REFERRERS: AtomicU64 = AtomicU64::new(0);
+static REFEREES: AtomicU64 = AtomicU64::new(0);
+static ACTIVATED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one step of the funnel (once durable) and updates the K-factor gauge:
+/// referees per referrer × the share of referees who activated (= activated referees
+/// per referrer).
+fn count_funnel(counter: &'static AtomicU64, name: &'static str) {
+    counter.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("playtree_referral_funnel_total", "step" => name).increment(1);
+    let referrers = REFERRERS.load(Ordering::Relaxed);
+    if referrers > 0 {
+        let referees = REFEREES.load(Ordering::Relaxed) as f64;
+        let activated = ACTIVATED.load(Ordering::Relaxed) as f64;
+        let per_referrer = referees / referrers as f64;
+        let activation_rate = if referees > 0.0 {
+            activated / referees
+        } else {
+            0.0
+        };
+        metrics::gauge!("playtree_referral_k_factor").set(per_referrer * activation_rate);
+    }
+}
 
 /// What a tree keeps in memory only.
 #[derive(Debug, Default)]
@@ -212,6 +239,10 @@ fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), Erro
         ));
     }
     let at_ms = cx.now_ms;
+    let first_referee = state
+        .nodes
+        .get(&referrer)
+        .is_none_or(|node| node.referees_by_level.is_empty());
     let mut events = Vec::new();
     if state.nodes.is_empty() {
         events.push(TreeEvent::Rooted {
@@ -225,6 +256,12 @@ fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), Erro
         at_ms,
     });
     cx.emit_all(events).map_err(store_error)?;
+    cx.then(move || {
+        if first_referee {
+            count_funnel(&REFERRERS, "referrer");
+        }
+        count_funnel(&REFEREES, "referee");
+    });
     let config = cx.config().referral.clone();
     for (index, ancestor) in ancestors(cx.state(), &referee).into_iter().enumerate() {
         let level = index as u32 + 1;
@@ -264,7 +301,7 @@ fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
         player: player.clone(),
     })
     .map_err(store_error)?;
-    cx.then(|| metrics::counter!("playtree_referral_activations_total").increment(1));
+    cx.then(|| count_funnel(&ACTIVATED, "activated"));
     let amounts = cx.config().referral.activation_rewards.clone();
     for (index, ancestor) in ancestors(cx.state(), &player).into_iter().enumerate() {
         let amount = amounts.get(index).copied().unwrap_or(0);
@@ -394,7 +431,7 @@ fn release_due(cx: &mut Cx<'_>) {
         .copied()
         .collect();
     for (until_ms, number) in due {
-        let Some(held) = cx.state().rewards.get(&number).cloned() else {
+        let Some(held) = cx.state().held.get(&number).cloned() else {
             continue;
         };
         let grant = grant_for(

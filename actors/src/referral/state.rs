@@ -19,7 +19,11 @@ pub struct TreeState {
     /// The root player (empty until the first referral).
     pub root: String,
     pub nodes: BTreeMap<String, Node>,
-    pub rewards: BTreeMap<u64, Reward>,
+    /// Rewards made so far (the next one's number follows).
+    pub rewards_made: u64,
+    /// Rewards not final yet (held): a credited reward lives on only in its grant and
+    /// the counters, so the state does not grow with every payment.
+    pub held: BTreeMap<u64, Reward>,
     pub grants: GrantCounter,
     /// Grants issued and not yet acknowledged by their wallet.
     pub outbox: BTreeMap<GrantId, Grant>,
@@ -172,9 +176,10 @@ impl Entity for TreeEntity {
                 at_ms,
                 outcome,
             } => {
-                if state.rewards.contains_key(reward) {
+                if *reward <= state.rewards_made {
                     return;
                 }
+                state.rewards_made = *reward;
                 let node = state.nodes.get_mut(beneficiary);
                 let reward_state = match outcome {
                     RewardOutcome::Credited(grant) => {
@@ -193,31 +198,34 @@ impl Entity for TreeEntity {
                         RewardState::Pending
                     }
                 };
-                state.rewards.insert(
-                    *reward,
-                    Reward {
-                        beneficiary: beneficiary.clone(),
-                        friend: friend.clone(),
-                        level: *level,
-                        trigger: *trigger,
-                        amount: *amount,
-                        state: reward_state,
-                        at_ms: *at_ms,
-                    },
-                );
+                if reward_state != RewardState::Credited {
+                    state.held.insert(
+                        *reward,
+                        Reward {
+                            beneficiary: beneficiary.clone(),
+                            friend: friend.clone(),
+                            level: *level,
+                            trigger: *trigger,
+                            amount: *amount,
+                            state: reward_state,
+                            at_ms: *at_ms,
+                        },
+                    );
+                }
             }
             TreeEvent::Released {
                 reward,
                 until_ms,
                 grant,
             } => {
-                let Some(held) = state.rewards.get_mut(reward) else {
-                    return;
-                };
-                if held.state != RewardState::Pending {
+                if state
+                    .held
+                    .get(reward)
+                    .is_none_or(|held| held.state != RewardState::Pending)
+                {
                     return;
                 }
-                held.state = RewardState::Credited;
+                state.held.remove(reward);
                 state.holds.remove(&(*until_ms, *reward));
                 if let Some(node) = state.nodes.get_mut(&grant.beneficiary) {
                     node.pending = node.pending.saturating_sub(grant.amount);
@@ -257,7 +265,7 @@ pub fn ancestors(state: &TreeState, player: &str) -> Vec<String> {
 impl TreeState {
     /// The next reward's number.
     pub fn next_reward(&self) -> u64 {
-        self.rewards.keys().next_back().map_or(1, |last| last + 1)
+        self.rewards_made + 1
     }
 
     /// `player`'s statistics, from the counters kept as the tree grew.

@@ -146,11 +146,22 @@ fn counters_kept_as_the_tree_grows_equal_a_recount() {
         ("e", "f"),
         ("b", "g"),
     ];
+    let mut paid_to: std::collections::BTreeMap<String, u64> = Default::default();
     for (referrer, referee) in edges {
-        attach(&mut tree, referrer, referee).expect("attached");
+        let (reply, _answer) = port();
+        let decided = tree.input(TreeMsg::Attach {
+            referrer: referrer.into(),
+            referee: referee.into(),
+            reply,
+        });
+        for (player, amount) in paid(&decided.effects) {
+            *paid_to.entry(player).or_default() += amount;
+        }
     }
     for player in ["c", "f", "g"] {
-        activate(&mut tree, player);
+        for (beneficiary, amount) in activate(&mut tree, player) {
+            *paid_to.entry(beneficiary).or_default() += amount;
+        }
     }
     let state = &tree.state;
     for (player, node) in &state.nodes {
@@ -169,15 +180,18 @@ fn counters_kept_as_the_tree_grows_equal_a_recount() {
         }
         assert_eq!(node.referees_by_level, by_level, "{player}");
         assert_eq!(node.activated_referees, activated, "{player}");
-        let earned: u64 = state
-            .rewards
-            .values()
-            .filter(|reward| reward.beneficiary == *player)
-            .map(|reward| reward.amount)
-            .sum();
-        assert_eq!(node.earned, earned, "{player}");
+        // What the grants paid.
+        assert_eq!(
+            node.earned,
+            paid_to.get(player).copied().unwrap_or(0),
+            "{player}"
+        );
     }
     assert_eq!(state.stats("a").referees_by_level, vec![2, 1, 1]);
+    assert!(
+        state.held.is_empty(),
+        "nothing credited is kept as a reward"
+    );
 }
 
 #[test]

@@ -60,11 +60,12 @@ pub enum Flow {
     AssignCode {
         reply: RequestReply,
     },
-    /// Claims a referral code: finds its owner and their tree, records the claim as
-    /// under way, then has the tree attach the player.
+    /// Claims a referral code: finds its owner, records the claim as under way, has
+    /// the owner accept the player (answering their tree), then the tree attach them.
+    /// Without `reply`, it takes up a claim under way that nobody waits for.
     Claim {
         plan: ClaimPlan,
-        reply: RequestReply,
+        reply: Option<RequestReply>,
     },
 }
 
@@ -145,7 +146,9 @@ pub async fn run(hub: Hub, player: String, flow: Flow, done: Done) {
                 }
                 Err(error) => super::referral::count_claim(error.code),
             }
-            let _ = reply.send(claimed.map(|referrer| ReplyBody::ReferralClaimed { referrer }));
+            if let Some(reply) = reply {
+                let _ = reply.send(claimed.map(|referrer| ReplyBody::ReferralClaimed { referrer }));
+            }
         }
     }
 }
@@ -172,8 +175,9 @@ fn store_failure(error: crate::store::StoreError) -> ErrorReply {
     ErrorReply::new(ErrorCode::StoreFailure, error.to_string())
 }
 
-/// Claims a code; answers the referrer. A claim the tree never answered stays under way
-/// in the session, and asking again takes it up (with the same referrer and tree).
+/// Claims a code; answers the referrer. Each step is recorded in the session before the
+/// next is taken, so a claim interrupted anywhere (a crash, a timeout) is taken up
+/// again from where it stands, by the session itself, with the same referrer and tree.
 async fn claim(
     hub: &Hub,
     player: &str,
@@ -200,25 +204,61 @@ async fn claim(
             if referrer == player {
                 return Err(super::referral::self_referral());
             }
-            let root = hub
+            ask(hub, player, |reply| SessionMsg::ClaimStarting {
+                flow: tag,
+                referrer: referrer.clone(),
+                reply,
+            })
+            .await?;
+            Claim {
+                referrer,
+                root: None,
+            }
+        }
+    };
+    let referrer = claim.referrer;
+    let settle = |outcome: Result<(), ErrorReply>| {
+        let referrer = referrer.clone();
+        async move {
+            ask(hub, player, |reply| SessionMsg::ClaimSettled {
+                referrer: referrer.clone(),
+                outcome: outcome.clone(),
+                reply,
+            })
+            .await
+        }
+    };
+    let root = match claim.root {
+        Some(root) => root,
+        None => {
+            let accepted = hub
                 .call_session(&referrer, |reply| SessionMsg::AcceptReferee {
                     referee: player.to_owned(),
                     reply,
                 })
-                .await??;
-            ask(hub, player, |reply| SessionMsg::ClaimStarting {
-                flow: tag,
+                .await?;
+            let root = match accepted {
+                Ok(root) => root,
+                Err(refusal) if refusal.code == ErrorCode::StoreFailure => return Err(refusal),
+                // The owner refused (they are claiming themselves, or it is this
+                // player): the claim ends here.
+                Err(refusal) => {
+                    settle(Err(refusal.clone())).await.ok();
+                    return Err(refusal);
+                }
+            };
+            ask(hub, player, |reply| SessionMsg::ClaimRooted {
                 referrer: referrer.clone(),
                 root: root.clone(),
                 reply,
             })
             .await?;
-            Claim { referrer, root }
+            root
         }
     };
     let attached = hub
-        .call_tree(&claim.root, |reply| TreeMsg::Attach {
-            referrer: claim.referrer.clone(),
+        .call_tree(&root, |reply| TreeMsg::Attach {
+            referrer: referrer.clone(),
             referee: player.to_owned(),
             reply,
         })
@@ -226,16 +266,11 @@ async fn claim(
     if let Err(error) = &attached
         && error.code == ErrorCode::StoreFailure
     {
-        // Not an answer: the claim stays under way.
+        // Not an answer: the claim stays under way, and is taken up again.
         return Err(error.clone());
     }
-    ask(hub, player, |reply| SessionMsg::ClaimSettled {
-        flow: tag,
-        outcome: attached.clone(),
-        reply,
-    })
-    .await?;
-    Ok(claim.referrer)
+    settle(attached).await?;
+    Ok(referrer)
 }
 
 /// Tells the player's tree of their activation; the session records that it did.

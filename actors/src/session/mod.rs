@@ -65,6 +65,10 @@ pub struct SessionMemory {
     code_misses: Option<TokenBucket>,
     /// When the player's tree was last told of their activation.
     last_activation_report_ms: u64,
+    /// When the claim under way was last started or taken up again.
+    last_claim_attempt_ms: u64,
+    /// A flow taking up the claim under way is queued or running.
+    resuming_claim: bool,
 }
 
 #[cfg(test)]
@@ -90,6 +94,8 @@ enum Job {
         reply: msg::RequestReply,
     },
     RetryPending,
+    /// Takes up the claim under way (no client waits for it).
+    ResumeClaim,
 }
 
 /// A session's own effects.
@@ -137,6 +143,7 @@ impl Behaviour for SessionEntity {
             queue_retry(cx);
         }
         referral::report_activation(cx);
+        resume_claim(cx);
         Ok(())
     }
 
@@ -178,11 +185,14 @@ impl Behaviour for SessionEntity {
             }
             SessionMsg::Deadline => {
                 give_up_overdue_flow(cx);
-                let report_ms = cx.config().referral.outbox_retry_ms;
+                let retry_ms = cx.config().referral.outbox_retry_ms;
                 if cx.state().referral.activation_unreported()
-                    && cx.now_ms >= cx.memory.last_activation_report_ms + report_ms
+                    && cx.now_ms >= cx.memory.last_activation_report_ms + retry_ms
                 {
                     referral::report_activation(cx);
+                }
+                if cx.now_ms >= cx.memory.last_claim_attempt_ms + retry_ms {
+                    resume_claim(cx);
                 }
                 let retry_ms = cx.config().session.pending_retry_ms;
                 if !cx.state().pending_spins.is_empty()
@@ -242,18 +252,25 @@ impl Behaviour for SessionEntity {
             SessionMsg::ClaimStarting {
                 flow,
                 referrer,
+                reply,
+            } => {
+                let started = referral::claim_starting(cx, flow, referrer);
+                cx.reply(reply, started);
+            }
+            SessionMsg::ClaimRooted {
+                referrer,
                 root,
                 reply,
             } => {
-                let started = referral::claim_starting(cx, flow, referrer, root);
-                cx.reply(reply, started);
+                let rooted = referral::claim_rooted(cx, &referrer, root);
+                cx.reply(reply, rooted);
             }
             SessionMsg::ClaimSettled {
-                flow,
+                referrer,
                 outcome,
                 reply,
             } => {
-                let settled = referral::claim_settled(cx, flow, outcome);
+                let settled = referral::claim_settled(cx, &referrer, outcome);
                 cx.reply(reply, settled);
             }
             SessionMsg::ActivationRecorded => referral::activation_recorded(cx),
@@ -326,7 +343,10 @@ impl Behaviour for SessionEntity {
     }
 
     fn may_passivate(state: &SessionState, memory: &SessionMemory) -> bool {
-        state.pending_spins.is_empty() && memory.flow.is_none() && memory.queued.is_empty()
+        state.pending_spins.is_empty()
+            && memory.flow.is_none()
+            && memory.queued.is_empty()
+            && !state.referral.owes_work()
     }
 
     fn passivate_after_ms(config: &GameConfig) -> u64 {
@@ -562,7 +582,7 @@ fn queue(cx: &mut Cx<'_>, job: Job) {
     // Requests whose clients stopped waiting hold no place.
     cx.memory.queued.retain(|job| match job {
         Job::Request { reply, .. } => !reply.is_closed(),
-        Job::RetryPending => true,
+        Job::RetryPending | Job::ResumeClaim => true,
     });
     match job {
         Job::Request { reply, .. } if cx.memory.queued.len() >= queued_max => {
@@ -600,6 +620,16 @@ fn begin(cx: &mut Cx<'_>, job: Job) {
         Job::Request { reply, .. } if reply.is_closed() => {
             metrics::counter!("playtree_session_requests_dropped_total").increment(1);
             return;
+        }
+        Job::ResumeClaim => {
+            cx.memory.resuming_claim = false;
+            let Some(claim) = referral::claim_to_resume(cx) else {
+                return;
+            };
+            Flow::Claim {
+                plan: referral::ClaimPlan::Resume(claim),
+                reply: None,
+            }
         }
         Job::RetryPending => {
             cx.memory.retrying = false;
@@ -763,7 +793,10 @@ fn plan(cx: &mut Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
             let plan = referral::plan_claim(cx, &code).inspect_err(|error| {
                 referral::count_claim(error.code);
             })?;
-            Box::new(move |reply| Flow::Claim { plan, reply })
+            Box::new(move |reply| Flow::Claim {
+                plan,
+                reply: Some(reply),
+            })
         }
         other => {
             return Err(ErrorReply::new(
@@ -909,6 +942,15 @@ fn give_up_overdue_flow(cx: &mut Cx<'_>) {
 }
 
 /// Queues a retry of every unsettled spin, unless one is queued or under way.
+/// Queues taking up the claim under way, if there is one and nothing does already.
+fn resume_claim(cx: &mut Cx<'_>) {
+    if cx.state().referral.claiming.is_some() && !cx.memory.resuming_claim {
+        cx.memory.resuming_claim = true;
+        cx.memory.last_claim_attempt_ms = cx.now_ms;
+        queue(cx, Job::ResumeClaim);
+    }
+}
+
 fn queue_retry(cx: &mut Cx<'_>) {
     cx.memory.last_retry_ms = cx.now_ms;
     if !cx.memory.retrying {

@@ -127,17 +127,23 @@ pub enum SessionMsg {
         referee: String,
         reply: RpcReplyPort<Result<String, ErrorReply>>,
     },
-    /// A claim flow found the referrer and their tree: record the claim as under way
-    /// (after checking the rules again), before the tree is asked.
+    /// A claim flow found the code's owner: record the claim as under way (after
+    /// checking the rules again), before the owner is asked.
     ClaimStarting {
         flow: FlowTag,
+        referrer: String,
+        reply: RpcReplyPort<Result<(), ErrorReply>>,
+    },
+    /// The referrer of the claim under way accepted the player; their tree's root.
+    ClaimRooted {
         referrer: String,
         root: String,
         reply: RpcReplyPort<Result<(), ErrorReply>>,
     },
-    /// The tree recorded the claim under way (`Ok`) or refused it for good (`Err`).
+    /// The claim under way was answered for good: recorded by the tree (`Ok`), or
+    /// refused by the referrer or the tree (`Err`).
     ClaimSettled {
-        flow: FlowTag,
+        referrer: String,
         outcome: Result<(), ErrorReply>,
         reply: RpcReplyPort<Result<(), ErrorReply>>,
     },

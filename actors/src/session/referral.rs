@@ -53,10 +53,12 @@ pub fn code_made(cx: &mut Cx<'_>, flow: FlowTag, made: String) -> Result<String,
 /// The rules a claim must pass, checked when it is asked and again before the tree is.
 fn claim_allowed(cx: &Cx<'_>) -> Result<(), ErrorReply> {
     let link = &cx.state().referral;
-    if link.referrer.is_some() {
+    if let Some(referrer) = &link.referrer {
         return Err(ErrorReply::new(
             ErrorCode::ReferralAlreadyClaimed,
-            "you have claimed a referral code already; a player claims once",
+            format!(
+                "you have claimed a referral code already (your referrer is {referrer}); a player claims once"
+            ),
         ));
     }
     if link.has_referees {
@@ -142,51 +144,74 @@ pub fn accept_referee(cx: &mut Cx<'_>, referee: &str) -> Result<String, ErrorRep
     Ok(root)
 }
 
-/// The claim flow found the referrer's tree: the rules are checked again (a referee
-/// may have been accepted meanwhile) and the claim recorded as under way.
-pub fn claim_starting(
-    cx: &mut Cx<'_>,
-    flow: FlowTag,
-    referrer: String,
-    root: String,
-) -> Result<(), ErrorReply> {
+/// The claim flow found the code's owner: the rules are checked again (a referee may
+/// have been accepted meanwhile) and the claim recorded as under way. From then on the
+/// player accepts no referee, so the owner can be asked safely.
+pub fn claim_starting(cx: &mut Cx<'_>, flow: FlowTag, referrer: String) -> Result<(), ErrorReply> {
     running(cx, flow)?;
-    if let Some(claim) = &cx.state().referral.claiming {
-        return if claim.referrer == referrer && claim.root == root {
-            Ok(())
-        } else {
-            Err(ErrorReply::new(
-                ErrorCode::ReferralAlreadyClaimed,
-                "another claim of yours is under way",
-            ))
-        };
+    if cx.state().referral.claiming.is_some() {
+        return Err(ErrorReply::new(
+            ErrorCode::ReferralAlreadyClaimed,
+            "another claim of yours is under way",
+        ));
     }
     claim_allowed(cx)?;
-    cx.emit(SessionEvent::ClaimStarted { referrer, root })
+    cx.memory.last_claim_attempt_ms = cx.now_ms;
+    cx.emit(SessionEvent::ClaimStarted { referrer })
         .map_err(store_error)
 }
 
-/// The tree answered the claim under way.
+/// The claim under way for `referrer`, if that is the one under way.
+fn claim_for<'s>(cx: &'s Cx<'_>, referrer: &str) -> Result<&'s Claim, ErrorReply> {
+    cx.state()
+        .referral
+        .claiming
+        .as_ref()
+        .filter(|claim| claim.referrer == referrer)
+        .ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "no such claim is under way"))
+}
+
+/// The referrer of the claim under way accepted the player: their tree's root.
+pub fn claim_rooted(cx: &mut Cx<'_>, referrer: &str, root: String) -> Result<(), ErrorReply> {
+    let claim = claim_for(cx, referrer)?;
+    if claim.root.is_some() {
+        return Ok(());
+    }
+    cx.emit(SessionEvent::ClaimRooted { root })
+        .map_err(store_error)
+}
+
+/// The claim under way was answered for good (by whichever flow asked: the answer
+/// belongs to the claim recorded in the state, not to one request).
 pub fn claim_settled(
     cx: &mut Cx<'_>,
-    flow: FlowTag,
+    referrer: &str,
     outcome: Result<(), ErrorReply>,
 ) -> Result<(), ErrorReply> {
-    running(cx, flow)?;
-    if cx.state().referral.claiming.is_none() {
-        return outcome;
-    }
+    let claim = claim_for(cx, referrer)?;
     match outcome {
-        Ok(()) => {
+        Ok(()) if claim.root.is_some() => {
             cx.emit(SessionEvent::ClaimRecorded).map_err(store_error)?;
             report_activation(cx);
             Ok(())
         }
+        Ok(()) => Err(ErrorReply::new(
+            ErrorCode::Internal,
+            "a claim was recorded before its tree was known",
+        )),
         Err(error) => {
             cx.emit(SessionEvent::ClaimDropped).map_err(store_error)?;
             Err(error)
         }
     }
+}
+
+/// The claim under way, for a flow that takes it up again (after a crash, a given-up
+/// flow or a failed answer), unless one does already.
+pub fn claim_to_resume(cx: &mut Cx<'_>) -> Option<Claim> {
+    let claim = cx.state().referral.claiming.clone()?;
+    cx.memory.last_claim_attempt_ms = cx.now_ms;
+    Some(claim)
 }
 
 /// The player finished a game: the first one activates them.
@@ -247,8 +272,14 @@ pub fn next_report_ms(
     memory: &super::SessionMemory,
     retry_ms: u64,
 ) -> Option<u64> {
-    state
+    let report = state
         .referral
         .activation_unreported()
-        .then(|| memory.last_activation_report_ms + retry_ms)
+        .then(|| memory.last_activation_report_ms + retry_ms);
+    let resume = state
+        .referral
+        .claiming
+        .as_ref()
+        .map(|_| memory.last_claim_attempt_ms + retry_ms);
+    crate::timers::earliest([report, resume])
 }

@@ -49,13 +49,21 @@ pub struct ReferralLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     pub referrer: String,
-    pub root: String,
+    /// The referrer's tree, once the referrer accepted the player as a referee.
+    pub root: Option<String>,
 }
 
 impl ReferralLink {
     /// Whether the tree should still hear of the player's activation.
     pub fn activation_unreported(&self) -> bool {
         self.activated && self.referrer.is_some() && !self.activation_reported
+    }
+
+    /// Whether the session owes work to others that it must finish by itself (a claim
+    /// under way, an activation to report): it is listed for activation at start-up
+    /// and does not passivate until done.
+    pub fn owes_work(&self) -> bool {
+        self.claiming.is_some() || self.activation_unreported()
     }
 }
 
@@ -153,9 +161,13 @@ pub enum SessionEvent {
     RefereeAccepted {
         root: String,
     },
-    /// The player's claim of `referrer`'s code goes to the tree rooted at `root`.
+    /// The player claims `referrer`'s code (before the referrer is asked: meanwhile
+    /// the player accepts no referee).
     ClaimStarted {
         referrer: String,
+    },
+    /// The referrer accepted the player as a referee; their tree is rooted at `root`.
+    ClaimRooted {
         root: String,
     },
     /// The tree recorded the claim under way.
@@ -175,6 +187,10 @@ impl Entity for SessionEntity {
     const KIND: &'static str = "session";
     type State = SessionState;
     type Event = SessionEvent;
+
+    fn owes_grants(state: &SessionState) -> bool {
+        state.referral.owes_work()
+    }
 
     fn apply(state: &mut SessionState, event: &SessionEvent) {
         match event {
@@ -237,16 +253,25 @@ impl Entity for SessionEntity {
                 state.referral.has_referees = true;
                 state.referral.tree_root.get_or_insert_with(|| root.clone());
             }
-            SessionEvent::ClaimStarted { referrer, root } => {
+            SessionEvent::ClaimStarted { referrer } => {
                 state.referral.claiming = Some(Claim {
                     referrer: referrer.clone(),
-                    root: root.clone(),
+                    root: None,
                 });
             }
+            SessionEvent::ClaimRooted { root } => {
+                if let Some(claim) = &mut state.referral.claiming {
+                    claim.root = Some(root.clone());
+                }
+            }
             SessionEvent::ClaimRecorded => {
-                if let Some(claim) = state.referral.claiming.take() {
-                    state.referral.referrer = Some(claim.referrer);
-                    state.referral.tree_root = Some(claim.root);
+                if let Some(Claim {
+                    referrer,
+                    root: Some(root),
+                }) = state.referral.claiming.take()
+                {
+                    state.referral.referrer = Some(referrer);
+                    state.referral.tree_root = Some(root);
                 }
             }
             SessionEvent::ClaimDropped => {

@@ -20,9 +20,10 @@ pub trait Entity: Send + 'static {
     /// The only way state changes. Pure: no I/O, no clock, no randomness.
     fn apply(state: &mut Self::State, event: &Self::Event);
 
-    /// Whether the state holds grants not yet acknowledged. The journal keeps the
-    /// outbox index in step with it, in the same batch, so that start-up finds every
-    /// entity that owes grants without reading any entity.
+    /// Whether the state holds grants not yet acknowledged (or other work the entity
+    /// owes others and must finish by itself). The journal keeps the outbox index in
+    /// step with it, in the same batch, so that start-up finds every entity that owes
+    /// without reading any entity.
     fn owes_grants(_state: &Self::State) -> bool {
         false
     }
