@@ -497,6 +497,14 @@ async fn serve_welcomed(
                                 let result = refresh(gateway, &mut live, &token);
                                 outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
                             }
+                            // Partner requests carry their own idempotency (a conversion's
+                            // key; decisions answer the same when repeated): a `Keyed`
+                            // wrapper's key is not used for them.
+                            ClientFrame::Request { req_id, request } | ClientFrame::Keyed { req_id, request, .. }
+                                if request.is_partner_only() =>
+                            {
+                                dispatch_partner(gateway, live.identity.role, outbound, &in_flight, req_id, request);
+                            }
                             ClientFrame::Request { req_id, request } => {
                                 let received_ms = gateway.hub.now_ms();
                                 dispatch(gateway, player, outbound, &in_flight, req_id, request, received_ms);
@@ -658,6 +666,40 @@ impl KindTally {
     fn record(&self) {
         metrics::counter!("playtree_frames_out_total", "type" => self.kind).increment(self.run);
     }
+}
+
+/// Runs one partner request on its own task (bounded per connection), if the
+/// connection's role allows it, and queues the reply.
+fn dispatch_partner(
+    gateway: &Arc<Gateway>,
+    role: playtree_protocol::Role,
+    outbound: &Outbound,
+    in_flight: &Arc<Semaphore>,
+    req_id: u32,
+    request: Request,
+) {
+    let reply = |result| frame_bytes(&ServerFrame::Reply { req_id, result });
+    if !crate::partner::allowed(role) {
+        outbound.push("reply", reply(Err(crate::partner::forbidden(&request))));
+        return;
+    }
+    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+        outbound.push("reply", reply(Err(too_many_in_flight(gateway))));
+        return;
+    };
+    let (hub, outbound) = (gateway.hub.clone(), outbound.clone());
+    tokio::spawn(
+        async move {
+            let kind = request.kind_name();
+            let result = crate::partner::carry_out(&hub, request).await;
+            if let Err(error) = &result {
+                metrics::counter!("playtree_request_errors_total", "request" => kind, "code" => error.code.as_u16().to_string()).increment(1);
+            }
+            outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
+            drop(permit);
+        }
+        .in_current_span(),
+    );
 }
 
 /// Runs one request on its own task (bounded per connection) and queues the reply.

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod gateway;
 pub mod idempotency;
+pub mod partner;
 pub mod questions;
 pub mod server;
 pub mod websocket;

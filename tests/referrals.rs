@@ -83,3 +83,92 @@ async fn a_referrer_online_hears_the_friend_join_and_the_reward_live() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn partners_report_conversions_once_and_decide_flagged_rewards_players_may_not() {
+    let server = TestServer::start(
+        "[referral]\nsignup_rewards = [100]\nwelcome_bonus = 0\nclaims_per_referrer_per_hour = 1\n\n[referral.conversion_rewards]\npurchase = [50]\n",
+    )
+    .await;
+    let (alice, mut alice_events) = server.connect("alice").await;
+    let code = alice.referral_code().await.expect("code");
+    let (bob, _) = server.connect("bob").await;
+    bob.claim_referral(&code).await.expect("bob claims");
+    // Carol's is alice's second claim within the hour: accepted, its reward flagged.
+    let (carol, _) = server.connect("carol").await;
+    carol.claim_referral(&code).await.expect("carol claims");
+    let flagged = next_event(&mut alice_events, |envelope| match &envelope.event {
+        Event::ReferralReward(reward) if reward.state == RewardState::Flagged => {
+            Some(reward.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (flagged.tree.as_str(), flagged.friend.as_str()),
+        ("alice", "carol")
+    );
+
+    // A player may not do what partners do.
+    let forbidden = |result: Result<_, ClientError>| matches!(result, Err(ClientError::Server(error)) if error.code == ErrorCode::Forbidden);
+    assert!(forbidden(
+        bob.report_conversion("bob", "purchase", 10, "k")
+            .await
+            .map(drop)
+    ));
+    assert!(forbidden(
+        bob.player_referral_stats("alice").await.map(drop)
+    ));
+    assert!(forbidden(
+        bob.approve_reward("alice", flagged.reward).await.map(drop)
+    ));
+    assert!(forbidden(
+        bob.void_reward("alice", flagged.reward).await.map(drop)
+    ));
+
+    let token = common::mint_as(
+        &server.config,
+        "shop",
+        playtree_protocol::Role::Partner,
+        common::now_s(),
+        600,
+    );
+    let (partner, _) = server
+        .connect_with_token(&token)
+        .await
+        .expect("partner connects");
+    assert_eq!(
+        partner
+            .report_conversion("bob", "purchase", 1999, "order-1")
+            .await
+            .expect("reported"),
+        1
+    );
+    assert_eq!(
+        partner
+            .report_conversion("bob", "purchase", 1999, "order-1")
+            .await
+            .expect("again"),
+        1,
+        "the same key: the first result, nothing more paid"
+    );
+    assert_eq!(
+        partner
+            .approve_reward("alice", flagged.reward)
+            .await
+            .expect("approved"),
+        RewardState::Credited
+    );
+    // 100 for bob's signup, 50 for his purchase, 100 for carol's approved signup.
+    let mut balance = 0;
+    while balance < 250 {
+        balance = next_event(&mut alice_events, |envelope| match &envelope.event {
+            Event::WalletCredited { balance, .. } => Some(*balance),
+            _ => None,
+        })
+        .await;
+    }
+    assert_eq!(balance, 250);
+    let stats = partner.player_referral_stats("alice").await.expect("stats");
+    assert_eq!((stats.earned, stats.flagged), (250, 0));
+}

@@ -32,6 +32,13 @@ pub struct ReferralConfig {
     pub welcome_bonus: u64,
     /// Rewards are held (pending) this long before they are credited (0: at once).
     pub hold_ms: u64,
+    /// Coins per level for each kind of conversion a partner reports.
+    pub conversion_rewards: std::collections::BTreeMap<String, Vec<u64>>,
+    /// Velocity limits: a referrer's claims beyond this many in an hour, and a player's
+    /// rewards beyond this many in a day, are flagged (held for a partner to approve or
+    /// void) instead of paid. 0: no limit.
+    pub claims_per_referrer_per_hour: u32,
+    pub rewards_per_player_per_day: u32,
     /// Most players in one referral tree.
     pub tree_players_max: usize,
     /// Most referral trees active at once.
@@ -51,6 +58,9 @@ impl Default for ReferralConfig {
             activation_rewards: vec![100, 30, 10],
             welcome_bonus: 50,
             hold_ms: 0,
+            conversion_rewards: [("purchase".to_owned(), vec![50, 10])].into(),
+            claims_per_referrer_per_hour: 50,
+            rewards_per_player_per_day: 500,
             tree_players_max: 100_000,
             trees_max: 100_000,
             outbox_retry_ms: 5_000,

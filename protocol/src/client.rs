@@ -90,6 +90,21 @@ pub enum Request {
     ClaimReferral { code: String },
     /// The player's referral statistics.
     GetReferralStats,
+    /// Partner: `player` converted (a purchase, say) with `value`; pays the configured
+    /// conversion rewards up their tree. A repeated `idempotency_key` (per player)
+    /// answers the first result and pays nothing more.
+    ReportConversion {
+        player: String,
+        kind: String,
+        value: u64,
+        idempotency_key: String,
+    },
+    /// Partner: any player's referral statistics.
+    GetPlayerReferralStats { player: String },
+    /// Partner: pay a flagged (or held) reward now.
+    ApproveReward { tree: String, reward: u64 },
+    /// Partner: never pay a flagged (or held) reward.
+    VoidReward { tree: String, reward: u64 },
 }
 
 impl Request {
@@ -110,7 +125,22 @@ impl Request {
             Request::GetReferralCode => "get_referral_code",
             Request::ClaimReferral { .. } => "claim_referral",
             Request::GetReferralStats => "get_referral_stats",
+            Request::ReportConversion { .. } => "report_conversion",
+            Request::GetPlayerReferralStats { .. } => "get_player_referral_stats",
+            Request::ApproveReward { .. } => "approve_reward",
+            Request::VoidReward { .. } => "void_reward",
         }
+    }
+
+    /// Whether only a partner (or an admin) may send it.
+    pub fn is_partner_only(&self) -> bool {
+        matches!(
+            self,
+            Request::ReportConversion { .. }
+                | Request::GetPlayerReferralStats { .. }
+                | Request::ApproveReward { .. }
+                | Request::VoidReward { .. }
+        )
     }
 }
 

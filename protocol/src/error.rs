@@ -145,8 +145,16 @@ codes! {
     ReferrerBusy = 4106, close = None;
     /// The referral tree holds its maximum number of players.
     ReferralTreeFull = 4107, close = None;
+    /// No such reward in that referral tree.
+    UnknownReward = 4108, close = None;
+    /// The reward is not held (it was credited or voided already).
+    RewardNotHeld = 4109, close = None;
+    /// No rewards are configured for this kind of conversion.
+    UnknownConversionKind = 4110, close = None;
     /// A refreshed token must name the same player.
     TokenPlayerMismatch = 2008, close = None;
+    /// The request is for partners (token role `partner` or `admin`).
+    Forbidden = 2010, close = None;
     /// The token expired and was not refreshed in time.
     TokenExpiredLive = 2009, close = Some(CloseCode::TokenExpired);
 }

@@ -130,6 +130,8 @@ pub enum RewardTrigger {
     Welcome,
     /// A referee finished a first game (paid up the tree).
     Activation,
+    /// A partner reported a conversion of the referee (paid up the tree).
+    Conversion,
 }
 
 /// Where a referral reward stands.
@@ -147,7 +149,9 @@ pub enum RewardState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReferralReward {
-    /// The reward's number in its referral tree.
+    /// The referral tree (its root player) and the reward's number in it: together they
+    /// name the reward to a partner's `ApproveReward` / `VoidReward`.
+    pub tree: String,
     pub reward: u64,
     /// The player whose signup or activation earned it.
     pub friend: String,
@@ -292,6 +296,15 @@ pub enum ReplyBody {
         referrer: String,
     },
     ReferralStats(ReferralStats),
+    /// The conversion was taken: this many rewards were made for it (0 if the player is
+    /// in no tree, or for a repeated key: the first report's rewards stand).
+    ConversionReported {
+        rewards: u32,
+    },
+    /// The reward's state after an `ApproveReward` or `VoidReward`.
+    RewardDecided {
+        state: RewardState,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -116,6 +116,28 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
                 request: Request::GetReferralStats,
             },
         ),
+        (
+            "report_conversion",
+            ClientFrame::Request {
+                req_id: 15,
+                request: Request::ReportConversion {
+                    player: "bo".into(),
+                    kind: "purchase".into(),
+                    value: 999,
+                    idempotency_key: "k1".into(),
+                },
+            },
+        ),
+        (
+            "approve_reward",
+            ClientFrame::Request {
+                req_id: 16,
+                request: Request::ApproveReward {
+                    tree: "al".into(),
+                    reward: 3,
+                },
+            },
+        ),
     ]
 }
 
@@ -133,6 +155,22 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     pending: 0,
                     flagged: 0,
                 })),
+            },
+        ),
+        (
+            "reply_conversion_reported",
+            ServerFrame::Reply {
+                req_id: 15,
+                result: Ok(ReplyBody::ConversionReported { rewards: 2 }),
+            },
+        ),
+        (
+            "reply_reward_decided",
+            ServerFrame::Reply {
+                req_id: 16,
+                result: Ok(ReplyBody::RewardDecided {
+                    state: RewardState::Credited,
+                }),
             },
         ),
         (
@@ -154,6 +192,7 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                 epoch: 2,
                 seq: 5,
                 event: Event::ReferralReward(ReferralReward {
+                    tree: "al".into(),
                     reward: 3,
                     friend: "bo".into(),
                     level: 1,

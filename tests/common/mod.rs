@@ -143,9 +143,18 @@ pub fn now_s() -> u64 {
 }
 
 pub fn mint(config: &ServerConfig, player: &str, iat: u64, lifetime_s: u64) -> String {
+    mint_as(config, player, Role::Player, iat, lifetime_s)
+}
+
+pub fn mint_as(
+    config: &ServerConfig,
+    player: &str,
+    role: Role,
+    iat: u64,
+    lifetime_s: u64,
+) -> String {
     let auth = Authenticator::from_config(&config.auth, &config.server.data_dir).expect("auth");
-    auth.mint(player, Role::Player, iat, lifetime_s)
-        .expect("mint")
+    auth.mint(player, role, iat, lifetime_s).expect("mint")
 }
 
 /// Signs arbitrary claims with `secret` (HS256).

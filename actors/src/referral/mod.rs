@@ -115,6 +115,23 @@ impl Behaviour for TreeEntity {
                 let recorded = activated(cx, player);
                 cx.reply(reply, recorded);
             }
+            TreeMsg::Conversion {
+                player,
+                kind,
+                key,
+                reply,
+            } => {
+                let made = conversion(cx, player, &kind, key);
+                cx.reply(reply, made);
+            }
+            TreeMsg::Decide {
+                reward,
+                approve,
+                reply,
+            } => {
+                let decided = decide_reward(cx, reward, approve);
+                cx.reply(reply, decided);
+            }
             TreeMsg::Stats { player, reply } => {
                 let stats = cx.state().stats(&player);
                 cx.reply(reply, stats);
@@ -152,7 +169,11 @@ impl Behaviour for TreeEntity {
     fn is_activity(input: &TreeMsg) -> bool {
         matches!(
             input,
-            TreeMsg::Attach { .. } | TreeMsg::Activated { .. } | TreeMsg::Stats { .. }
+            TreeMsg::Attach { .. }
+                | TreeMsg::Activated { .. }
+                | TreeMsg::Stats { .. }
+                | TreeMsg::Conversion { .. }
+                | TreeMsg::Decide { .. }
         )
     }
 
@@ -243,6 +264,14 @@ fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), Erro
         .nodes
         .get(&referrer)
         .is_none_or(|node| node.referees_by_level.is_empty());
+    // A referrer's claims beyond the hourly limit pay nothing until a partner approves.
+    let claims_max = cx.config().referral.claims_per_referrer_per_hour;
+    let excess = claims_max > 0
+        && state
+            .nodes
+            .get(&referrer)
+            .map_or(0, |node| node.claims.count_at(at_ms, state::HOUR_MS))
+            >= claims_max;
     let mut events = Vec::new();
     if state.nodes.is_empty() {
         events.push(TreeEvent::Rooted {
@@ -273,16 +302,14 @@ fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), Erro
             },
         });
         let amount = config.signup_rewards.get(index).copied().unwrap_or(0);
-        reward(cx, ancestor, &referee, level, RewardTrigger::Signup, amount)?;
+        let made = Made::new(&referee, level, RewardTrigger::Signup, amount);
+        reward(cx, ancestor, made, excess)?;
     }
-    reward(
-        cx,
-        referee.clone(),
-        &referee,
-        0,
-        RewardTrigger::Welcome,
-        config.welcome_bonus,
-    )?;
+    let welcome = Made::new(&referee, 0, RewardTrigger::Welcome, config.welcome_bonus);
+    reward(cx, referee.clone(), welcome, excess)?;
+    if excess {
+        cx.then(|| metrics::counter!("playtree_referral_claims_flagged_total").increment(1));
+    }
     Ok(())
 }
 
@@ -305,36 +332,64 @@ fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
     let amounts = cx.config().referral.activation_rewards.clone();
     for (index, ancestor) in ancestors(cx.state(), &player).into_iter().enumerate() {
         let amount = amounts.get(index).copied().unwrap_or(0);
-        reward(
-            cx,
-            ancestor,
-            &player,
-            index as u32 + 1,
-            RewardTrigger::Activation,
-            amount,
-        )?;
+        let made = Made::new(&player, index as u32 + 1, RewardTrigger::Activation, amount);
+        reward(cx, ancestor, made, false)?;
     }
     Ok(())
 }
 
-/// Rewards `beneficiary` with `amount` (nothing for 0): credited at once (a grant in
-/// the outbox, sent to the wallet once durable), or held for `referral.hold_ms`; the
-/// beneficiary hears of it if online.
-fn reward(
-    cx: &mut Cx<'_>,
-    beneficiary: String,
-    friend: &str,
+/// What a reward is for.
+struct Made<'a> {
+    friend: &'a str,
     level: u32,
     trigger: RewardTrigger,
     amount: u64,
+}
+
+impl<'a> Made<'a> {
+    fn new(friend: &'a str, level: u32, trigger: RewardTrigger, amount: u64) -> Self {
+        Made {
+            friend,
+            level,
+            trigger,
+            amount,
+        }
+    }
+}
+
+/// Rewards `beneficiary` (nothing for 0 coins): flagged if `flag` or past the player's
+/// daily rewards limit, held for `referral.hold_ms` if set, else credited at once (a
+/// grant in the outbox, sent to the wallet once durable); the beneficiary hears of it
+/// if online.
+fn reward(
+    cx: &mut Cx<'_>,
+    beneficiary: String,
+    made: Made<'_>,
+    flag: bool,
 ) -> Result<(), ErrorReply> {
+    let Made {
+        friend,
+        level,
+        trigger,
+        amount,
+    } = made;
     if amount == 0 {
         return Ok(());
     }
-    let hold_ms = cx.config().referral.hold_ms;
+    let config = &cx.config().referral;
+    let (hold_ms, rewards_max) = (config.hold_ms, config.rewards_per_player_per_day);
     let number = cx.state().next_reward();
     let at_ms = cx.now_ms;
-    let (outcome, state) = if hold_ms == 0 {
+    let over_daily = rewards_max > 0
+        && cx
+            .state()
+            .nodes
+            .get(&beneficiary)
+            .map_or(0, |node| node.rewards.count_at(at_ms, state::DAY_MS))
+            >= rewards_max;
+    let (outcome, state) = if flag || over_daily {
+        (RewardOutcome::Flagged, RewardState::Flagged)
+    } else if hold_ms == 0 {
         let grant = grant_for(cx, &beneficiary, friend, level, trigger, amount);
         (RewardOutcome::Credited(grant), RewardState::Credited)
     } else {
@@ -343,7 +398,7 @@ fn reward(
     };
     let grant = match &outcome {
         RewardOutcome::Credited(grant) => Some(grant.clone()),
-        RewardOutcome::Pending { .. } => None,
+        RewardOutcome::Pending { .. } | RewardOutcome::Flagged => None,
     };
     cx.emit(TreeEvent::Rewarded {
         reward: number,
@@ -357,9 +412,38 @@ fn reward(
     })
     .map_err(store_error)?;
     count_reward(cx, trigger, state, amount);
+    notify_reward(
+        cx,
+        number,
+        &beneficiary,
+        friend,
+        level,
+        trigger,
+        amount,
+        state,
+    );
+    if let Some(grant) = grant {
+        send_grant(cx, grant);
+    }
+    Ok(())
+}
+
+/// Tells `beneficiary`, if online, where reward `number` stands.
+#[allow(clippy::too_many_arguments)]
+fn notify_reward(
+    cx: &mut Cx<'_>,
+    number: u64,
+    beneficiary: &str,
+    friend: &str,
+    level: u32,
+    trigger: RewardTrigger,
+    amount: u64,
+    state: RewardState,
+) {
     cx.own(TreeEffect::Notify {
-        player: beneficiary.clone(),
+        player: beneficiary.to_owned(),
         event: Event::ReferralReward(ReferralReward {
+            tree: cx.id.clone(),
             reward: number,
             friend: friend.to_owned(),
             level,
@@ -368,10 +452,109 @@ fn reward(
             state,
         }),
     });
+}
+
+/// A partner approves (credits now) or voids (never pays) a held or flagged reward.
+/// Asking again gets the same answer; the opposite decision is refused.
+fn decide_reward(cx: &mut Cx<'_>, number: u64, approve: bool) -> Result<RewardState, ErrorReply> {
+    let wanted = if approve {
+        RewardState::Credited
+    } else {
+        RewardState::Voided
+    };
+    if let Some(decided) = cx.state().decided.get(&number) {
+        return if *decided == wanted {
+            Ok(wanted)
+        } else {
+            Err(ErrorReply::new(
+                ErrorCode::RewardNotHeld,
+                format!("reward {number} was {} already", state_name(*decided)),
+            ))
+        };
+    }
+    let Some(held) = cx.state().held.get(&number).cloned() else {
+        return Err(if number <= cx.state().rewards_made {
+            ErrorReply::new(
+                ErrorCode::RewardNotHeld,
+                format!("reward {number} was credited already"),
+            )
+        } else {
+            ErrorReply::new(
+                ErrorCode::UnknownReward,
+                format!("the referral tree of {} has no reward {number}", cx.id),
+            )
+        });
+    };
+    let grant = approve.then(|| {
+        grant_for(
+            cx,
+            &held.beneficiary,
+            &held.friend,
+            held.level,
+            held.trigger,
+            held.amount,
+        )
+    });
+    cx.emit(TreeEvent::Decided {
+        reward: number,
+        grant: grant.clone(),
+    })
+    .map_err(store_error)?;
+    count_reward(cx, held.trigger, wanted, held.amount);
+    notify_reward(
+        cx,
+        number,
+        &held.beneficiary,
+        &held.friend,
+        held.level,
+        held.trigger,
+        held.amount,
+        wanted,
+    );
     if let Some(grant) = grant {
         send_grant(cx, grant);
     }
-    Ok(())
+    Ok(wanted)
+}
+
+/// A partner's conversion report for `player`: the kind's rewards up the tree, once per
+/// idempotency key. Answers how many rewards it made.
+fn conversion(cx: &mut Cx<'_>, player: String, kind: &str, key: String) -> Result<u32, ErrorReply> {
+    if let Some(rewards) = cx.state().conversions.get(&(player.clone(), key.clone())) {
+        return Ok(*rewards);
+    }
+    let Some(amounts) = cx.config().referral.conversion_rewards.get(kind).cloned() else {
+        return Err(ErrorReply::new(
+            ErrorCode::UnknownConversionKind,
+            format!("no rewards are configured for conversions of kind `{kind}`"),
+        ));
+    };
+    if !cx.state().nodes.contains_key(&player) {
+        return Err(ErrorReply::new(
+            ErrorCode::Internal,
+            format!("{player} is not in the referral tree of {}", cx.id),
+        ));
+    }
+    let paid: Vec<(String, u64)> = ancestors(cx.state(), &player)
+        .into_iter()
+        .zip(amounts)
+        .filter(|(_, amount)| *amount > 0)
+        .collect();
+    let rewards = paid.len() as u32;
+    cx.emit(TreeEvent::ConversionRecorded {
+        player: player.clone(),
+        key,
+        rewards,
+    })
+    .map_err(store_error)?;
+    cx.then(|| {
+        metrics::counter!("playtree_referral_funnel_total", "step" => "conversion").increment(1)
+    });
+    for (index, (ancestor, amount)) in paid.into_iter().enumerate() {
+        let made = Made::new(&player, index as u32 + 1, RewardTrigger::Conversion, amount);
+        reward(cx, ancestor, made, false)?;
+    }
+    Ok(rewards)
 }
 
 /// The next grant of this tree to `beneficiary`.
@@ -452,17 +635,16 @@ fn release_due(cx: &mut Cx<'_>) {
             return;
         }
         count_reward(cx, held.trigger, RewardState::Credited, held.amount);
-        cx.own(TreeEffect::Notify {
-            player: held.beneficiary.clone(),
-            event: Event::ReferralReward(ReferralReward {
-                reward: number,
-                friend: held.friend.clone(),
-                level: held.level,
-                trigger: held.trigger,
-                amount: held.amount,
-                state: RewardState::Credited,
-            }),
-        });
+        notify_reward(
+            cx,
+            number,
+            &held.beneficiary,
+            &held.friend,
+            held.level,
+            held.trigger,
+            held.amount,
+            RewardState::Credited,
+        );
         send_grant(cx, grant);
     }
 }
@@ -481,6 +663,7 @@ pub fn trigger_name(trigger: RewardTrigger) -> &'static str {
         RewardTrigger::Signup => "signup",
         RewardTrigger::Welcome => "welcome",
         RewardTrigger::Activation => "activation",
+        RewardTrigger::Conversion => "conversion",
     }
 }
 

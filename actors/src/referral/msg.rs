@@ -1,6 +1,6 @@
 //! Messages a referral tree takes.
 
-use playtree_protocol::{ErrorReply, GrantId, ReferralStats};
+use playtree_protocol::{ErrorReply, GrantId, ReferralStats, RewardState};
 use ractor::RpcReplyPort;
 
 #[derive(Debug)]
@@ -16,6 +16,21 @@ pub enum TreeMsg {
     Activated {
         player: String,
         reply: RpcReplyPort<Result<(), ErrorReply>>,
+    },
+    /// A partner's conversion report for `player`; answers how many rewards it made
+    /// (the first report's number again for a repeated key).
+    Conversion {
+        player: String,
+        kind: String,
+        key: String,
+        reply: RpcReplyPort<Result<u32, ErrorReply>>,
+    },
+    /// A partner approves (`approve`) or voids a held or flagged reward; answers its
+    /// state.
+    Decide {
+        reward: u64,
+        approve: bool,
+        reply: RpcReplyPort<Result<RewardState, ErrorReply>>,
     },
     /// `player`'s statistics.
     Stats {

@@ -29,6 +29,44 @@ pub struct TreeState {
     pub outbox: BTreeMap<GrantId, Grant>,
     /// Rewards on hold, by the time the hold ends: `(until_ms, reward)`.
     pub holds: BTreeSet<(u64, u64)>,
+    /// Rewards a partner approved or voided, with the state it gave them (so that
+    /// asking again gets the same answer).
+    pub decided: BTreeMap<u64, RewardState>,
+    /// Conversions reported, by `(player, idempotency key)`: how many rewards each made.
+    pub conversions: BTreeMap<(String, String), u32>,
+}
+
+/// Hours: the window of the claims velocity limit. Days: of the rewards limit.
+pub const HOUR_MS: u64 = 3_600_000;
+pub const DAY_MS: u64 = 86_400_000;
+
+/// A count within a fixed window that starts at the first event after the last one
+/// ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start_ms: u64,
+    pub count: u32,
+}
+
+impl Window {
+    /// The count at `at_ms` (0 once the window has ended).
+    pub fn count_at(&self, at_ms: u64, span_ms: u64) -> u32 {
+        if at_ms >= self.start_ms.saturating_add(span_ms) {
+            0
+        } else {
+            self.count
+        }
+    }
+
+    fn bump(&mut self, at_ms: u64, span_ms: u64) {
+        if at_ms >= self.start_ms.saturating_add(span_ms) {
+            *self = Window {
+                start_ms: at_ms,
+                count: 0,
+            };
+        }
+        self.count += 1;
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +86,10 @@ pub struct Node {
     pub earned: u64,
     pub pending: u64,
     pub flagged: u64,
+    /// Referees this player gained lately (the claims velocity limit).
+    pub claims: Window,
+    /// Rewards made for this player lately (the rewards velocity limit).
+    pub rewards: Window,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +112,8 @@ pub enum RewardOutcome {
     Credited(Grant),
     /// Held until `until_ms` (`referral.hold_ms` after it was made).
     Pending { until_ms: u64 },
+    /// Held by a velocity limit until a partner approves or voids it.
+    Flagged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +145,15 @@ pub enum TreeEvent {
         reward: u64,
         until_ms: u64,
         grant: Grant,
+    },
+    /// A partner decided a held or flagged reward: approved (`grant`: credited now) or
+    /// voided (`None`).
+    Decided { reward: u64, grant: Option<Grant> },
+    /// A partner's conversion report for `player` made `rewards` rewards.
+    ConversionRecorded {
+        player: String,
+        key: String,
+        rewards: u32,
     },
     /// The beneficiary's wallet has the grant.
     GrantDelivered { grant: GrantId },
@@ -143,6 +196,9 @@ impl Entity for TreeEntity {
                         ..Node::default()
                     },
                 );
+                if let Some(node) = state.nodes.get_mut(referrer) {
+                    node.claims.bump(*at_ms, HOUR_MS);
+                }
                 for (level, ancestor) in ancestors(state, referee).into_iter().enumerate() {
                     if let Some(node) = state.nodes.get_mut(&ancestor) {
                         if node.referees_by_level.len() <= level {
@@ -180,7 +236,10 @@ impl Entity for TreeEntity {
                     return;
                 }
                 state.rewards_made = *reward;
-                let node = state.nodes.get_mut(beneficiary);
+                let mut node = state.nodes.get_mut(beneficiary);
+                if let Some(node) = node.as_deref_mut() {
+                    node.rewards.bump(*at_ms, DAY_MS);
+                }
                 let reward_state = match outcome {
                     RewardOutcome::Credited(grant) => {
                         if let Some(node) = node {
@@ -196,6 +255,12 @@ impl Entity for TreeEntity {
                         }
                         state.holds.insert((*until_ms, *reward));
                         RewardState::Pending
+                    }
+                    RewardOutcome::Flagged => {
+                        if let Some(node) = node {
+                            node.flagged = node.flagged.saturating_add(*amount);
+                        }
+                        RewardState::Flagged
                     }
                 };
                 if reward_state != RewardState::Credited {
@@ -233,6 +298,45 @@ impl Entity for TreeEntity {
                 }
                 state.grants.issued(grant);
                 state.outbox.insert(grant.id.clone(), grant.clone());
+            }
+            TreeEvent::Decided { reward, grant } => {
+                let Some(held) = state.held.remove(reward) else {
+                    return;
+                };
+                state.holds.retain(|(_, number)| number != reward);
+                if let Some(node) = state.nodes.get_mut(&held.beneficiary) {
+                    match held.state {
+                        RewardState::Pending => {
+                            node.pending = node.pending.saturating_sub(held.amount)
+                        }
+                        RewardState::Flagged => {
+                            node.flagged = node.flagged.saturating_sub(held.amount)
+                        }
+                        RewardState::Credited | RewardState::Voided => {}
+                    }
+                    if grant.is_some() {
+                        node.earned = node.earned.saturating_add(held.amount);
+                    }
+                }
+                let decided = match grant {
+                    Some(grant) => {
+                        state.grants.issued(grant);
+                        state.outbox.insert(grant.id.clone(), grant.clone());
+                        RewardState::Credited
+                    }
+                    None => RewardState::Voided,
+                };
+                state.decided.insert(*reward, decided);
+            }
+            TreeEvent::ConversionRecorded {
+                player,
+                key,
+                rewards,
+            } => {
+                state
+                    .conversions
+                    .entry((player.clone(), key.clone()))
+                    .or_insert(*rewards);
             }
             TreeEvent::GrantDelivered { grant } => {
                 state.outbox.remove(grant);

@@ -251,3 +251,142 @@ fn a_held_reward_is_credited_when_its_hold_passes() {
         "released once"
     );
 }
+
+fn decide(
+    tree: &mut Bench<TreeEntity>,
+    reward: u64,
+    approve: bool,
+) -> (Result<RewardState, ErrorCode>, Vec<(String, u64)>) {
+    let (reply, mut answer) = port();
+    let decided = tree.input(TreeMsg::Decide {
+        reward,
+        approve,
+        reply,
+    });
+    let paid = paid(&decided.effects);
+    send_replies(decided.effects);
+    let answer = answer.try_recv().expect("answered");
+    (answer.map_err(|error| error.code), paid)
+}
+
+#[test]
+fn claims_past_the_hourly_limit_are_flagged_and_a_partner_approves_or_voids_them() {
+    let mut config = config();
+    config.referral.claims_per_referrer_per_hour = 2;
+    config.referral.signup_rewards = vec![100];
+    config.referral.welcome_bonus = 50;
+    let mut tree = tree(config);
+    attach(&mut tree, "root", "a").expect("attached");
+    attach(&mut tree, "root", "b").expect("attached");
+    let (reply, _answer) = port();
+    let third = tree.input(TreeMsg::Attach {
+        referrer: "root".into(),
+        referee: "c".into(),
+        reply,
+    });
+    assert!(
+        paid(&third.effects).is_empty(),
+        "the third claim within the hour pays nothing"
+    );
+    assert_eq!(tree.state.stats("root").flagged, 100);
+    assert_eq!(tree.state.stats("c").flagged, 50);
+    let flagged: Vec<u64> = tree.state.held.keys().copied().collect();
+    assert_eq!(
+        flagged.len(),
+        2,
+        "the signup reward and the welcome bonus, held"
+    );
+
+    // A partner approves one: paid now, and the same answer when asked again.
+    let (approved, sent) = decide(&mut tree, flagged[0], true);
+    assert_eq!(approved, Ok(RewardState::Credited));
+    assert_eq!(sent, vec![("root".into(), 100)]);
+    let (again, sent) = decide(&mut tree, flagged[0], true);
+    assert_eq!((again, sent.len()), (Ok(RewardState::Credited), 0));
+    assert_eq!(
+        decide(&mut tree, flagged[0], false).0,
+        Err(ErrorCode::RewardNotHeld)
+    );
+    // And voids the other: never paid.
+    let (voided, sent) = decide(&mut tree, flagged[1], false);
+    assert_eq!((voided, sent.len()), (Ok(RewardState::Voided), 0));
+    assert_eq!(tree.state.stats("c").flagged, 0);
+    assert_eq!(tree.state.stats("c").earned, 0);
+    assert_eq!(tree.state.stats("root").earned, 200 + 100);
+    assert_eq!(
+        decide(&mut tree, 999, true).0,
+        Err(ErrorCode::UnknownReward)
+    );
+
+    // An hour later the referrer's claims pay again.
+    tree.now_ms += state::HOUR_MS;
+    let (reply, _answer) = port();
+    let later = tree.input(TreeMsg::Attach {
+        referrer: "root".into(),
+        referee: "d".into(),
+        reply,
+    });
+    assert_eq!(
+        paid(&later.effects),
+        vec![("root".into(), 100), ("d".into(), 50)]
+    );
+}
+
+#[test]
+fn rewards_past_a_players_daily_limit_are_flagged() {
+    let mut config = config();
+    config.referral.rewards_per_player_per_day = 2;
+    config.referral.claims_per_referrer_per_hour = 0;
+    config.referral.signup_rewards = vec![100];
+    config.referral.welcome_bonus = 0;
+    let mut tree = tree(config);
+    for referee in ["a", "b", "c"] {
+        attach(&mut tree, "root", referee).expect("attached");
+    }
+    let stats = tree.state.stats("root");
+    assert_eq!((stats.earned, stats.flagged), (200, 100));
+}
+
+#[test]
+fn a_conversion_pays_its_kinds_rewards_up_the_tree_once_per_key() {
+    let mut config = config();
+    config.referral.conversion_rewards = [("purchase".to_owned(), vec![50, 10])].into();
+    config.referral.welcome_bonus = 0;
+    config.referral.signup_rewards = vec![];
+    let mut tree = tree(config);
+    attach(&mut tree, "root", "a").expect("attached");
+    attach(&mut tree, "a", "b").expect("attached");
+    let mut report = |key: &str, kind: &str| {
+        let (reply, mut answer) = port();
+        let decided = tree.input(TreeMsg::Conversion {
+            player: "b".into(),
+            kind: kind.into(),
+            key: key.into(),
+            reply,
+        });
+        let paid = paid(&decided.effects);
+        send_replies(decided.effects);
+        (
+            answer.try_recv().expect("answered").map_err(|e| e.code),
+            paid,
+        )
+    };
+    assert_eq!(
+        report("k1", "purchase"),
+        (Ok(2), vec![("a".into(), 50), ("root".into(), 10)])
+    );
+    assert_eq!(
+        report("k1", "purchase"),
+        (Ok(2), vec![]),
+        "a repeated key pays nothing more"
+    );
+    assert_eq!(
+        report("k2", "refund").0,
+        Err(ErrorCode::UnknownConversionKind)
+    );
+    assert_eq!(
+        report("k2", "purchase").0,
+        Ok(2),
+        "another key is another conversion"
+    );
+}

@@ -292,6 +292,29 @@ pub fn report_activation(hub: &Hub, player: &str, root: String) {
     });
 }
 
+/// Passes a partner's conversion report for the player to their tree.
+pub fn convert(
+    hub: &Hub,
+    player: &str,
+    root: String,
+    kind: String,
+    key: String,
+    reply: ractor::RpcReplyPort<Result<u32, ErrorReply>>,
+) {
+    let (hub, player) = (hub.clone(), player.to_owned());
+    tokio::spawn(async move {
+        let made = hub
+            .call_tree(&root, |reply| TreeMsg::Conversion {
+                player: player.clone(),
+                kind: kind.clone(),
+                key: key.clone(),
+                reply,
+            })
+            .await;
+        let _ = reply.send(made.unwrap_or_else(|error| Err(error.to_reply())));
+    });
+}
+
 /// Answers the player's referral statistics from their tree.
 pub fn ask_stats(hub: &Hub, player: &str, root: String, reply: RequestReply) {
     let (hub, player) = (hub.clone(), player.to_owned());

@@ -120,6 +120,13 @@ pub enum SessionEffect {
         root: String,
         reply: msg::RequestReply,
     },
+    /// Passes a partner's conversion report to the player's tree.
+    Convert {
+        root: String,
+        kind: String,
+        key: String,
+        reply: ractor::RpcReplyPort<Result<u32, ErrorReply>>,
+    },
 }
 
 impl Behaviour for SessionEntity {
@@ -275,6 +282,20 @@ impl Behaviour for SessionEntity {
             }
             SessionMsg::ActivationRecorded => referral::activation_recorded(cx),
             SessionMsg::GameFinished => referral::game_finished(cx),
+            SessionMsg::Conversion { kind, key, reply } => {
+                match cx.state().referral.tree_root.clone() {
+                    Some(root) if cx.state().referral.referrer.is_some() => {
+                        cx.own(SessionEffect::Convert {
+                            root,
+                            kind,
+                            key,
+                            reply,
+                        });
+                    }
+                    // A player nobody referred earns nobody a conversion reward.
+                    _ => cx.reply(reply, Ok(0)),
+                }
+            }
             SessionMsg::Settled {
                 spin,
                 settled,
@@ -410,6 +431,12 @@ impl Behaviour for SessionEntity {
                 flows::report_activation(hub, player, root);
             }
             SessionEffect::AskStats { root, reply } => flows::ask_stats(hub, player, root, reply),
+            SessionEffect::Convert {
+                root,
+                kind,
+                key,
+                reply,
+            } => flows::convert(hub, player, root, kind, key, reply),
         }
     }
 }
@@ -526,6 +553,18 @@ fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply, 
             cx.reply(reply, Ok(ReplyBody::ReferralCode { code }));
         }
         Request::GetReferralStats => referral::stats(cx, reply),
+        // The gateway routes these (to the player concerned, or a tree): a player's own
+        // session never takes them.
+        Request::ReportConversion { .. }
+        | Request::GetPlayerReferralStats { .. }
+        | Request::ApproveReward { .. }
+        | Request::VoidReward { .. } => cx.reply(
+            reply,
+            Err(ErrorReply::new(
+                ErrorCode::Forbidden,
+                "partner requests are not a player's own",
+            )),
+        ),
         request @ (Request::QuickJoin { .. }
         | Request::CreatePrivate { .. }
         | Request::JoinPrivate { .. }

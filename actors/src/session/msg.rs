@@ -151,6 +151,13 @@ pub enum SessionMsg {
     ActivationRecorded,
     /// The player played a quiz game to its end (a first finished game activates them).
     GameFinished,
+    /// A partner's conversion report for this player: passed to their tree, which
+    /// answers how many rewards it made (0 if nobody referred the player).
+    Conversion {
+        kind: String,
+        key: String,
+        reply: RpcReplyPort<Result<u32, ErrorReply>>,
+    },
     /// Test only: panic inside the handler, as a bug would.
     #[cfg(feature = "fault-injection")]
     InjectFault,

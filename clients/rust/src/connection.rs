@@ -12,8 +12,8 @@ use playtree_protocol::fairness::Commitment;
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use playtree_protocol::{
     ClientFrame, CloseCode, ErrorReply, EventEnvelope, Hello, PROTOCOL_VERSION, QuizJoined,
-    ReferralStats, ReplyBody, Request, RoomId, RoomJoined, RoomKind, SeedReveal, ServerFrame,
-    SpinOutcome, StreamId, StreamPosition, Welcome, WheelInfo,
+    ReferralStats, ReplyBody, Request, RewardState, RoomId, RoomJoined, RoomKind, SeedReveal,
+    ServerFrame, SpinOutcome, StreamId, StreamPosition, Welcome, WheelInfo,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -753,6 +753,67 @@ impl Client {
         match self.request(Request::GetReferralStats).await? {
             ReplyBody::ReferralStats(stats) => Ok(stats),
             other => Err(unexpected("ReferralStats", &other)),
+        }
+    }
+
+    /// Partner: reports that `player` converted; answers how many rewards it made (the
+    /// first report's number again for a repeated `idempotency_key`).
+    pub async fn report_conversion(
+        &self,
+        player: &str,
+        kind: &str,
+        value: u64,
+        idempotency_key: &str,
+    ) -> Result<u32, ClientError> {
+        let request = Request::ReportConversion {
+            player: player.to_owned(),
+            kind: kind.to_owned(),
+            value,
+            idempotency_key: idempotency_key.to_owned(),
+        };
+        match self.request(request).await? {
+            ReplyBody::ConversionReported { rewards } => Ok(rewards),
+            other => Err(unexpected("ConversionReported", &other)),
+        }
+    }
+
+    /// Partner: any player's referral statistics.
+    pub async fn player_referral_stats(&self, player: &str) -> Result<ReferralStats, ClientError> {
+        let request = Request::GetPlayerReferralStats {
+            player: player.to_owned(),
+        };
+        match self.request(request).await? {
+            ReplyBody::ReferralStats(stats) => Ok(stats),
+            other => Err(unexpected("ReferralStats", &other)),
+        }
+    }
+
+    /// Partner: pays a held or flagged reward now.
+    pub async fn approve_reward(
+        &self,
+        tree: &str,
+        reward: u64,
+    ) -> Result<RewardState, ClientError> {
+        self.decide_reward(Request::ApproveReward {
+            tree: tree.to_owned(),
+            reward,
+        })
+        .await
+    }
+
+    /// Partner: never pays a held or flagged reward.
+    pub async fn void_reward(&self, tree: &str, reward: u64) -> Result<RewardState, ClientError> {
+        self.decide_reward(Request::VoidReward {
+            tree: tree.to_owned(),
+            reward,
+        })
+        .await
+    }
+
+    async fn decide_reward(&self, request: Request) -> Result<RewardState, ClientError> {
+        match self.request(request).await? {
+            ReplyBody::RewardDecided { state } => Ok(state),
+            other => Err(unexpected("RewardDecided", &other)),
         }
     }
 
