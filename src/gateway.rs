@@ -290,6 +290,8 @@ struct Live {
     /// The latest ping that came over the frame rate: answered at the next heartbeat
     /// (RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping).
     pending_pong: Option<Bytes>,
+    /// The partner event log subscription, if one runs (one per connection).
+    subscription: Option<tokio::task::AbortHandle>,
 }
 
 impl Live {
@@ -393,6 +395,7 @@ async fn run_connection(
             identity,
             strikes: 0,
             pending_pong: None,
+            subscription: None,
         };
         serve_welcomed(
             gateway,
@@ -497,13 +500,36 @@ async fn serve_welcomed(
                                 let result = refresh(gateway, &mut live, &token);
                                 outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
                             }
+                            ClientFrame::Request { req_id, request: Request::Subscribe { from_offset } }
+                            | ClientFrame::Keyed { req_id, request: Request::Subscribe { from_offset }, .. } => {
+                                if !crate::partner::allowed(live.identity.role) {
+                                    let refusal = crate::partner::forbidden(&Request::Subscribe { from_offset });
+                                    outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result: Err(refusal) }));
+                                    continue;
+                                }
+                                // A new subscription replaces the connection's last one.
+                                if let Some(previous) = live.subscription.take() {
+                                    previous.abort();
+                                }
+                                let (hub, outbound, partner) = (gateway.hub.clone(), outbound.clone(), player.to_owned());
+                                let task = tokio::spawn(async move {
+                                    let start = crate::partner::subscription_start(&hub, &partner, from_offset).await;
+                                    let from = start.as_ref().ok().map(|(from_offset, _)| *from_offset);
+                                    let result = start.map(|(from_offset, head)| ReplyBody::Subscribed { from_offset, head });
+                                    outbound.push("reply", frame_bytes(&ServerFrame::Reply { req_id, result }));
+                                    if let Some(from) = from {
+                                        crate::partner::stream_log(hub, outbound, from).await;
+                                    }
+                                }.in_current_span());
+                                live.subscription = Some(task.abort_handle());
+                            }
                             // Partner requests carry their own idempotency (a conversion's
                             // key; decisions answer the same when repeated): a `Keyed`
                             // wrapper's key is not used for them.
                             ClientFrame::Request { req_id, request } | ClientFrame::Keyed { req_id, request, .. }
                                 if request.is_partner_only() =>
                             {
-                                dispatch_partner(gateway, live.identity.role, outbound, &in_flight, req_id, request);
+                                dispatch_partner(gateway, &live.identity, outbound, &in_flight, req_id, request);
                             }
                             ClientFrame::Request { req_id, request } => {
                                 let received_ms = gateway.hub.now_ms();
@@ -579,6 +605,9 @@ async fn serve_welcomed(
             _ = shutdown.changed() => break Ending::Refused(shutting_down()),
         }
     };
+    if let Some(subscription) = live.subscription.take() {
+        subscription.abort();
+    }
     Box::pin(end(gateway, reader, writer, ending)).await;
 }
 
@@ -672,14 +701,14 @@ impl KindTally {
 /// connection's role allows it, and queues the reply.
 fn dispatch_partner(
     gateway: &Arc<Gateway>,
-    role: playtree_protocol::Role,
+    partner: &Identity,
     outbound: &Outbound,
     in_flight: &Arc<Semaphore>,
     req_id: u32,
     request: Request,
 ) {
     let reply = |result| frame_bytes(&ServerFrame::Reply { req_id, result });
-    if !crate::partner::allowed(role) {
+    if !crate::partner::allowed(partner.role) {
         outbound.push("reply", reply(Err(crate::partner::forbidden(&request))));
         return;
     }
@@ -688,10 +717,11 @@ fn dispatch_partner(
         return;
     };
     let (hub, outbound) = (gateway.hub.clone(), outbound.clone());
+    let partner = partner.player_id.clone();
     tokio::spawn(
         async move {
             let kind = request.kind_name();
-            let result = crate::partner::carry_out(&hub, request).await;
+            let result = crate::partner::carry_out(&hub, &partner, request).await;
             if let Err(error) = &result {
                 metrics::counter!("playtree_request_errors_total", "request" => kind, "code" => error.code.as_u16().to_string()).increment(1);
             }

@@ -3,10 +3,13 @@
 //! The gateway routes them to the player concerned or straight to a referral tree,
 //! never to the partner's own session.
 
-use playtree_actors::Hub;
-use playtree_actors::referral::TreeMsg;
+use playtree_actors::referral::{TreeMsg, decode_log};
 use playtree_actors::session::SessionMsg;
-use playtree_protocol::{ErrorCode, ErrorReply, ReplyBody, Request, Role};
+use playtree_actors::store::{StoreError, WriteOp, log_key};
+use playtree_actors::{Hub, Outbound};
+use playtree_protocol::codec::encode_server;
+use playtree_protocol::{ErrorCode, ErrorReply, ReplyBody, Request, Role, ServerFrame};
+use std::time::Duration;
 
 /// Longest idempotency key of a conversion report, in bytes.
 const CONVERSION_KEY_BYTES_MAX: usize = 128;
@@ -32,9 +35,14 @@ fn invalid(message: impl Into<String>) -> ErrorReply {
     ErrorReply::new(ErrorCode::MalformedFrame, message)
 }
 
-/// Carries out a partner request.
-pub async fn carry_out(hub: &Hub, request: Request) -> Result<ReplyBody, ErrorReply> {
+/// Carries out a partner request from `partner` (a `Subscribe` is the gateway's).
+pub async fn carry_out(
+    hub: &Hub,
+    partner: &str,
+    request: Request,
+) -> Result<ReplyBody, ErrorReply> {
     match request {
+        Request::Ack { offset } => ack(hub, partner, offset).await,
         Request::ReportConversion {
             player,
             kind,
@@ -96,4 +104,154 @@ async fn decide(
         })
         .await??;
     Ok(ReplyBody::RewardDecided { state })
+}
+
+/// Log entries read from the store at a time.
+const LOG_BATCH: usize = 256;
+
+fn store_failure(error: StoreError) -> ErrorReply {
+    ErrorReply::new(ErrorCode::StoreFailure, error.to_string())
+}
+
+fn not_retained(message: String) -> ErrorReply {
+    ErrorReply::new(ErrorCode::OffsetNotRetained, message)
+}
+
+/// Where a partner's position in the event log is kept.
+fn ack_key(partner: &str) -> Vec<u8> {
+    let mut key = vec![b'a'];
+    key.extend_from_slice(partner.as_bytes());
+    key
+}
+
+/// Records that `partner` processed every log entry up to `offset`.
+pub async fn ack(hub: &Hub, partner: &str, offset: u64) -> Result<ReplyBody, ErrorReply> {
+    let head = *hub.store.log_head().borrow();
+    if offset >= head {
+        return Err(not_retained(format!(
+            "offset {offset} has not been written yet (the next entry is {head})"
+        )));
+    }
+    hub.store
+        .commit(vec![WriteOp::Put(
+            ack_key(partner),
+            offset.to_be_bytes().to_vec(),
+        )])
+        .await
+        .map_err(store_failure)?;
+    Ok(ReplyBody::Acked { offset })
+}
+
+/// The offset a subscription starts at (`from`, or after the partner's last ack), and
+/// the log's head; refused if the log no longer holds it (or has not reached it).
+pub async fn subscription_start(
+    hub: &Hub,
+    partner: &str,
+    from: Option<u64>,
+) -> Result<(u64, u64), ErrorReply> {
+    let head = *hub.store.log_head().borrow();
+    let first = hub
+        .store
+        .log_entries(0, 1)
+        .await
+        .map_err(store_failure)?
+        .first()
+        .map_or(head, |(offset, _)| *offset);
+    let start = match from {
+        Some(offset) => offset,
+        None => match hub
+            .store
+            .get_raw(ack_key(partner))
+            .await
+            .map_err(store_failure)?
+        {
+            Some(bytes) => {
+                let acked: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                    ErrorReply::new(ErrorCode::Internal, "a partner's position is unreadable")
+                })?;
+                u64::from_be_bytes(acked) + 1
+            }
+            None => first,
+        },
+    };
+    if start < first || start > head {
+        return Err(not_retained(format!(
+            "the event log holds offsets {first} to {} (next: {head}); {start} is not among them",
+            head.saturating_sub(1)
+        )));
+    }
+    Ok((start.max(first), head))
+}
+
+/// Sends the log's entries from `cursor` to `outbound`, in order, then each new one as
+/// it becomes durable, until the connection goes. Never more than half the connection's
+/// queue at once, so a partner that reads slowly is paced rather than closed.
+pub async fn stream_log(hub: Hub, outbound: Outbound, mut cursor: u64) {
+    let mut head = hub.store.log_head();
+    let room = (outbound.frames_max() / 2).max(1);
+    while !outbound.is_closed() {
+        let entries = match hub.store.log_entries(cursor, LOG_BATCH.min(room)).await {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::error!(%error, "the event log could not be read; the subscription ends");
+                outbound.close_for_resync();
+                return;
+            }
+        };
+        if entries.is_empty() {
+            // Caught up: wait for the next durable entry.
+            if head.wait_for(|next| *next > cursor).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        for (offset, value) in entries {
+            let entry = match decode_log(offset, &value) {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::error!(offset, %error, "an event log entry is unreadable; skipped");
+                    cursor = offset + 1;
+                    continue;
+                }
+            };
+            while outbound.queued_frames() >= room {
+                if outbound.is_closed() {
+                    return;
+                }
+                // Paced by the writer: it drains the queue within a write timeout.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if !outbound.push("log", encode_server(&ServerFrame::Log(entry)).into()) {
+                return;
+            }
+            cursor = offset + 1;
+        }
+    }
+}
+
+/// Deletes the log entries older than `referral.log_retention_ms`, a batch at a time;
+/// answers how many it deleted.
+pub async fn trim_log(hub: &Hub) -> Result<usize, StoreError> {
+    let cutoff = hub
+        .now_ms()
+        .saturating_sub(hub.config.referral.log_retention_ms);
+    let head = *hub.store.log_head().borrow();
+    let mut deleted = 0;
+    loop {
+        let entries = hub.store.log_entries(0, 1024).await?;
+        let expired: Vec<WriteOp> = entries
+            .iter()
+            .take_while(|(offset, value)| {
+                // The newest entry stays, so that offsets continue after a restart.
+                *offset + 1 < head
+                    && decode_log(*offset, value).is_ok_and(|entry| entry.at_ms < cutoff)
+            })
+            .map(|(offset, _)| WriteOp::Delete(log_key(*offset)))
+            .collect();
+        if expired.is_empty() {
+            return Ok(deleted);
+        }
+        deleted += expired.len();
+        hub.store.commit(expired).await?;
+    }
 }

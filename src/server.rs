@@ -140,6 +140,24 @@ pub async fn start_with_auth(
             tracing::error!(%error, "admin listener failed");
         }
     });
+    {
+        // The partner event log's retention, checked every minute.
+        let (hub, mut stop) = (hub.clone(), shutdown_rx.clone());
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => match crate::partner::trim_log(&hub).await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(deleted, "event log entries past their retention deleted"),
+                        Err(error) => tracing::warn!(%error, "event log retention did not run"),
+                    },
+                    // Unit, so that no watch guard is held across the trim's await.
+                    () = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
+                }
+            }
+        });
+    }
     if let Some(handle) = admin::prometheus() {
         let mut upkeep_shutdown = shutdown_rx;
         tasks.spawn(async move {

@@ -39,6 +39,8 @@ pub struct ReferralConfig {
     /// void) instead of paid. 0: no limit.
     pub claims_per_referrer_per_hour: u32,
     pub rewards_per_player_per_day: u32,
+    /// The partner event log keeps entries this long.
+    pub log_retention_ms: u64,
     /// Most players in one referral tree.
     pub tree_players_max: usize,
     /// Most referral trees active at once.
@@ -61,6 +63,7 @@ impl Default for ReferralConfig {
             conversion_rewards: [("purchase".to_owned(), vec![50, 10])].into(),
             claims_per_referrer_per_hour: 50,
             rewards_per_player_per_day: 500,
+            log_retention_ms: 7 * 24 * 3_600_000,
             tree_players_max: 100_000,
             trees_max: 100_000,
             outbox_retry_ms: 5_000,
@@ -371,6 +374,7 @@ impl GameConfig {
                 "referral.passivate_after_ms",
                 self.referral.passivate_after_ms,
             ),
+            ("referral.log_retention_ms", self.referral.log_retention_ms),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -235,6 +235,16 @@ impl Outbound {
         }
     }
 
+    /// Frames queued and not yet written.
+    pub fn queued_frames(&self) -> usize {
+        lock(&self.shared.queue).frames.len()
+    }
+
+    /// The most frames the queue holds.
+    pub fn frames_max(&self) -> usize {
+        self.shared.frames_max
+    }
+
     /// True once the connection's writer has gone.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)

@@ -307,6 +307,22 @@ impl playtree_actors::store::StoreBackend for SnapshotLandsDuringRead {
         self.disk.scan_prefix(prefix)
     }
 
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
+        self.disk.scan_from(prefix, start, limit)
+    }
+
+    fn last_with_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
+        self.disk.last_with_prefix(prefix)
+    }
+
     fn write_durable(
         &self,
         ops: &[playtree_actors::store::WriteOp],

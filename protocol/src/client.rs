@@ -105,6 +105,12 @@ pub enum Request {
     ApproveReward { tree: String, reward: u64 },
     /// Partner: never pay a flagged (or held) reward.
     VoidReward { tree: String, reward: u64 },
+    /// Partner: follow the event log from `from_offset` (none: right after this
+    /// partner's last `Ack`). Entries arrive as `ServerFrame::Log`, in order.
+    Subscribe { from_offset: Option<u64> },
+    /// Partner: every entry up to `offset` is processed; a later `Subscribe` with no
+    /// offset starts after it.
+    Ack { offset: u64 },
 }
 
 impl Request {
@@ -129,6 +135,8 @@ impl Request {
             Request::GetPlayerReferralStats { .. } => "get_player_referral_stats",
             Request::ApproveReward { .. } => "approve_reward",
             Request::VoidReward { .. } => "void_reward",
+            Request::Subscribe { .. } => "subscribe",
+            Request::Ack { .. } => "ack",
         }
     }
 
@@ -140,6 +148,8 @@ impl Request {
                 | Request::GetPlayerReferralStats { .. }
                 | Request::ApproveReward { .. }
                 | Request::VoidReward { .. }
+                | Request::Subscribe { .. }
+                | Request::Ack { .. }
         )
     }
 }

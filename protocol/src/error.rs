@@ -151,6 +151,8 @@ codes! {
     RewardNotHeld = 4109, close = None;
     /// No rewards are configured for this kind of conversion.
     UnknownConversionKind = 4110, close = None;
+    /// The event log no longer holds that offset (retention) or has not reached it.
+    OffsetNotRetained = 4111, close = None;
     /// A refreshed token must name the same player.
     TokenPlayerMismatch = 2008, close = None;
     /// The request is for partners (token role `partner` or `admin`).

@@ -21,6 +21,8 @@ pub enum ServerFrame {
     /// A connection-level error. When the code has a close code, the server closes the
     /// websocket with it right after this frame.
     Error(ErrorReply),
+    /// An entry of the partner event log, for a connection that subscribed (partners).
+    Log(LogEntry),
 }
 
 impl ServerFrame {
@@ -31,6 +33,7 @@ impl ServerFrame {
             ServerFrame::Reply { .. } => "reply",
             ServerFrame::Event(_) => "event",
             ServerFrame::Error(_) => "error",
+            ServerFrame::Log(_) => "log",
         }
     }
 }
@@ -119,6 +122,42 @@ pub enum Event {
     FriendJoined { friend: String, level: u32 },
     /// A referral reward for the player changed state (player stream).
     ReferralReward(ReferralReward),
+}
+
+/// One entry of the durable partner event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Rises by one per entry, in the order entries became durable.
+    pub offset: u64,
+    /// Server time the entry was written.
+    pub at_ms: u64,
+    pub event: LogEvent,
+}
+
+/// What the partner event log records. New variants go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogEvent {
+    /// `referee` joined the tree rooted at `tree`, below `referrer`.
+    ReferralClaimed {
+        tree: String,
+        referrer: String,
+        referee: String,
+    },
+    /// A reward was made or changed state (`Pending`, `Flagged`, `Credited`, `Voided`).
+    Reward {
+        beneficiary: String,
+        reward: ReferralReward,
+    },
+    /// A referee finished a first game (their ancestors' activation rewards follow).
+    GameFinished { tree: String, player: String },
+    /// A partner's conversion report made `rewards` rewards.
+    ConversionReported {
+        tree: String,
+        player: String,
+        kind: String,
+        idempotency_key: String,
+        rewards: u32,
+    },
 }
 
 /// Why a referral reward is paid.
@@ -304,6 +343,16 @@ pub enum ReplyBody {
     /// The reward's state after an `ApproveReward` or `VoidReward`.
     RewardDecided {
         state: RewardState,
+    },
+    /// The connection follows the partner event log from `from_offset`; `head` is the
+    /// offset the next entry written will get.
+    Subscribed {
+        from_offset: u64,
+        head: u64,
+    },
+    /// The partner's position is recorded.
+    Acked {
+        offset: u64,
     },
 }
 

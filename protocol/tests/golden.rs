@@ -129,6 +129,22 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
             },
         ),
         (
+            "subscribe",
+            ClientFrame::Request {
+                req_id: 17,
+                request: Request::Subscribe {
+                    from_offset: Some(300),
+                },
+            },
+        ),
+        (
+            "ack",
+            ClientFrame::Request {
+                req_id: 18,
+                request: Request::Ack { offset: 7 },
+            },
+        ),
+        (
             "approve_reward",
             ClientFrame::Request {
                 req_id: 16,
@@ -156,6 +172,28 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     flagged: 0,
                 })),
             },
+        ),
+        (
+            "reply_subscribed",
+            ServerFrame::Reply {
+                req_id: 17,
+                result: Ok(ReplyBody::Subscribed {
+                    from_offset: 300,
+                    head: 302,
+                }),
+            },
+        ),
+        (
+            "log_claimed",
+            ServerFrame::Log(LogEntry {
+                offset: 300,
+                at_ms: 1_700_000_000_000,
+                event: LogEvent::ReferralClaimed {
+                    tree: "al".into(),
+                    referrer: "al".into(),
+                    referee: "bo".into(),
+                },
+            }),
         ),
         (
             "reply_conversion_reported",

@@ -23,9 +23,11 @@ use crate::grant::{Grant, GrantSource};
 use crate::hub::{EntityKind, Hub};
 use crate::runtime::{ActivationError, Behaviour, Decide, Effect, Env};
 use crate::session::SessionMsg;
+use crate::store::{WriteOp, decode_value, encode_value};
 use playtree_protocol::{
     ErrorCode, ErrorReply, Event, GrantId, ReferralReward, RewardState, RewardTrigger, StreamId,
 };
+use playtree_protocol::{LogEntry, LogEvent};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A tree's decision context.
@@ -214,6 +216,26 @@ impl Behaviour for TreeEntity {
     }
 }
 
+/// Appends `event` to the partner event log in the commit of the decision's events
+/// (after the first of them, so it cannot be refused).
+fn log(cx: &mut Cx<'_>, event: LogEvent) {
+    let appended =
+        encode_value(&(cx.now_ms, event)).and_then(|record| cx.write(WriteOp::Append(record)));
+    if let Err(error) = appended {
+        tracing::error!(tree = %cx.id, %error, "event log entry not written");
+    }
+}
+
+/// Decodes an event log entry's stored value.
+pub fn decode_log(offset: u64, value: &[u8]) -> Result<LogEntry, crate::store::StoreError> {
+    let (at_ms, event): (u64, LogEvent) = decode_value(|| format!("log entry {offset}"), value)?;
+    Ok(LogEntry {
+        offset,
+        at_ms,
+        event,
+    })
+}
+
 fn refused(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
     ErrorReply::new(code, message)
 }
@@ -280,11 +302,19 @@ fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), Erro
         });
     }
     events.push(TreeEvent::Attached {
-        referrer,
+        referrer: referrer.clone(),
         referee: referee.clone(),
         at_ms,
     });
     cx.emit_all(events).map_err(store_error)?;
+    log(
+        cx,
+        LogEvent::ReferralClaimed {
+            tree: root.clone(),
+            referrer,
+            referee: referee.clone(),
+        },
+    );
     cx.then(move || {
         if first_referee {
             count_funnel(&REFERRERS, "referrer");
@@ -328,6 +358,14 @@ fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
         player: player.clone(),
     })
     .map_err(store_error)?;
+    let tree = cx.id.clone();
+    log(
+        cx,
+        LogEvent::GameFinished {
+            tree,
+            player: player.clone(),
+        },
+    );
     cx.then(|| count_funnel(&ACTIVATED, "activated"));
     let amounts = cx.config().referral.activation_rewards.clone();
     for (index, ancestor) in ancestors(cx.state(), &player).into_iter().enumerate() {
@@ -428,7 +466,7 @@ fn reward(
     Ok(())
 }
 
-/// Tells `beneficiary`, if online, where reward `number` stands.
+/// Tells `beneficiary`, if online, and the event log, where reward `number` stands.
 #[allow(clippy::too_many_arguments)]
 fn notify_reward(
     cx: &mut Cx<'_>,
@@ -440,17 +478,25 @@ fn notify_reward(
     amount: u64,
     state: RewardState,
 ) {
+    let news = ReferralReward {
+        tree: cx.id.clone(),
+        reward: number,
+        friend: friend.to_owned(),
+        level,
+        trigger,
+        amount,
+        state,
+    };
+    log(
+        cx,
+        LogEvent::Reward {
+            beneficiary: beneficiary.to_owned(),
+            reward: news.clone(),
+        },
+    );
     cx.own(TreeEffect::Notify {
         player: beneficiary.to_owned(),
-        event: Event::ReferralReward(ReferralReward {
-            tree: cx.id.clone(),
-            reward: number,
-            friend: friend.to_owned(),
-            level,
-            trigger,
-            amount,
-            state,
-        }),
+        event: Event::ReferralReward(news),
     });
 }
 
@@ -543,10 +589,21 @@ fn conversion(cx: &mut Cx<'_>, player: String, kind: &str, key: String) -> Resul
     let rewards = paid.len() as u32;
     cx.emit(TreeEvent::ConversionRecorded {
         player: player.clone(),
-        key,
+        key: key.clone(),
         rewards,
     })
     .map_err(store_error)?;
+    let tree = cx.id.clone();
+    log(
+        cx,
+        LogEvent::ConversionReported {
+            tree,
+            player: player.clone(),
+            kind: kind.to_owned(),
+            idempotency_key: key,
+            rewards,
+        },
+    );
     cx.then(|| {
         metrics::counter!("playtree_referral_funnel_total", "step" => "conversion").increment(1)
     });

@@ -558,7 +558,9 @@ fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply, 
         Request::ReportConversion { .. }
         | Request::GetPlayerReferralStats { .. }
         | Request::ApproveReward { .. }
-        | Request::VoidReward { .. } => cx.reply(
+        | Request::VoidReward { .. }
+        | Request::Subscribe { .. }
+        | Request::Ack { .. } => cx.reply(
             reply,
             Err(ErrorReply::new(
                 ErrorCode::Forbidden,

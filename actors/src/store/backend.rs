@@ -20,6 +20,12 @@ pub trait StoreBackend: Send + Sync + Debug + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every pair whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError>;
+
+    /// At most `limit` pairs whose keys start with `prefix`, from `start` on, in order.
+    fn scan_from(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Pairs, StoreError>;
+
+    /// The greatest key that starts with `prefix`.
+    fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Applies `ops` atomically and returns once they survive a power loss. An error
     /// means the outcome is unknown: the batch may or may not be on disk.
     fn write_durable(&self, ops: &[WriteOp]) -> Result<(), StoreError>;
@@ -44,6 +50,11 @@ struct SyncFiles {
     blobs_dir: PathBuf,
     /// Blob files known to be synced; sled never rewrites a blob in place.
     synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+/// The commit thread gives every log append its offset before the backend sees it.
+fn unresolved_append() -> StoreError {
+    StoreError::Encode("a log append reached the backend without its offset".into())
 }
 
 fn io_error(what: &str) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -132,12 +143,38 @@ impl StoreBackend for SledBackend {
             .collect()
     }
 
+    fn scan_from(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Pairs, StoreError> {
+        self.db
+            .range(start.to_vec()..)
+            .take_while(|entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(prefix))
+            })
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((key.to_vec(), value.to_vec()))
+            })
+            .collect()
+    }
+
+    fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .scan_prefix(prefix)
+            .next_back()
+            .transpose()?
+            .map(|(key, _)| key.to_vec()))
+    }
+
     fn write_durable(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for op in ops {
             match op {
                 WriteOp::Put(key, value) => batch.insert(key.as_slice(), value.as_slice()),
                 WriteOp::Delete(key) => batch.remove(key.as_slice()),
+                WriteOp::Append(_) => return Err(unresolved_append()),
             }
         }
         self.db.apply_batch(batch)?;
@@ -182,8 +219,28 @@ impl StoreBackend for MemoryBackend {
             .collect())
     }
 
+    fn scan_from(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Pairs, StoreError> {
+        Ok(lock(&self.map)
+            .range(start.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(lock(&self.map)
+            .range(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .last()
+            .map(|(key, _)| key.clone()))
+    }
+
     fn write_durable(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
         let mut map = lock(&self.map);
+        if ops.iter().any(|op| matches!(op, WriteOp::Append(_))) {
+            return Err(unresolved_append());
+        }
         for op in ops {
             match op {
                 WriteOp::Put(key, value) => {
@@ -192,6 +249,7 @@ impl StoreBackend for MemoryBackend {
                 WriteOp::Delete(key) => {
                     map.remove(key);
                 }
+                WriteOp::Append(_) => {}
             }
         }
         Ok(())
@@ -240,6 +298,14 @@ impl StoreBackend for FaultyBackend {
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.inner.scan_prefix(prefix)
+    }
+
+    fn scan_from(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Pairs, StoreError> {
+        self.inner.scan_from(prefix, start, limit)
+    }
+
+    fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.last_with_prefix(prefix)
     }
 
     fn write_durable(&self, ops: &[WriteOp]) -> Result<(), StoreError> {

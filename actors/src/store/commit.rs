@@ -114,15 +114,25 @@ pub(super) fn watchdog(
     }
 }
 
+/// What the commit thread counts.
+pub(super) struct Counters {
+    pub flushes: Arc<AtomicU64>,
+    pub committed: Arc<AtomicU64>,
+}
+
 pub(super) fn run(
     backend: Arc<dyn StoreBackend>,
     mut requests: mpsc::Receiver<CommitRequest>,
     batch_max: usize,
-    flushes: Arc<AtomicU64>,
-    committed: Arc<AtomicU64>,
+    counters: Counters,
     failure: Arc<watch::Sender<Option<StoreError>>>,
     progress: Arc<Progress>,
+    log_head: watch::Sender<u64>,
 ) {
+    let Counters { flushes, committed } = counters;
+    // The next log offset; an offset given to a batch that then failed is never given
+    // again (the process stops on a failed write anyway).
+    let mut next_offset = *log_head.borrow();
     let mut batch: Vec<CommitRequest> = Vec::with_capacity(batch_max);
     while let Some(first) = requests.blocking_recv() {
         batch.push(first);
@@ -168,7 +178,15 @@ pub(super) fn run(
                         value.to_be_bytes().to_vec(),
                     ));
                 }
-                ops.append(&mut request.ops);
+                for op in request.ops.drain(..) {
+                    ops.push(match op {
+                        WriteOp::Append(value) => {
+                            next_offset += 1;
+                            WriteOp::Put(super::log_key(next_offset - 1), value)
+                        }
+                        other => other,
+                    });
+                }
             } else {
                 metrics::counter!("playtree_store_fenced_commits_total").increment(1);
             }
@@ -204,6 +222,11 @@ pub(super) fn run(
             }
             continue;
         }
+        log_head.send_if_modified(|head| {
+            let moved = *head != next_offset;
+            *head = next_offset;
+            moved
+        });
         for (request, verdict) in batch.drain(..).zip(verdicts) {
             // A writer that stopped waiting has nothing left to tell.
             let _ = request.done.send(verdict);

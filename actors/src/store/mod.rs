@@ -68,6 +68,21 @@ impl From<sled::Error> for StoreError {
 pub enum WriteOp {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+    /// An entry for the end of the event log: the commit thread gives it the next
+    /// offset as it writes the batch, so offsets follow the order of durability.
+    Append(Vec<u8>),
+}
+
+/// The key of the event log's entry at `offset`.
+pub fn log_key(offset: u64) -> Vec<u8> {
+    let mut key = vec![b'l'];
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn log_offset(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
 }
 
 /// A record of something that can never be done (a spin whose room or wheel is gone, a
@@ -102,6 +117,8 @@ struct StoreInner {
     flushes: Arc<AtomicU64>,
     committed: Arc<AtomicU64>,
     failure: watch::Receiver<Option<StoreError>>,
+    /// The offset the event log's next entry will get (every entry below is durable).
+    log_head: watch::Receiver<u64>,
     writer: std::thread::JoinHandle<()>,
 }
 
@@ -157,6 +174,11 @@ impl Store {
                 .spawn(move || commit::watchdog(progress, failed, deadline))
                 .map_err(thread_error)?;
         }
+        let log_start = backend
+            .last_with_prefix(b"l")?
+            .and_then(|key| log_offset(&key))
+            .map_or(1, |last| last + 1);
+        let (log_sender, log_head) = watch::channel(log_start);
         let writer = backend.clone();
         let batch_max = config.commit_batch_max.max(1);
         let committed = Arc::new(AtomicU64::new(0));
@@ -166,7 +188,13 @@ impl Store {
             .spawn(move || {
                 let (flushes, committed) = counters;
                 commit::run(
-                    writer, receiver, batch_max, flushes, committed, failed, progress,
+                    writer,
+                    receiver,
+                    batch_max,
+                    commit::Counters { flushes, committed },
+                    failed,
+                    progress,
+                    log_sender,
                 )
             })
             .map_err(thread_error)?;
@@ -178,6 +206,7 @@ impl Store {
                 flushes,
                 committed,
                 failure,
+                log_head,
                 writer,
             }),
         })
@@ -293,6 +322,34 @@ impl Store {
     /// The value stored under `key`, if any (for indexes kept beside the entities).
     pub async fn get_raw(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         self.blocking(move |backend| backend.get(&key)).await
+    }
+
+    /// Watches the offset the event log's next entry will get: every entry below it is
+    /// durable.
+    pub fn log_head(&self) -> watch::Receiver<u64> {
+        self.inner.log_head.clone()
+    }
+
+    /// At most `limit` event log entries from `from` on: `(offset, value)`.
+    pub async fn log_entries(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.blocking(move |backend| {
+            backend
+                .scan_from(b"l", &log_key(from), limit)?
+                .into_iter()
+                .map(|(key, value)| {
+                    let offset = log_offset(&key).ok_or_else(|| StoreError::Corrupt {
+                        key: format!("{key:?}"),
+                        reason: "a log key without its offset".into(),
+                    })?;
+                    Ok((offset, value))
+                })
+                .collect()
+        })
+        .await
     }
 
     /// The entity's incarnation number (0: never activated).
@@ -427,7 +484,7 @@ impl Store {
     }
 }
 
-pub(crate) fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let body = encode_record(value).map_err(|error| StoreError::Encode(error.to_string()))?;
     let mut bytes = Vec::with_capacity(body.len() + 1);
     bytes.push(RECORD_FORMAT_VERSION);
@@ -435,7 +492,7 @@ pub(crate) fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreErro
     Ok(bytes)
 }
 
-pub(crate) fn decode_value<T: serde::de::DeserializeOwned>(
+pub fn decode_value<T: serde::de::DeserializeOwned>(
     key: impl Fn() -> String,
     bytes: &[u8],
 ) -> Result<T, StoreError> {

@@ -11,9 +11,9 @@ use playtree_protocol::codec::{decode_server, encode_client};
 use playtree_protocol::fairness::Commitment;
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use playtree_protocol::{
-    ClientFrame, CloseCode, ErrorReply, EventEnvelope, Hello, PROTOCOL_VERSION, QuizJoined,
-    ReferralStats, ReplyBody, Request, RewardState, RoomId, RoomJoined, RoomKind, SeedReveal,
-    ServerFrame, SpinOutcome, StreamId, StreamPosition, Welcome, WheelInfo,
+    ClientFrame, CloseCode, ErrorReply, EventEnvelope, Hello, LogEntry, PROTOCOL_VERSION,
+    QuizJoined, ReferralStats, ReplyBody, Request, RewardState, RoomId, RoomJoined, RoomKind,
+    SeedReveal, ServerFrame, SpinOutcome, StreamId, StreamPosition, Welcome, WheelInfo,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -85,6 +85,8 @@ struct Shared {
     positions: Mutex<HashMap<StreamId, (u64, u64)>>,
     reconnects: AtomicU64,
     reconnect_now: Notify,
+    /// Where the partner event log's entries go, once subscribed.
+    log: Mutex<Option<mpsc::Sender<LogEntry>>>,
 }
 
 /// A connected, welcomed client. Cheap to share behind an `Arc`.
@@ -111,6 +113,21 @@ pub struct Client {
 struct Promise {
     commitment: Commitment,
     first_nonce: u64,
+}
+
+/// The partner event log's entries, in order, from a [`Client::subscribe`]. A
+/// subscription lasts one connection: after a reconnect, subscribe again (with no
+/// offset, to start after the last [`Client::ack`]).
+#[derive(Debug)]
+pub struct LogEntries {
+    receiver: mpsc::Receiver<LogEntry>,
+}
+
+impl LogEntries {
+    /// The next entry; `None` once the client is gone.
+    pub async fn next(&mut self) -> Option<LogEntry> {
+        self.receiver.recv().await
+    }
 }
 
 /// The events the server pushes, in order, across reconnects.
@@ -282,6 +299,15 @@ async fn run_session(
                         let _ = events.send(event).await;
                     }
                     Ok(ServerFrame::Error(error)) => ending.error = Some(error),
+                    Ok(ServerFrame::Log(entry)) => {
+                        let log = lock(&shared.log).clone();
+                        if let Some(log) = log {
+                            // A partner reading slowly holds the socket back; the server
+                            // then closes it as a slow consumer, and the partner
+                            // subscribes again from its last ack (at-least-once).
+                            let _ = log.send(entry).await;
+                        }
+                    }
                     Ok(ServerFrame::Welcome(_)) => {}
                     Err(error) => tracing::warn!(%error, "undecodable frame from the server"),
                 },
@@ -378,6 +404,7 @@ impl Client {
             positions: Mutex::default(),
             reconnects: AtomicU64::new(0),
             reconnect_now: Notify::new(),
+            log: Mutex::default(),
         });
         tokio::spawn(run(
             shared.clone(),
@@ -785,6 +812,30 @@ impl Client {
         match self.request(request).await? {
             ReplyBody::ReferralStats(stats) => Ok(stats),
             other => Err(unexpected("ReferralStats", &other)),
+        }
+    }
+
+    /// Partner: follows the event log from `from_offset` (`None`: after this partner's
+    /// last ack). Answers the offset it starts at and the log's head, and the entries.
+    pub async fn subscribe(
+        &self,
+        from_offset: Option<u64>,
+    ) -> Result<(u64, u64, LogEntries), ClientError> {
+        let (sender, receiver) = mpsc::channel(self.options.event_buffer.max(1));
+        *lock(&self.shared.log) = Some(sender);
+        match self.request(Request::Subscribe { from_offset }).await? {
+            ReplyBody::Subscribed { from_offset, head } => {
+                Ok((from_offset, head, LogEntries { receiver }))
+            }
+            other => Err(unexpected("Subscribed", &other)),
+        }
+    }
+
+    /// Partner: every log entry up to `offset` is processed.
+    pub async fn ack(&self, offset: u64) -> Result<(), ClientError> {
+        match self.request(Request::Ack { offset }).await? {
+            ReplyBody::Acked { .. } => Ok(()),
+            other => Err(unexpected("Acked", &other)),
         }
     }
 

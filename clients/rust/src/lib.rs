@@ -21,7 +21,7 @@ mod connection;
 mod error;
 mod verify;
 
-pub use connection::{Client, ClientOptions, Events};
+pub use connection::{Client, ClientOptions, Events, LogEntries};
 pub use error::ClientError;
 pub use playtree_protocol as protocol;
 pub use verify::{SpinMismatch, SpinRecord, check_nonces, verify_record, verify_spin};
