@@ -10,9 +10,14 @@
 //!    from the server seed revealed by a rotation;
 //! 3. so no grant is credited twice (or lost).
 //!
+//! Meanwhile a chain of referral players grows by one claim a round, and a partner
+//! reports conversions (a key repeated now and then).
+//!
 //! At the end the server is killed once more and the test reads its store itself: the
 //! sum of all wallets plus the grants still owed (in an outbox, not yet credited) equals
-//! the sum of every grant every room ever issued (spin prizes and quiz podiums alike).
+//! the sum of every grant every room and referral tree ever issued (spin prizes, quiz
+//! podiums and referral rewards alike); every acknowledged claim is in its referrer's
+//! tree; and every tree's counters equal a recount from its parent links.
 //!
 //! `PLAYTREE_CRASH_SEED` (u64) reproduces a run; `PLAYTREE_CRASH_ROUNDS` sets the number
 //! of crashes (default 3).
@@ -69,8 +74,10 @@ const QUIZZERS: usize = 3;
 
 /// What the store says once the server is down.
 struct Audit {
-    /// Every grant every room ever issued.
+    /// Every grant every room and tree ever issued.
     granted: u64,
+    /// Every referee in a tree, with their referrer.
+    parents: std::collections::BTreeMap<String, String>,
     /// What the wallets have credited (and hold: nothing is spent).
     credited: u64,
     /// Grants still in an outbox that their wallet has not credited either (a grant
@@ -105,6 +112,7 @@ async fn audit(config: &playtree::ServerConfig) -> Audit {
             .sum(),
         owed: 0,
         rooms: 0,
+        parents: std::collections::BTreeMap::new(),
     };
     for id in store.ids("room").await.expect("room ids") {
         let (_, room, _) = Journal::<RoomEntity>::inspect(&store, &id)
@@ -121,8 +129,119 @@ async fn audit(config: &playtree::ServerConfig) -> Audit {
             }
         }
     }
+    for root in store.ids("tree").await.expect("tree ids") {
+        let (_, tree, _) = Journal::<playtree_actors::referral::TreeEntity>::inspect(&store, &root)
+            .await
+            .expect("tree reads");
+        for (player, node) in &tree.nodes {
+            // Every credited reward is one grant.
+            audit.granted += node.earned;
+            if let Some(parent) = &node.parent {
+                audit.parents.insert(player.clone(), parent.clone());
+            }
+            // The counters kept as the tree grew equal a recount from the parent links.
+            let mut by_level = vec![0u64; playtree_actors::referral::LEVELS_TRACKED];
+            let mut activated = 0;
+            for (other, other_node) in &tree.nodes {
+                let chain = playtree_actors::referral::ancestors(&tree, other);
+                if let Some(level) = chain.iter().position(|ancestor| ancestor == player) {
+                    by_level[level] += 1;
+                    activated += u64::from(other_node.activated);
+                }
+            }
+            while by_level.last() == Some(&0) {
+                by_level.pop();
+            }
+            assert_eq!(
+                node.referees_by_level, by_level,
+                "tree {root}: {player}'s referees"
+            );
+            assert_eq!(
+                node.activated_referees, activated,
+                "tree {root}: {player}'s activated"
+            );
+        }
+        for grant in tree.outbox.values() {
+            let credited = sessions
+                .get(&grant.beneficiary)
+                .is_some_and(|session| session.has_credited(&grant.id));
+            if !credited {
+                audit.owed += grant.amount;
+            }
+        }
+    }
     store.close();
     audit
+}
+
+/// What one round of referral load got acknowledged.
+#[derive(Debug, Default)]
+struct ReferralLog {
+    /// `(referee, referrer)` of each claim answered `ReferralClaimed`.
+    claims: Vec<(String, String)>,
+    /// Conversion reports answered, and the rewards each made.
+    conversions: u32,
+}
+
+/// One claim down the chain (`ref-{round}` claims `ref-{round - 1}`'s code) and a
+/// partner's conversion reports, until the crash ends them (errors then are expected).
+async fn referral_load(
+    url: String,
+    config: playtree::ServerConfig,
+    round: usize,
+    log: Arc<Mutex<ReferralLog>>,
+) {
+    let options = || ClientOptions {
+        request_timeout: WAIT,
+        handshake_timeout: WAIT,
+        reconnect: false,
+        ..ClientOptions::default()
+    };
+    let as_role = |player: &str, role: playtree_protocol::Role| {
+        common::mint_as(&config, player, role, now_s(), 600)
+    };
+    let connect = |player: String, role| {
+        let (url, token) = (url.clone(), as_role(&player, role));
+        async move {
+            Client::connect_with(&url, &token, options())
+                .await
+                .ok()
+                .map(|(client, _events)| client)
+        }
+    };
+    let (referrer, referee) = (format!("ref-{}", round - 1), format!("ref-{round}"));
+    let Some(owner) = connect(referrer.clone(), playtree_protocol::Role::Player).await else {
+        return;
+    };
+    let Ok(code) = owner.referral_code().await else {
+        return;
+    };
+    let Some(claimer) = connect(referee.clone(), playtree_protocol::Role::Player).await else {
+        return;
+    };
+    if let Ok(answered) = claimer.claim_referral(&code).await {
+        assert_eq!(answered, referrer, "the claim names its referrer");
+        log.lock()
+            .expect("log")
+            .claims
+            .push((referee.clone(), referrer));
+    }
+    let Some(partner) = connect("partner".into(), playtree_protocol::Role::Partner).await else {
+        return;
+    };
+    // This round's order, and last round's again (paid once whatever the crashes did).
+    for (player, key) in [
+        (referee.clone(), format!("order-{round}")),
+        (format!("ref-{}", round - 1), format!("order-{}", round - 1)),
+    ] {
+        if partner
+            .report_conversion(&player, "purchase", 10, &key)
+            .await
+            .is_ok()
+        {
+            log.lock().expect("log").conversions += 1;
+        }
+    }
 }
 
 /// SIGKILL: no snapshot, no final flush, no goodbye to the clients.
@@ -345,6 +464,8 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
     let mut total_drawn = 0u64;
     let mut total_acked = 0usize;
     let mut total_answered = 0u32;
+    let mut total_conversions = 0u32;
+    let mut acked_claims: Vec<(String, String)> = Vec::new();
     for round in 1..=rounds {
         // --- Load, then a crash at a random moment. ---
         let url = format!("ws://{}", server.ws);
@@ -390,6 +511,13 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
                 false,
             )));
         }
+        let referral_log = Arc::new(Mutex::new(ReferralLog::default()));
+        let referrals = tokio::spawn(referral_load(
+            url.clone(),
+            config.clone(),
+            round,
+            referral_log.clone(),
+        ));
         let delay = Duration::from_millis(rng.random_range(50..=400));
         // Not synchronisation: the crash lands wherever the load happens to be.
         tokio::time::sleep(delay).await;
@@ -400,6 +528,13 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
                 .expect("load stops once the server is gone")
                 .expect("load task does not panic");
         }
+        tokio::time::timeout(WAIT, referrals)
+            .await
+            .expect("referral load stops once the server is gone")
+            .expect("referral task does not panic");
+        let referral_log = std::mem::take(&mut *referral_log.lock().expect("log"));
+        total_conversions += referral_log.conversions;
+        acked_claims.extend(referral_log.claims);
         let mut round_answered = 0;
         for (task, log) in quiz_tasks.into_iter().zip(&quiz_logs) {
             tokio::time::timeout(WAIT, task)
@@ -615,8 +750,16 @@ async fn acknowledged_spins_and_exact_wallets_survive_repeated_sigkill_under_loa
         audit.owed,
         config.server.data_dir.display()
     );
+    for (referee, referrer) in &acked_claims {
+        assert_eq!(
+            audit.parents.get(referee),
+            Some(referrer),
+            "{referee}'s acknowledged claim of {referrer}'s code survived every crash"
+        );
+    }
     println!(
-        "crash loop done: {rounds} rounds, {total_drawn} spins drawn, {total_acked} acknowledged, {total_answered} quiz answers; {} coins granted by {} rooms: {} in wallets, {} still owed; in {:?}",
+        "crash loop done: {rounds} rounds, {total_drawn} spins drawn, {total_acked} acknowledged, {total_answered} quiz answers, {} referral claims and {total_conversions} conversions acknowledged; {} coins granted by {} rooms and the referral trees: {} in wallets, {} still owed; in {:?}",
+        acked_claims.len(),
         audit.granted,
         audit.rooms,
         audit.credited,
