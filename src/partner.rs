@@ -13,6 +13,15 @@ use std::time::Duration;
 
 /// Longest idempotency key of a conversion report, in bytes.
 const CONVERSION_KEY_BYTES_MAX: usize = 128;
+/// Player and tree ids, as a token's `sub`: 1 to 128 bytes.
+const ID_BYTES_MAX: usize = 128;
+
+fn check_id(what: &str, id: &str) -> Result<(), ErrorReply> {
+    if id.is_empty() || id.len() > ID_BYTES_MAX {
+        return Err(invalid(format!("a {what} id is 1 to {ID_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
 
 /// Whether `role` may send partner requests.
 pub fn allowed(role: Role) -> bool {
@@ -49,8 +58,11 @@ pub async fn carry_out(
             value: _,
             idempotency_key,
         } => {
-            if player.is_empty() || kind.is_empty() {
-                return Err(invalid("a conversion names its player and its kind"));
+            check_id("player", &player)?;
+            if kind.is_empty() || kind.len() > ID_BYTES_MAX {
+                return Err(invalid(format!(
+                    "a conversion kind is 1 to {ID_BYTES_MAX} bytes"
+                )));
             }
             if idempotency_key.is_empty() || idempotency_key.len() > CONVERSION_KEY_BYTES_MAX {
                 return Err(invalid(format!(
@@ -67,19 +79,17 @@ pub async fn carry_out(
             Ok(ReplyBody::ConversionReported { rewards })
         }
         Request::GetPlayerReferralStats { player } => {
-            if player.is_empty() {
-                return Err(invalid("name the player"));
-            }
+            check_id("player", &player)?;
             hub.call_session(&player, |reply| SessionMsg::Request {
                 request: Request::GetReferralStats,
                 reply,
             })
             .await?
         }
-        Request::ApproveReward { tree, reward } | Request::VoidReward { tree, reward }
-            if tree.is_empty() =>
+        Request::ApproveReward { tree, .. } | Request::VoidReward { tree, .. }
+            if check_id("tree", &tree).is_err() =>
         {
-            Err(invalid(format!("name the tree of reward {reward}")))
+            Err(invalid(format!("a tree id is 1 to {ID_BYTES_MAX} bytes")))
         }
         Request::ApproveReward { tree, reward } => decide(hub, &tree, reward, true).await,
         Request::VoidReward { tree, reward } => decide(hub, &tree, reward, false).await,
@@ -96,6 +106,18 @@ async fn decide(
     reward: u64,
     approve: bool,
 ) -> Result<ReplyBody, ErrorReply> {
+    // A tree nobody ever referred into is not made up by a mistyped id.
+    if !hub
+        .store
+        .exists("tree", tree)
+        .await
+        .map_err(store_failure)?
+    {
+        return Err(ErrorReply::new(
+            ErrorCode::UnknownReward,
+            format!("there is no referral tree rooted at {tree}"),
+        ));
+    }
     let state = hub
         .call_tree(tree, |reply| TreeMsg::Decide {
             reward,
@@ -124,13 +146,41 @@ fn ack_key(partner: &str) -> Vec<u8> {
     key
 }
 
-/// Records that `partner` processed every log entry up to `offset`.
+/// Acks read and write a partner's position under this lock, so that two pipelined
+/// acks cannot store the lower one last. (Acks are rare: one lock for all partners.)
+static ACKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn acked(hub: &Hub, partner: &str) -> Result<Option<u64>, ErrorReply> {
+    match hub
+        .store
+        .get_raw(ack_key(partner))
+        .await
+        .map_err(store_failure)?
+    {
+        Some(bytes) => {
+            let acked: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                ErrorReply::new(ErrorCode::Internal, "a partner's position is unreadable")
+            })?;
+            Ok(Some(u64::from_be_bytes(acked)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Records that `partner` processed every log entry up to `offset`. The position only
+/// moves forward: an older ack is answered with the position kept.
 pub async fn ack(hub: &Hub, partner: &str, offset: u64) -> Result<ReplyBody, ErrorReply> {
     let head = *hub.store.log_head().borrow();
     if offset >= head {
         return Err(not_retained(format!(
             "offset {offset} has not been written yet (the next entry is {head})"
         )));
+    }
+    let _one_at_a_time = ACKS.lock().await;
+    if let Some(kept) = acked(hub, partner).await?
+        && kept >= offset
+    {
+        return Ok(ReplyBody::Acked { offset: kept });
     }
     hub.store
         .commit(vec![WriteOp::Put(
@@ -142,6 +192,17 @@ pub async fn ack(hub: &Hub, partner: &str, offset: u64) -> Result<ReplyBody, Err
     Ok(ReplyBody::Acked { offset })
 }
 
+/// The oldest durable entry's offset (`head` when there is none).
+async fn first_retained(hub: &Hub, head: u64) -> Result<u64, ErrorReply> {
+    Ok(hub
+        .store
+        .log_entries(0, 1)
+        .await
+        .map_err(store_failure)?
+        .first()
+        .map_or(head, |(offset, _)| (*offset).min(head)))
+}
+
 /// The offset a subscription starts at (`from`, or after the partner's last ack), and
 /// the log's head; refused if the log no longer holds it (or has not reached it).
 pub async fn subscription_start(
@@ -150,33 +211,21 @@ pub async fn subscription_start(
     from: Option<u64>,
 ) -> Result<(u64, u64), ErrorReply> {
     let head = *hub.store.log_head().borrow();
-    let first = hub
-        .store
-        .log_entries(0, 1)
-        .await
-        .map_err(store_failure)?
-        .first()
-        .map_or(head, |(offset, _)| *offset);
+    let first = first_retained(hub, head).await?;
     let start = match from {
         Some(offset) => offset,
-        None => match hub
-            .store
-            .get_raw(ack_key(partner))
-            .await
-            .map_err(store_failure)?
-        {
-            Some(bytes) => {
-                let acked: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    ErrorReply::new(ErrorCode::Internal, "a partner's position is unreadable")
-                })?;
-                u64::from_be_bytes(acked) + 1
-            }
-            None => first,
-        },
+        None => acked(hub, partner).await?.map_or(first, |acked| acked + 1),
     };
     if start < first || start > head {
+        let hint = if start < first {
+            format!(
+                ": entries were trimmed past retention; subscribe from {first} to continue with what is left"
+            )
+        } else {
+            String::new()
+        };
         return Err(not_retained(format!(
-            "the event log holds offsets {first} to {} (next: {head}); {start} is not among them",
+            "the event log holds offsets {first} to {} (next: {head}); {start} is not among them{hint}",
             head.saturating_sub(1)
         )));
     }
@@ -190,7 +239,16 @@ pub async fn stream_log(hub: Hub, outbound: Outbound, mut cursor: u64) {
     let mut head = hub.store.log_head();
     let room = (outbound.frames_max() / 2).max(1);
     while !outbound.is_closed() {
-        let entries = match hub.store.log_entries(cursor, LOG_BATCH.min(room)).await {
+        // Only below the head: an entry beyond it may be visible before it is durable.
+        let durable = *head.borrow_and_update();
+        if cursor >= durable {
+            if head.wait_for(|next| *next > cursor).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let batch = LOG_BATCH.min(room).min((durable - cursor) as usize);
+        let entries = match hub.store.log_entries(cursor, batch).await {
             Ok(entries) => entries,
             Err(error) => {
                 tracing::error!(%error, "the event log could not be read; the subscription ends");
@@ -198,17 +256,22 @@ pub async fn stream_log(hub: Hub, outbound: Outbound, mut cursor: u64) {
                 return;
             }
         };
-        if entries.is_empty() {
-            // Caught up: wait for the next durable entry.
-            if head.wait_for(|next| *next > cursor).await.is_err() {
-                return;
-            }
-            continue;
+        if entries.first().map(|(offset, _)| *offset) != Some(cursor) {
+            // Trimmed under this subscription (it fell behind retention): it ends
+            // rather than skip; subscribing again says what is left.
+            metrics::counter!("playtree_log_subscriptions_overtaken_total").increment(1);
+            outbound.close_for_resync();
+            return;
         }
         for (offset, value) in entries {
+            if offset >= durable {
+                break;
+            }
             let entry = match decode_log(offset, &value) {
                 Ok(entry) => entry,
                 Err(error) => {
+                    // Corrupt on disk: it cannot be sent to anyone.
+                    metrics::counter!("playtree_log_unreadable_total").increment(1);
                     tracing::error!(offset, %error, "an event log entry is unreadable; skipped");
                     cursor = offset + 1;
                     continue;
@@ -242,9 +305,10 @@ pub async fn trim_log(hub: &Hub) -> Result<usize, StoreError> {
         let expired: Vec<WriteOp> = entries
             .iter()
             .take_while(|(offset, value)| {
-                // The newest entry stays, so that offsets continue after a restart.
+                // The newest entry stays, so that offsets continue after a restart; an
+                // unreadable one goes (it could never be sent, and must not stall this).
                 *offset + 1 < head
-                    && decode_log(*offset, value).is_ok_and(|entry| entry.at_ms < cutoff)
+                    && decode_log(*offset, value).map_or(true, |entry| entry.at_ms < cutoff)
             })
             .map(|(offset, _)| WriteOp::Delete(log_key(*offset)))
             .collect();

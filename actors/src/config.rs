@@ -41,6 +41,8 @@ pub struct ReferralConfig {
     pub rewards_per_player_per_day: u32,
     /// The partner event log keeps entries this long.
     pub log_retention_ms: u64,
+    /// Most entries one leaderboard request answers.
+    pub leaderboard_max: u32,
     /// Most players in one referral tree.
     pub tree_players_max: usize,
     /// Most referral trees active at once.
@@ -64,6 +66,7 @@ impl Default for ReferralConfig {
             claims_per_referrer_per_hour: 50,
             rewards_per_player_per_day: 500,
             log_retention_ms: 7 * 24 * 3_600_000,
+            leaderboard_max: 100,
             tree_players_max: 100_000,
             trees_max: 100_000,
             outbox_retry_ms: 5_000,
@@ -375,6 +378,10 @@ impl GameConfig {
                 self.referral.passivate_after_ms,
             ),
             ("referral.log_retention_ms", self.referral.log_retention_ms),
+            (
+                "referral.leaderboard_max",
+                u64::from(self.referral.leaderboard_max),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -467,3 +467,44 @@ async fn two_players_claiming_each_other_at_once_are_never_locked_out() {
         "exactly one of them ends up the other's referee"
     );
 }
+
+#[tokio::test]
+async fn the_leaderboard_ranks_referrers_by_referees_and_the_first_to_reach_a_count() {
+    let test = hub_with(referral_config()).await;
+    let mut codes = BTreeMap::new();
+    for player in ["alice", "bob", "carol"] {
+        codes.insert(player, code_of(&test, player).await);
+    }
+    for (referee, referrer) in [
+        ("c1", "carol"),
+        ("a1", "alice"),
+        ("b1", "bob"),
+        ("a2", "alice"),
+    ] {
+        test.clock.advance(10);
+        assert_eq!(
+            claim(&test, referee, &codes[referrer]).await,
+            Ok(referrer.to_owned())
+        );
+    }
+    let test = &test;
+    let board = |limit: u32| async move {
+        match ask(test, "anyone", Request::GetReferralLeaderboard { limit }).await {
+            Ok(ReplyBody::ReferralLeaderboard { entries }) => entries
+                .into_iter()
+                .map(|entry| (entry.player, entry.referees))
+                .collect::<Vec<_>>(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        board(10).await,
+        vec![
+            ("alice".to_owned(), 2),
+            ("carol".to_owned(), 1),
+            ("bob".to_owned(), 1)
+        ],
+        "carol reached 1 before bob"
+    );
+    assert_eq!(board(1).await, vec![("alice".to_owned(), 2)]);
+}

@@ -111,6 +111,8 @@ pub enum Request {
     /// Partner: every entry up to `offset` is processed; a later `Subscribe` with no
     /// offset starts after it.
     Ack { offset: u64 },
+    /// The top referrers (at most `limit`, capped by the server).
+    GetReferralLeaderboard { limit: u32 },
 }
 
 impl Request {
@@ -137,6 +139,7 @@ impl Request {
             Request::VoidReward { .. } => "void_reward",
             Request::Subscribe { .. } => "subscribe",
             Request::Ack { .. } => "ack",
+            Request::GetReferralLeaderboard { .. } => "get_referral_leaderboard",
         }
     }
 

@@ -20,10 +20,10 @@ pub use codec::{DecodeError, EncodeError};
 pub use error::{CloseCode, ErrorCode, ErrorReply};
 pub use ids::{GrantId, RoomId, StreamId};
 pub use server::{
-    Event, EventEnvelope, FairnessInfo, LogEntry, LogEvent, PodiumPlace, QuizJoined, QuizLobby,
-    QuizPhase, QuizPodium, QuizQuestion, QuizReveal, ReferralReward, ReferralStats, ReplyBody,
-    RewardState, RewardTrigger, Role, RoomJoined, RoomSnapshot, SeedReveal, SegmentInfo,
-    ServerFrame, SpinOutcome, SpinResult, Standing, Welcome, WheelInfo,
+    Event, EventEnvelope, FairnessInfo, LeaderboardEntry, LogEntry, LogEvent, PodiumPlace,
+    QuizJoined, QuizLobby, QuizPhase, QuizPodium, QuizQuestion, QuizReveal, ReferralReward,
+    ReferralStats, ReplyBody, RewardState, RewardTrigger, Role, RoomJoined, RoomSnapshot,
+    SeedReveal, SegmentInfo, ServerFrame, SpinOutcome, SpinResult, Standing, Welcome, WheelInfo,
 };
 
 /// The protocol's major version. A client whose `Hello` names another major version is

@@ -354,6 +354,18 @@ pub enum ReplyBody {
     Acked {
         offset: u64,
     },
+    /// The top referrers, best first.
+    ReferralLeaderboard {
+        entries: Vec<LeaderboardEntry>,
+    },
+}
+
+/// A referrer on the leaderboard: by referees of their own (level 1), and among equals,
+/// whoever reached that number first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderboardEntry {
+    pub player: String,
+    pub referees: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -145,6 +145,13 @@ fn client_frames() -> Vec<(&'static str, ClientFrame)> {
             },
         ),
         (
+            "get_referral_leaderboard",
+            ClientFrame::Request {
+                req_id: 19,
+                request: Request::GetReferralLeaderboard { limit: 10 },
+            },
+        ),
+        (
             "approve_reward",
             ClientFrame::Request {
                 req_id: 16,
@@ -194,6 +201,25 @@ fn server_frames() -> Vec<(&'static str, ServerFrame)> {
                     referee: "bo".into(),
                 },
             }),
+        ),
+        (
+            "reply_leaderboard",
+            ServerFrame::Reply {
+                req_id: 19,
+                result: Ok(ReplyBody::ReferralLeaderboard {
+                    entries: vec![LeaderboardEntry {
+                        player: "al".into(),
+                        referees: 2,
+                    }],
+                }),
+            },
+        ),
+        (
+            "reply_acked",
+            ServerFrame::Reply {
+                req_id: 18,
+                result: Ok(ReplyBody::Acked { offset: 7 }),
+            },
         ),
         (
             "reply_conversion_reported",

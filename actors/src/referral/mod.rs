@@ -305,8 +305,29 @@ fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), Erro
         referrer: referrer.clone(),
         referee: referee.clone(),
         at_ms,
+        suspect: excess,
+    });
+    // The referrer's place on the leaderboard moves in the same commit.
+    let before = cx.state().nodes.get(&referrer).map(|node| {
+        (
+            node.referees_by_level.first().copied().unwrap_or(0),
+            node.last_referee_ms,
+        )
     });
     cx.emit_all(events).map_err(store_error)?;
+    if let Some((referees, reached_ms)) = before
+        && referees > 0
+    {
+        let old = leaderboard::key(&referrer, referees, reached_ms);
+        if let Err(error) = cx.write(WriteOp::Delete(old)) {
+            tracing::error!(tree = %cx.id, %error, "leaderboard entry not moved");
+        }
+    }
+    let referees = before.map_or(0, |(referees, _)| referees) + 1;
+    let new = leaderboard::key(&referrer, referees, at_ms);
+    if let Err(error) = cx.write(WriteOp::Put(new, Vec::new())) {
+        tracing::error!(tree = %cx.id, %error, "leaderboard entry not written");
+    }
     log(
         cx,
         LogEvent::ReferralClaimed {
@@ -354,6 +375,7 @@ fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
     if node.activated {
         return Ok(());
     }
+    let suspect = node.suspect;
     cx.emit(TreeEvent::Activated {
         player: player.clone(),
     })
@@ -371,7 +393,7 @@ fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
     for (index, ancestor) in ancestors(cx.state(), &player).into_iter().enumerate() {
         let amount = amounts.get(index).copied().unwrap_or(0);
         let made = Made::new(&player, index as u32 + 1, RewardTrigger::Activation, amount);
-        reward(cx, ancestor, made, false)?;
+        reward(cx, ancestor, made, suspect)?;
     }
     Ok(())
 }
@@ -575,12 +597,12 @@ fn conversion(cx: &mut Cx<'_>, player: String, kind: &str, key: String) -> Resul
             format!("no rewards are configured for conversions of kind `{kind}`"),
         ));
     };
-    if !cx.state().nodes.contains_key(&player) {
+    let Some(suspect) = cx.state().nodes.get(&player).map(|node| node.suspect) else {
         return Err(ErrorReply::new(
             ErrorCode::Internal,
             format!("{player} is not in the referral tree of {}", cx.id),
         ));
-    }
+    };
     let paid: Vec<(String, u64)> = ancestors(cx.state(), &player)
         .into_iter()
         .zip(amounts)
@@ -609,7 +631,7 @@ fn conversion(cx: &mut Cx<'_>, player: String, kind: &str, key: String) -> Resul
     });
     for (index, (ancestor, amount)) in paid.into_iter().enumerate() {
         let made = Made::new(&player, index as u32 + 1, RewardTrigger::Conversion, amount);
-        reward(cx, ancestor, made, false)?;
+        reward(cx, ancestor, made, suspect)?;
     }
     Ok(rewards)
 }
@@ -749,5 +771,40 @@ fn redeliver(cx: &mut Cx<'_>) {
                 source: GrantSource::Tree(root.clone()),
             },
         });
+    }
+}
+
+/// The leaderboard of referrers is an index kept in the store beside the trees: one key
+/// per referrer, `'r'`, then the referee count inverted and the time it was reached
+/// (both big-endian), then the player, so that a scan from the start reads the best
+/// first (among equal counts, whoever reached it first). Trees move a referrer's key in
+/// the commit of the referee that changes it.
+pub mod leaderboard {
+    use crate::store::{Store, StoreError};
+    use playtree_protocol::LeaderboardEntry;
+
+    pub fn key(player: &str, referees: u64, reached_ms: u64) -> Vec<u8> {
+        let mut key = vec![b'r'];
+        key.extend_from_slice(&(u64::MAX - referees).to_be_bytes());
+        key.extend_from_slice(&reached_ms.to_be_bytes());
+        key.extend_from_slice(player.as_bytes());
+        key
+    }
+
+    /// The top `limit` referrers.
+    pub async fn top(store: &Store, limit: usize) -> Result<Vec<LeaderboardEntry>, StoreError> {
+        Ok(store
+            .scan_index(b"r", limit)
+            .await?
+            .into_iter()
+            .filter_map(|key| {
+                let inverted: [u8; 8] = key.get(1..9)?.try_into().ok()?;
+                let player = String::from_utf8(key.get(17..)?.to_vec()).ok()?;
+                Some(LeaderboardEntry {
+                    player,
+                    referees: u64::MAX - u64::from_be_bytes(inverted),
+                })
+            })
+            .collect())
     }
 }

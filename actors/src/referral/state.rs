@@ -88,6 +88,11 @@ pub struct Node {
     pub flagged: u64,
     /// Referees this player gained lately (the claims velocity limit).
     pub claims: Window,
+    /// When this player's latest own referee joined (the leaderboard's tie-break).
+    pub last_referee_ms: u64,
+    /// The player joined past their referrer's claims limit: every reward their
+    /// activity earns anyone is flagged too.
+    pub suspect: bool,
     /// Rewards made for this player lately (the rewards velocity limit).
     pub rewards: Window,
 }
@@ -120,11 +125,12 @@ pub enum RewardOutcome {
 pub enum TreeEvent {
     /// The tree's first referral: its root joins as the top node.
     Rooted { root: String, at_ms: u64 },
-    /// `referee` joined below `referrer`.
+    /// `referee` joined below `referrer` (`suspect`: past the referrer's claims limit).
     Attached {
         referrer: String,
         referee: String,
         at_ms: u64,
+        suspect: bool,
     },
     /// `player` finished a first game.
     Activated { player: String },
@@ -180,6 +186,7 @@ impl Entity for TreeEntity {
                 referrer,
                 referee,
                 at_ms,
+                suspect,
             } => {
                 let Some(depth) = state.nodes.get(referrer).map(|node| node.depth + 1) else {
                     return;
@@ -193,11 +200,13 @@ impl Entity for TreeEntity {
                         parent: Some(referrer.clone()),
                         depth,
                         joined_ms: *at_ms,
+                        suspect: *suspect,
                         ..Node::default()
                     },
                 );
                 if let Some(node) = state.nodes.get_mut(referrer) {
                     node.claims.bump(*at_ms, HOUR_MS);
+                    node.last_referee_ms = *at_ms;
                 }
                 for (level, ancestor) in ancestors(state, referee).into_iter().enumerate() {
                     if let Some(node) = state.nodes.get_mut(&ancestor) {

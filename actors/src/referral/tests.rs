@@ -318,6 +318,22 @@ fn claims_past_the_hourly_limit_are_flagged_and_a_partner_approves_or_voids_them
         Err(ErrorCode::UnknownReward)
     );
 
+    // What the suspect referee does later pays nothing either, until approved.
+    let (reply, _answer) = port();
+    let activation = tree.input(TreeMsg::Activated {
+        player: "c".into(),
+        reply,
+    });
+    assert!(
+        paid(&activation.effects).is_empty(),
+        "a suspect's activation is flagged"
+    );
+    assert_eq!(
+        tree.state.stats("root").flagged,
+        100,
+        "the activation reward, held"
+    );
+
     // An hour later the referrer's claims pay again.
     tree.now_ms += state::HOUR_MS;
     let (reply, _answer) = port();

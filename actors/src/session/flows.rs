@@ -315,6 +315,18 @@ pub fn convert(
     });
 }
 
+/// Answers the top `limit` referrers, from the store's leaderboard index.
+pub fn leaderboard(hub: &Hub, limit: usize, reply: RequestReply) {
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        let top = crate::referral::leaderboard::top(&hub.store, limit).await;
+        let _ = reply.send(
+            top.map(|entries| ReplyBody::ReferralLeaderboard { entries })
+                .map_err(store_failure),
+        );
+    });
+}
+
 /// Answers the player's referral statistics from their tree.
 pub fn ask_stats(hub: &Hub, player: &str, root: String, reply: RequestReply) {
     let (hub, player) = (hub.clone(), player.to_owned());

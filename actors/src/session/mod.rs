@@ -120,6 +120,11 @@ pub enum SessionEffect {
         root: String,
         reply: msg::RequestReply,
     },
+    /// Answers the top `limit` referrers.
+    Leaderboard {
+        limit: usize,
+        reply: msg::RequestReply,
+    },
     /// Passes a partner's conversion report to the player's tree.
     Convert {
         root: String,
@@ -431,6 +436,7 @@ impl Behaviour for SessionEntity {
                 flows::report_activation(hub, player, root);
             }
             SessionEffect::AskStats { root, reply } => flows::ask_stats(hub, player, root, reply),
+            SessionEffect::Leaderboard { limit, reply } => flows::leaderboard(hub, limit, reply),
             SessionEffect::Convert {
                 root,
                 kind,
@@ -553,6 +559,10 @@ fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply, 
             cx.reply(reply, Ok(ReplyBody::ReferralCode { code }));
         }
         Request::GetReferralStats => referral::stats(cx, reply),
+        Request::GetReferralLeaderboard { limit } => {
+            let limit = limit.min(cx.config().referral.leaderboard_max) as usize;
+            cx.own(SessionEffect::Leaderboard { limit, reply });
+        }
         // The gateway routes these (to the player concerned, or a tree): a player's own
         // session never takes them.
         Request::ReportConversion { .. }

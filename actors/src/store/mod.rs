@@ -4,7 +4,9 @@
 //! Key layout (one sled tree): `'j' kind id seq` → journal entry, `'s' kind id` →
 //! snapshot, `'i' kind id` → incarnation (the fence), `'o' kind id` → outbox index entry,
 //! `'d' n` → dead letter, `'c' code` → the player whose referral code it is, `'m' name`
-//! → server-wide values (the referral code key); `kind` and `id` are length-prefixed and `seq` big-endian so
+//! → server-wide values (the referral code key), `'l' offset` → the partner event log,
+//! `'a' partner` → a partner's acknowledged log offset, `'r' rank player` → the referral
+//! leaderboard; `kind` and `id` are length-prefixed and `seq` big-endian so
 //! that one entity's journal is a contiguous, ordered range. Values start with a format
 //! byte.
 
@@ -348,6 +350,22 @@ impl Store {
                     Ok((offset, value))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    /// The first `limit` keys that start with `prefix`, in order (an index's entries).
+    pub async fn scan_index(
+        &self,
+        prefix: &'static [u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.blocking(move |backend| {
+            Ok(backend
+                .scan_from(prefix, prefix, limit)?
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect())
         })
         .await
     }

@@ -11,9 +11,10 @@ use playtree_protocol::codec::{decode_server, encode_client};
 use playtree_protocol::fairness::Commitment;
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use playtree_protocol::{
-    ClientFrame, CloseCode, ErrorReply, EventEnvelope, Hello, LogEntry, PROTOCOL_VERSION,
-    QuizJoined, ReferralStats, ReplyBody, Request, RewardState, RoomId, RoomJoined, RoomKind,
-    SeedReveal, ServerFrame, SpinOutcome, StreamId, StreamPosition, Welcome, WheelInfo,
+    ClientFrame, CloseCode, ErrorReply, EventEnvelope, Hello, LeaderboardEntry, LogEntry,
+    PROTOCOL_VERSION, QuizJoined, ReferralStats, ReplyBody, Request, RewardState, RoomId,
+    RoomJoined, RoomKind, SeedReveal, ServerFrame, SpinOutcome, StreamId, StreamPosition, Welcome,
+    WheelInfo,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -85,8 +86,10 @@ struct Shared {
     positions: Mutex<HashMap<StreamId, (u64, u64)>>,
     reconnects: AtomicU64,
     reconnect_now: Notify,
-    /// Where the partner event log's entries go, once subscribed.
+    /// Where the partner event log's entries go, once subscribed, and the offset the
+    /// next one must have (set by the `Subscribed` reply).
     log: Mutex<Option<mpsc::Sender<LogEntry>>>,
+    log_next: Mutex<Option<u64>>,
 }
 
 /// A connected, welcomed client. Cheap to share behind an `Arc`.
@@ -289,6 +292,12 @@ async fn run_session(
             read = source.next() => match read {
                 Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes, FRAME_BYTES_HARD_MAX) {
                     Ok(ServerFrame::Reply { req_id, result }) => {
+                        // The log entries of a subscription follow its reply on the
+                        // wire: from here, only those (of an older subscription on this
+                        // connection, none).
+                        if let Ok(ReplyBody::Subscribed { from_offset, .. }) = &result {
+                            *lock(&shared.log_next) = Some(*from_offset);
+                        }
                         if let Some(waiter) = lock(&shared.pending).remove(&req_id) {
                             let _ = waiter.send(result);
                         }
@@ -300,12 +309,21 @@ async fn run_session(
                     }
                     Ok(ServerFrame::Error(error)) => ending.error = Some(error),
                     Ok(ServerFrame::Log(entry)) => {
-                        let log = lock(&shared.log).clone();
-                        if let Some(log) = log {
-                            // A partner reading slowly holds the socket back; the server
-                            // then closes it as a slow consumer, and the partner
-                            // subscribes again from its last ack (at-least-once).
-                            let _ = log.send(entry).await;
+                        let mut next = lock(&shared.log_next);
+                        if *next == Some(entry.offset) {
+                            *next = Some(entry.offset + 1);
+                            drop(next);
+                            let mut log = lock(&shared.log);
+                            // Never blocks the connection (replies and pings must get
+                            // through): a partner that falls a whole buffer behind loses
+                            // the subscription (`LogEntries::next` ends after what it
+                            // holds) and subscribes again from its last ack.
+                            if let Some(sender) = log.as_ref()
+                                && sender.try_send(entry).is_err()
+                            {
+                                tracing::warn!("the event log buffer is full; the subscription ends");
+                                *log = None;
+                            }
                         }
                     }
                     Ok(ServerFrame::Welcome(_)) => {}
@@ -405,6 +423,7 @@ impl Client {
             reconnects: AtomicU64::new(0),
             reconnect_now: Notify::new(),
             log: Mutex::default(),
+            log_next: Mutex::default(),
         });
         tokio::spawn(run(
             shared.clone(),
@@ -780,6 +799,20 @@ impl Client {
         match self.request(Request::GetReferralStats).await? {
             ReplyBody::ReferralStats(stats) => Ok(stats),
             other => Err(unexpected("ReferralStats", &other)),
+        }
+    }
+
+    /// The top referrers (at most `limit`, as the server caps it), best first.
+    pub async fn referral_leaderboard(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<LeaderboardEntry>, ClientError> {
+        match self
+            .request(Request::GetReferralLeaderboard { limit })
+            .await?
+        {
+            ReplyBody::ReferralLeaderboard { entries } => Ok(entries),
+            other => Err(unexpected("ReferralLeaderboard", &other)),
         }
     }
 
