@@ -288,12 +288,16 @@ fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), Erro
         .is_none_or(|node| node.referees_by_level.is_empty());
     // A referrer's claims beyond the hourly limit pay nothing until a partner approves.
     let claims_max = cx.config().referral.claims_per_referrer_per_hour;
-    let excess = claims_max > 0
-        && state
-            .nodes
-            .get(&referrer)
-            .map_or(0, |node| node.claims.count_at(at_ms, state::HOUR_MS))
-            >= claims_max;
+    // A suspect referrer's own referees are suspect too: flags are not escaped by
+    // referring through the accounts that were flagged.
+    let referrer_suspect = state.nodes.get(&referrer).is_some_and(|node| node.suspect);
+    let excess = referrer_suspect
+        || claims_max > 0
+            && state
+                .nodes
+                .get(&referrer)
+                .map_or(0, |node| node.claims.count_at(at_ms, state::HOUR_MS))
+                >= claims_max;
     let mut events = Vec::new();
     if state.nodes.is_empty() {
         events.push(TreeEvent::Rooted {

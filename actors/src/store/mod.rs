@@ -31,7 +31,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Format byte that starts every stored value; bump it when the encoding changes.
 /// 2: grants carry the previous grant to the same beneficiary; wallets keep watermarks.
 /// 3: sessions keep their referral link (a store of format 2 is not read: no migration).
-pub const RECORD_FORMAT_VERSION: u8 = 3;
+/// 4: referral tree nodes keep leaderboard and suspect fields (format 3 existed only
+/// during development).
+pub const RECORD_FORMAT_VERSION: u8 = 4;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {

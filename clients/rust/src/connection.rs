@@ -354,6 +354,10 @@ async fn run(
         // Requests sent on the lost connection get no reply: fail them now, and drop
         // what was queued for it, so nothing runs twice when the application retries.
         lock(&shared.pending).clear();
+        // A subscription lasts one connection: its `LogEntries` ends, and the partner
+        // subscribes again (from its last ack).
+        *lock(&shared.log) = None;
+        *lock(&shared.log_next) = None;
         while outgoing.try_recv().is_ok() {}
         let mut last = match end {
             SessionEnd::ByClient => break Ending::default(),
@@ -855,6 +859,9 @@ impl Client {
         from_offset: Option<u64>,
     ) -> Result<(u64, u64, LogEntries), ClientError> {
         let (sender, receiver) = mpsc::channel(self.options.event_buffer.max(1));
+        // Nothing is taken until this subscription's `Subscribed` sets where it starts
+        // (frames of an older one still on their way are dropped).
+        *lock(&self.shared.log_next) = None;
         *lock(&self.shared.log) = Some(sender);
         match self.request(Request::Subscribe { from_offset }).await? {
             ReplyBody::Subscribed { from_offset, head } => {
