@@ -37,6 +37,8 @@ pub struct Gateway {
     /// Idempotency keys of `Keyed` requests.
     pub keys: crate::idempotency::Keys,
     pub next_connection: AtomicU64,
+    /// Referral claims per source address.
+    pub claim_sources: crate::sources::ClaimSources,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -95,7 +97,16 @@ pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: So
                 let ending = Ending::Refused(refusal);
                 Box::pin(end(&gateway, &mut reader, &mut writer, ending)).await;
             } else {
-                run_connection(&gateway, connection, deadline, &mut reader, &mut writer).await;
+                let source = peer.ip();
+                run_connection(
+                    &gateway,
+                    connection,
+                    source,
+                    deadline,
+                    &mut reader,
+                    &mut writer,
+                )
+                .await;
             }
         }
         let open = gateway.open_connections.fetch_sub(1, Ordering::AcqRel) - 1;
@@ -292,6 +303,8 @@ struct Live {
     pending_pong: Option<Bytes>,
     /// The partner event log subscription, if one runs (one per connection).
     subscription: Option<tokio::task::AbortHandle>,
+    /// The peer's address (referral claims are counted per address).
+    source: std::net::IpAddr,
 }
 
 impl Live {
@@ -329,6 +342,7 @@ impl Live {
 async fn run_connection(
     gateway: &Arc<Gateway>,
     connection: u64,
+    source: std::net::IpAddr,
     hello_deadline: Instant,
     reader: &mut Reader,
     writer: &mut Writer,
@@ -396,6 +410,7 @@ async fn run_connection(
             strikes: 0,
             pending_pong: None,
             subscription: None,
+            source,
         };
         serve_welcomed(
             gateway,
@@ -533,7 +548,8 @@ async fn serve_welcomed(
                             }
                             ClientFrame::Request { req_id, request } => {
                                 let received_ms = gateway.hub.now_ms();
-                                dispatch(gateway, player, outbound, &in_flight, req_id, request, received_ms);
+                                let arrived = Arrived::new(gateway, &live, request, received_ms);
+                                dispatch(gateway, player, outbound, &in_flight, req_id, arrived);
                             }
                             // A token refresh is the connection's own: no key needed.
                             ClientFrame::Keyed { req_id, request: Request::RefreshToken { token }, .. } => {
@@ -543,7 +559,8 @@ async fn serve_welcomed(
                             ClientFrame::Keyed { req_id, key, request } => {
                                 let received_ms = gateway.hub.now_ms();
                                 let seen = gateway.keys.begin(player, key, crate::idempotency::digest(&request));
-                                dispatch_keyed(gateway, player, outbound, &in_flight, req_id, request, received_ms, seen);
+                                let arrived = Arrived::new(gateway, &live, request, received_ms);
+                                dispatch_keyed(gateway, player, outbound, &in_flight, req_id, arrived, seen);
                             }
                             ClientFrame::Hello(_) => {
                                 break Ending::Refused(Refusal::new(ErrorCode::HelloExpected, "Hello was already sent on this connection"));
@@ -733,15 +750,41 @@ fn dispatch_partner(
 }
 
 /// Runs one request on its own task (bounded per connection) and queues the reply.
+/// A request as it came off the socket: when, and whether it is a referral claim from
+/// an address past its hourly claims limit.
+struct Arrived {
+    request: Request,
+    received_ms: u64,
+    suspect_source: bool,
+}
+
+impl Arrived {
+    fn new(gateway: &Gateway, live: &Live, request: Request, received_ms: u64) -> Self {
+        let suspect_source = matches!(request, Request::ClaimReferral { .. })
+            && gateway
+                .claim_sources
+                .claim_is_suspect(live.source, received_ms);
+        Arrived {
+            request,
+            received_ms,
+            suspect_source,
+        }
+    }
+}
+
 fn dispatch(
     gateway: &Arc<Gateway>,
     player: &str,
     outbound: &Outbound,
     in_flight: &Arc<Semaphore>,
     req_id: u32,
-    request: playtree_protocol::Request,
-    received_ms: u64,
+    arrived: Arrived,
 ) {
+    let Arrived {
+        request,
+        received_ms,
+        suspect_source,
+    } = arrived;
     let Ok(permit) = in_flight.clone().try_acquire_owned() else {
         let reply = ServerFrame::Reply {
             req_id,
@@ -771,6 +814,7 @@ fn dispatch(
                     hub.call_session(&player, |reply| SessionMsg::Stamped {
                         request: request.clone(),
                         received_ms,
+                        suspect_source,
                         reply,
                     })
                     .await
@@ -801,11 +845,15 @@ fn dispatch_keyed(
     outbound: &Outbound,
     in_flight: &Arc<Semaphore>,
     req_id: u32,
-    request: playtree_protocol::Request,
-    received_ms: u64,
+    arrived: Arrived,
     seen: crate::idempotency::Seen,
 ) {
     use crate::idempotency::Seen;
+    let Arrived {
+        request,
+        received_ms,
+        suspect_source,
+    } = arrived;
     let reply = {
         let outbound = outbound.clone();
         move |result: Result<ReplyBody, ErrorReply>| {
@@ -849,6 +897,7 @@ fn dispatch_keyed(
                 .cast_session(&player, SessionMsg::Stamped {
                     request,
                     received_ms,
+                    suspect_source,
                     reply: port.into(),
                 })
                 .await;

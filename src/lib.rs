@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod partner;
 pub mod questions;
 pub mod server;
+pub mod sources;
 pub mod websocket;
 
 pub use config::ServerConfig;

@@ -117,6 +117,10 @@ pub async fn start_with_auth(
             Duration::from_millis(config.limits.idempotency_ttl_ms),
         ),
         next_connection: AtomicU64::new(0),
+        claim_sources: crate::sources::ClaimSources::new(
+            config.game.referral.claims_per_address_per_hour,
+            config.game.referral.claim_sources_max,
+        ),
         shutdown: shutdown_rx.clone(),
     });
     let mut tasks = JoinSet::new();

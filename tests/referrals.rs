@@ -172,3 +172,24 @@ async fn partners_report_conversions_once_and_decide_flagged_rewards_players_may
     let stats = partner.player_referral_stats("alice").await.expect("stats");
     assert_eq!((stats.earned, stats.flagged), (250, 0));
 }
+
+#[tokio::test]
+async fn claims_past_an_addresss_hourly_limit_are_accepted_with_their_rewards_flagged() {
+    let server = TestServer::start(
+        "[referral]\nsignup_rewards = [100]\nwelcome_bonus = 0\nclaims_per_address_per_hour = 1\n",
+    )
+    .await;
+    let (alice, _) = server.connect("alice").await;
+    let code = alice.referral_code().await.expect("code");
+    // Every test client connects from 127.0.0.1: the second claim is past the limit.
+    for player in ["bob", "carol"] {
+        let (client, _) = server.connect(player).await;
+        assert_eq!(
+            client.claim_referral(&code).await.expect("accepted"),
+            "alice"
+        );
+    }
+    let stats = alice.referral_stats().await.expect("stats");
+    assert_eq!(stats.referees_by_level, vec![2]);
+    assert_eq!((stats.earned, stats.flagged), (100, 100));
+}

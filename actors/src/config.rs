@@ -43,6 +43,12 @@ pub struct ReferralConfig {
     pub log_retention_ms: u64,
     /// Most entries one leaderboard request answers.
     pub leaderboard_max: u32,
+    /// A source address's claims beyond this many within an hour have their rewards
+    /// flagged (0: no limit; set it only where the server sees clients' own addresses,
+    /// not a proxy's).
+    pub claims_per_address_per_hour: u32,
+    /// Most source addresses counted at once.
+    pub claim_sources_max: usize,
     /// Most players in one referral tree.
     pub tree_players_max: usize,
     /// Most referral trees active at once.
@@ -67,6 +73,8 @@ impl Default for ReferralConfig {
             rewards_per_player_per_day: 500,
             log_retention_ms: 7 * 24 * 3_600_000,
             leaderboard_max: 100,
+            claims_per_address_per_hour: 0,
+            claim_sources_max: 100_000,
             tree_players_max: 100_000,
             trees_max: 100_000,
             outbox_retry_ms: 5_000,
@@ -381,6 +389,10 @@ impl GameConfig {
             (
                 "referral.leaderboard_max",
                 u64::from(self.referral.leaderboard_max),
+            ),
+            (
+                "referral.claim_sources_max",
+                self.referral.claim_sources_max as u64,
             ),
         ];
         for (key, value) in positive {

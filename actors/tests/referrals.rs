@@ -416,6 +416,7 @@ async fn a_claim_interrupted_after_its_referrer_accepted_is_finished_at_start_un
     bob.persist(vec![
         SessionEvent::ClaimStarted {
             referrer: "alice".into(),
+            suspect: false,
         },
         SessionEvent::ClaimRooted {
             root: "alice".into(),

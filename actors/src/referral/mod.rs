@@ -100,9 +100,10 @@ impl Behaviour for TreeEntity {
             TreeMsg::Attach {
                 referrer,
                 referee,
+                suspect,
                 reply,
             } => {
-                let attached = attach(cx, referrer, referee);
+                let attached = attach(cx, referrer, referee, suspect);
                 let outcome = match &attached {
                     Ok(()) => "accepted",
                     Err(_) => "refused",
@@ -246,7 +247,12 @@ fn store_error(error: crate::store::StoreError) -> ErrorReply {
 
 /// `referee` joins below `referrer`, and the signup rewards and the welcome bonus are
 /// paid.
-fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), ErrorReply> {
+fn attach(
+    cx: &mut Cx<'_>,
+    referrer: String,
+    referee: String,
+    suspect_source: bool,
+) -> Result<(), ErrorReply> {
     let root = cx.id.clone();
     if referee == referrer {
         return Err(refused(
@@ -292,6 +298,7 @@ fn attach(cx: &mut Cx<'_>, referrer: String, referee: String) -> Result<(), Erro
     // referring through the accounts that were flagged.
     let referrer_suspect = state.nodes.get(&referrer).is_some_and(|node| node.suspect);
     let excess = referrer_suspect
+        || suspect_source
         || claims_max > 0
             && state
                 .nodes

@@ -10,6 +10,9 @@ pub enum TreeMsg {
     Attach {
         referrer: String,
         referee: String,
+        /// The claim came from an address past its hourly claims limit: its rewards
+        /// are flagged.
+        suspect: bool,
         reply: RpcReplyPort<Result<(), ErrorReply>>,
     },
     /// `player` finished a first game; answered once recorded (also if it was before).

@@ -13,6 +13,7 @@ fn attach(tree: &mut Bench<TreeEntity>, referrer: &str, referee: &str) -> Result
     let decided = tree.input(TreeMsg::Attach {
         referrer: referrer.into(),
         referee: referee.into(),
+        suspect: false,
         reply,
     });
     send_replies(decided.effects);
@@ -79,6 +80,7 @@ fn a_signup_pays_the_referrer_and_welcomes_the_referee() {
     let decided = tree.input(TreeMsg::Attach {
         referrer: "a".into(),
         referee: "b".into(),
+        suspect: false,
         reply,
     });
     assert_eq!(
@@ -152,6 +154,7 @@ fn counters_kept_as_the_tree_grows_equal_a_recount() {
         let decided = tree.input(TreeMsg::Attach {
             referrer: referrer.into(),
             referee: referee.into(),
+            suspect: false,
             reply,
         });
         for (player, amount) in paid(&decided.effects) {
@@ -220,6 +223,7 @@ fn a_held_reward_is_credited_when_its_hold_passes() {
     let decided = tree.input(TreeMsg::Attach {
         referrer: "root".into(),
         referee: "a".into(),
+        suspect: false,
         reply,
     });
     assert!(
@@ -282,6 +286,7 @@ fn claims_past_the_hourly_limit_are_flagged_and_a_partner_approves_or_voids_them
     let third = tree.input(TreeMsg::Attach {
         referrer: "root".into(),
         referee: "c".into(),
+        suspect: false,
         reply,
     });
     assert!(
@@ -340,6 +345,7 @@ fn claims_past_the_hourly_limit_are_flagged_and_a_partner_approves_or_voids_them
     let later = tree.input(TreeMsg::Attach {
         referrer: "root".into(),
         referee: "d".into(),
+        suspect: false,
         reply,
     });
     assert_eq!(

@@ -186,7 +186,7 @@ async fn claim(
 ) -> Result<String, ErrorReply> {
     let claim = match plan {
         ClaimPlan::Resume(claim) => claim,
-        ClaimPlan::Lookup { code } => {
+        ClaimPlan::Lookup { code, suspect } => {
             let owner = hub
                 .store
                 .get_raw(crate::referral::code::index_key(&code))
@@ -207,16 +207,18 @@ async fn claim(
             ask(hub, player, |reply| SessionMsg::ClaimStarting {
                 flow: tag,
                 referrer: referrer.clone(),
+                suspect,
                 reply,
             })
             .await?;
             Claim {
                 referrer,
+                suspect,
                 root: None,
             }
         }
     };
-    let referrer = claim.referrer;
+    let (referrer, suspect) = (claim.referrer, claim.suspect);
     let settle = |outcome: Result<(), ErrorReply>| {
         let referrer = referrer.clone();
         async move {
@@ -260,6 +262,7 @@ async fn claim(
         .call_tree(&root, |reply| TreeMsg::Attach {
             referrer: referrer.clone(),
             referee: player.to_owned(),
+            suspect,
             reply,
         })
         .await?;

@@ -92,6 +92,8 @@ enum Job {
     Request {
         request: Request,
         reply: msg::RequestReply,
+        /// A referral claim from an address past its hourly limit.
+        suspect_source: bool,
     },
     RetryPending,
     /// Takes up the claim under way (no client waits for it).
@@ -184,13 +186,14 @@ impl Behaviour for SessionEntity {
             }
             SessionMsg::Request { request, reply } => {
                 let now_ms = cx.now_ms;
-                request_arrived(cx, request, reply, now_ms);
+                request_arrived(cx, request, reply, now_ms, false);
             }
             SessionMsg::Stamped {
                 request,
                 received_ms,
+                suspect_source,
                 reply,
-            } => request_arrived(cx, request, reply, received_ms),
+            } => request_arrived(cx, request, reply, received_ms, suspect_source),
             SessionMsg::Credit { grant, source } => {
                 // A failure is logged where it happens; the source redelivers.
                 let _ = credit(cx, grant, source);
@@ -264,9 +267,10 @@ impl Behaviour for SessionEntity {
             SessionMsg::ClaimStarting {
                 flow,
                 referrer,
+                suspect,
                 reply,
             } => {
-                let started = referral::claim_starting(cx, flow, referrer);
+                let started = referral::claim_starting(cx, flow, referrer, suspect);
                 cx.reply(reply, started);
             }
             SessionMsg::ClaimRooted {
@@ -515,7 +519,13 @@ fn connect(
 
 /// Answers what the session knows by itself, relays what a room answers, and queues
 /// the rest as flows.
-fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply, received_ms: u64) {
+fn request_arrived(
+    cx: &mut Cx<'_>,
+    request: Request,
+    reply: msg::RequestReply,
+    received_ms: u64,
+    suspect_source: bool,
+) {
     let player = cx.id.clone();
     match request {
         Request::GetWallet => {
@@ -583,7 +593,14 @@ fn request_arrived(cx: &mut Cx<'_>, request: Request, reply: msg::RequestReply, 
         | Request::LeaveRoom { .. }
         | Request::Spin { .. }
         | Request::GetReferralCode
-        | Request::ClaimReferral { .. }) => queue(cx, Job::Request { request, reply }),
+        | Request::ClaimReferral { .. }) => queue(
+            cx,
+            Job::Request {
+                request,
+                reply,
+                suspect_source,
+            },
+        ),
     }
 }
 
@@ -695,12 +712,17 @@ fn begin(cx: &mut Cx<'_>, job: Job) {
         Job::Request {
             request: Request::GetReferralCode,
             reply,
+            ..
         } if referral::code(cx).is_some() => {
             let code = referral::code(cx).unwrap_or_default();
             cx.reply(reply, Ok(ReplyBody::ReferralCode { code }));
             return;
         }
-        Job::Request { request, reply } => match plan(cx, request) {
+        Job::Request {
+            request,
+            reply,
+            suspect_source,
+        } => match plan(cx, request, suspect_source) {
             Ok(planned) => planned(reply),
             Err(error) => {
                 cx.reply(reply, Err(error));
@@ -725,7 +747,7 @@ fn begin(cx: &mut Cx<'_>, job: Job) {
 type Planned = Box<dyn FnOnce(msg::RequestReply) -> Flow>;
 
 /// What a request that needs rooms will do, once its checks pass.
-fn plan(cx: &mut Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
+fn plan(cx: &mut Cx<'_>, request: Request, suspect_source: bool) -> Result<Planned, ErrorReply> {
     let state = cx.state();
     let config = cx.config();
     Ok(match request {
@@ -841,7 +863,7 @@ fn plan(cx: &mut Cx<'_>, request: Request) -> Result<Planned, ErrorReply> {
         }
         Request::GetReferralCode => Box::new(|reply| Flow::AssignCode { reply }),
         Request::ClaimReferral { code } => {
-            let plan = referral::plan_claim(cx, &code).inspect_err(|error| {
+            let plan = referral::plan_claim(cx, &code, suspect_source).inspect_err(|error| {
                 referral::count_claim(error.code);
             })?;
             Box::new(move |reply| Flow::Claim {

@@ -61,6 +61,9 @@ pub enum SessionMsg {
     Stamped {
         request: Request,
         received_ms: u64,
+        /// A referral claim from an address past its hourly claims limit: its rewards
+        /// are flagged.
+        suspect_source: bool,
         reply: RequestReply,
     },
     /// A grant for this player's wallet from `source`; credited at most once, and
@@ -132,6 +135,7 @@ pub enum SessionMsg {
     ClaimStarting {
         flow: FlowTag,
         referrer: String,
+        suspect: bool,
         reply: RpcReplyPort<Result<(), ErrorReply>>,
     },
     /// The referrer of the claim under way accepted the player; their tree's root.

@@ -15,7 +15,11 @@ use playtree_protocol::{ErrorCode, ErrorReply, Event, ReferralStats, ReplyBody};
 /// the one under way since before a crash.
 #[derive(Debug)]
 pub enum ClaimPlan {
-    Lookup { code: String },
+    /// `suspect`: from an address past its hourly claims limit (rewards flagged).
+    Lookup {
+        code: String,
+        suspect: bool,
+    },
     Resume(Claim),
 }
 
@@ -81,7 +85,7 @@ fn claim_allowed(cx: &Cx<'_>) -> Result<(), ErrorReply> {
 }
 
 /// What a `ClaimReferral { code }` will do, once its checks pass.
-pub fn plan_claim(cx: &Cx<'_>, typed: &str) -> Result<ClaimPlan, ErrorReply> {
+pub fn plan_claim(cx: &Cx<'_>, typed: &str, suspect: bool) -> Result<ClaimPlan, ErrorReply> {
     if let Some(claim) = cx.state().referral.claiming.clone() {
         return Ok(ClaimPlan::Resume(claim));
     }
@@ -98,7 +102,7 @@ pub fn plan_claim(cx: &Cx<'_>, typed: &str) -> Result<ClaimPlan, ErrorReply> {
     if cx.state().referral.code.as_deref() == Some(code.as_str()) {
         return Err(self_referral());
     }
-    Ok(ClaimPlan::Lookup { code })
+    Ok(ClaimPlan::Lookup { code, suspect })
 }
 
 /// Counts a claim by its outcome (`playtree_referral_claims_total`).
@@ -147,7 +151,12 @@ pub fn accept_referee(cx: &mut Cx<'_>, referee: &str) -> Result<String, ErrorRep
 /// The claim flow found the code's owner: the rules are checked again (a referee may
 /// have been accepted meanwhile) and the claim recorded as under way. From then on the
 /// player accepts no referee, so the owner can be asked safely.
-pub fn claim_starting(cx: &mut Cx<'_>, flow: FlowTag, referrer: String) -> Result<(), ErrorReply> {
+pub fn claim_starting(
+    cx: &mut Cx<'_>,
+    flow: FlowTag,
+    referrer: String,
+    suspect: bool,
+) -> Result<(), ErrorReply> {
     running(cx, flow)?;
     if cx.state().referral.claiming.is_some() {
         return Err(ErrorReply::new(
@@ -157,7 +166,7 @@ pub fn claim_starting(cx: &mut Cx<'_>, flow: FlowTag, referrer: String) -> Resul
     }
     claim_allowed(cx)?;
     cx.memory.last_claim_attempt_ms = cx.now_ms;
-    cx.emit(SessionEvent::ClaimStarted { referrer })
+    cx.emit(SessionEvent::ClaimStarted { referrer, suspect })
         .map_err(store_error)
 }
 

@@ -49,6 +49,8 @@ pub struct ReferralLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     pub referrer: String,
+    /// Made from an address past its hourly claims limit: its rewards are flagged.
+    pub suspect: bool,
     /// The referrer's tree, once the referrer accepted the player as a referee.
     pub root: Option<String>,
 }
@@ -165,6 +167,7 @@ pub enum SessionEvent {
     /// the player accepts no referee).
     ClaimStarted {
         referrer: String,
+        suspect: bool,
     },
     /// The referrer accepted the player as a referee; their tree is rooted at `root`.
     ClaimRooted {
@@ -253,9 +256,10 @@ impl Entity for SessionEntity {
                 state.referral.has_referees = true;
                 state.referral.tree_root.get_or_insert_with(|| root.clone());
             }
-            SessionEvent::ClaimStarted { referrer } => {
+            SessionEvent::ClaimStarted { referrer, suspect } => {
                 state.referral.claiming = Some(Claim {
                     referrer: referrer.clone(),
+                    suspect: *suspect,
                     root: None,
                 });
             }
@@ -268,6 +272,7 @@ impl Entity for SessionEntity {
                 if let Some(Claim {
                     referrer,
                     root: Some(root),
+                    ..
                 }) = state.referral.claiming.take()
                 {
                     state.referral.referrer = Some(referrer);

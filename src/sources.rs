@@ -1,0 +1,103 @@
+//! Referral claims per source address: a claim from an address that made more than
+//! `referral.claims_per_address_per_hour` within the hour is carried out with its
+//! rewards flagged (a partner approves or voids them). Counted in memory, in fixed
+//! windows of an hour, for at most `referral.claim_sources_max` addresses (expired
+//! windows are dropped first; past that, a new address counts as over the limit).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+const HOUR_MS: u64 = 3_600_000;
+
+#[derive(Debug)]
+pub struct ClaimSources {
+    /// Per address: when its window started, and its claims in it.
+    windows: Mutex<HashMap<IpAddr, (u64, u32)>>,
+    limit: u32,
+    addresses_max: usize,
+}
+
+impl ClaimSources {
+    pub fn new(limit: u32, addresses_max: usize) -> Self {
+        ClaimSources {
+            windows: Mutex::default(),
+            limit,
+            addresses_max: addresses_max.max(1),
+        }
+    }
+
+    /// Counts a claim from `address` at `now_ms`; says whether it is past the limit.
+    pub fn claim_is_suspect(&self, address: IpAddr, now_ms: u64) -> bool {
+        if self.limit == 0 {
+            return false;
+        }
+        // Every change is a single map operation: a panic elsewhere leaves it whole.
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if !windows.contains_key(&address) && windows.len() >= self.addresses_max {
+            windows.retain(|_, (start, _)| now_ms < start.saturating_add(HOUR_MS));
+            if windows.len() >= self.addresses_max {
+                metrics::counter!("playtree_claim_sources_full_total").increment(1);
+                return true;
+            }
+        }
+        let (start, count) = windows.entry(address).or_insert((now_ms, 0));
+        if now_ms >= start.saturating_add(HOUR_MS) {
+            *start = now_ms;
+            *count = 0;
+        }
+        *count += 1;
+        let suspect = *count > self.limit;
+        if suspect {
+            metrics::counter!("playtree_referral_claims_flagged_by_address_total").increment(1);
+        }
+        suspect
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_past_the_hourly_limit_of_an_address_are_suspect_until_the_hour_ends() {
+        let sources = ClaimSources::new(2, 10);
+        let (one, two): (IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        );
+        assert!(!sources.claim_is_suspect(one, 0));
+        assert!(!sources.claim_is_suspect(one, 10));
+        assert!(
+            sources.claim_is_suspect(one, 20),
+            "the third within the hour"
+        );
+        assert!(
+            !sources.claim_is_suspect(two, 20),
+            "another address has its own count"
+        );
+        assert!(!sources.claim_is_suspect(one, HOUR_MS), "a new hour");
+        assert!(
+            !ClaimSources::new(0, 10).claim_is_suspect(one, 0),
+            "0: no limit"
+        );
+    }
+
+    #[test]
+    fn a_full_table_drops_expired_windows_and_then_counts_new_addresses_as_suspect() {
+        let sources = ClaimSources::new(5, 1);
+        let (one, two): (IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        );
+        assert!(!sources.claim_is_suspect(one, 0));
+        assert!(
+            sources.claim_is_suspect(two, 10),
+            "no room for a second address"
+        );
+        assert!(
+            !sources.claim_is_suspect(two, HOUR_MS),
+            "the first one's window ended"
+        );
+    }
+}
