@@ -211,51 +211,38 @@ async fn claim(
                 reply,
             })
             .await?;
-            Claim {
-                referrer,
-                suspect,
-                root: None,
-            }
+            Claim { referrer, suspect }
         }
     };
     let (referrer, suspect) = (claim.referrer, claim.suspect);
-    let settle = |outcome: Result<(), ErrorReply>| {
+    let settle = |root: Option<String>, outcome: Result<(), ErrorReply>| {
         let referrer = referrer.clone();
         async move {
             ask(hub, player, |reply| SessionMsg::ClaimSettled {
                 referrer: referrer.clone(),
+                root: root.clone(),
                 outcome: outcome.clone(),
                 reply,
             })
             .await
         }
     };
-    let root = match claim.root {
-        Some(root) => root,
-        None => {
-            let accepted = hub
-                .call_session(&referrer, |reply| SessionMsg::AcceptReferee {
-                    referee: player.to_owned(),
-                    reply,
-                })
-                .await?;
-            let root = match accepted {
-                Ok(root) => root,
-                Err(refusal) if refusal.code == ErrorCode::StoreFailure => return Err(refusal),
-                // The owner refused (they are claiming themselves, or it is this
-                // player): the claim ends here.
-                Err(refusal) => {
-                    settle(Err(refusal.clone())).await.ok();
-                    return Err(refusal);
-                }
-            };
-            ask(hub, player, |reply| SessionMsg::ClaimRooted {
-                referrer: referrer.clone(),
-                root: root.clone(),
-                reply,
-            })
-            .await?;
-            root
+    // Asked again when a claim is taken up: the referrer answers the same root once it
+    // has accepted the player (so the root needs no commit of its own here).
+    let accepted = hub
+        .call_session(&referrer, |reply| SessionMsg::AcceptReferee {
+            referee: player.to_owned(),
+            reply,
+        })
+        .await?;
+    let root = match accepted {
+        Ok(root) => root,
+        Err(refusal) if refusal.code == ErrorCode::StoreFailure => return Err(refusal),
+        // The owner refused (they are claiming themselves, or it is this player): the
+        // claim ends here.
+        Err(refusal) => {
+            settle(None, Err(refusal.clone())).await.ok();
+            return Err(refusal);
         }
     };
     let attached = hub
@@ -272,7 +259,7 @@ async fn claim(
         // Not an answer: the claim stays under way, and is taken up again.
         return Err(error.clone());
     }
-    settle(attached).await?;
+    settle(Some(root), attached).await?;
     Ok(referrer)
 }
 

@@ -273,20 +273,13 @@ impl Behaviour for SessionEntity {
                 let started = referral::claim_starting(cx, flow, referrer, suspect);
                 cx.reply(reply, started);
             }
-            SessionMsg::ClaimRooted {
-                referrer,
-                root,
-                reply,
-            } => {
-                let rooted = referral::claim_rooted(cx, &referrer, root);
-                cx.reply(reply, rooted);
-            }
             SessionMsg::ClaimSettled {
                 referrer,
+                root,
                 outcome,
                 reply,
             } => {
-                let settled = referral::claim_settled(cx, &referrer, outcome);
+                let settled = referral::claim_settled(cx, &referrer, root, outcome);
                 cx.reply(reply, settled);
             }
             SessionMsg::ActivationRecorded => referral::activation_recorded(cx),

@@ -138,16 +138,12 @@ pub enum SessionMsg {
         suspect: bool,
         reply: RpcReplyPort<Result<(), ErrorReply>>,
     },
-    /// The referrer of the claim under way accepted the player; their tree's root.
-    ClaimRooted {
-        referrer: String,
-        root: String,
-        reply: RpcReplyPort<Result<(), ErrorReply>>,
-    },
     /// The claim under way was answered for good: recorded by the tree (`Ok`), or
     /// refused by the referrer or the tree (`Err`).
     ClaimSettled {
         referrer: String,
+        /// The referrer's tree (unknown if the referrer refused).
+        root: Option<String>,
         outcome: Result<(), ErrorReply>,
         reply: RpcReplyPort<Result<(), ErrorReply>>,
     },

@@ -180,35 +180,27 @@ fn claim_for<'s>(cx: &'s Cx<'_>, referrer: &str) -> Result<&'s Claim, ErrorReply
         .ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "no such claim is under way"))
 }
 
-/// The referrer of the claim under way accepted the player: their tree's root.
-pub fn claim_rooted(cx: &mut Cx<'_>, referrer: &str, root: String) -> Result<(), ErrorReply> {
-    let claim = claim_for(cx, referrer)?;
-    if claim.root.is_some() {
-        return Ok(());
-    }
-    cx.emit(SessionEvent::ClaimRooted { root })
-        .map_err(store_error)
-}
-
 /// The claim under way was answered for good (by whichever flow asked: the answer
 /// belongs to the claim recorded in the state, not to one request).
 pub fn claim_settled(
     cx: &mut Cx<'_>,
     referrer: &str,
+    root: Option<String>,
     outcome: Result<(), ErrorReply>,
 ) -> Result<(), ErrorReply> {
-    let claim = claim_for(cx, referrer)?;
-    match outcome {
-        Ok(()) if claim.root.is_some() => {
-            cx.emit(SessionEvent::ClaimRecorded).map_err(store_error)?;
+    claim_for(cx, referrer)?;
+    match (outcome, root) {
+        (Ok(()), Some(root)) => {
+            cx.emit(SessionEvent::ClaimRecorded { root })
+                .map_err(store_error)?;
             report_activation(cx);
             Ok(())
         }
-        Ok(()) => Err(ErrorReply::new(
+        (Ok(()), None) => Err(ErrorReply::new(
             ErrorCode::Internal,
-            "a claim was recorded before its tree was known",
+            "a claim was recorded without its tree",
         )),
-        Err(error) => {
+        (Err(error), _) => {
             cx.emit(SessionEvent::ClaimDropped).map_err(store_error)?;
             Err(error)
         }

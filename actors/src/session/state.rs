@@ -51,8 +51,6 @@ pub struct Claim {
     pub referrer: String,
     /// Made from an address past its hourly claims limit: its rewards are flagged.
     pub suspect: bool,
-    /// The referrer's tree, once the referrer accepted the player as a referee.
-    pub root: Option<String>,
 }
 
 impl ReferralLink {
@@ -169,12 +167,10 @@ pub enum SessionEvent {
         referrer: String,
         suspect: bool,
     },
-    /// The referrer accepted the player as a referee; their tree is rooted at `root`.
-    ClaimRooted {
+    /// The tree rooted at `root` recorded the claim under way.
+    ClaimRecorded {
         root: String,
     },
-    /// The tree recorded the claim under way.
-    ClaimRecorded,
     /// The tree refused the claim under way for good.
     ClaimDropped,
     /// The player finished a first game.
@@ -260,23 +256,12 @@ impl Entity for SessionEntity {
                 state.referral.claiming = Some(Claim {
                     referrer: referrer.clone(),
                     suspect: *suspect,
-                    root: None,
                 });
             }
-            SessionEvent::ClaimRooted { root } => {
-                if let Some(claim) = &mut state.referral.claiming {
-                    claim.root = Some(root.clone());
-                }
-            }
-            SessionEvent::ClaimRecorded => {
-                if let Some(Claim {
-                    referrer,
-                    root: Some(root),
-                    ..
-                }) = state.referral.claiming.take()
-                {
+            SessionEvent::ClaimRecorded { root } => {
+                if let Some(Claim { referrer, .. }) = state.referral.claiming.take() {
                     state.referral.referrer = Some(referrer);
-                    state.referral.tree_root = Some(root);
+                    state.referral.tree_root = Some(root.clone());
                 }
             }
             SessionEvent::ClaimDropped => {
