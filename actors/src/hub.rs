@@ -146,58 +146,59 @@ impl Hub {
         Ok(hub)
     }
 
-    /// Activates every room that the outbox index says owes grants, so that grants
-    /// left undelivered by a crash reach their wallets without waiting for traffic.
-    /// Reads only the index, no entity. Returns how many rooms it activated.
-    pub async fn activate_owing_rooms(&self) -> Result<usize, HubError> {
-        let owing = self.store.owing(EntityKind::Room.name()).await?;
+    /// Activates every entity of `kind` that the outbox index says owes grants (or, for
+    /// a session, work of its own: a referral claim under way, an activation its tree has
+    /// not recorded), so that it finishes without waiting for traffic. Reads only the
+    /// index, no entity. Returns how many it activated.
+    async fn activate_owing<F, Fut, A>(
+        &self,
+        kind: EntityKind,
+        activate: F,
+    ) -> Result<usize, HubError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<A, HubError>>,
+    {
+        let owing = self.store.owing(kind.name()).await?;
         let mut activated = 0;
         for id in owing {
-            let Ok(room) = id.parse::<RoomId>() else {
-                tracing::error!(%id, "outbox index names a room id that is not a number");
-                continue;
-            };
-            match self.room(room, None).await {
+            match activate(id.clone()).await {
                 Ok(_) => activated += 1,
                 Err(error) => {
-                    tracing::warn!(room, %error, "a room that owes grants did not activate")
+                    tracing::warn!(kind = kind.name(), %id, %error, "an entity that owes did not activate")
                 }
             }
         }
-        metrics::counter!("playtree_owing_rooms_activated_total").increment(activated as u64);
+        metrics::counter!("playtree_owing_entities_activated_total", "kind" => kind.name())
+            .increment(activated as u64);
         Ok(activated)
     }
 
-    /// Activates every referral tree that the outbox index says owes grants.
+    pub async fn activate_owing_rooms(&self) -> Result<usize, HubError> {
+        self.activate_owing(EntityKind::Room, |id| async move {
+            let room = id.parse::<RoomId>().map_err(|_| HubError::Spawn {
+                kind: "room",
+                id: id.clone(),
+                reason: "the outbox index names a room id that is not a number".into(),
+            })?;
+            self.room(room, None).await
+        })
+        .await
+    }
+
     pub async fn activate_owing_trees(&self) -> Result<usize, HubError> {
-        let owing = self.store.owing(EntityKind::Tree.name()).await?;
-        let mut activated = 0;
-        for root in owing {
-            match self.tree(&root).await {
-                Ok(_) => activated += 1,
-                Err(error) => {
-                    tracing::warn!(%root, %error, "a referral tree that owes grants did not activate")
-                }
-            }
-        }
-        Ok(activated)
+        self.activate_owing(
+            EntityKind::Tree,
+            |root| async move { self.tree(&root).await },
+        )
+        .await
     }
 
-    /// Activates every session that owes work by itself (a referral claim under way, an
-    /// activation its tree has not recorded), so that it finishes without waiting for
-    /// its player.
     pub async fn activate_owing_sessions(&self) -> Result<usize, HubError> {
-        let owing = self.store.owing(EntityKind::Session.name()).await?;
-        let mut activated = 0;
-        for player in owing {
-            match self.session(&player).await {
-                Ok(_) => activated += 1,
-                Err(error) => {
-                    tracing::warn!(%player, %error, "a session that owes work did not activate")
-                }
-            }
-        }
-        Ok(activated)
+        self.activate_owing(EntityKind::Session, |player| async move {
+            self.session(&player).await
+        })
+        .await
     }
 
     pub fn call_timeout(&self) -> Duration {
@@ -217,27 +218,14 @@ impl Hub {
 
     /// The session of `player`, activated from the store if it is not in memory.
     pub async fn session(&self, player: &str) -> Result<ActorRef<SessionMsg>, HubError> {
-        self.check_running()?;
-        let hub = self.clone();
-        let id = player.to_owned();
-        self.sessions
-            .get_or_activate(
-                player,
-                self.now_ms(),
-                self.call_timeout(),
-                move || async move {
-                    let supervisor = hub.session_supervisor.get().ok_or(HubError::ShuttingDown)?;
-                    let followers = hub.sessions.followers(&id);
-                    hub.spawn_entity::<SessionEntity>(supervisor, id.clone(), (), followers)
-                        .await
-                        .map_err(|error| HubError::Spawn {
-                            kind: "session",
-                            id: id.clone(),
-                            reason: error.to_string(),
-                        })
-                },
-            )
-            .await
+        self.activate::<SessionEntity>(
+            &self.sessions,
+            &self.session_supervisor,
+            player.to_owned(),
+            (),
+            || None,
+        )
+        .await
     }
 
     /// The room `room`, activated from the store if needed. `spec` creates the room when
@@ -247,62 +235,57 @@ impl Hub {
         room: RoomId,
         spec: Option<RoomSpec>,
     ) -> Result<ActorRef<RoomMsg>, HubError> {
-        self.check_running()?;
-        let id = room.to_string();
-        let hub = self.clone();
-        self.rooms
-            .get_or_activate(
-                &id,
-                self.now_ms(),
-                self.call_timeout(),
-                move || async move {
-                    let supervisor = hub.room_supervisor.get().ok_or(HubError::ShuttingDown)?;
-                    let followers = hub.rooms.followers(&room.to_string());
-                    hub.spawn_entity::<RoomEntity>(supervisor, room, spec, followers)
-                        .await
-                        .map_err(|error| match &error {
-                            ractor::SpawnErr::StartupFailed(inner)
-                                if matches!(
-                                    inner.downcast_ref::<ActivationError>(),
-                                    Some(ActivationError::Unknown(_))
-                                ) =>
-                            {
-                                HubError::UnknownRoom(room)
-                            }
-                            _ => HubError::Spawn {
-                                kind: "room",
-                                id: room.to_string(),
-                                reason: error.to_string(),
-                            },
-                        })
-                },
-            )
-            .await
+        self.activate::<RoomEntity>(&self.rooms, &self.room_supervisor, room, spec, move || {
+            Some(HubError::UnknownRoom(room))
+        })
+        .await
     }
 
     /// The referral tree whose root is `root`, activated from the store if needed (an
     /// empty tree if the store has never heard of it).
     pub async fn tree(&self, root: &str) -> Result<ActorRef<TreeMsg>, HubError> {
+        self.activate::<TreeEntity>(
+            &self.trees,
+            &self.tree_supervisor,
+            root.to_owned(),
+            (),
+            || None,
+        )
+        .await
+    }
+
+    /// The entity `id` of kind `B`, from `directory` or activated under `supervisor`;
+    /// `unknown` is the error for an entity its activation found not to exist.
+    async fn activate<B: Behaviour>(
+        &self,
+        directory: &Directory<B::Msg>,
+        supervisor: &OnceLock<ActorRef<SupervisorMsg>>,
+        id: B::Id,
+        start: B::Start,
+        unknown: impl FnOnce() -> Option<HubError> + Send + 'static,
+    ) -> Result<ActorRef<B::Msg>, HubError> {
         self.check_running()?;
+        let key = id.to_string();
         let hub = self.clone();
-        let id = root.to_owned();
-        self.trees
-            .get_or_activate(
-                root,
-                self.now_ms(),
-                self.call_timeout(),
-                move || async move {
-                    let supervisor = hub.tree_supervisor.get().ok_or(HubError::ShuttingDown)?;
-                    let followers = hub.trees.followers(&id);
-                    hub.spawn_entity::<TreeEntity>(supervisor, id.clone(), (), followers)
-                        .await
-                        .map_err(|error| HubError::Spawn {
-                            kind: "tree",
-                            id: id.clone(),
-                            reason: error.to_string(),
-                        })
-                },
-            )
+        let supervisor = supervisor.get().cloned();
+        directory
+            .get_or_activate(&key, self.now_ms(), self.call_timeout(), move || async move {
+                let supervisor = supervisor.ok_or(HubError::ShuttingDown)?;
+                let followers = hub.followers_of(B::ENTITY, &id.to_string());
+                let spawned = hub.spawn_entity::<B>(&supervisor, id.clone(), start, followers);
+                spawned.await.map_err(|error| {
+                    let not_found = matches!(
+                        &error,
+                        ractor::SpawnErr::StartupFailed(inner)
+                            if matches!(inner.downcast_ref::<ActivationError>(), Some(ActivationError::Unknown(_)))
+                    );
+                    not_found.then(unknown).flatten().unwrap_or_else(|| HubError::Spawn {
+                        kind: B::KIND,
+                        id: id.to_string(),
+                        reason: error.to_string(),
+                    })
+                })
+            })
             .await
     }
 
@@ -326,18 +309,9 @@ impl Hub {
 
     /// Casts to a tree now if it is in memory, or from a task that activates it first.
     pub(crate) fn send_to_tree(&self, root: String, message: TreeMsg) {
-        let message = match self.trees.get(&root) {
-            Some(actor) => match actor.cast(message) {
-                Ok(()) => return,
-                Err(MessagingErr::SendErr(message)) => message,
-                Err(_) => return,
-            },
-            None => message,
-        };
-        let hub = self.clone();
-        tokio::spawn(async move {
+        self.send_now_or_later(self.trees.get(&root), message, |hub, message| async move {
             let timeout = hub.call_timeout();
-            let sent = cast_with_retry(
+            cast_with_retry(
                 || hub.tree(&root),
                 message,
                 timeout,
@@ -345,10 +319,8 @@ impl Hub {
                 &root,
                 |actor| hub.trees.discard_stopped(actor),
             )
-            .await;
-            if let Err(error) = sent {
-                tracing::warn!(%root, %error, "message to a referral tree not delivered; its sender retries");
-            }
+            .await
+            .map_err(|error| (root.clone(), error))
         });
     }
 
@@ -446,25 +418,40 @@ impl Hub {
     /// Casts to a session now if it is in memory (in order with what the sender does
     /// next), or from a task that activates it first.
     pub(crate) fn send_to_session(&self, player: String, message: SessionMsg) {
-        let message = match self.active_session(&player) {
-            Some(session) => match session.cast(message) {
-                Ok(()) => return,
-                Err(MessagingErr::SendErr(message)) => message,
-                Err(_) => return,
+        self.send_now_or_later(
+            self.active_session(&player),
+            message,
+            |hub, message| async move {
+                hub.cast_session(&player, message)
+                    .await
+                    .map_err(|error| (player, error))
             },
-            None => message,
-        };
-        let hub = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = hub.cast_session(&player, message).await {
-                tracing::warn!(%player, %error, "message to a session not delivered; its sender retries");
-            }
-        });
+        );
     }
 
     /// Casts to a room now if it is in memory, or from a task that activates it first.
     pub(crate) fn send_to_room(&self, room: RoomId, message: RoomMsg) {
-        let message = match self.active_room(room) {
+        self.send_now_or_later(
+            self.active_room(room),
+            message,
+            move |hub, message| async move {
+                hub.cast_room(room, message)
+                    .await
+                    .map_err(|error| (room.to_string(), error))
+            },
+        );
+    }
+
+    /// Casts `message` to `actor` now if there is one in memory that takes it, else
+    /// from a task that runs `later` (which activates the entity first); a failure
+    /// there is logged, and the sender retries as it does for any lost message.
+    fn send_now_or_later<M, F, Fut>(&self, actor: Option<ActorRef<M>>, message: M, later: F)
+    where
+        M: Message,
+        F: FnOnce(Hub, M) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), (String, HubError)>> + Send + 'static,
+    {
+        let message = match actor {
             Some(actor) => match actor.cast(message) {
                 Ok(()) => return,
                 Err(MessagingErr::SendErr(message)) => message,
@@ -474,10 +461,19 @@ impl Hub {
         };
         let hub = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = hub.cast_room(room, message).await {
-                tracing::warn!(room, %error, "message to a room not delivered; its sender retries");
+            if let Err((id, error)) = later(hub, message).await {
+                tracing::warn!(%id, %error, "message not delivered; its sender retries");
             }
         });
+    }
+
+    /// The followers of entity `id` of `kind`, shared by its incarnations.
+    fn followers_of(&self, kind: EntityKind, id: &str) -> crate::directory::Followers {
+        match kind {
+            EntityKind::Session => self.sessions.followers(id),
+            EntityKind::Room => self.rooms.followers(id),
+            EntityKind::Tree => self.trees.followers(id),
+        }
     }
 
     /// A new incarnation is ready to serve (from its activation).
