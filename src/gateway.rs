@@ -130,6 +130,28 @@ enum Ending {
     Gone,
 }
 
+/// How a write bounded by the write timeout ends the connection, if it does: a failed
+/// write means the peer is gone; one past its deadline means the peer stopped reading.
+fn ending_for_write<E>(
+    written: Result<Result<(), E>, tokio::time::error::Elapsed>,
+) -> Option<Ending> {
+    match written {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some(Ending::Gone),
+        Err(_) => {
+            metrics::counter!("playtree_write_timeouts_total").increment(1);
+            Some(Ending::Refused(slow_consumer()))
+        }
+    }
+}
+
+fn slow_consumer() -> Refusal {
+    Refusal::new(
+        ErrorCode::SlowConsumer,
+        "the connection fell too far behind its events; reconnect and resume",
+    )
+}
+
 /// Ends the connection as `ending` says, then waits (bounded) for the client to close
 /// its side, so that what was sent last is read before the socket goes away.
 async fn end(gateway: &Gateway, reader: &mut Reader, writer: &mut Writer, ending: Ending) {
@@ -451,12 +473,6 @@ async fn serve_welcomed(
     let frame_limit = limits.frame_bytes_max;
     let write_timeout = Duration::from_millis(limits.write_timeout_ms);
     let write_delay = Duration::from_millis(gateway.fanout.write_delay_ms);
-    let slow_consumer = || {
-        Refusal::new(
-            ErrorCode::SlowConsumer,
-            "the connection fell too far behind its events; reconnect and resume",
-        )
-    };
 
     let ending = loop {
         tokio::select! {
@@ -468,14 +484,11 @@ async fn serve_welcomed(
                 // full: the write has a deadline, and the queue overflowing or the
                 // server stopping meanwhile end it at once.
                 tokio::select! {
-                    written = tokio::time::timeout(write_timeout, write_batch(gateway, writer, receiver, first)) => match written {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break Ending::Gone,
-                        Err(_) => {
-                            metrics::counter!("playtree_write_timeouts_total").increment(1);
-                            break Ending::Refused(slow_consumer());
+                    written = tokio::time::timeout(write_timeout, write_batch(gateway, writer, receiver, first)) => {
+                        if let Some(ending) = ending_for_write(written) {
+                            break ending;
                         }
-                    },
+                    }
                     _ = slow.wait() => break Ending::Refused(slow_consumer()),
                     _ = shutdown.changed() => break Ending::Refused(shutting_down()),
                 }
@@ -578,13 +591,9 @@ async fn serve_welcomed(
                             }
                             Err(refusal) => break Ending::Refused(refusal),
                         }
-                        match tokio::time::timeout(write_timeout, writer.send_control(Opcode::Pong, &payload)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => break Ending::Gone,
-                            Err(_) => {
-                                metrics::counter!("playtree_write_timeouts_total").increment(1);
-                                break Ending::Refused(slow_consumer());
-                            }
+                        let pong = writer.send_control(Opcode::Pong, &payload);
+                        if let Some(ending) = ending_for_write(tokio::time::timeout(write_timeout, pong).await) {
+                            break ending;
                         }
                     }
                     Ok(Incoming::Pong) => {}
@@ -610,13 +619,8 @@ async fn serve_welcomed(
                     }
                     writer.send_control(Opcode::Ping, &[]).await
                 };
-                match tokio::time::timeout(write_timeout, beat).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => break Ending::Gone,
-                    Err(_) => {
-                        metrics::counter!("playtree_write_timeouts_total").increment(1);
-                        break Ending::Refused(slow_consumer());
-                    }
+                if let Some(ending) = ending_for_write(tokio::time::timeout(write_timeout, beat).await) {
+                    break ending;
                 }
             }
             _ = shutdown.changed() => break Ending::Refused(shutting_down()),
