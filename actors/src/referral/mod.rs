@@ -564,22 +564,37 @@ fn decide_reward(cx: &mut Cx<'_>, number: u64, approve: bool) -> Result<RewardSt
             )
         });
     };
-    let grant = approve.then(|| {
-        grant_for(
-            cx,
-            &held.beneficiary,
-            &held.friend,
-            held.level,
-            held.trigger,
-            held.amount,
-        )
-    });
+    let grant = approve.then(|| held_grant(cx, &held));
     cx.emit(TreeEvent::Decided {
         reward: number,
         grant: grant.clone(),
     })
     .map_err(store_error)?;
-    count_reward(cx, held.trigger, wanted, held.amount);
+    announce_held(cx, number, &held, wanted, grant);
+    Ok(wanted)
+}
+
+/// The grant that credits the held reward `held`.
+fn held_grant(cx: &Cx<'_>, held: &state::Reward) -> Grant {
+    grant_for(
+        cx,
+        &held.beneficiary,
+        &held.friend,
+        held.level,
+        held.trigger,
+        held.amount,
+    )
+}
+
+/// Counts, tells and (with `grant`) pays a held reward that has just become `state`.
+fn announce_held(
+    cx: &mut Cx<'_>,
+    number: u64,
+    held: &state::Reward,
+    state: RewardState,
+    grant: Option<Grant>,
+) {
+    count_reward(cx, held.trigger, state, held.amount);
     notify_reward(
         cx,
         number,
@@ -588,12 +603,11 @@ fn decide_reward(cx: &mut Cx<'_>, number: u64, approve: bool) -> Result<RewardSt
         held.level,
         held.trigger,
         held.amount,
-        wanted,
+        state,
     );
     if let Some(grant) = grant {
         send_grant(cx, grant);
     }
-    Ok(wanted)
 }
 
 /// A partner's conversion report for `player`: the kind's rewards up the tree, once per
@@ -707,14 +721,7 @@ fn release_due(cx: &mut Cx<'_>) {
         let Some(held) = cx.state().held.get(&number).cloned() else {
             continue;
         };
-        let grant = grant_for(
-            cx,
-            &held.beneficiary,
-            &held.friend,
-            held.level,
-            held.trigger,
-            held.amount,
-        );
+        let grant = held_grant(cx, &held);
         if let Err(error) = cx.emit(TreeEvent::Released {
             reward: number,
             until_ms,
@@ -724,18 +731,7 @@ fn release_due(cx: &mut Cx<'_>) {
             tracing::warn!(tree = %cx.id, reward = number, %error, "held reward not released yet");
             return;
         }
-        count_reward(cx, held.trigger, RewardState::Credited, held.amount);
-        notify_reward(
-            cx,
-            number,
-            &held.beneficiary,
-            &held.friend,
-            held.level,
-            held.trigger,
-            held.amount,
-            RewardState::Credited,
-        );
-        send_grant(cx, grant);
+        announce_held(cx, number, &held, RewardState::Credited, Some(grant));
     }
 }
 
