@@ -8,10 +8,11 @@
 //!
 //! Run: `cargo bench --bench entities` (release). Prints one line per scenario.
 
-use playtree::clock::{OsEntropy, SystemClock};
+mod common;
+
+use playtree_actors::Hub;
 use playtree_actors::config::GameConfig;
 use playtree_actors::session::SessionMsg;
-use playtree_actors::{Hub, Store};
 use playtree_protocol::{ReplyBody, Request, RoomKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,27 +26,8 @@ async fn hub(dir: &std::path::Path) -> Hub {
     let mut config = GameConfig::default();
     config.rooms.wheel_players_max = ROOM_PLAYERS;
     config.actors.sessions_max = PLAYERS * 2;
-    config.wheels = vec![playtree_actors::config::WheelConfig {
-        id: "bench".into(),
-        spins_per_day: u32::MAX,
-        segments: vec![playtree_actors::config::SegmentConfig {
-            label: "one".into(),
-            prize: 1,
-            weight: 1,
-            inventory: None,
-        }],
-    }];
-    let store = Store::open(dir, &config.store).expect("store");
-    let questions = Arc::new(playtree::questions::load("").expect("questions"));
-    Hub::start(
-        config,
-        store,
-        Arc::new(SystemClock),
-        Arc::new(OsEntropy),
-        questions,
-    )
-    .await
-    .expect("hub")
+    config.wheels = vec![common::bench_wheel(u32::MAX)];
+    common::start_hub(dir, config).await
 }
 
 /// The room joined, or `None` when the join was refused (every room tried was full).

@@ -11,10 +11,11 @@
 //! Run: `cargo bench --bench referrals` (release). `--players N` and `--claims N` change
 //! the sizes.
 
-use playtree::clock::{OsEntropy, SystemClock};
+mod common;
+
+use playtree_actors::Hub;
 use playtree_actors::config::GameConfig;
 use playtree_actors::session::SessionMsg;
-use playtree_actors::{Hub, Store};
 use playtree_protocol::{ReplyBody, Request};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -32,27 +33,8 @@ async fn hub(dir: &std::path::Path, players: usize) -> Hub {
     // Influencers refer hundreds: no velocity limit in this run.
     config.referral.claims_per_referrer_per_hour = 0;
     config.referral.rewards_per_player_per_day = 0;
-    config.wheels = vec![playtree_actors::config::WheelConfig {
-        id: "bench".into(),
-        spins_per_day: 1,
-        segments: vec![playtree_actors::config::SegmentConfig {
-            label: "one".into(),
-            prize: 1,
-            weight: 1,
-            inventory: None,
-        }],
-    }];
-    let store = Store::open(dir, &config.store).expect("store");
-    let questions = Arc::new(playtree::questions::load("").expect("questions"));
-    Hub::start(
-        config,
-        store,
-        Arc::new(SystemClock),
-        Arc::new(OsEntropy),
-        questions,
-    )
-    .await
-    .expect("hub")
+    config.wheels = vec![common::bench_wheel(1)];
+    common::start_hub(dir, config).await
 }
 
 async fn ask(hub: &Hub, player: &str, request: Request) -> ReplyBody {
