@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TestHub, WAIT, config, eventually, hub_on, hub_with};
+use common::{TestHub, WAIT, config, connect, eventually, eventually_async, hub_on, hub_with};
 use playtree_actors::connections::{Outbound, OutboundReceiver};
 use playtree_actors::grant::Grant;
 use playtree_actors::room::{RoomEntity, RoomEvent, RoomMsg, RoomSetup, RoomSpec};
@@ -39,19 +39,6 @@ async fn quick_join_wheel(test: &TestHub, player: &str) -> playtree_protocol::Ro
         ReplyBody::RoomJoined(joined) => joined,
         other => panic!("not joined: {other:?}"),
     }
-}
-
-/// Opens a connection for `player` on `outbound`.
-async fn connect(test: &TestHub, player: &str, outbound: &Outbound) {
-    test.hub
-        .call_session(player, |reply| SessionMsg::Connect {
-            outbound: outbound.clone(),
-            resume: Vec::new(),
-            reply,
-        })
-        .await
-        .expect("answers")
-        .expect("connects");
 }
 
 async fn wallet(test: &TestHub, player: &str) -> u64 {
@@ -353,19 +340,13 @@ async fn a_spin_that_can_never_settle_is_abandoned_with_a_dead_letter() {
     let test = hub_on(config(), store, dir).await;
     // Activating alice retries the spin; the room is unknown for good.
     assert_eq!(wallet(&test, "alice").await, 0);
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, "alice")
-                .await
-                .expect("session");
-            if state.pending_spins.is_empty() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+    eventually_async("the spin stops waiting", || async {
+        let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, "alice")
+            .await
+            .expect("session");
+        state.pending_spins.is_empty()
     })
-    .await
-    .expect("the spin stops waiting");
+    .await;
     let letters = test.store.dead_letters().await.expect("dead letters");
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].kind, "spin");
@@ -533,14 +514,11 @@ async fn the_next_quiz_game_starts_on_its_own_after_the_podium() {
 /// Advances the clock until `player`'s session (active now) has passivated.
 async fn passivate_session(test: &TestHub, player: &str) {
     let session = test.hub.active_session(player).expect("active");
-    tokio::time::timeout(WAIT, async {
-        while test.hub.active_session(player).map(|s| s.get_id()) == Some(session.get_id()) {
-            test.clock.advance(60);
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+    eventually("the idle session passivates while connected", || {
+        test.clock.advance(60);
+        test.hub.active_session(player).map(|s| s.get_id()) != Some(session.get_id())
     })
-    .await
-    .expect("the idle session passivates while connected");
+    .await;
 }
 
 #[tokio::test]
@@ -580,14 +558,11 @@ async fn a_closed_connection_reaches_its_quiz_room_without_activating_the_passiv
     };
     assert!(members().await.contains("alice"), "her seat waits for her");
     // Past the seat's grace, the room frees it on its own.
-    tokio::time::timeout(WAIT, async {
-        while members().await.contains("alice") {
-            test.clock.advance(100);
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+    eventually_async("the seat is freed after its grace", || async {
+        test.clock.advance(100);
+        !members().await.contains("alice")
     })
-    .await
-    .expect("the seat is freed after its grace");
+    .await;
 }
 
 #[tokio::test]
@@ -622,14 +597,11 @@ async fn a_connection_that_closes_before_its_room_follows_it_leaves_the_seat_to_
             .expect("room");
         state.members
     };
-    tokio::time::timeout(WAIT, async {
-        while members().await.contains("alice") {
-            test.clock.advance(100);
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+    eventually_async("the seat is freed after its grace", || async {
+        test.clock.advance(100);
+        !members().await.contains("alice")
     })
-    .await
-    .expect("the seat is freed after its grace");
+    .await;
 }
 
 #[tokio::test]
@@ -639,16 +611,7 @@ async fn a_connected_idle_session_passivates_and_its_connection_hears_it_come_ba
     config.actors.timer_poll_ms = 2;
     let test = hub_with(config).await;
     let (outbound, mut receiver) = Outbound::channel(9, 1_000, 1 << 20);
-    let welcome = test
-        .hub
-        .call_session("alice", |reply| SessionMsg::Connect {
-            outbound: outbound.clone(),
-            resume: Vec::new(),
-            reply,
-        })
-        .await
-        .expect("answers")
-        .expect("connects");
+    let welcome = connect(&test, "alice", &outbound).await;
     // Alice stays connected and does nothing: her session leaves memory.
     passivate_session(&test, "alice").await;
     // A grant for her brings it back: her connection, still following, hears where the

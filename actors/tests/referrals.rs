@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestHub, WAIT, config, hub_with};
+use common::{TestHub, WAIT, config, connect, eventually_async, hub_with};
 use playtree_actors::connections::Outbound;
 use playtree_actors::referral::{TreeEntity, ancestors};
 use playtree_actors::session::{SessionEntity, SessionEvent, SessionMsg};
@@ -72,19 +72,13 @@ async fn wallet_reaches(test: &TestHub, player: &str, expected: u64) {
 /// Waits until every grant of `root`'s tree is acknowledged: nothing more is on its
 /// way to any wallet, so the wallets are final.
 async fn tree_settles(test: &TestHub, root: &str) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let (_, tree, _) = Journal::<TreeEntity>::inspect(&test.store, root)
-                .await
-                .expect("tree");
-            if tree.outbox.is_empty() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+    eventually_async("every grant is acknowledged", || async {
+        let (_, tree, _) = Journal::<TreeEntity>::inspect(&test.store, root)
+            .await
+            .expect("tree");
+        tree.outbox.is_empty()
     })
-    .await
-    .expect("every grant is acknowledged");
+    .await;
 }
 
 fn referral_config() -> playtree_actors::GameConfig {
@@ -133,15 +127,7 @@ async fn a_claimed_code_pays_both_sides_once_and_every_rule_has_its_own_error() 
     );
     // Dave connects, and claims after the window.
     let (outbound, _receiver) = Outbound::channel(1, 100, 1 << 20);
-    test.hub
-        .call_session("dave", |reply| SessionMsg::Connect {
-            outbound: outbound.clone(),
-            resume: Vec::new(),
-            reply,
-        })
-        .await
-        .expect("answers")
-        .expect("connects");
+    connect(&test, "dave", &outbound).await;
     test.clock
         .advance(test.hub.config.referral.attribution_window_ms + 1);
     assert_eq!(

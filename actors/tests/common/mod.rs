@@ -3,9 +3,11 @@
 
 use playtree_actors::config::{GameConfig, SegmentConfig, WheelConfig};
 use playtree_actors::questions::{Question, QuestionBank, QuestionFile};
-use playtree_actors::{Clock, Entropy, Hub, Store};
+use playtree_actors::session::{SessionMsg, SessionWelcome};
+use playtree_actors::{Clock, Entropy, Hub, Outbound, Store};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -129,4 +131,32 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     })
     .await
     .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
+
+/// Like `eventually`, for a condition that has to await (a store read, a request).
+pub async fn eventually_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    tokio::time::timeout(WAIT, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
+
+/// Opens a connection for `player` on `outbound`; the session's welcome.
+pub async fn connect(test: &TestHub, player: &str, outbound: &Outbound) -> SessionWelcome {
+    test.hub
+        .call_session(player, |reply| SessionMsg::Connect {
+            outbound: outbound.clone(),
+            resume: Vec::new(),
+            reply,
+        })
+        .await
+        .expect("answers")
+        .expect("connects")
 }
