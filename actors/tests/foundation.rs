@@ -41,6 +41,26 @@ async fn quick_join_wheel(test: &TestHub, player: &str) -> playtree_protocol::Ro
     }
 }
 
+/// The quiz room `player` quick-joined.
+async fn quick_join_quiz(test: &TestHub, player: &str) -> RoomId {
+    let request = Request::QuickJoin {
+        kind: RoomKind::Quiz,
+        variant: None,
+    };
+    match self::request(test, player, request).await {
+        ReplyBody::QuizJoined(joined) => joined.room,
+        other => panic!("not joined: {other:?}"),
+    }
+}
+
+/// The members of `room` as its journal has them (seats kept for the away included).
+async fn seated(test: &TestHub, room: RoomId) -> std::collections::BTreeSet<String> {
+    let (_, state, _) = Journal::<RoomEntity>::inspect(&test.store, &room.to_string())
+        .await
+        .expect("room");
+    state.members
+}
+
 async fn wallet(test: &TestHub, player: &str) -> u64 {
     match request(test, player, Request::GetWallet).await {
         ReplyBody::Wallet { balance } => balance,
@@ -532,14 +552,7 @@ async fn a_closed_connection_reaches_its_quiz_room_without_activating_the_passiv
     let test = hub_with(config).await;
     let (outbound, receiver) = Outbound::channel(9, 1_000, 1 << 20);
     connect(&test, "alice", &outbound).await;
-    let request = Request::QuickJoin {
-        kind: RoomKind::Quiz,
-        variant: None,
-    };
-    let room = match self::request(&test, "alice", request).await {
-        ReplyBody::QuizJoined(joined) => joined.room,
-        other => panic!("not joined: {other:?}"),
-    };
+    let room = quick_join_quiz(&test, "alice").await;
     passivate_session(&test, "alice").await;
 
     drop(receiver);
@@ -550,17 +563,14 @@ async fn a_closed_connection_reaches_its_quiz_room_without_activating_the_passiv
         test.hub.active_session("alice").is_none(),
         "a closed connection activates no session"
     );
-    let members = || async {
-        let (_, state, _) = Journal::<RoomEntity>::inspect(&test.store, &room.to_string())
-            .await
-            .expect("room");
-        state.members
-    };
-    assert!(members().await.contains("alice"), "her seat waits for her");
+    assert!(
+        seated(&test, room).await.contains("alice"),
+        "her seat waits for her"
+    );
     // Past the seat's grace, the room frees it on its own.
     eventually_async("the seat is freed after its grace", || async {
         test.clock.advance(100);
-        !members().await.contains("alice")
+        !seated(&test, room).await.contains("alice")
     })
     .await;
 }
@@ -574,14 +584,7 @@ async fn a_connection_that_closes_before_its_room_follows_it_leaves_the_seat_to_
     let test = hub_with(config).await;
     let (first, first_receiver) = Outbound::channel(1, 1_000, 1 << 20);
     connect(&test, "alice", &first).await;
-    let request = Request::QuickJoin {
-        kind: RoomKind::Quiz,
-        variant: None,
-    };
-    let room = match self::request(&test, "alice", request).await {
-        ReplyBody::QuizJoined(joined) => joined.room,
-        other => panic!("not joined: {other:?}"),
-    };
+    let room = quick_join_quiz(&test, "alice").await;
     drop(first_receiver);
     test.hub.connection_closed("alice", &first);
     // She reconnects, and that connection is gone before her room has followed it
@@ -591,15 +594,9 @@ async fn a_connection_that_closes_before_its_room_follows_it_leaves_the_seat_to_
     drop(second_receiver);
     test.hub.connection_closed("alice", &second);
     connect(&test, "alice", &second).await;
-    let members = || async {
-        let (_, state, _) = Journal::<RoomEntity>::inspect(&test.store, &room.to_string())
-            .await
-            .expect("room");
-        state.members
-    };
     eventually_async("the seat is freed after its grace", || async {
         test.clock.advance(100);
-        !members().await.contains("alice")
+        !seated(&test, room).await.contains("alice")
     })
     .await;
 }
