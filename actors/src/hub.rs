@@ -176,10 +176,13 @@ impl Hub {
 
     pub async fn activate_owing_rooms(&self) -> Result<usize, HubError> {
         self.activate_owing(EntityKind::Room, |id| async move {
-            let room = id.parse::<RoomId>().map_err(|_| HubError::Spawn {
-                kind: "room",
-                id: id.clone(),
-                reason: "the outbox index names a room id that is not a number".into(),
+            let room = id.parse::<RoomId>().map_err(|_| {
+                tracing::error!(%id, "outbox index names a room id that is not a number");
+                HubError::Spawn {
+                    kind: "room",
+                    id: id.clone(),
+                    reason: "the outbox index names a room id that is not a number".into(),
+                }
             })?;
             self.room(room, None).await
         })
@@ -309,19 +312,24 @@ impl Hub {
 
     /// Casts to a tree now if it is in memory, or from a task that activates it first.
     pub(crate) fn send_to_tree(&self, root: String, message: TreeMsg) {
-        self.send_now_or_later(self.trees.get(&root), message, |hub, message| async move {
-            let timeout = hub.call_timeout();
-            cast_with_retry(
-                || hub.tree(&root),
-                message,
-                timeout,
-                "tree",
-                &root,
-                |actor| hub.trees.discard_stopped(actor),
-            )
-            .await
-            .map_err(|error| (root.clone(), error))
-        });
+        self.send_now_or_later(
+            EntityKind::Tree,
+            self.trees.get(&root),
+            message,
+            |hub, message| async move {
+                let timeout = hub.call_timeout();
+                cast_with_retry(
+                    || hub.tree(&root),
+                    message,
+                    timeout,
+                    "tree",
+                    &root,
+                    |actor| hub.trees.discard_stopped(actor),
+                )
+                .await
+                .map_err(|error| (root.clone(), error))
+            },
+        );
     }
 
     /// Spawns an incarnation of `B` under `supervisor` and counts the activation.
@@ -419,6 +427,7 @@ impl Hub {
     /// next), or from a task that activates it first.
     pub(crate) fn send_to_session(&self, player: String, message: SessionMsg) {
         self.send_now_or_later(
+            EntityKind::Session,
             self.active_session(&player),
             message,
             |hub, message| async move {
@@ -432,6 +441,7 @@ impl Hub {
     /// Casts to a room now if it is in memory, or from a task that activates it first.
     pub(crate) fn send_to_room(&self, room: RoomId, message: RoomMsg) {
         self.send_now_or_later(
+            EntityKind::Room,
             self.active_room(room),
             message,
             move |hub, message| async move {
@@ -445,8 +455,13 @@ impl Hub {
     /// Casts `message` to `actor` now if there is one in memory that takes it, else
     /// from a task that runs `later` (which activates the entity first); a failure
     /// there is logged, and the sender retries as it does for any lost message.
-    fn send_now_or_later<M, F, Fut>(&self, actor: Option<ActorRef<M>>, message: M, later: F)
-    where
+    fn send_now_or_later<M, F, Fut>(
+        &self,
+        kind: EntityKind,
+        actor: Option<ActorRef<M>>,
+        message: M,
+        later: F,
+    ) where
         M: Message,
         F: FnOnce(Hub, M) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), (String, HubError)>> + Send + 'static,
@@ -462,7 +477,7 @@ impl Hub {
         let hub = self.clone();
         tokio::spawn(async move {
             if let Err((id, error)) = later(hub, message).await {
-                tracing::warn!(%id, %error, "message not delivered; its sender retries");
+                tracing::warn!(kind = kind.name(), %id, %error, "message not delivered; its sender retries");
             }
         });
     }
