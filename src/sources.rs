@@ -1,9 +1,11 @@
 //! Referral claims per source address: a claim from an address that made more than
 //! `referral.claims_per_address_per_hour` within the hour is carried out with its
-//! rewards flagged (a partner approves or voids them). Counted in memory, in fixed
-//! windows of an hour, for at most `referral.claim_sources_max` addresses (expired
-//! windows are dropped first; past that, a new address counts as over the limit).
+//! rewards flagged (a partner approves or voids them). Counted in memory over a sliding
+//! hour (the times of an address's latest claims, at most the limit of them), for at
+//! most `referral.claim_sources_max` addresses (addresses idle for an hour are dropped
+//! first; past that, a new address counts as over the limit).
 
+use playtree_actors::rate::SlidingCount;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -12,8 +14,8 @@ const HOUR_MS: u64 = 3_600_000;
 
 #[derive(Debug)]
 pub struct ClaimSources {
-    /// Per address: when its window started, and its claims in it.
-    windows: Mutex<HashMap<IpAddr, (u64, u32)>>,
+    /// Per address: its latest claims.
+    windows: Mutex<HashMap<IpAddr, SlidingCount>>,
     limit: u32,
     addresses_max: usize,
 }
@@ -35,19 +37,15 @@ impl ClaimSources {
         // Every change is a single map operation: a panic elsewhere leaves it whole.
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if !windows.contains_key(&address) && windows.len() >= self.addresses_max {
-            windows.retain(|_, (start, _)| now_ms < start.saturating_add(HOUR_MS));
+            windows.retain(|_, claims| !claims.is_idle(now_ms, HOUR_MS));
             if windows.len() >= self.addresses_max {
                 metrics::counter!("playtree_claim_sources_full_total").increment(1);
                 return true;
             }
         }
-        let (start, count) = windows.entry(address).or_insert((now_ms, 0));
-        if now_ms >= start.saturating_add(HOUR_MS) {
-            *start = now_ms;
-            *count = 0;
-        }
-        *count += 1;
-        let suspect = *count > self.limit;
+        let claims = windows.entry(address).or_default();
+        let suspect = claims.count_at(now_ms, HOUR_MS) >= self.limit;
+        claims.record(now_ms, HOUR_MS, self.limit as usize);
         if suspect {
             metrics::counter!("playtree_referral_claims_flagged_by_address_total").increment(1);
         }
@@ -60,7 +58,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn claims_past_the_hourly_limit_of_an_address_are_suspect_until_the_hour_ends() {
+    fn claims_past_the_hourly_limit_of_an_address_are_suspect_within_any_hour() {
         let sources = ClaimSources::new(2, 10);
         let (one, two): (IpAddr, IpAddr) = (
             "10.0.0.1".parse().expect("ip"),
@@ -76,7 +74,14 @@ mod tests {
             !sources.claim_is_suspect(two, 20),
             "another address has its own count"
         );
-        assert!(!sources.claim_is_suspect(one, HOUR_MS), "a new hour");
+        assert!(
+            sources.claim_is_suspect(one, HOUR_MS),
+            "the claims at 10 and 20 are within the hour before it"
+        );
+        assert!(
+            !sources.claim_is_suspect(one, HOUR_MS + 20),
+            "only the one at the hour itself is left within the hour"
+        );
         assert!(
             !ClaimSources::new(0, 10).claim_is_suspect(one, 0),
             "0: no limit"

@@ -58,6 +58,13 @@ pub struct ReferralConfig {
     pub outbox_retry_ms: u64,
     /// A tree with nothing left to deliver stops after this long unused.
     pub passivate_after_ms: u64,
+    /// A tree remembers its answers to partners (a conversion report's idempotency key,
+    /// a decision on a reward) for this long, so that a request repeated within it gets
+    /// the first answer; a conversion key reported again after that pays again.
+    pub partner_answers_kept_ms: u64,
+    /// And at most this many of each (conversion keys, decisions) per tree, the oldest
+    /// forgotten first.
+    pub partner_answers_max: usize,
 }
 
 impl Default for ReferralConfig {
@@ -79,6 +86,8 @@ impl Default for ReferralConfig {
             trees_max: 100_000,
             outbox_retry_ms: 5_000,
             passivate_after_ms: 60_000,
+            partner_answers_kept_ms: 7 * 24 * 3_600_000,
+            partner_answers_max: 10_000,
         }
     }
 }
@@ -385,6 +394,14 @@ impl GameConfig {
                 "referral.passivate_after_ms",
                 self.referral.passivate_after_ms,
             ),
+            (
+                "referral.partner_answers_kept_ms",
+                self.referral.partner_answers_kept_ms,
+            ),
+            (
+                "referral.partner_answers_max",
+                self.referral.partner_answers_max as u64,
+            ),
             ("referral.log_retention_ms", self.referral.log_retention_ms),
             (
                 "referral.leaderboard_max",
@@ -398,6 +415,31 @@ impl GameConfig {
         for (key, value) in positive {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        let velocity_limits = [
+            (
+                "referral.claims_per_referrer_per_hour",
+                self.referral.claims_per_referrer_per_hour,
+            ),
+            (
+                "referral.rewards_per_player_per_day",
+                self.referral.rewards_per_player_per_day,
+            ),
+            (
+                "referral.claims_per_address_per_hour",
+                self.referral.claims_per_address_per_hour,
+            ),
+        ];
+        for (key, limit) in velocity_limits {
+            if limit as usize > crate::rate::SLIDING_EVENTS_MAX {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be at most {} (the events a velocity limit counts exactly)",
+                        crate::rate::SLIDING_EVENTS_MAX
+                    ),
+                ));
             }
         }
         if self.rooms.private_code_len > 16 {

@@ -1,4 +1,8 @@
-//! A token bucket, with time passed in so that it is deterministic.
+//! Rate limits, with time passed in so that they are deterministic: a token bucket for
+//! request rates, and a sliding count for velocity limits ("at most N per hour").
+
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenBucket {
@@ -54,9 +58,92 @@ impl TokenBucket {
     }
 }
 
+/// Most events a [`SlidingCount`] remembers, so the largest limit it counts exactly.
+pub const SLIDING_EVENTS_MAX: usize = 1024;
+
+/// Events within the last `span_ms`, counted exactly: the times of the latest events are
+/// kept (at most `kept` of them, and none older than the span), so a limit of N per span
+/// holds over every span-long stretch, not only within fixed windows (which let 2N
+/// through across a window's end).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlidingCount {
+    times_ms: VecDeque<u64>,
+}
+
+impl SlidingCount {
+    /// Events in the span that ends at `at_ms` (those after `at_ms - span_ms`).
+    pub fn count_at(&self, at_ms: u64, span_ms: u64) -> u32 {
+        let recent = self
+            .times_ms
+            .iter()
+            .rev()
+            .take_while(|time| time.saturating_add(span_ms) > at_ms)
+            .count();
+        u32::try_from(recent).unwrap_or(u32::MAX)
+    }
+
+    /// Records an event at `at_ms`, forgetting events older than the span and all but the
+    /// latest `kept`: a count past `kept` reads as `kept`, enough to compare against any
+    /// limit up to it.
+    pub fn record(&mut self, at_ms: u64, span_ms: u64, kept: usize) {
+        while self
+            .times_ms
+            .front()
+            .is_some_and(|time| time.saturating_add(span_ms) <= at_ms)
+        {
+            self.times_ms.pop_front();
+        }
+        self.times_ms.push_back(at_ms);
+        while self.times_ms.len() > kept.max(1) {
+            self.times_ms.pop_front();
+        }
+    }
+
+    /// Nothing within any span is remembered (no event since `span_ms` before `at_ms`).
+    pub fn is_idle(&self, at_ms: u64, span_ms: u64) -> bool {
+        self.count_at(at_ms, span_ms) == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sliding_count_holds_its_limit_across_what_would_be_a_window_boundary() {
+        const SPAN: u64 = 1_000;
+        let mut count = SlidingCount::default();
+        // Two events late in one "window", two early in the next: fixed windows count
+        // them 2 and 2; every stretch of SPAN ms holding all four counts 4.
+        for at in [900, 950, 1_000, 1_050] {
+            count.record(at, SPAN, 16);
+        }
+        assert_eq!(count.count_at(1_050, SPAN), 4);
+        assert_eq!(
+            count.count_at(1_899, SPAN),
+            4,
+            "900 is within the span until 1,900"
+        );
+        assert_eq!(count.count_at(1_900, SPAN), 3, "900 has left the span");
+        assert_eq!(count.count_at(2_049, SPAN), 1);
+        assert!(count.is_idle(2_050, SPAN));
+    }
+
+    #[test]
+    fn a_sliding_count_keeps_at_most_what_it_is_told() {
+        let mut count = SlidingCount::default();
+        for at in 0..100 {
+            count.record(at, 1_000, 10);
+        }
+        assert_eq!(count.count_at(100, 1_000), 10, "saturates at what is kept");
+        assert_eq!(count.times_ms.len(), 10);
+        count.record(5_000, 1_000, 10);
+        assert_eq!(
+            count.times_ms.len(),
+            1,
+            "events older than the span are forgotten"
+        );
+    }
 
     #[test]
     fn a_burst_then_the_sustained_rate() {

@@ -555,7 +555,10 @@ fn decide_reward(cx: &mut Cx<'_>, number: u64, approve: bool) -> Result<RewardSt
         return Err(if number <= cx.state().rewards_made {
             ErrorReply::new(
                 ErrorCode::RewardNotHeld,
-                format!("reward {number} was credited already"),
+                format!(
+                    "reward {number} is not held: it was credited when it was made or its \
+                     hold passed, or decided longer ago than this server remembers decisions"
+                ),
             )
         } else {
             ErrorReply::new(
@@ -565,13 +568,26 @@ fn decide_reward(cx: &mut Cx<'_>, number: u64, approve: bool) -> Result<RewardSt
         });
     };
     let grant = approve.then(|| held_grant(cx, &held));
+    let at_ms = cx.now_ms;
+    let keep = answers_kept(cx);
     cx.emit(TreeEvent::Decided {
         reward: number,
         grant: grant.clone(),
+        at_ms,
+        keep,
     })
     .map_err(store_error)?;
     announce_held(cx, number, &held, wanted, grant);
     Ok(wanted)
+}
+
+/// How long, and how many, answers to partners this tree keeps.
+fn answers_kept(cx: &Cx<'_>) -> state::Keep {
+    let config = &cx.config().referral;
+    state::Keep {
+        span_ms: config.partner_answers_kept_ms,
+        max: config.partner_answers_max,
+    }
 }
 
 /// The grant that credits the held reward `held`.
@@ -634,10 +650,14 @@ fn conversion(cx: &mut Cx<'_>, player: String, kind: &str, key: String) -> Resul
         .filter(|(_, amount)| *amount > 0)
         .collect();
     let rewards = paid.len() as u32;
+    let at_ms = cx.now_ms;
+    let keep = answers_kept(cx);
     cx.emit(TreeEvent::ConversionRecorded {
         player: player.clone(),
         key: key.clone(),
         rewards,
+        at_ms,
+        keep,
     })
     .map_err(store_error)?;
     let tree = cx.id.clone();

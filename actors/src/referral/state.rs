@@ -5,10 +5,11 @@
 //! reward with its state, and the outbox of grants not yet acknowledged by wallets.
 
 use crate::grant::{Grant, GrantCounter};
+use crate::rate::{SLIDING_EVENTS_MAX, SlidingCount};
 use crate::store::Entity;
 use playtree_protocol::{GrantId, ReferralStats, RewardState, RewardTrigger};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Levels below a player that their counters track (referees by level, activated).
 /// Rewards go only as deep as their configured lists; stats stop here.
@@ -29,45 +30,77 @@ pub struct TreeState {
     pub outbox: BTreeMap<GrantId, Grant>,
     /// Rewards on hold, by the time the hold ends: `(until_ms, reward)`.
     pub holds: BTreeSet<(u64, u64)>,
-    /// Rewards a partner approved or voided, with the state it gave them (so that
-    /// asking again gets the same answer).
-    pub decided: BTreeMap<u64, RewardState>,
-    /// Conversions reported, by `(player, idempotency key)`: how many rewards each made.
-    pub conversions: BTreeMap<(String, String), u32>,
+    /// Rewards a partner approved or voided lately, with the state it gave them (so
+    /// that asking again gets the same answer).
+    pub decided: Answers<u64, RewardState>,
+    /// Conversions reported lately, by `(player, idempotency key)`: how many rewards
+    /// each made.
+    pub conversions: Answers<(String, String), u32>,
+}
+
+/// How long a tree keeps its answers to partners, and how many: the event that records
+/// an answer carries these (from `referral.partner_answers_kept_ms` and
+/// `referral.partner_answers_max`), so that replaying it forgets the same ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keep {
+    /// Answers given this long before the new one are forgotten.
+    pub span_ms: u64,
+    /// At most this many are kept (the oldest forgotten first).
+    pub max: usize,
+}
+
+/// Answers given to partners, kept for repeated requests for a while and up to a
+/// number, so that a tree's state does not grow with every request ever made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answers<K: Ord, V> {
+    by_key: BTreeMap<K, V>,
+    /// Keys in the order their answers were given, with when.
+    given: VecDeque<(u64, K)>,
+}
+
+impl<K: Ord, V> Default for Answers<K, V> {
+    fn default() -> Self {
+        Answers {
+            by_key: BTreeMap::new(),
+            given: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone, V> Answers<K, V> {
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.by_key.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Keeps `value` for `key` (a key answered already keeps its first answer), then
+    /// forgets what `keep` lets go.
+    fn remember(&mut self, key: K, value: V, at_ms: u64, keep: Keep) {
+        if !self.by_key.contains_key(&key) {
+            self.by_key.insert(key.clone(), value);
+            self.given.push_back((at_ms, key));
+        }
+        while let Some((given_ms, _)) = self.given.front()
+            && (self.given.len() > keep.max.max(1)
+                || given_ms.saturating_add(keep.span_ms) <= at_ms)
+        {
+            if let Some((_, key)) = self.given.pop_front() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
 }
 
 /// Hours: the window of the claims velocity limit. Days: of the rewards limit.
 pub const HOUR_MS: u64 = 3_600_000;
 pub const DAY_MS: u64 = 86_400_000;
-
-/// A count within a fixed window that starts at the first event after the last one
-/// ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    pub start_ms: u64,
-    pub count: u32,
-}
-
-impl Window {
-    /// The count at `at_ms` (0 once the window has ended).
-    pub fn count_at(&self, at_ms: u64, span_ms: u64) -> u32 {
-        if at_ms >= self.start_ms.saturating_add(span_ms) {
-            0
-        } else {
-            self.count
-        }
-    }
-
-    fn bump(&mut self, at_ms: u64, span_ms: u64) {
-        if at_ms >= self.start_ms.saturating_add(span_ms) {
-            *self = Window {
-                start_ms: at_ms,
-                count: 0,
-            };
-        }
-        self.count += 1;
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -87,14 +120,14 @@ pub struct Node {
     pub pending: u64,
     pub flagged: u64,
     /// Referees this player gained lately (the claims velocity limit).
-    pub claims: Window,
+    pub claims: SlidingCount,
     /// When this player's latest own referee joined (the leaderboard's tie-break).
     pub last_referee_ms: u64,
     /// The player joined past their referrer's claims limit: every reward their
     /// activity earns anyone is flagged too.
     pub suspect: bool,
     /// Rewards made for this player lately (the rewards velocity limit).
-    pub rewards: Window,
+    pub rewards: SlidingCount,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,14 +185,21 @@ pub enum TreeEvent {
         until_ms: u64,
         grant: Grant,
     },
-    /// A partner decided a held or flagged reward: approved (`grant`: credited now) or
-    /// voided (`None`).
-    Decided { reward: u64, grant: Option<Grant> },
+    /// A partner decided a held or flagged reward at `at_ms`: approved (`grant`:
+    /// credited now) or voided (`None`).
+    Decided {
+        reward: u64,
+        grant: Option<Grant>,
+        at_ms: u64,
+        keep: Keep,
+    },
     /// A partner's conversion report for `player` made `rewards` rewards.
     ConversionRecorded {
         player: String,
         key: String,
         rewards: u32,
+        at_ms: u64,
+        keep: Keep,
     },
     /// The beneficiary's wallet has the grant.
     GrantDelivered { grant: GrantId },
@@ -205,7 +245,7 @@ impl Entity for TreeEntity {
                     },
                 );
                 if let Some(node) = state.nodes.get_mut(referrer) {
-                    node.claims.bump(*at_ms, HOUR_MS);
+                    node.claims.record(*at_ms, HOUR_MS, SLIDING_EVENTS_MAX);
                     node.last_referee_ms = *at_ms;
                 }
                 for (level, ancestor) in ancestors(state, referee).into_iter().enumerate() {
@@ -247,7 +287,7 @@ impl Entity for TreeEntity {
                 state.rewards_made = *reward;
                 let mut node = state.nodes.get_mut(beneficiary);
                 if let Some(node) = node.as_deref_mut() {
-                    node.rewards.bump(*at_ms, DAY_MS);
+                    node.rewards.record(*at_ms, DAY_MS, SLIDING_EVENTS_MAX);
                 }
                 let reward_state = match outcome {
                     RewardOutcome::Credited(grant) => {
@@ -308,7 +348,12 @@ impl Entity for TreeEntity {
                 state.grants.issued(grant);
                 state.outbox.insert(grant.id.clone(), grant.clone());
             }
-            TreeEvent::Decided { reward, grant } => {
+            TreeEvent::Decided {
+                reward,
+                grant,
+                at_ms,
+                keep,
+            } => {
                 let Some(held) = state.held.remove(reward) else {
                     return;
                 };
@@ -335,17 +380,17 @@ impl Entity for TreeEntity {
                     }
                     None => RewardState::Voided,
                 };
-                state.decided.insert(*reward, decided);
+                state.decided.remember(*reward, decided, *at_ms, *keep);
             }
             TreeEvent::ConversionRecorded {
                 player,
                 key,
                 rewards,
+                at_ms,
+                keep,
             } => {
-                state
-                    .conversions
-                    .entry((player.clone(), key.clone()))
-                    .or_insert(*rewards);
+                let key = (player.clone(), key.clone());
+                state.conversions.remember(key, *rewards, *at_ms, *keep);
             }
             TreeEvent::GrantDelivered { grant } => {
                 state.outbox.remove(grant);

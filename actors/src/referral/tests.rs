@@ -412,3 +412,86 @@ fn a_conversion_pays_its_kinds_rewards_up_the_tree_once_per_key() {
         "another key is another conversion"
     );
 }
+
+#[test]
+fn the_claims_limit_holds_over_any_hour_not_only_within_fixed_windows() {
+    let mut config = config();
+    config.referral.claims_per_referrer_per_hour = 2;
+    config.referral.signup_rewards = vec![100];
+    config.referral.welcome_bonus = 0;
+    let mut tree = tree(config);
+    let start = tree.now_ms;
+    attach(&mut tree, "root", "a").expect("attached");
+    tree.now_ms = start + state::HOUR_MS - 1;
+    attach(&mut tree, "root", "b").expect("attached");
+    // An hour after the first claim: a fixed window would start afresh here and let two
+    // more through, three claims within a millisecond against a limit of two.
+    tree.now_ms = start + state::HOUR_MS;
+    attach(&mut tree, "root", "c").expect("attached");
+    attach(&mut tree, "root", "d").expect("attached");
+    let stats = tree.state.stats("root");
+    assert_eq!(
+        (stats.earned, stats.flagged),
+        (300, 100),
+        "b and c are the two claims within the last hour: d is past the limit"
+    );
+    tree.now_ms = start + 2 * state::HOUR_MS - 1;
+    attach(&mut tree, "root", "e").expect("attached");
+    assert_eq!(
+        tree.state.stats("root").flagged,
+        200,
+        "c and d are within the hour (a flagged claim is a claim too): e is past it"
+    );
+    tree.now_ms = start + 2 * state::HOUR_MS;
+    attach(&mut tree, "root", "f").expect("attached");
+    let stats = tree.state.stats("root");
+    assert_eq!(
+        (stats.earned, stats.flagged),
+        (400, 200),
+        "c and d have left the hour: only e is within it, and f is paid"
+    );
+}
+
+#[test]
+fn a_tree_forgets_answers_to_partners_past_their_span_and_beyond_their_number() {
+    let mut config = config();
+    config.referral.conversion_rewards = [("purchase".to_owned(), vec![50])].into();
+    config.referral.welcome_bonus = 0;
+    config.referral.signup_rewards = vec![];
+    config.referral.partner_answers_max = 2;
+    config.referral.partner_answers_kept_ms = 1_000;
+    let mut tree = tree(config);
+    attach(&mut tree, "root", "a").expect("attached");
+    let report = |tree: &mut Bench<TreeEntity>, key: &str| {
+        let (reply, mut answer) = port();
+        let decided = tree.input(TreeMsg::Conversion {
+            player: "a".into(),
+            kind: "purchase".into(),
+            key: key.into(),
+            reply,
+        });
+        let paid = paid(&decided.effects).len();
+        send_replies(decided.effects);
+        answer.try_recv().expect("answered").expect("reported");
+        paid
+    };
+    assert_eq!(report(&mut tree, "k1"), 1);
+    assert_eq!(report(&mut tree, "k2"), 1);
+    assert_eq!(report(&mut tree, "k1"), 0, "remembered: paid once");
+    assert_eq!(report(&mut tree, "k3"), 1);
+    assert_eq!(tree.state.conversions.len(), 2, "at most two kept");
+    assert_eq!(
+        report(&mut tree, "k1"),
+        1,
+        "the oldest was forgotten for the third: it pays again"
+    );
+    tree.now_ms += 999;
+    assert_eq!(report(&mut tree, "k1"), 0, "within the span");
+    tree.now_ms += 2_000;
+    assert_eq!(report(&mut tree, "k4"), 1);
+    assert_eq!(
+        tree.state.conversions.len(),
+        1,
+        "the answers older than the span are forgotten"
+    );
+}

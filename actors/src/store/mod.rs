@@ -33,7 +33,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// 3: sessions keep their referral link (a store of format 2 is not read: no migration).
 /// 4: referral tree nodes keep leaderboard and suspect fields (format 3 existed only
 /// during development).
-pub const RECORD_FORMAT_VERSION: u8 = 4;
+/// 5: velocity limits are sliding counts, and trees keep partner answers for a while
+/// (a store of format 4 is not read: no migration).
+pub const RECORD_FORMAT_VERSION: u8 = 5;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
