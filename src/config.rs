@@ -57,6 +57,8 @@ pub struct ListenConfig {
     pub data_dir: PathBuf,
     pub shutdown_grace_ms: u64,
     pub unready_delay_ms: u64,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +214,9 @@ impl ServerConfig {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if let Err(reason) = crate::proxies::TrustedProxies::parse(&self.server.trusted_proxies) {
+            return Err(invalid("server.trusted_proxies", &reason));
         }
         if self.fanout.write_delay_ms >= limits.write_timeout_ms {
             return Err(invalid(

@@ -39,6 +39,8 @@ pub struct Gateway {
     pub next_connection: AtomicU64,
     /// Referral claims per source address.
     pub claim_sources: crate::sources::ClaimSources,
+    /// Proxies whose `X-Forwarded-For` names the client's address.
+    pub trusted_proxies: crate::proxies::TrustedProxies,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -85,7 +87,7 @@ pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: So
             }
             Ok(Ok(halves)) => Some(halves),
         };
-        if let Some((mut reader, mut writer)) = upgraded {
+        if let Some((mut reader, mut writer, forwarded_for)) = upgraded {
             if open > gateway.limits.connections_max {
                 let refusal = Refusal::new(
                     ErrorCode::TooManyConnections,
@@ -97,7 +99,9 @@ pub async fn serve_connection(gateway: Arc<Gateway>, stream: TcpStream, peer: So
                 let ending = Ending::Refused(refusal);
                 Box::pin(end(&gateway, &mut reader, &mut writer, ending)).await;
             } else {
-                let source = peer.ip();
+                let source = gateway
+                    .trusted_proxies
+                    .client_address(peer.ip(), forwarded_for.as_deref());
                 run_connection(
                     &gateway,
                     connection,

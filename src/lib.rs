@@ -9,6 +9,7 @@ pub mod config;
 pub mod gateway;
 pub mod idempotency;
 pub mod partner;
+pub mod proxies;
 pub mod questions;
 pub mod server;
 pub mod sources;

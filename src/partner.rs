@@ -69,6 +69,7 @@ pub async fn carry_out(
                     "an idempotency key is 1 to {CONVERSION_KEY_BYTES_MAX} bytes"
                 )));
             }
+            known_player(hub, &player).await?;
             let rewards = hub
                 .call_session(&player, |reply| SessionMsg::Conversion {
                     kind: kind.clone(),
@@ -80,6 +81,7 @@ pub async fn carry_out(
         }
         Request::GetPlayerReferralStats { player } => {
             check_id("player", &player)?;
+            known_player(hub, &player).await?;
             hub.call_session(&player, |reply| SessionMsg::Request {
                 request: Request::GetReferralStats,
                 reply,
@@ -98,6 +100,24 @@ pub async fn carry_out(
             format!("{} is not a partner request", other.kind_name()),
         )),
     }
+}
+
+/// A player named by a partner must have connected once: a mistyped id is refused,
+/// not given a session of its own.
+async fn known_player(hub: &Hub, player: &str) -> Result<(), ErrorReply> {
+    if hub
+        .store
+        .exists("session", player)
+        .await
+        .map_err(store_failure)?
+    {
+        return Ok(());
+    }
+    metrics::counter!("playtree_partner_unknown_players_total").increment(1);
+    Err(ErrorReply::new(
+        ErrorCode::UnknownPlayer,
+        format!("no player `{player}` has ever connected to this server; check the id"),
+    ))
 }
 
 async fn decide(

@@ -33,6 +33,8 @@ pub enum StartError {
     Hub(#[from] playtree_actors::HubError),
     #[error(transparent)]
     Questions(#[from] crate::questions::QuestionsError),
+    #[error(transparent)]
+    Config(#[from] playtree_actors::config::ConfigError),
 }
 
 /// A running server.
@@ -83,6 +85,12 @@ pub async fn start_with_auth(
     environment: Environment,
     auth: Authenticator,
 ) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    let trusted_proxies = crate::proxies::TrustedProxies::parse(&config.server.trusted_proxies)
+        .map_err(|reason| playtree_actors::config::ConfigError {
+            key: "server.trusted_proxies".into(),
+            reason,
+        })?;
     let store_dir = config.store_dir();
     let store =
         Store::open(&store_dir, &config.game.store).map_err(|source| StartError::Store {
@@ -121,6 +129,7 @@ pub async fn start_with_auth(
             config.game.referral.claims_per_address_per_hour,
             config.game.referral.claim_sources_max,
         ),
+        trusted_proxies,
         shutdown: shutdown_rx.clone(),
     });
     let mut tasks = JoinSet::new();

@@ -152,6 +152,17 @@ async fn partners_report_conversions_once_and_decide_flagged_rewards_players_may
         1,
         "the same key: the first result, nothing more paid"
     );
+    // A mistyped player is refused by name, not given a session of their own.
+    let unknown = |result: Result<_, ClientError>| matches!(result, Err(ClientError::Server(error)) if error.code == ErrorCode::UnknownPlayer);
+    assert!(unknown(
+        partner
+            .report_conversion("bobb", "purchase", 1999, "order-2")
+            .await
+            .map(drop)
+    ));
+    assert!(unknown(
+        partner.player_referral_stats("nobody").await.map(drop)
+    ));
     assert_eq!(
         partner
             .approve_reward("alice", flagged.reward)
@@ -192,4 +203,46 @@ async fn claims_past_an_addresss_hourly_limit_are_accepted_with_their_rewards_fl
     let stats = alice.referral_stats().await.expect("stats");
     assert_eq!(stats.referees_by_level, vec![2]);
     assert_eq!((stats.earned, stats.flagged), (100, 100));
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_claims_are_counted_per_forwarded_address() {
+    let server = TestServer::start_tuned(
+        "[referral]\nsignup_rewards = [100]\nwelcome_bonus = 0\nclaims_per_address_per_hour = 1\n",
+        playtree::Environment::default(),
+        |config| config.server.trusted_proxies = vec!["127.0.0.0/8".to_owned()],
+    )
+    .await;
+    let (alice, _) = server.connect("alice").await;
+    let code = alice.referral_code().await.expect("code");
+    // Every test client connects from 127.0.0.1, a trusted proxy here: each is counted
+    // as the address its X-Forwarded-For names (the last one the proxy appended).
+    for (player, forwarded_for) in [
+        ("bob", "203.0.113.1"),
+        ("carol", "6.6.6.6, 203.0.113.2"),
+        ("dave", "203.0.113.1"),
+    ] {
+        let options = playtree_client::ClientOptions {
+            headers: vec![("X-Forwarded-For".to_owned(), forwarded_for.to_owned())],
+            ..playtree_client::ClientOptions::default()
+        };
+        let (client, _) = tokio::time::timeout(
+            common::WAIT,
+            playtree_client::Client::connect_with(&server.url(), &server.token(player), options),
+        )
+        .await
+        .expect("connect in time")
+        .expect("connects");
+        assert_eq!(
+            client.claim_referral(&code).await.expect("accepted"),
+            "alice"
+        );
+    }
+    let stats = alice.referral_stats().await.expect("stats");
+    assert_eq!(stats.referees_by_level, vec![3]);
+    assert_eq!(
+        (stats.earned, stats.flagged),
+        (200, 100),
+        "bob and carol came from different addresses; dave from bob's again"
+    );
 }

@@ -153,6 +153,8 @@ codes! {
     UnknownConversionKind = 4110, close = None;
     /// The event log no longer holds that offset (retention) or has not reached it.
     OffsetNotRetained = 4111, close = None;
+    /// No player with this id has ever connected.
+    UnknownPlayer = 4112, close = None;
     /// A refreshed token must name the same player.
     TokenPlayerMismatch = 2008, close = None;
     /// The request is for partners (token role `partner` or `admin`).

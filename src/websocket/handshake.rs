@@ -39,9 +39,20 @@ impl UpgradeError {
     }
 }
 
+/// An upgrade request accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The request's length in bytes (frames may follow it in the buffer).
+    pub len: usize,
+    /// The response that accepts it.
+    pub response: Vec<u8>,
+    /// Its `X-Forwarded-For` values, joined with commas (none without the header).
+    pub forwarded_for: Option<String>,
+}
+
 /// Parses an upgrade request from the start of `buf`: `Ok(None)` until the request is
-/// complete, else the request's length and the response that accepts it.
-pub fn parse_upgrade(buf: &[u8]) -> Result<Option<(usize, Vec<u8>)>, UpgradeError> {
+/// complete.
+pub fn parse_upgrade(buf: &[u8]) -> Result<Option<Upgrade>, UpgradeError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(buf) {
@@ -94,7 +105,14 @@ pub fn parse_upgrade(buf: &[u8]) -> Result<Option<(usize, Vec<u8>)>, UpgradeErro
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    Ok(Some((len, response.into_bytes())))
+    // Several headers are one list (RFC 9110 §5.3), in the order they came.
+    let forwarded: Vec<_> = values("x-forwarded-for").collect();
+    let forwarded_for = (!forwarded.is_empty()).then(|| forwarded.join(","));
+    Ok(Some(Upgrade {
+        len,
+        response: response.into_bytes(),
+        forwarded_for,
+    }))
 }
 
 #[cfg(test)]
@@ -107,12 +125,28 @@ mod tests {
     fn accepts_the_rfc_example_with_its_accept_key() {
         let mut bytes = RFC_REQUEST.as_bytes().to_vec();
         bytes.extend_from_slice(&[0x82, 0x80]); // a frame pipelined behind the request
-        let (len, response) = parse_upgrade(&bytes).expect("valid").expect("complete");
-        assert_eq!(len, RFC_REQUEST.len());
-        let response = String::from_utf8(response).expect("utf-8");
+        let upgrade = parse_upgrade(&bytes).expect("valid").expect("complete");
+        assert_eq!(upgrade.len, RFC_REQUEST.len());
+        assert_eq!(upgrade.forwarded_for, None);
+        let response = String::from_utf8(upgrade.response).expect("utf-8");
         assert!(response.starts_with("HTTP/1.1 101 "));
         // RFC 6455 §1.3's worked example.
         assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    }
+
+    #[test]
+    fn forwarded_for_headers_are_one_list_in_their_order() {
+        let proxied = RFC_REQUEST.replace(
+            "Origin:",
+            "X-Forwarded-For: 203.0.113.9, 10.0.0.2\r\nx-forwarded-for: 10.0.0.3\r\nOrigin:",
+        );
+        let upgrade = parse_upgrade(proxied.as_bytes())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(
+            upgrade.forwarded_for.as_deref(),
+            Some("203.0.113.9, 10.0.0.2,10.0.0.3")
+        );
     }
 
     #[test]

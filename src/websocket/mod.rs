@@ -71,7 +71,11 @@ pub const FRAGMENTS_MAX: usize = 1024;
 
 /// Reads the upgrade request from `stream` and accepts it. An invalid request is
 /// answered with an HTTP error that says what was wrong. The caller bounds the time.
-pub async fn accept(stream: TcpStream, limits: Limits) -> Result<(Reader, Writer), AcceptError> {
+/// Answers the reader and writer, and the request's `X-Forwarded-For` (if it had one).
+pub async fn accept(
+    stream: TcpStream,
+    limits: Limits,
+) -> Result<(Reader, Writer, Option<String>), AcceptError> {
     let (read, write) = stream.into_split();
     let mut reader = Reader {
         half: read,
@@ -95,11 +99,11 @@ pub async fn accept(stream: TcpStream, limits: Limits) -> Result<(Reader, Writer
             Ok(None)
         };
         match parsed {
-            Ok(Some((len, response))) => {
+            Ok(Some(upgrade)) => {
                 // Frames the client sent right behind its request stay buffered.
-                reader.buffered.advance(len);
-                writer.write_raw(&response).await?;
-                return Ok((reader, writer));
+                reader.buffered.advance(upgrade.len);
+                writer.write_raw(&upgrade.response).await?;
+                return Ok((reader, writer, upgrade.forwarded_for));
             }
             Ok(None) => {}
             Err(error) => {

@@ -49,6 +49,9 @@ pub struct ClientOptions {
     /// (a server certificate must be issued by one of them; webpki refuses a
     /// self-signed CA certificate used as the server's own).
     pub tls_roots: Vec<Vec<u8>>,
+    /// Extra HTTP headers sent with the websocket upgrade (for a proxy in front of the
+    /// server, or a test that speaks as one, say `X-Forwarded-For`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for ClientOptions {
@@ -62,6 +65,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_secs(5),
             reconnect_attempts_max: 20,
             tls_roots: Vec::new(),
+            headers: Vec::new(),
         }
     }
 }
@@ -173,6 +177,25 @@ fn tls_connector(extra_roots: &[Vec<u8>]) -> Result<tokio_tungstenite::Connector
 }
 
 /// Connects (over TLS for `wss://`) and completes the handshake.
+/// The upgrade request for `url`, with `headers` added.
+fn upgrade_request(
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ClientError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let mut request = url
+        .into_client_request()
+        .map_err(|error| ClientError::Connect(error.to_string()))?;
+    for (name, value) in headers {
+        let invalid = |what: &str| ClientError::Connect(format!("header `{name}`: invalid {what}"));
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("name"))?;
+        let value = HeaderValue::from_str(value).map_err(|_| invalid("value"))?;
+        request.headers_mut().append(name, value);
+    }
+    Ok(request)
+}
+
 async fn handshake(
     url: &str,
     token: &str,
@@ -186,8 +209,9 @@ async fn handshake(
         } else {
             tokio_tungstenite::Connector::Plain
         };
+        let request = upgrade_request(url, &options.headers)?;
         let (websocket, _) =
-            tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
                 .await
                 .map_err(|error| ClientError::Connect(error.to_string()))?;
         let (mut sink, mut source) = websocket.split();
