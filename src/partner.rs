@@ -105,11 +105,14 @@ pub async fn carry_out(
 /// A player named by a partner must have connected once: a mistyped id is refused,
 /// not given a session of its own.
 async fn known_player(hub: &Hub, player: &str) -> Result<(), ErrorReply> {
-    if hub
-        .store
-        .exists("session", player)
-        .await
-        .map_err(store_failure)?
+    // A session in memory is a player who connected, also one whose first write is
+    // still on its way to the store.
+    if hub.active_session(player).is_some()
+        || hub
+            .store
+            .exists("session", player)
+            .await
+            .map_err(store_failure)?
     {
         return Ok(());
     }

@@ -2,6 +2,10 @@
 //! connection from a trusted proxy is taken to come from the address that proxy names
 //! last in `X-Forwarded-For`, and so on through every trusted hop. Connections from any
 //! other peer are taken at their TCP address, whatever they claim.
+//!
+//! List only proxies that append the address they saw to `X-Forwarded-For` (nginx's
+//! `$proxy_add_x_forwarded_for`, every cloud load balancer): a trusted host that passes
+//! the header on unchanged lets its clients name any address.
 
 use std::net::IpAddr;
 
@@ -32,6 +36,16 @@ impl Network {
                 .filter(|prefix| *prefix <= bits)
                 .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {bits}"))?,
         };
+        // An IPv4-mapped network (::ffff:10.0.0.0/104) is the IPv4 network it maps, as the
+        // addresses it is compared with are.
+        if let (IpAddr::V6(v6), true) = (address, prefix >= 96)
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            return Ok(Network {
+                address: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            });
+        }
         Ok(Network { address, prefix })
     }
 
@@ -79,15 +93,17 @@ impl TrustedProxies {
 
     /// The client's address: `peer` itself unless it is trusted; then, from the right
     /// of `forwarded_for` (each proxy appends the address it saw), the first address not
-    /// trusted. An entry that is not an address ends the walk at the last good one, and
-    /// a chain of trusted hops only is taken at its first (leftmost) address.
+    /// trusted. An entry that is not an address (with or without a port) ends the walk at
+    /// the last good one, and a chain of trusted hops only is taken at its first
+    /// (leftmost) address. IPv4-mapped IPv6 addresses are answered as IPv4.
     pub fn client_address(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        let peer = peer.to_canonical();
         let (Some(forwarded_for), true) = (forwarded_for, self.trusts(peer)) else {
             return peer;
         };
         let mut client = peer;
         for hop in forwarded_for.rsplit(',') {
-            let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+            let Some(hop) = parse_hop(hop) else {
                 metrics::counter!("playtree_forwarded_for_invalid_total").increment(1);
                 break;
             };
@@ -98,6 +114,22 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port as some load
+/// balancers write it (`203.0.113.9:5123`, `[2001:db8::1]:443`, `[2001:db8::1]`).
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    let address = text
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| {
+            text.parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|addr| addr.ip())
+        })
+        .or_else(|| text.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(address.to_canonical())
 }
 
 #[cfg(test)]
@@ -152,6 +184,20 @@ mod tests {
             "an IPv4-mapped peer is its IPv4 address"
         );
         assert_eq!(
+            trusted.client_address(ip("10.0.0.1"), Some("203.0.113.9:5123")),
+            ip("203.0.113.9"),
+            "a port is not part of the address"
+        );
+        assert_eq!(
+            trusted.client_address(ip("10.0.0.1"), Some("[2001:db8::1]:443, 10.0.0.2")),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            trusted.client_address(ip("10.0.0.1"), Some("::ffff:203.0.113.9")),
+            ip("203.0.113.9"),
+            "an IPv4-mapped client is its IPv4 address"
+        );
+        assert_eq!(
             TrustedProxies::default().client_address(ip("10.0.0.1"), chain),
             ip("10.0.0.1"),
             "no trusted proxies: every header is ignored"
@@ -165,6 +211,12 @@ mod tests {
         assert!(v6.trusts(ip("::1")));
         assert!(!v6.trusts(ip("fe80::1")));
         assert!(proxies(&["0.0.0.0/0"]).trusts(ip("8.8.8.8")));
+        let mapped = proxies(&["::ffff:10.0.0.0/104"]);
+        assert!(
+            mapped.trusts(ip("10.1.2.3")),
+            "a mapped network is its IPv4 one"
+        );
+        assert!(!mapped.trusts(ip("11.0.0.1")));
         for wrong in ["10.0.0.0/33", "proxy.local", "10.0.0.0/x", "::/129"] {
             let error = TrustedProxies::parse(&[wrong.to_owned()]).expect_err(wrong);
             assert!(error.contains(wrong), "{error}");

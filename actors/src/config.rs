@@ -34,18 +34,19 @@ pub struct ReferralConfig {
     pub hold_ms: u64,
     /// Coins per level for each kind of conversion a partner reports.
     pub conversion_rewards: std::collections::BTreeMap<String, Vec<u64>>,
-    /// Velocity limits: a referrer's claims beyond this many in an hour, and a player's
-    /// rewards beyond this many in a day, are flagged (held for a partner to approve or
-    /// void) instead of paid. 0: no limit.
+    /// Velocity limits: a referrer's claims beyond this many paid within any hour, and a
+    /// player's rewards beyond this many within any day, are flagged (held for a partner
+    /// to approve or void) instead of paid. 0: no limit; at most
+    /// [`crate::rate::SLIDING_EVENTS_MAX`].
     pub claims_per_referrer_per_hour: u32,
     pub rewards_per_player_per_day: u32,
     /// The partner event log keeps entries this long.
     pub log_retention_ms: u64,
     /// Most entries one leaderboard request answers.
     pub leaderboard_max: u32,
-    /// A source address's claims beyond this many within an hour have their rewards
-    /// flagged (0: no limit; set it only where the server sees clients' own addresses,
-    /// not a proxy's).
+    /// A source address's claims beyond this many paid within any hour have their
+    /// rewards flagged (0: no limit). Behind a proxy, list it in `server.trusted_proxies`
+    /// so that clients are counted at their own addresses, not the proxy's.
     pub claims_per_address_per_hour: u32,
     /// Most source addresses counted at once.
     pub claim_sources_max: usize,
@@ -62,8 +63,9 @@ pub struct ReferralConfig {
     /// a decision on a reward) for this long, so that a request repeated within it gets
     /// the first answer; a conversion key reported again after that pays again.
     pub partner_answers_kept_ms: u64,
-    /// And at most this many of each (conversion keys, decisions) per tree, the oldest
-    /// forgotten first.
+    /// And at most this many of each (conversion keys, decisions) per tree: a request
+    /// whose answer could be kept only by forgetting one younger than
+    /// `partner_answers_kept_ms` is refused (3005, retry later).
     pub partner_answers_max: usize,
 }
 
@@ -87,7 +89,7 @@ impl Default for ReferralConfig {
             outbox_retry_ms: 5_000,
             passivate_after_ms: 60_000,
             partner_answers_kept_ms: 7 * 24 * 3_600_000,
-            partner_answers_max: 10_000,
+            partner_answers_max: 100_000,
         }
     }
 }
@@ -572,6 +574,18 @@ mod tests {
         assert_eq!(
             config.validate().map_err(|e| e.key),
             Err("wheels[1].id".into())
+        );
+        let mut config = valid();
+        config.referral.claims_per_referrer_per_hour = crate::rate::SLIDING_EVENTS_MAX as u32;
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "the largest limit counted exactly"
+        );
+        config.referral.claims_per_referrer_per_hour += 1;
+        assert_eq!(
+            config.validate().map_err(|e| e.key),
+            Err("referral.claims_per_referrer_per_hour".into())
         );
     }
 }

@@ -31,6 +31,8 @@ pub enum HubError {
     Store(#[from] StoreError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl HubError {
@@ -42,6 +44,7 @@ impl HubError {
             HubError::UnknownRoom(_) => ErrorCode::NotInRoom,
             HubError::Store(_) => ErrorCode::StoreFailure,
             HubError::ShuttingDown => ErrorCode::ShuttingDown,
+            HubError::Config(_) => ErrorCode::Internal,
         };
         ErrorReply::new(code, self.to_string())
     }

@@ -89,6 +89,9 @@ impl Hub {
         entropy: Arc<dyn Entropy>,
         questions: Arc<QuestionBank>,
     ) -> Result<Hub, HubError> {
+        // A config built in code is held to the same limits as one loaded from a file
+        // (a velocity limit past what its count keeps would never trigger).
+        config.validate()?;
         let policy = RestartPolicy {
             restarts_max: config.actors.restarts_max,
             window_ms: config.actors.restart_window_ms,

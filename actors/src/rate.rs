@@ -83,9 +83,13 @@ impl SlidingCount {
     }
 
     /// Records an event at `at_ms`, forgetting events older than the span and all but the
-    /// latest `kept`: a count past `kept` reads as `kept`, enough to compare against any
-    /// limit up to it.
+    /// latest `kept`: a count past `kept` reads as `kept`, enough to compare against a
+    /// limit of `kept`. `kept` 0 (no limit) keeps nothing.
     pub fn record(&mut self, at_ms: u64, span_ms: u64, kept: usize) {
+        if kept == 0 {
+            self.times_ms = VecDeque::new();
+            return;
+        }
         while self
             .times_ms
             .front()
@@ -94,14 +98,16 @@ impl SlidingCount {
             self.times_ms.pop_front();
         }
         self.times_ms.push_back(at_ms);
-        while self.times_ms.len() > kept.max(1) {
+        while self.times_ms.len() > kept {
             self.times_ms.pop_front();
         }
     }
 
-    /// Nothing within any span is remembered (no event since `span_ms` before `at_ms`).
+    /// No event within the span that ends at `at_ms` (only the latest is looked at).
     pub fn is_idle(&self, at_ms: u64, span_ms: u64) -> bool {
-        self.count_at(at_ms, span_ms) == 0
+        self.times_ms
+            .back()
+            .is_none_or(|time| time.saturating_add(span_ms) <= at_ms)
     }
 }
 

@@ -1,7 +1,10 @@
 -- The referral work of benches/referrals.rs, in PostgreSQL: players with parent links
--- and counters, and one row per reward. Seeded like the Playtree run: 100 influencers
+-- and counters (referees within 8 levels, activated referees within 8 levels), one row
+-- per reward, one row per partner event-log entry, and a leaderboard index, as
+-- Playtree's trees, grants, log and leaderboard keep them. Seeded like the Playtree run: 100 influencers
 -- refer about half of the players, the rest hang in chains below random earlier players,
 -- at most 8 levels deep.
+DROP TABLE IF EXISTS partner_log;
 DROP TABLE IF EXISTS rewards;
 DROP TABLE IF EXISTS players;
 CREATE TABLE players (
@@ -10,6 +13,8 @@ CREATE TABLE players (
     root bigint NOT NULL,
     depth int NOT NULL,
     referees int NOT NULL DEFAULT 0,
+    referees_within_8 int NOT NULL DEFAULT 0,
+    last_referee_at timestamptz,
     activated boolean NOT NULL DEFAULT false,
     activated_referees int NOT NULL DEFAULT 0,
     earned bigint NOT NULL DEFAULT 0
@@ -24,6 +29,12 @@ CREATE TABLE rewards (
     at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX rewards_by_beneficiary ON rewards (beneficiary);
+CREATE INDEX leaderboard ON players (referees DESC, last_referee_at);
+-- The partner event log: one entry per claim and per reward.
+CREATE TABLE partner_log (
+    "offset" bigserial PRIMARY KEY,
+    entry jsonb NOT NULL
+);
 
 DO $$
 DECLARE

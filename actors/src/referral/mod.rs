@@ -317,6 +317,7 @@ fn attach(
         referee: referee.clone(),
         at_ms,
         suspect: excess,
+        claims_kept: claims_max,
     });
     // The referrer's place on the leaderboard moves in the same commit.
     let before = cx.state().nodes.get(&referrer).map(|node| {
@@ -480,6 +481,7 @@ fn reward(
         amount,
         at_ms,
         outcome,
+        rewards_kept: rewards_max,
     })
     .map_err(store_error)?;
     count_reward(cx, trigger, state, amount);
@@ -567,6 +569,11 @@ fn decide_reward(cx: &mut Cx<'_>, number: u64, approve: bool) -> Result<RewardSt
             )
         });
     };
+    answers_room(
+        cx,
+        "decisions",
+        cx.state().decided.is_full_at(cx.now_ms, answers_kept(cx)),
+    )?;
     let grant = approve.then(|| held_grant(cx, &held));
     let at_ms = cx.now_ms;
     let keep = answers_kept(cx);
@@ -588,6 +595,27 @@ fn answers_kept(cx: &Cx<'_>) -> state::Keep {
         span_ms: config.partner_answers_kept_ms,
         max: config.partner_answers_max,
     }
+}
+
+/// Refuses a partner request whose answer the tree could keep only by forgetting one
+/// given within `referral.partner_answers_kept_ms` (which would let a repeated
+/// conversion key pay twice): the partner retries later, or the operator raises
+/// `referral.partner_answers_max`.
+fn answers_room(cx: &Cx<'_>, what: &str, full: bool) -> Result<(), ErrorReply> {
+    if !full {
+        return Ok(());
+    }
+    let config = &cx.config().referral;
+    metrics::counter!("playtree_referral_partner_answers_full_total").increment(1);
+    tracing::warn!(tree = %cx.id, what, "a referral tree's partner answers are full");
+    Err(ErrorReply::new(
+        ErrorCode::RateLimited,
+        format!(
+            "the referral tree of {} keeps {} {what} from the last {} ms \
+             (referral.partner_answers_max) and may not forget one sooner; retry later",
+            cx.id, config.partner_answers_max, config.partner_answers_kept_ms
+        ),
+    ))
 }
 
 /// The grant that credits the held reward `held`.
@@ -629,9 +657,20 @@ fn announce_held(
 /// A partner's conversion report for `player`: the kind's rewards up the tree, once per
 /// idempotency key. Answers how many rewards it made.
 fn conversion(cx: &mut Cx<'_>, player: String, kind: &str, key: String) -> Result<u32, ErrorReply> {
-    if let Some(rewards) = cx.state().conversions.get(&(player.clone(), key.clone())) {
+    if let Some(rewards) = cx
+        .state()
+        .conversions
+        .get(&state::conversion_key(&player, &key))
+    {
         return Ok(*rewards);
     }
+    answers_room(
+        cx,
+        "conversion keys",
+        cx.state()
+            .conversions
+            .is_full_at(cx.now_ms, answers_kept(cx)),
+    )?;
     let Some(amounts) = cx.config().referral.conversion_rewards.get(kind).cloned() else {
         return Err(ErrorReply::new(
             ErrorCode::UnknownConversionKind,

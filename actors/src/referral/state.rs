@@ -5,7 +5,7 @@
 //! reward with its state, and the outbox of grants not yet acknowledged by wallets.
 
 use crate::grant::{Grant, GrantCounter};
-use crate::rate::{SLIDING_EVENTS_MAX, SlidingCount};
+use crate::rate::SlidingCount;
 use crate::store::Entity;
 use playtree_protocol::{GrantId, ReferralStats, RewardState, RewardTrigger};
 use serde::{Deserialize, Serialize};
@@ -33,9 +33,26 @@ pub struct TreeState {
     /// Rewards a partner approved or voided lately, with the state it gave them (so
     /// that asking again gets the same answer).
     pub decided: Answers<u64, RewardState>,
-    /// Conversions reported lately, by `(player, idempotency key)`: how many rewards
-    /// each made.
-    pub conversions: Answers<(String, String), u32>,
+    /// Conversions reported lately, by [`conversion_key`]: how many rewards each made.
+    pub conversions: Answers<ConversionKey, u32>,
+}
+
+/// A conversion report's `(player, idempotency key)`, as a 128-bit digest: 16 bytes
+/// whatever the key's length (up to 256 bytes), and collisions beyond reach
+/// (SHA-256 truncated).
+pub type ConversionKey = [u8; 16];
+
+pub fn conversion_key(player: &str, key: &str) -> ConversionKey {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    // Length-prefixed: ("ab", "c") and ("a", "bc") are different reports.
+    hasher.update((player.len() as u64).to_le_bytes());
+    hasher.update(player.as_bytes());
+    hasher.update(key.as_bytes());
+    let digest = hasher.finalize();
+    let mut short = [0u8; 16];
+    short.copy_from_slice(&digest[..16]);
+    short
 }
 
 /// How long a tree keeps its answers to partners, and how many: the event that records
@@ -80,8 +97,20 @@ impl<K: Ord + Clone, V> Answers<K, V> {
         self.by_key.is_empty()
     }
 
+    /// Whether a new answer at `at_ms` would have to forget one given within the span:
+    /// the tree then refuses the request instead, so that a key is never forgotten
+    /// before its time.
+    pub fn is_full_at(&self, at_ms: u64, keep: Keep) -> bool {
+        self.given.len() >= keep.max.max(1)
+            && self
+                .given
+                .front()
+                .is_some_and(|(given_ms, _)| given_ms.saturating_add(keep.span_ms) > at_ms)
+    }
+
     /// Keeps `value` for `key` (a key answered already keeps its first answer), then
-    /// forgets what `keep` lets go.
+    /// forgets what `keep` lets go (the oldest past the span; past the number too,
+    /// which the tree avoids by refusing requests while [`Self::is_full_at`]).
     fn remember(&mut self, key: K, value: V, at_ms: u64, keep: Keep) {
         if !self.by_key.contains_key(&key) {
             self.by_key.insert(key.clone(), value);
@@ -158,16 +187,22 @@ pub enum RewardOutcome {
 pub enum TreeEvent {
     /// The tree's first referral: its root joins as the top node.
     Rooted { root: String, at_ms: u64 },
-    /// `referee` joined below `referrer` (`suspect`: past the referrer's claims limit).
+    /// `referee` joined below `referrer` (`suspect`: past the referrer's claims limit,
+    /// or otherwise flagged). A claim that is paid counts towards the referrer's claims
+    /// limit, which keeps the times of at most `claims_kept` of them (the limit then; 0:
+    /// no limit, nothing kept).
     Attached {
         referrer: String,
         referee: String,
         at_ms: u64,
         suspect: bool,
+        claims_kept: u32,
     },
     /// `player` finished a first game.
     Activated { player: String },
-    /// A reward was made for `beneficiary`.
+    /// A reward was made for `beneficiary`. One that is not flagged counts towards
+    /// the beneficiary's rewards limit, which keeps at most `rewards_kept` (the limit
+    /// then; 0: no limit, nothing kept).
     Rewarded {
         reward: u64,
         beneficiary: String,
@@ -177,6 +212,7 @@ pub enum TreeEvent {
         amount: u64,
         at_ms: u64,
         outcome: RewardOutcome,
+        rewards_kept: u32,
     },
     /// A reward's hold (until `until_ms`) passed: it is credited, its grant goes to the
     /// outbox.
@@ -227,6 +263,7 @@ impl Entity for TreeEntity {
                 referee,
                 at_ms,
                 suspect,
+                claims_kept,
             } => {
                 let Some(depth) = state.nodes.get(referrer).map(|node| node.depth + 1) else {
                     return;
@@ -245,7 +282,9 @@ impl Entity for TreeEntity {
                     },
                 );
                 if let Some(node) = state.nodes.get_mut(referrer) {
-                    node.claims.record(*at_ms, HOUR_MS, SLIDING_EVENTS_MAX);
+                    if !*suspect {
+                        node.claims.record(*at_ms, HOUR_MS, *claims_kept as usize);
+                    }
                     node.last_referee_ms = *at_ms;
                 }
                 for (level, ancestor) in ancestors(state, referee).into_iter().enumerate() {
@@ -280,14 +319,17 @@ impl Entity for TreeEntity {
                 amount,
                 at_ms,
                 outcome,
+                rewards_kept,
             } => {
                 if *reward <= state.rewards_made {
                     return;
                 }
                 state.rewards_made = *reward;
                 let mut node = state.nodes.get_mut(beneficiary);
-                if let Some(node) = node.as_deref_mut() {
-                    node.rewards.record(*at_ms, DAY_MS, SLIDING_EVENTS_MAX);
+                if let Some(node) = node.as_deref_mut()
+                    && *outcome != RewardOutcome::Flagged
+                {
+                    node.rewards.record(*at_ms, DAY_MS, *rewards_kept as usize);
                 }
                 let reward_state = match outcome {
                     RewardOutcome::Credited(grant) => {
@@ -389,7 +431,7 @@ impl Entity for TreeEntity {
                 at_ms,
                 keep,
             } => {
-                let key = (player.clone(), key.clone());
+                let key = conversion_key(player, key);
                 state.conversions.remember(key, *rewards, *at_ms, *keep);
             }
             TreeEvent::GrantDelivered { grant } => {

@@ -176,7 +176,6 @@ fn tls_connector(extra_roots: &[Vec<u8>]) -> Result<tokio_tungstenite::Connector
     Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
 }
 
-/// Connects (over TLS for `wss://`) and completes the handshake.
 /// The upgrade request for `url`, with `headers` added.
 fn upgrade_request(
     url: &str,
@@ -196,6 +195,7 @@ fn upgrade_request(
     Ok(request)
 }
 
+/// Connects (over TLS for `wss://`) and completes the handshake.
 async fn handshake(
     url: &str,
     token: &str,
