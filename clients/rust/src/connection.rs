@@ -52,6 +52,10 @@ pub struct ClientOptions {
     /// Extra HTTP headers sent with the websocket upgrade (for a proxy in front of the
     /// server, or a test that speaks as one, say `X-Forwarded-For`).
     pub headers: Vec<(String, String)>,
+    /// The local address to connect from (a load generator spreading its connections
+    /// over 127.0.0.x, say, since one source address runs out of ports); `None`: the
+    /// system's choice.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientOptions {
@@ -66,6 +70,7 @@ impl Default for ClientOptions {
             reconnect_attempts_max: 20,
             tls_roots: Vec::new(),
             headers: Vec::new(),
+            local_address: None,
         }
     }
 }
@@ -195,6 +200,51 @@ fn upgrade_request(
     Ok(request)
 }
 
+/// A TCP connection from `local` (any port) to the host and port of `uri`.
+async fn connect_from(
+    local: std::net::IpAddr,
+    uri: &tokio_tungstenite::tungstenite::http::Uri,
+) -> Result<TcpStream, ClientError> {
+    let failed = |what: &str, error: std::io::Error| {
+        ClientError::Connect(format!("{what} (from {local}): {error}"))
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::Connect("the URL has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("wss") => 443,
+        _ => 80,
+    });
+    let mut last = None;
+    for remote in tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|error| failed("resolving the host", error))?
+        .filter(|remote| remote.is_ipv4() == local.is_ipv4())
+    {
+        let socket = if local.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|error| failed("opening a socket", error))?;
+        socket
+            .bind(std::net::SocketAddr::new(local, 0))
+            .map_err(|error| failed("binding", error))?;
+        match socket.connect(remote).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(error) => last = Some(failed("connecting", error)),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ClientError::Connect(format!("{host} has no address of {local}'s family"))
+    }))
+}
+
 /// Connects (over TLS for `wss://`) and completes the handshake.
 async fn handshake(
     url: &str,
@@ -210,10 +260,29 @@ async fn handshake(
             tokio_tungstenite::Connector::Plain
         };
         let request = upgrade_request(url, &options.headers)?;
-        let (websocket, _) =
-            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
+        let connect_error =
+            |error: tokio_tungstenite::tungstenite::Error| ClientError::Connect(error.to_string());
+        let (websocket, _) = match options.local_address {
+            None => tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                None,
+                true,
+                Some(connector),
+            )
+            .await
+            .map_err(connect_error)?,
+            Some(local) => {
+                let stream = connect_from(local, request.uri()).await?;
+                tokio_tungstenite::client_async_tls_with_config(
+                    request,
+                    stream,
+                    None,
+                    Some(connector),
+                )
                 .await
-                .map_err(|error| ClientError::Connect(error.to_string()))?;
+                .map_err(connect_error)?
+            }
+        };
         let (mut sink, mut source) = websocket.split();
         let hello = ClientFrame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,

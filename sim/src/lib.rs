@@ -1,0 +1,404 @@
+//! playtree-sim: thousands of simulated players against a Playtree server, through the
+//! client crate partner apps use; invariants checked at the end; a report of latency,
+//! throughput, errors and (for a server it owns) the server's CPU and memory.
+//!
+//! `run` is the whole of it; the binary parses arguments and prints the report, and the
+//! server's test suite runs short scenarios through the same function.
+
+pub mod invariants;
+pub mod player;
+pub mod report;
+pub mod script;
+pub mod server;
+pub mod stats;
+pub mod tokens;
+
+use anyhow::{Context, bail};
+use playtree_client::{Client, ClientOptions};
+use script::{Scenario, Shape};
+use server::OwnedServer;
+use stats::Stats;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The secret the sim signs tokens with on a server it owns.
+const OWNED_SECRET: &str = "playtree-sim-owned-server-secret";
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "playtree-sim", version, about)]
+pub struct Args {
+    /// What the simulated players do.
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub scenario: Scenario,
+    /// Simulated players (one connection each).
+    #[arg(long, default_value_t = 500)]
+    pub players: usize,
+    /// How long the load runs, after every player has connected and joined.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Seeds every random choice: the same seed and arguments give the same script.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Drive an existing server (`ws://host:port`) instead of starting one.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The HS256 secret the server checks tokens with (with --server).
+    #[arg(long, env = "PLAYTREE_SIM_HS256_SECRET", hide_env_values = true)]
+    pub hs256_secret: Option<String>,
+    /// The issuer and audience the server expects in tokens, if it checks them.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// The server binary to start (default: `playtree` next to this binary).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Pin the server the sim starts to this core (taskset).
+    #[arg(long)]
+    pub server_core: Option<usize>,
+    /// Extra server config (TOML) for the server the sim starts.
+    #[arg(long, default_value = "")]
+    pub server_config: String,
+    /// Fanout: rooms of this many players.
+    #[arg(long, default_value_t = 50)]
+    pub room_size: usize,
+    /// Fanout: each player sends a chat line this often.
+    #[arg(long, default_value_t = 1000)]
+    pub period_ms: u64,
+    /// Referral storm: claims per second over all players.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Source addresses 127.0.0.1 .. 127.0.0.N the connections are spread over (one
+    /// address runs out of ports near 28,000 connections). 0: one per 20,000 players.
+    #[arg(long, default_value_t = 0)]
+    pub sources: u8,
+    /// New connections per second while players connect.
+    #[arg(long, default_value_t = 2000)]
+    pub connect_rate: u32,
+    /// Load before the measured part starts (server CPU, deliveries).
+    #[arg(long, default_value_t = 2)]
+    pub warmup_seconds: u64,
+    /// After connecting (before any room), wait this long and read the server's memory
+    /// again: the memory of idle connections once their sessions passivated.
+    #[arg(long, default_value_t = 0)]
+    pub idle_ms: u64,
+    /// Write the report as JSON here, and the latency chart beside it (`.svg`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Print the first N steps of each of the first players' scripts, and exit.
+    #[arg(long)]
+    pub print_script: Option<usize>,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// Defaults for a run driven from code (tests).
+    pub fn for_scenario(scenario: Scenario, players: usize, seconds: u64, seed: u64) -> Args {
+        use clap::Parser;
+        let mut args = Args::parse_from(["playtree-sim"]);
+        args.scenario = scenario;
+        args.players = players;
+        args.seconds = seconds;
+        args.seed = seed;
+        args.quiet = true;
+        args.warmup_seconds = 0;
+        args
+    }
+
+    pub fn shape(&self) -> Shape {
+        Shape {
+            scenario: self.scenario,
+            players: self.players,
+            seed: self.seed,
+            period_ms: self.period_ms,
+            claims_per_second: self.rate,
+        }
+    }
+}
+
+/// The server config the sim starts its own server with.
+fn owned_config(args: &Args) -> String {
+    let players = args.players;
+    let room_size = if args.scenario == Scenario::Fanout {
+        args.room_size
+    } else {
+        50
+    };
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+data_dir = "{{data_dir}}"
+shutdown_grace_ms = 3000
+
+[auth]
+hs256_secret = "{OWNED_SECRET}"
+
+[limits]
+connections_max = {connections}
+frames_per_second = 1000
+frames_burst = 1000
+
+[actors]
+sessions_max = {sessions}
+
+[rooms]
+wheel_players_max = {room_size}
+chat_per_second = 100
+chat_burst = 100
+
+[quiz]
+lobby_countdown_ms = 1000
+questions_per_game = 3
+question_ms = 2000
+reveal_ms = 500
+podium_ms = 1000
+
+[referral]
+claims_per_referrer_per_hour = 0
+rewards_per_player_per_day = 0
+
+[[wheels]]
+id = "sim"
+spins_per_day = 1000000
+segments = [
+  {{ label = "5 coins", prize = 5, weight = 50 }},
+  {{ label = "20 coins", prize = 20, weight = 30 }},
+  {{ label = "No win", prize = 0, weight = 15 }},
+  {{ label = "100 coins", prize = 100, weight = 5 }},
+]
+{extra}
+"#,
+        connections = players * 2 + 100,
+        sessions = players * 2 + 100,
+        extra = args.server_config,
+    )
+}
+
+/// The `playtree` binary beside the running one (cargo puts both in one target dir).
+fn default_server_bin() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("the sim's own path")?;
+    let dir = me.parent().context("the sim's directory")?;
+    // Test binaries live one level down, in deps/.
+    for candidate in [dir.join("playtree"), dir.join("../playtree")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no `playtree` binary beside {}: build it (cargo build --release --bin playtree) or pass --server-bin",
+        me.display()
+    )
+}
+
+/// What the sim learned from one run. `failures` empty: every invariant held.
+pub use report::Report;
+
+/// Runs one simulation; the report says what held and what did not.
+pub async fn run(args: Args) -> anyhow::Result<Report> {
+    let shape = args.shape();
+    if args.players == 0 {
+        bail!("--players must be at least 1");
+    }
+    let mut owned = match &args.server {
+        Some(_) => None,
+        None => {
+            let binary = match &args.server_bin {
+                Some(binary) => binary.clone(),
+                None => default_server_bin()?,
+            };
+            let config = owned_config(&args);
+            let core = args.server_core;
+            Some(
+                tokio::task::spawn_blocking(move || OwnedServer::start(&binary, core, config))
+                    .await??,
+            )
+        }
+    };
+    let (url, secret) = match (&args.server, &owned) {
+        (Some(url), _) => (
+            url.clone(),
+            args.hs256_secret
+                .clone()
+                .context("--server needs --hs256-secret (or PLAYTREE_SIM_HS256_SECRET)")?,
+        ),
+        (None, Some(server)) => (format!("ws://{}", server.ws), OWNED_SECRET.to_owned()),
+        (None, None) => bail!("no server"),
+    };
+    let minter = tokens::Minter::new(&secret, args.issuer.clone(), args.audience.clone());
+    let sources = if args.sources == 0 {
+        args.players.div_ceil(20_000).clamp(1, 250) as u8
+    } else {
+        args.sources
+    };
+    let stats = Arc::new(Stats::default());
+    let plans = shape.players();
+    let memory_before = owned.as_ref().and_then(OwnedServer::memory);
+
+    // Connect everyone, at the connect rate.
+    let progress = report::Progress::new(args.quiet, args.players);
+    let started = Instant::now();
+    let world = Arc::new(player::World::new(&shape, stats.clone()));
+    let mut connecting = tokio::task::JoinSet::new();
+    let pause = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
+    for plan in plans.iter().cloned() {
+        let token = minter.token(&plan.id, "player")?;
+        let options = ClientOptions {
+            local_address: Some(IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (plan.index % usize::from(sources)) as u8,
+            ))),
+            event_buffer: 4096,
+            ..ClientOptions::default()
+        };
+        let url = url.clone();
+        let world = world.clone();
+        connecting.spawn(async move {
+            player::Player::connect(world, plan, &url, &token, options).await
+        });
+        tokio::time::sleep(pause).await;
+        progress.connecting(connecting.len());
+    }
+    let mut players = Vec::with_capacity(args.players);
+    while let Some(joined) = connecting.join_next().await {
+        match joined.context("a connecting task")? {
+            Ok(player) => players.push(player),
+            Err(error) => {
+                progress.finish();
+                bail!("a player could not connect: {error:#}");
+            }
+        }
+    }
+    players.sort_by_key(|player| player.plan.index);
+    let connect_seconds = started.elapsed().as_secs_f64();
+    let memory_connected = owned.as_ref().and_then(OwnedServer::memory);
+    let memory_idle = if args.idle_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
+        owned.as_ref().and_then(OwnedServer::memory)
+    } else {
+        None
+    };
+
+    // Rooms, codes.
+    let mut setting_up = tokio::task::JoinSet::new();
+    for player in &players {
+        let player = player.clone();
+        setting_up.spawn(async move { player.set_up().await });
+    }
+    while let Some(done) = setting_up.join_next().await {
+        done.context("a set-up task")??;
+    }
+    let memory_in_rooms = owned.as_ref().and_then(OwnedServer::memory);
+
+    // The partner: reads stats for the checks, reports conversions during referral runs.
+    let partner_token = minter.token(&format!("sim-partner-{}", args.seed), "partner")?;
+    let (partner, _partner_events) = Client::connect(&url, &partner_token)
+        .await
+        .context("the partner connects")?;
+    let partner = Arc::new(partner);
+
+    // The load.
+    let duration = Duration::from_secs(args.seconds);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load_start = tokio::time::Instant::now();
+    let mut load = tokio::task::JoinSet::new();
+    for player in &players {
+        let steps = shape.steps(&player.plan, duration.as_millis() as u64);
+        let player = player.clone();
+        let stop = stop.clone();
+        load.spawn(async move { player.play(steps, load_start, stop).await });
+    }
+    if shape.influencers() > 0 {
+        let world = world.clone();
+        let partner = partner.clone();
+        let stop = stop.clone();
+        let seed = args.seed;
+        load.spawn(async move { player::report_conversions(world, partner, seed, stop).await });
+    }
+    let kills = shape.kills(duration.as_millis() as u64);
+    let mut next_kill = 0;
+    let warmup = Duration::from_secs(args.warmup_seconds.min(args.seconds / 2));
+    let mut measured_from: Option<(Instant, f64, u64, f64)> = None;
+    let mut measured = None;
+    let mut second = 0u64;
+    let mut ticker =
+        tokio::time::interval_at(load_start + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        stats.tick(second);
+        second += 1;
+        let elapsed = load_start.elapsed();
+        progress.running(&stats, &world, elapsed, duration);
+        if measured_from.is_none() && elapsed >= warmup {
+            let cpu = owned
+                .as_ref()
+                .and_then(OwnedServer::cpu_seconds)
+                .unwrap_or(0.0);
+            measured_from = Some((
+                Instant::now(),
+                cpu,
+                stats.deliveries.load(Ordering::Relaxed),
+                server::own_cpu_seconds().unwrap_or(0.0),
+            ));
+        }
+        while next_kill < kills.len() && elapsed.as_millis() as u64 >= kills[next_kill] {
+            next_kill += 1;
+            if let Some(mut server) = owned.take() {
+                let restarted = tokio::task::spawn_blocking(move || {
+                    let result = server.kill_and_restart();
+                    (server, result)
+                })
+                .await?;
+                owned = Some(restarted.0);
+                world.crashes.fetch_add(1, Ordering::Relaxed);
+                restarted.1.context("restarting the killed server")?;
+            }
+        }
+        if elapsed >= duration {
+            if let Some((at, cpu, deliveries, sim_cpu)) = measured_from {
+                let cpu_now = owned
+                    .as_ref()
+                    .and_then(OwnedServer::cpu_seconds)
+                    .unwrap_or(0.0);
+                measured = Some(report::Measured {
+                    seconds: at.elapsed().as_secs_f64(),
+                    server_cpu_seconds: owned.as_ref().map(|_| cpu_now - cpu),
+                    sim_cpu_seconds: server::own_cpu_seconds().map(|now| now - sim_cpu),
+                    deliveries: stats.deliveries.load(Ordering::Relaxed) - deliveries,
+                });
+            }
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = load.join_next().await {
+        done.context("a load task")?;
+    }
+    progress.finish();
+
+    // The checks.
+    let failures = invariants::check(&players, &world, &partner).await;
+    let memory_end = owned.as_ref().and_then(OwnedServer::memory);
+    let report = report::Report::new(report::Inputs {
+        args: &args,
+        stats: &stats,
+        world: &world,
+        connect_seconds,
+        measured,
+        memory_before,
+        memory_connected,
+        memory_idle,
+        memory_in_rooms,
+        memory_end,
+        kills: owned.as_ref().map_or(0, |server| server.kills),
+        failures,
+    });
+    Ok(report)
+}

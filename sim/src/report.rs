@@ -1,0 +1,363 @@
+//! The report: a readable summary for the terminal, JSON for machines, and a chart of
+//! latency over the run (SVG) beside the JSON. Also the live progress line.
+
+use crate::Args;
+use crate::player::World;
+use crate::stats::{Percentiles, Second, Stats};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The live line: connected players, requests/s, events/s, errors.
+#[derive(Debug)]
+pub struct Progress {
+    bar: ProgressBar,
+    last: std::sync::Mutex<(u64, u64)>,
+}
+
+impl Progress {
+    pub fn new(quiet: bool, players: usize) -> Progress {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new_spinner()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(format!("connecting {players} players"));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress {
+            bar,
+            last: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn connecting(&self, started: usize) {
+        self.bar
+            .set_message(format!("connecting: {started} started"));
+    }
+
+    /// Called once a second during the load.
+    pub fn running(&self, stats: &Stats, world: &World, elapsed: Duration, total: Duration) {
+        let requests = stats.requests_sent.load(Ordering::Relaxed);
+        let events = stats.events.load(Ordering::Relaxed);
+        let mut last = crate::player::lock(&self.last);
+        let (requests_per_second, events_per_second) = (requests - last.0, events - last.1);
+        *last = (requests, events);
+        self.bar.set_message(format!(
+            "{}/{} s · {} connected · {requests_per_second} requests/s · {events_per_second} events/s · {} errors · {} kills",
+            elapsed.as_secs(),
+            total.as_secs(),
+            world.connected.load(Ordering::Relaxed),
+            stats.errors.load(Ordering::Relaxed),
+            world.crashes.load(Ordering::Relaxed),
+        ));
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The measured part of the load (after the warm-up).
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub seconds: f64,
+    pub server_cpu_seconds: Option<f64>,
+    /// The sim's own CPU: near `seconds` × its cores, the sim is what limits the run.
+    pub sim_cpu_seconds: Option<f64>,
+    pub deliveries: u64,
+}
+
+/// The server's memory at points of the run (bytes), when the sim owns it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Memory {
+    pub rss_before: Option<u64>,
+    pub rss_connected: Option<u64>,
+    pub rss_idle: Option<u64>,
+    pub rss_in_rooms: Option<u64>,
+    pub rss_end: Option<u64>,
+    pub peak_rss: Option<u64>,
+    /// (RSS connected − before) / players.
+    pub per_connection_connected: Option<f64>,
+    /// (RSS after --idle-ms − before) / players: idle connections, sessions passivated.
+    pub per_connection_idle: Option<f64>,
+    /// (RSS in rooms − before) / players.
+    pub per_connection_in_rooms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: crate::script::Scenario,
+    pub seed: u64,
+    pub players: usize,
+    pub seconds: u64,
+    pub connect_seconds: f64,
+    pub requests: u64,
+    pub events: u64,
+    pub deliveries: u64,
+    pub spins: u64,
+    pub chats: u64,
+    pub claims: u64,
+    pub answers: u64,
+    pub reconnects: u64,
+    pub kills: u32,
+    pub errors: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub request_latency: BTreeMap<String, Percentiles>,
+    pub fanout_latency: Percentiles,
+    pub measured: Option<Measured>,
+    /// Deliveries per second in the measured part.
+    pub deliveries_per_second: Option<f64>,
+    /// Server CPU microseconds per delivered message (fanout), when the sim owns it.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    pub memory: Memory,
+    pub series: Vec<Second>,
+    /// Invariants that did not hold (empty: all held).
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Inputs<'a> {
+    pub args: &'a Args,
+    pub stats: &'a Stats,
+    pub world: &'a World,
+    pub connect_seconds: f64,
+    pub measured: Option<Measured>,
+    pub memory_before: Option<(u64, u64)>,
+    pub memory_connected: Option<(u64, u64)>,
+    pub memory_idle: Option<(u64, u64)>,
+    pub memory_in_rooms: Option<(u64, u64)>,
+    pub memory_end: Option<(u64, u64)>,
+    pub kills: u32,
+    pub failures: Vec<String>,
+}
+
+impl Report {
+    pub fn new(inputs: Inputs<'_>) -> Report {
+        let Inputs {
+            args, stats, world, ..
+        } = inputs;
+        let players = args.players as f64;
+        let rss = |point: Option<(u64, u64)>| point.map(|(rss, _)| rss);
+        let per_connection = |point: Option<(u64, u64)>| {
+            Some((rss(point)? as f64 - rss(inputs.memory_before)? as f64) / players)
+        };
+        let memory = Memory {
+            rss_before: rss(inputs.memory_before),
+            rss_connected: rss(inputs.memory_connected),
+            rss_idle: rss(inputs.memory_idle),
+            rss_in_rooms: rss(inputs.memory_in_rooms),
+            rss_end: rss(inputs.memory_end),
+            peak_rss: inputs.memory_end.map(|(_, peak)| peak),
+            per_connection_connected: per_connection(inputs.memory_connected),
+            per_connection_idle: per_connection(inputs.memory_idle),
+            per_connection_in_rooms: per_connection(inputs.memory_in_rooms),
+        };
+        let deliveries_per_second = inputs
+            .measured
+            .as_ref()
+            .filter(|measured| measured.seconds > 0.0)
+            .map(|measured| measured.deliveries as f64 / measured.seconds);
+        let server_cpu_us_per_delivery = inputs.measured.as_ref().and_then(|measured| {
+            let cpu = measured.server_cpu_seconds?;
+            (measured.deliveries > 0).then(|| cpu * 1e6 / measured.deliveries as f64)
+        });
+        Report {
+            scenario: args.scenario,
+            seed: args.seed,
+            players: args.players,
+            seconds: args.seconds,
+            connect_seconds: inputs.connect_seconds,
+            requests: stats.requests_sent.load(Ordering::Relaxed),
+            events: stats.events.load(Ordering::Relaxed),
+            deliveries: stats.deliveries.load(Ordering::Relaxed),
+            spins: world.spins.load(Ordering::Relaxed),
+            chats: world.chats.load(Ordering::Relaxed),
+            claims: world.claims.load(Ordering::Relaxed),
+            answers: world.answers.load(Ordering::Relaxed),
+            reconnects: stats.reconnects.load(Ordering::Relaxed),
+            kills: inputs.kills,
+            errors: stats.errors.load(Ordering::Relaxed),
+            errors_by_code: stats.errors_by_code(),
+            request_latency: stats.requests_by_op(),
+            fanout_latency: Percentiles::of(&stats.fanout.merged(false)),
+            measured: inputs.measured,
+            deliveries_per_second,
+            server_cpu_us_per_delivery,
+            memory,
+            series: stats.series(),
+            failures: inputs.failures,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The summary a person reads.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "playtree-sim: {:?}, {} players, {} s, seed {}",
+            self.scenario, self.players, self.seconds, self.seed
+        );
+        let _ = writeln!(
+            out,
+            "  connected in {:.1} s; {} requests, {} events ({} chat deliveries); {} spins, {} chats, {} claims, {} answers, {} reconnects, {} server kills",
+            self.connect_seconds,
+            self.requests,
+            self.events,
+            self.deliveries,
+            self.spins,
+            self.chats,
+            self.claims,
+            self.answers,
+            self.reconnects,
+            self.kills
+        );
+        let line = |p: &Percentiles| {
+            format!(
+                "n={:<8} p50 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms  max {:>8.2} ms",
+                p.count, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms
+            )
+        };
+        let _ = writeln!(out, "  request latency:");
+        for (op, percentiles) in &self.request_latency {
+            let _ = writeln!(out, "    {op:<11} {}", line(percentiles));
+        }
+        if self.fanout_latency.count > 0 {
+            let _ = writeln!(
+                out,
+                "  fanout (send → every member): {}",
+                line(&self.fanout_latency)
+            );
+        }
+        if let Some(rate) = self.deliveries_per_second {
+            let _ = writeln!(out, "  deliveries: {rate:.0}/s measured");
+        }
+        if let Some(cpu) = self.server_cpu_us_per_delivery {
+            let _ = writeln!(out, "  server CPU per delivered message: {cpu:.2} µs");
+        }
+        if let Some(measured) = &self.measured {
+            let share = |cpu: Option<f64>| {
+                cpu.map_or("-".to_owned(), |cpu| {
+                    format!("{:.0} %", 100.0 * cpu / measured.seconds)
+                })
+            };
+            let _ = writeln!(
+                out,
+                "  CPU over the measured {:.1} s (100 % = one core): server {}, sim {}",
+                measured.seconds,
+                share(measured.server_cpu_seconds),
+                share(measured.sim_cpu_seconds)
+            );
+        }
+        let kib = |bytes: f64| bytes / 1024.0;
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        if let Some(peak) = self.memory.peak_rss {
+            let _ = writeln!(out, "  server peak RSS: {:.1} MiB", mib(peak));
+        }
+        for (what, value) in [
+            ("connected", self.memory.per_connection_connected),
+            ("idle (after --idle-ms)", self.memory.per_connection_idle),
+            ("in rooms", self.memory.per_connection_in_rooms),
+        ] {
+            if let Some(bytes) = value {
+                let _ = writeln!(
+                    out,
+                    "  server memory per connection, {what}: {:.1} KiB",
+                    kib(bytes)
+                );
+            }
+        }
+        if self.errors > 0 {
+            let _ = writeln!(out, "  errors ({}):", self.errors);
+            for (code, count) in &self.errors_by_code {
+                let _ = writeln!(out, "    {code}: {count}");
+            }
+        }
+        if self.passed() {
+            let _ = writeln!(out, "  invariants: all held");
+        } else {
+            let _ = writeln!(
+                out,
+                "  INVARIANTS FAILED ({}); reproduce with --seed {} and the same arguments:",
+                self.failures.len(),
+                self.seed
+            );
+            for failure in &self.failures {
+                let _ = writeln!(out, "    {failure}");
+            }
+        }
+        out
+    }
+
+    /// Writes the JSON report to `path` and the chart beside it (`.svg`).
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        std::fs::write(path, serde_json::to_vec_pretty(self)?)?;
+        self.chart(&path.with_extension("svg"))
+    }
+
+    /// Latency over the run: fanout and request p50/p99 per second.
+    pub fn chart(&self, path: &Path) -> anyhow::Result<()> {
+        use plotters::prelude::*;
+        let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let seconds = self.series.len().max(1) as u64;
+        let top = self
+            .series
+            .iter()
+            .flat_map(|second| [second.fanout.p99_ms, second.requests.p99_ms])
+            .fold(1.0_f64, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "playtree-sim {:?}: {} players, seed {}",
+                    self.scenario, self.players, self.seed
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0u64..seconds, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("second of the run")
+            .y_desc("latency (ms)")
+            .draw()?;
+        let series = |pick: fn(&Second) -> f64| {
+            self.series
+                .iter()
+                .map(move |second| (second.second, pick(second)))
+                .collect::<Vec<_>>()
+        };
+        for (label, color, points) in [
+            ("fanout p50", BLUE, series(|s| s.fanout.p50_ms)),
+            ("fanout p99", RED, series(|s| s.fanout.p99_ms)),
+            ("request p50", GREEN, series(|s| s.requests.p50_ms)),
+            ("request p99", MAGENTA, series(|s| s.requests.p99_ms)),
+        ] {
+            chart
+                .draw_series(LineSeries::new(points, &color))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
+}
