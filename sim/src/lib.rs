@@ -81,10 +81,15 @@ pub struct Args {
     /// Load before the measured part starts (server CPU, deliveries).
     #[arg(long, default_value_t = 2)]
     pub warmup_seconds: u64,
-    /// After connecting (before any room), wait this long and read the server's memory
-    /// again: the memory of idle connections once their sessions passivated.
+    /// Once every player is in a room (before the load), wait this long and read the
+    /// server's memory again: idle connections in rooms, once their sessions passivated
+    /// (set `session.passivate_after_ms` below it with --server-config).
     #[arg(long, default_value_t = 0)]
     pub idle_ms: u64,
+    /// Connect and set up the players in this many waves (with --idle-ms, the memory
+    /// per idle connection is the last wave's growth: see the report).
+    #[arg(long, default_value_t = 1)]
+    pub waves: usize,
     /// Write the report as JSON here, and the latency chart beside it (`.svg`).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -240,62 +245,76 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let plans = shape.players();
     let memory_before = owned.as_ref().and_then(OwnedServer::memory);
 
-    // Connect everyone, at the connect rate.
+    // Connect everyone, at the connect rate, and set them up (rooms, codes), in
+    // `--waves` waves.
     let progress = report::Progress::new(args.quiet, args.players);
     let started = Instant::now();
     let world = Arc::new(player::World::new(&shape, stats.clone()));
-    let mut connecting = tokio::task::JoinSet::new();
     let pause = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
-    for plan in plans.iter().cloned() {
-        let token = minter.token(&plan.id, "player")?;
-        let options = ClientOptions {
-            local_address: Some(IpAddr::V4(Ipv4Addr::new(
-                127,
-                0,
-                0,
-                1 + (plan.index % usize::from(sources)) as u8,
-            ))),
-            event_buffer: 4096,
-            ..ClientOptions::default()
-        };
-        let url = url.clone();
-        let world = world.clone();
-        connecting.spawn(async move {
-            player::Player::connect(world, plan, &url, &token, options).await
-        });
-        tokio::time::sleep(pause).await;
-        progress.connecting(connecting.len());
-    }
     let mut players = Vec::with_capacity(args.players);
-    while let Some(joined) = connecting.join_next().await {
-        match joined.context("a connecting task")? {
-            Ok(player) => players.push(player),
-            Err(error) => {
-                progress.finish();
-                bail!("a player could not connect: {error:#}");
+    let mut memory_connected = None;
+    let mut memory_in_rooms = None;
+    let mut memory_idle = None;
+    let mut idle_per_connection = None;
+    let wave_len = args.players.div_ceil(args.waves.max(1));
+    for wave in plans.chunks(wave_len.max(1)) {
+        let mut connecting = tokio::task::JoinSet::new();
+        for plan in wave.iter().cloned() {
+            let token = minter.token(&plan.id, "player")?;
+            let options = ClientOptions {
+                local_address: Some(IpAddr::V4(Ipv4Addr::new(
+                    127,
+                    0,
+                    0,
+                    1 + (plan.index % usize::from(sources)) as u8,
+                ))),
+                event_buffer: 4096,
+                ..ClientOptions::default()
+            };
+            let url = url.clone();
+            let world = world.clone();
+            connecting.spawn(async move {
+                player::Player::connect(world, plan, &url, &token, options).await
+            });
+            tokio::time::sleep(pause).await;
+            progress.connecting(players.len() + connecting.len());
+        }
+        let mut joined = Vec::with_capacity(wave.len());
+        while let Some(connected) = connecting.join_next().await {
+            match connected.context("a connecting task")? {
+                Ok(player) => joined.push(player),
+                Err(error) => {
+                    progress.finish();
+                    bail!("a player could not connect: {error:#}");
+                }
             }
         }
+        memory_connected = owned.as_ref().and_then(OwnedServer::memory);
+        let mut setting_up = tokio::task::JoinSet::new();
+        for player in &joined {
+            let player = player.clone();
+            setting_up.spawn(async move { player.set_up().await });
+        }
+        while let Some(done) = setting_up.join_next().await {
+            done.context("a set-up task")??;
+        }
+        memory_in_rooms = owned.as_ref().and_then(OwnedServer::memory);
+        if args.idle_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
+            let idle = owned.as_ref().and_then(OwnedServer::memory);
+            // After the first wave, what one more idle connection costs: the allocator
+            // keeps what earlier waves' passivated sessions freed, for the next wave to
+            // reuse, so the growth from wave to wave is the connections' own memory.
+            let base = memory_idle.or(memory_before);
+            if let (Some((now, _)), Some((before, _))) = (idle, base) {
+                idle_per_connection = Some((now as f64 - before as f64) / joined.len() as f64);
+            }
+            memory_idle = idle;
+        }
+        players.extend(joined);
     }
     players.sort_by_key(|player| player.plan.index);
     let connect_seconds = started.elapsed().as_secs_f64();
-    let memory_connected = owned.as_ref().and_then(OwnedServer::memory);
-    let memory_idle = if args.idle_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
-        owned.as_ref().and_then(OwnedServer::memory)
-    } else {
-        None
-    };
-
-    // Rooms, codes.
-    let mut setting_up = tokio::task::JoinSet::new();
-    for player in &players {
-        let player = player.clone();
-        setting_up.spawn(async move { player.set_up().await });
-    }
-    while let Some(done) = setting_up.join_next().await {
-        done.context("a set-up task")??;
-    }
-    let memory_in_rooms = owned.as_ref().and_then(OwnedServer::memory);
 
     // The partner: reads stats for the checks, reports conversions during referral runs.
     let partner_token = minter.token(&format!("sim-partner-{}", args.seed), "partner")?;
@@ -395,6 +414,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         memory_before,
         memory_connected,
         memory_idle,
+        idle_per_connection,
         memory_in_rooms,
         memory_end,
         kills: owned.as_ref().map_or(0, |server| server.kills),

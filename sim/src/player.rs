@@ -5,7 +5,7 @@
 use crate::script::{Action, Activity, PlayerPlan, Profile, Shape, Step};
 use crate::stats::Stats;
 use playtree_client::{Client, ClientError, ClientOptions, Events};
-use playtree_protocol::{Event, EventEnvelope, RoomId, StreamId};
+use playtree_protocol::{ErrorCode, Event, EventEnvelope, RoomId, StreamId};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, HashSet};
@@ -52,6 +52,8 @@ pub struct World {
     pub chats: AtomicU64,
     pub claims: AtomicU64,
     pub answers: AtomicU64,
+    /// When the first claim was sent and the last acknowledged one answered.
+    pub claims_span: Mutex<Option<(Instant, Instant)>>,
 }
 
 impl World {
@@ -71,7 +73,20 @@ impl World {
             chats: AtomicU64::new(0),
             claims: AtomicU64::new(0),
             answers: AtomicU64::new(0),
+            claims_span: Mutex::default(),
         }
+    }
+
+    /// Acknowledged claims per second over the span they were made in.
+    pub fn claims_per_second(&self) -> Option<f64> {
+        let (first, last) = (*lock(&self.claims_span))?;
+        let acked: u64 = self
+            .claims_acked
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum();
+        let seconds = last.duration_since(first).as_secs_f64();
+        (acked > 1 && seconds > 0.0).then(|| acked as f64 / seconds)
     }
 }
 
@@ -153,13 +168,18 @@ fn describe(error: &ClientError) -> String {
     }
 }
 
-/// The outcome of a request the server did not answer is unknown: it may have been
-/// carried out.
+/// Whether a failed request may still have been carried out: the server never answered
+/// (a timeout, a dropped connection), or answered that it does not know yet (5002
+/// Timeout: "the request may still complete"; 5003 StoreFailure: "the outcome is unknown
+/// until the server restarts").
 fn in_doubt(error: &ClientError) -> bool {
-    matches!(
-        error,
-        ClientError::Timeout(_) | ClientError::Closed { .. } | ClientError::Connect(_)
-    )
+    match error {
+        ClientError::Timeout(_) | ClientError::Closed { .. } | ClientError::Connect(_) => true,
+        ClientError::Server(reply) => {
+            matches!(reply.code, ErrorCode::Timeout | ErrorCode::StoreFailure)
+        }
+        ClientError::Refused { .. } | ClientError::Protocol(_) => false,
+    }
 }
 
 impl Player {
@@ -300,6 +320,10 @@ impl Player {
                 stats.request(shard, "claim", took(began));
                 match result {
                     Ok(_) => {
+                        let mut span = lock(&self.world.claims_span);
+                        let first = span.map_or(began, |(first, _)| first.min(began));
+                        *span = Some((first, Instant::now()));
+                        drop(span);
                         self.world.claims_acked[influencer].fetch_add(1, Ordering::Relaxed);
                         lock(&self.world.referees).push(self.plan.id.clone());
                     }
@@ -397,16 +421,18 @@ async fn read_events(player: Arc<Player>, mut events: Events) {
 fn follow(seen: &Seen, envelope: &EventEnvelope) {
     let mut positions = lock(&seen.positions);
     let position = (envelope.epoch, envelope.seq);
-    if let Some(&(epoch, seq)) = positions.get(&envelope.stream)
-        && epoch == envelope.epoch
-        && envelope.seq != seq + 1
-    {
+    let Some(last) = positions.get_mut(&envelope.stream) else {
+        positions.insert(envelope.stream.clone(), position);
+        return;
+    };
+    let (epoch, seq) = *last;
+    *last = position;
+    if epoch == envelope.epoch && envelope.seq != seq + 1 {
         lock(&seen.gaps).push(format!(
             "{:?}: after seq {seq} came {} (epoch {epoch})",
             envelope.stream, envelope.seq
         ));
     }
-    positions.insert(envelope.stream.clone(), position);
 }
 
 /// The partner reports conversions for acknowledged referees, about five a second, and
@@ -473,6 +499,17 @@ pub async fn report_conversions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_the_server_may_still_carry_out_is_in_doubt() {
+        let server = |code| ClientError::Server(playtree_protocol::ErrorReply::new(code, "x"));
+        assert!(in_doubt(&server(ErrorCode::Timeout)));
+        assert!(in_doubt(&server(ErrorCode::StoreFailure)));
+        assert!(in_doubt(&ClientError::Timeout(
+            std::time::Duration::from_secs(1)
+        )));
+        assert!(!in_doubt(&server(ErrorCode::ReferralAlreadyClaimed)));
+    }
 
     fn envelope(stream: StreamId, epoch: u64, seq: u64) -> EventEnvelope {
         EventEnvelope {

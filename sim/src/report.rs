@@ -86,7 +86,10 @@ pub struct Memory {
     pub peak_rss: Option<u64>,
     /// (RSS connected − before) / players.
     pub per_connection_connected: Option<f64>,
-    /// (RSS after --idle-ms − before) / players: idle connections, sessions passivated.
+    /// Idle connections in rooms, sessions passivated (after --idle-ms): with one wave,
+    /// (RSS − before) / players, which counts memory the allocator kept from the
+    /// passivated sessions too (an upper bound); with --waves 2 or more, the last wave's
+    /// RSS growth over its players.
     pub per_connection_idle: Option<f64>,
     /// (RSS in rooms − before) / players.
     pub per_connection_in_rooms: Option<f64>,
@@ -107,6 +110,8 @@ pub struct Report {
     pub claims: u64,
     pub answers: u64,
     pub reconnects: u64,
+    /// Claims acknowledged per second, from the first claim sent to the last answered.
+    pub claims_per_second: Option<f64>,
     pub kills: u32,
     pub errors: u64,
     pub errors_by_code: BTreeMap<String, u64>,
@@ -133,6 +138,7 @@ pub struct Inputs<'a> {
     pub memory_before: Option<(u64, u64)>,
     pub memory_connected: Option<(u64, u64)>,
     pub memory_idle: Option<(u64, u64)>,
+    pub idle_per_connection: Option<f64>,
     pub memory_in_rooms: Option<(u64, u64)>,
     pub memory_end: Option<(u64, u64)>,
     pub kills: u32,
@@ -157,7 +163,7 @@ impl Report {
             rss_end: rss(inputs.memory_end),
             peak_rss: inputs.memory_end.map(|(_, peak)| peak),
             per_connection_connected: per_connection(inputs.memory_connected),
-            per_connection_idle: per_connection(inputs.memory_idle),
+            per_connection_idle: inputs.idle_per_connection,
             per_connection_in_rooms: per_connection(inputs.memory_in_rooms),
         };
         let deliveries_per_second = inputs
@@ -183,11 +189,12 @@ impl Report {
             claims: world.claims.load(Ordering::Relaxed),
             answers: world.answers.load(Ordering::Relaxed),
             reconnects: stats.reconnects.load(Ordering::Relaxed),
+            claims_per_second: world.claims_per_second(),
             kills: inputs.kills,
             errors: stats.errors.load(Ordering::Relaxed),
             errors_by_code: stats.errors_by_code(),
             request_latency: stats.requests_by_op(),
-            fanout_latency: Percentiles::of(&stats.fanout.merged(false)),
+            fanout_latency: Percentiles::of(&stats.fanout()),
             measured: inputs.measured,
             deliveries_per_second,
             server_cpu_us_per_delivery,
@@ -240,13 +247,23 @@ impl Report {
                 line(&self.fanout_latency)
             );
         }
+        if let Some(rate) = self.claims_per_second {
+            let _ = writeln!(
+                out,
+                "  referral claims: {rate:.0}/s acknowledged (first sent to last answered)"
+            );
+        }
         if let Some(rate) = self.deliveries_per_second {
             let _ = writeln!(out, "  deliveries: {rate:.0}/s measured");
         }
         if let Some(cpu) = self.server_cpu_us_per_delivery {
             let _ = writeln!(out, "  server CPU per delivered message: {cpu:.2} µs");
         }
-        if let Some(measured) = &self.measured {
+        if let Some(measured) = self
+            .measured
+            .as_ref()
+            .filter(|measured| measured.seconds >= 0.5)
+        {
             let share = |cpu: Option<f64>| {
                 cpu.map_or("-".to_owned(), |cpu| {
                     format!("{:.0} %", 100.0 * cpu / measured.seconds)
@@ -267,7 +284,10 @@ impl Report {
         }
         for (what, value) in [
             ("connected", self.memory.per_connection_connected),
-            ("idle (after --idle-ms)", self.memory.per_connection_idle),
+            (
+                "in rooms, idle (after --idle-ms)",
+                self.memory.per_connection_idle,
+            ),
             ("in rooms", self.memory.per_connection_in_rooms),
         ] {
             if let Some(bytes) = value {

@@ -98,7 +98,8 @@ pub struct Second {
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub fanout: Sharded,
+    /// Every delivery of the run, merged in from `fanout_second` at each tick.
+    fanout: Mutex<Option<Histogram<u64>>>,
     fanout_second: Sharded,
     requests: Mutex<BTreeMap<&'static str, Histogram<u64>>>,
     requests_second: Sharded,
@@ -126,8 +127,14 @@ impl Stats {
     /// A chat line reached a room member `micros` after it was sent.
     pub fn delivery(&self, shard: usize, micros: u64) {
         self.deliveries.fetch_add(1, Ordering::Relaxed);
-        self.fanout.record(shard, micros);
         self.fanout_second.record(shard, micros);
+    }
+
+    /// Every delivery recorded so far (those of the second under way included).
+    pub fn fanout(&self) -> Histogram<u64> {
+        let mut all = lock(&self.fanout).clone().unwrap_or_else(histogram);
+        let _ = all.add(self.fanout_second.merged(false));
+        all
     }
 
     /// An error, by the code the server gave or the way the request failed.
@@ -139,9 +146,13 @@ impl Stats {
 
     /// Closes second `second` of the series.
     pub fn tick(&self, second: u64) {
+        let this_second = self.fanout_second.merged(true);
+        let _ = lock(&self.fanout)
+            .get_or_insert_with(histogram)
+            .add(&this_second);
         let point = Second {
             second,
-            fanout: Percentiles::of(&self.fanout_second.merged(true)),
+            fanout: Percentiles::of(&this_second),
             requests: Percentiles::of(&self.requests_second.merged(true)),
             errors: self.errors_second.swap(0, Ordering::Relaxed),
         };
@@ -174,7 +185,7 @@ mod tests {
         for player in 0..100u64 {
             stats.delivery(player as usize, (player + 1) * 1_000);
         }
-        let all = Percentiles::of(&stats.fanout.merged(false));
+        let all = Percentiles::of(&stats.fanout());
         assert_eq!(all.count, 100);
         assert!((all.p50_ms - 50.0).abs() < 0.1, "{all:?}");
         assert!((all.max_ms - 100.0).abs() < 0.1, "{all:?}");
@@ -183,10 +194,11 @@ mod tests {
         let series = stats.series();
         assert_eq!(series[0].fanout.count, 100);
         assert_eq!(series[1].fanout.count, 0, "the second second saw nothing");
+        stats.delivery(3, 5_000);
         assert_eq!(
-            Percentiles::of(&stats.fanout.merged(false)).count,
-            100,
-            "the run's histogram keeps everything"
+            Percentiles::of(&stats.fanout()).count,
+            101,
+            "the run's histogram keeps everything, the second under way included"
         );
     }
 }
