@@ -116,6 +116,18 @@ fn nothing_depends_on_the_simulation_harness() {
 }
 
 #[test]
+fn the_sim_drives_the_server_only_through_the_client_crate() {
+    let metadata = metadata();
+    let closure = runtime_closure(&metadata, "playtree-sim");
+    assert!(closure.contains("playtree-client"));
+    assert_lacks(
+        "playtree-sim",
+        &closure,
+        &["playtree-actors", "playtree", "ractor", "sled"],
+    );
+}
+
+#[test]
 fn only_the_server_reads_environment_variables() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for crate_dir in ["protocol/src", "actors/src", "clients/rust/src"] {
