@@ -116,25 +116,94 @@ async fn passivation_loses_no_message() {
     assert_eq!(balance(hub).await.expect("balance"), expected);
 }
 
-#[tokio::test(flavor = "current_thread")]
+/// A backend whose first write waits until the test lets it finish, so that the test
+/// knows a flush is under way while it queues more writes.
+#[derive(Debug)]
+struct GatedBackend {
+    inner: playtree_actors::store::MemoryBackend,
+    entered: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl playtree_actors::store::StoreBackend for GatedBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
+        self.inner.get(key)
+    }
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
+        self.inner.scan_prefix(prefix)
+    }
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
+        self.inner.scan_from(prefix, start, limit)
+    }
+    fn last_with_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
+        self.inner.last_with_prefix(prefix)
+    }
+    fn write_durable(
+        &self,
+        ops: &[playtree_actors::store::WriteOp],
+    ) -> Result<(), playtree_actors::StoreError> {
+        if !ops.is_empty()
+            && let Some(entered) = self.entered.lock().expect("gate").take()
+        {
+            let _ = entered.send(());
+            if let Some(release) = self.release.lock().expect("gate").take() {
+                // Bounded: a test that never releases fails instead of hanging.
+                let _ = release.recv_timeout(std::time::Duration::from_secs(10));
+            }
+        }
+        self.inner.write_durable(ops)
+    }
+    fn generate_id(&self) -> Result<u64, playtree_actors::StoreError> {
+        self.inner.generate_id()
+    }
+}
+
+#[tokio::test]
 async fn one_flush_serves_many_writers() {
-    let test = hub_with(config()).await;
-    let store = &test.store;
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let backend = GatedBackend {
+        inner: playtree_actors::store::MemoryBackend::default(),
+        entered: std::sync::Mutex::new(Some(entered_tx)),
+        release: std::sync::Mutex::new(Some(release_rx)),
+    };
+    let store =
+        playtree_actors::store::Store::with_backend(std::sync::Arc::new(backend), &config().store)
+            .expect("store");
+    let put = |n: u64| {
+        store
+            .submit(vec![playtree_actors::store::WriteOp::Put(
+                n.to_be_bytes().to_vec(),
+                vec![1],
+            )])
+            .expect("queued")
+    };
     let before = store.flush_count();
-    let tickets: Vec<_> = (0..50u64)
-        .map(|n| {
-            store
-                .submit(vec![playtree_actors::store::WriteOp::Put(
-                    n.to_be_bytes().to_vec(),
-                    vec![1],
-                )])
-                .expect("queued")
-        })
-        .collect();
-    for ticket in tickets {
+    let first = put(0);
+    // The first write's flush is under way (and held): the next 49 queue behind it.
+    entered
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the first flush starts");
+    let rest: Vec<_> = (1..50u64).map(put).collect();
+    release.send(()).expect("release the first flush");
+    first.durable().await.expect("durable");
+    for ticket in rest {
         ticket.durable().await.expect("durable");
     }
-    // The commit thread may wake for the first request before the others are queued;
-    // every later one shares the next flush.
-    assert!(store.flush_count() - before <= 2);
+    assert_eq!(
+        store.flush_count() - before,
+        2,
+        "one flush for the first write, one for the 49 queued while it ran"
+    );
 }

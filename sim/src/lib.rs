@@ -42,7 +42,8 @@ pub struct Args {
     /// Seeds every random choice: the same seed and arguments give the same script.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Drive an existing server (`ws://host:port`) instead of starting one.
+    /// Drive an existing server (`ws://host:port`) instead of starting one. Player ids
+    /// come from the seed: give each run against the same server a seed of its own.
     #[arg(long)]
     pub server: Option<String>,
     /// The HS256 secret the server checks tokens with (with --server).
@@ -201,6 +202,16 @@ fn default_server_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Whether the server at `url` is on this machine's loopback.
+async fn server_is_loopback(url: &str) -> bool {
+    let rest = url.trim_start_matches("ws://").trim_start_matches("wss://");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match tokio::net::lookup_host(authority).await {
+        Ok(mut addresses) => addresses.all(|address| address.ip().is_loopback()),
+        Err(_) => false,
+    }
+}
+
 /// What the sim learned from one run. `failures` empty: every invariant held.
 pub use report::Report;
 
@@ -209,6 +220,9 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let shape = args.shape();
     if args.players == 0 {
         bail!("--players must be at least 1");
+    }
+    if args.scenario == Scenario::Crash && args.server.is_some() {
+        bail!("the crash scenario kills the server it owns: it cannot be run with --server");
     }
     let mut owned = match &args.server {
         Some(_) => None,
@@ -241,6 +255,8 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     } else {
         args.sources
     };
+    // Source addresses 127.0.0.x reach only a server on loopback.
+    let loopback = server_is_loopback(&url).await;
     let stats = Arc::new(Stats::default());
     let plans = shape.players();
     let memory_before = owned.as_ref().and_then(OwnedServer::memory);
@@ -262,13 +278,17 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         for plan in wave.iter().cloned() {
             let token = minter.token(&plan.id, "player")?;
             let options = ClientOptions {
-                local_address: Some(IpAddr::V4(Ipv4Addr::new(
-                    127,
-                    0,
-                    0,
-                    1 + (plan.index % usize::from(sources)) as u8,
-                ))),
+                local_address: loopback.then(|| {
+                    IpAddr::V4(Ipv4Addr::new(
+                        127,
+                        0,
+                        0,
+                        1 + (plan.index % usize::from(sources)) as u8,
+                    ))
+                }),
                 event_buffer: 4096,
+                // A restarted server may take a while to recover: keep trying.
+                reconnect_attempts_max: 200,
                 ..ClientOptions::default()
             };
             let url = url.clone();

@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let json = args.json.clone();
+    let seed = args.seed;
     match runtime.block_on(playtree_sim::run(args)) {
         Ok(report) => {
             print!("{}", report.summary());
@@ -43,7 +44,7 @@ fn main() -> std::process::ExitCode {
             }
         }
         Err(error) => {
-            eprintln!("playtree-sim: {error:#}");
+            eprintln!("playtree-sim: {error:#} (seed {seed})");
             std::process::ExitCode::from(2)
         }
     }

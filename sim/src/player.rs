@@ -41,8 +41,8 @@ pub struct World {
     pub claims_in_doubt: Vec<AtomicU64>,
     /// Referees whose claim was acknowledged (the partner reports their conversions).
     pub referees: Mutex<Vec<String>>,
-    /// Conversion reports: key → (player, rewards first answered).
-    pub conversions: Mutex<HashMap<String, (String, u32)>>,
+    /// Conversion reports, in the order first answered: (key, player, rewards).
+    pub conversions: Mutex<Vec<(String, String, u32)>>,
     /// Idempotency violations seen by the partner (a repeated key answered differently).
     pub conversion_mismatches: Mutex<Vec<String>>,
     pub connected: AtomicU64,
@@ -121,8 +121,15 @@ impl Ledger {
         }
     }
 
-    /// A `PlayerSnapshot`: the stream starts again from this balance.
+    /// A `PlayerSnapshot`: the stream starts again from this balance, which can only be
+    /// above what the stream credited so far (wallets are never debited).
     pub fn snapshot(&mut self, balance: u64) {
+        if balance < self.expected() {
+            let expected = self.expected();
+            self.mismatches.push(format!(
+                "a snapshot says {balance}, below the {expected} the stream had credited"
+            ));
+        }
         self.base = balance;
         self.credited = 0;
         self.snapshots += 1;
@@ -212,7 +219,7 @@ impl Player {
             stopped: AtomicBool::new(false),
             world,
         });
-        tokio::spawn(read_events(player.clone(), events));
+        tokio::spawn(read_events(Arc::downgrade(&player), events));
         Ok(player)
     }
 
@@ -220,8 +227,30 @@ impl Player {
         *lock(&self.room)
     }
 
-    /// Joins the player's room; an influencer makes their referral code.
+    /// Joins the player's room; an influencer makes their referral code. A transient
+    /// failure (a timeout, a dropped connection) is tried again, twice.
     pub async fn set_up(&self) -> anyhow::Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.try_set_up().await {
+                Ok(()) => return Ok(()),
+                Err(error)
+                    if attempt < 2 && error.downcast_ref::<ClientError>().is_some_and(in_doubt) =>
+                {
+                    attempt += 1;
+                    self.world.stats.error(format!(
+                        "set-up: {}",
+                        describe(error.downcast_ref::<ClientError>().expect("checked above"))
+                    ));
+                }
+                Err(error) => {
+                    return Err(error.context(format!("{} could not set up", self.plan.id)));
+                }
+            }
+        }
+    }
+
+    async fn try_set_up(&self) -> anyhow::Result<()> {
         let room = match self.plan.activity {
             Activity::Quiz => self
                 .client
@@ -290,6 +319,7 @@ impl Player {
                 stats.request(shard, "spin", took(began));
                 match result {
                     Ok(outcome) => {
+                        stats.acknowledged("spin");
                         self.seen
                             .spin_prizes
                             .fetch_add(outcome.prize, Ordering::Relaxed);
@@ -307,8 +337,9 @@ impl Player {
                 let text = format!("t={}", now_micros());
                 let result = self.client.chat(room, &text).await;
                 stats.request(shard, "chat", took(began));
-                if let Err(error) = result {
-                    stats.error(format!("chat: {}", describe(&error)));
+                match result {
+                    Ok(()) => stats.acknowledged("chat"),
+                    Err(error) => stats.error(format!("chat: {}", describe(&error))),
                 }
             }
             Action::Claim { influencer } => {
@@ -320,6 +351,7 @@ impl Player {
                 stats.request(shard, "claim", took(began));
                 match result {
                     Ok(_) => {
+                        stats.acknowledged("claim");
                         let mut span = lock(&self.world.claims_span);
                         let first = span.map_or(began, |(first, _)| first.min(began));
                         *span = Some((first, Instant::now()));
@@ -356,18 +388,27 @@ impl Player {
             "answer",
             began.elapsed().as_micros() as u64,
         );
-        if let Err(error) = result {
-            self.world
+        match result {
+            Ok(()) => self.world.stats.acknowledged("answer"),
+            Err(error) => self
+                .world
                 .stats
-                .error(format!("answer: {}", describe(&error)));
+                .error(format!("answer: {}", describe(&error))),
         }
     }
 }
 
 /// Reads the player's events until the client is gone.
-async fn read_events(player: Arc<Player>, mut events: Events) {
-    let mut rng = ChaCha8Rng::seed_from_u64(player.plan.seed ^ 0xa115_3e75);
+/// Holds the player weakly: once the run drops its players, their clients close, the
+/// events end and so does this task.
+async fn read_events(player: std::sync::Weak<Player>, mut events: Events) {
+    let mut rng = None;
     while let Some(envelope) = events.next().await {
+        let Some(player) = player.upgrade() else {
+            return;
+        };
+        let rng =
+            rng.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(player.plan.seed ^ 0xa115_3e75));
         let stats = &player.world.stats;
         stats.events.fetch_add(1, Ordering::Relaxed);
         follow(&player.seen, &envelope);
@@ -415,10 +456,15 @@ async fn read_events(player: Arc<Player>, mut events: Events) {
     }
 }
 
-/// Checks that `envelope` follows the last event of its stream: within an epoch, seq
-/// rises by one; a new epoch starts with its snapshot (seq 0) or continues from any seq
-/// (the first event of a stream followed anew).
+/// Checks that `envelope` follows the last event of its stream. Within an epoch, seq
+/// rises by one, except that a snapshot (the history could not reach back) may jump
+/// ahead; a stream followed already may change epoch only upward and only with its
+/// snapshot; the first event of a stream followed anew may come at any position.
 fn follow(seen: &Seen, envelope: &EventEnvelope) {
+    let snapshot = matches!(
+        envelope.event,
+        Event::RoomSnapshot(_) | Event::PlayerSnapshot { .. }
+    );
     let mut positions = lock(&seen.positions);
     let position = (envelope.epoch, envelope.seq);
     let Some(last) = positions.get_mut(&envelope.stream) else {
@@ -427,11 +473,21 @@ fn follow(seen: &Seen, envelope: &EventEnvelope) {
     };
     let (epoch, seq) = *last;
     *last = position;
-    if epoch == envelope.epoch && envelope.seq != seq + 1 {
-        lock(&seen.gaps).push(format!(
-            "{:?}: after seq {seq} came {} (epoch {epoch})",
-            envelope.stream, envelope.seq
-        ));
+    let wrong = if envelope.epoch == epoch {
+        let next = envelope.seq == seq + 1 || snapshot && envelope.seq > seq;
+        (!next).then(|| format!("after seq {seq} came {} (epoch {epoch})", envelope.seq))
+    } else if envelope.epoch < epoch {
+        Some(format!("epoch {} came after epoch {epoch}", envelope.epoch))
+    } else if !snapshot {
+        Some(format!(
+            "epoch {} began (after {epoch}/{seq}) without a snapshot",
+            envelope.epoch
+        ))
+    } else {
+        None
+    };
+    if let Some(wrong) = wrong {
+        lock(&seen.gaps).push(format!("{:?}: {wrong}", envelope.stream));
     }
 }
 
@@ -450,14 +506,12 @@ pub async fn report_conversions(
         ticker.tick().await;
         let repeat = rng.random_range(0..10) == 0;
         let (key, player) = if repeat {
-            let known = lock(&world.conversions)
-                .iter()
-                .next()
-                .map(|(key, (player, _))| (key.clone(), player.clone()));
-            match known {
-                Some(known) => known,
-                None => continue,
+            let conversions = lock(&world.conversions);
+            if conversions.is_empty() {
+                continue;
             }
+            let (key, player, _) = &conversions[rng.random_range(0..conversions.len())];
+            (key.clone(), player.clone())
         } else {
             let referees = lock(&world.referees);
             if referees.is_empty() {
@@ -476,17 +530,16 @@ pub async fn report_conversions(
             .request(0, "conversion", began.elapsed().as_micros() as u64);
         match result {
             Ok(rewards) => {
+                world.stats.acknowledged("conversion");
                 let mut conversions = lock(&world.conversions);
-                match conversions.get(&key) {
-                    Some((_, first)) if *first != rewards => {
+                match conversions.iter().find(|(known, _, _)| *known == key) {
+                    Some((_, _, first)) if *first != rewards => {
                         lock(&world.conversion_mismatches).push(format!(
                             "key {key}: first answered {first} rewards, then {rewards}"
                         ));
                     }
                     Some(_) => {}
-                    None => {
-                        conversions.insert(key, (player, rewards));
-                    }
+                    None => conversions.push((key, player, rewards)),
                 }
             }
             Err(error) => world
@@ -520,29 +573,41 @@ mod tests {
         }
     }
 
+    fn event(stream: StreamId, epoch: u64, seq: u64) -> EventEnvelope {
+        EventEnvelope {
+            event: Event::WalletCredited {
+                grant_id: "g".into(),
+                amount: 1,
+                balance: 1,
+                reason: String::new(),
+            },
+            ..envelope(stream, epoch, seq)
+        }
+    }
+
     #[test]
-    fn a_stream_that_skips_or_repeats_is_a_gap_and_a_new_epoch_is_not() {
+    fn a_stream_that_skips_repeats_or_changes_epoch_silently_is_a_gap() {
         let seen = Seen::default();
         let room = StreamId::Room(1);
         let mine = StreamId::Player("a".into());
-        for (stream, epoch, seq) in [
-            (room.clone(), 1, 7), // the first event of a stream followed anew
-            (room.clone(), 1, 8),
-            (mine.clone(), 3, 1),
-            (room.clone(), 2, 0), // a new epoch starts with its snapshot
-            (room.clone(), 2, 1),
+        for envelope in [
+            event(room.clone(), 1, 7), // the first event of a stream followed anew
+            event(room.clone(), 1, 8),
+            event(mine.clone(), 3, 1),
+            envelope(room.clone(), 2, 0), // a new epoch starts with its snapshot
+            event(room.clone(), 2, 1),
+            envelope(room.clone(), 2, 9), // the history could not reach back: a snapshot
+            event(room.clone(), 2, 10),
         ] {
-            follow(&seen, &envelope(stream, epoch, seq));
+            follow(&seen, &envelope);
         }
         assert!(lock(&seen.gaps).is_empty(), "{:?}", lock(&seen.gaps));
-        follow(&seen, &envelope(room.clone(), 2, 3));
-        follow(&seen, &envelope(mine.clone(), 3, 1));
+        follow(&seen, &event(room.clone(), 2, 12)); // skipped 11
+        follow(&seen, &event(mine.clone(), 3, 1)); // repeated
+        follow(&seen, &event(mine.clone(), 4, 1)); // a new epoch with no snapshot
+        follow(&seen, &envelope(room.clone(), 1, 0)); // an epoch going back
         let gaps = lock(&seen.gaps).clone();
-        assert_eq!(
-            gaps.len(),
-            2,
-            "a skipped event and a repeated one: {gaps:?}"
-        );
+        assert_eq!(gaps.len(), 4, "{gaps:?}");
     }
 
     #[test]
@@ -559,6 +624,12 @@ mod tests {
             ledger.mismatches.len(),
             1,
             "a balance the stream does not add up to"
+        );
+        ledger.snapshot(50);
+        assert_eq!(
+            ledger.mismatches.len(),
+            2,
+            "a snapshot below what the stream credited"
         );
     }
 }

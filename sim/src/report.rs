@@ -115,6 +115,8 @@ pub struct Report {
     pub kills: u32,
     pub errors: u64,
     pub errors_by_code: BTreeMap<String, u64>,
+    /// Requests the server carried out, by kind.
+    pub acknowledged: BTreeMap<String, u64>,
     pub request_latency: BTreeMap<String, Percentiles>,
     pub fanout_latency: Percentiles,
     pub measured: Option<Measured>,
@@ -193,6 +195,7 @@ impl Report {
             kills: inputs.kills,
             errors: stats.errors.load(Ordering::Relaxed),
             errors_by_code: stats.errors_by_code(),
+            acknowledged: stats.acknowledged_by_op(),
             request_latency: stats.requests_by_op(),
             fanout_latency: Percentiles::of(&stats.fanout()),
             measured: inputs.measured,
@@ -236,7 +239,13 @@ impl Report {
                 p.count, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms
             )
         };
-        let _ = writeln!(out, "  request latency:");
+        let acknowledged: Vec<String> = self
+            .acknowledged
+            .iter()
+            .map(|(op, count)| format!("{count} {op}"))
+            .collect();
+        let _ = writeln!(out, "  acknowledged: {}", acknowledged.join(", "));
+        let _ = writeln!(out, "  request latency (failed requests included):");
         for (op, percentiles) in &self.request_latency {
             let _ = writeln!(out, "    {op:<11} {}", line(percentiles));
         }

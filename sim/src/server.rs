@@ -114,7 +114,15 @@ impl OwnedServer {
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
-        let (ws, admin) = read_addresses(&mut child)?;
+        let (ws, admin) = match read_addresses(&mut child) {
+            Ok(addresses) => addresses,
+            Err(error) => {
+                // Not left running: it would hold the ports and the data dir.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(error);
+            }
+        };
         self.ws = ws;
         self.admin = admin;
         self.child = Some(child);
@@ -137,17 +145,23 @@ impl OwnedServer {
         self.killed_cpu_seconds += cpu;
         self.killed_peak_rss = self.killed_peak_rss.max(peak);
         self.kills += 1;
-        let mut last = None;
-        for _ in 0..20 {
+        // A start that fails at once (the old ports not yet released) is tried again for
+        // up to 10 s; one that starts and never reports its addresses is not.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = std::time::Instant::now();
             match self.spawn() {
                 Ok(()) => return Ok(()),
-                Err(error) => {
-                    last = Some(error);
+                Err(error)
+                    if std::time::Instant::now() < deadline
+                        && attempt.elapsed() < Duration::from_secs(5) =>
+                {
+                    let _ = error;
                     std::thread::sleep(Duration::from_millis(250));
                 }
+                Err(error) => return Err(error),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("the server did not restart")))
     }
 
     /// CPU seconds (user + system) the server has used, killed processes included.

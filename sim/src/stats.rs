@@ -111,6 +111,8 @@ pub struct Stats {
     by_code: Mutex<BTreeMap<String, u64>>,
     pub reconnects: AtomicU64,
     series: Mutex<Vec<Second>>,
+    /// Requests the server carried out, by kind.
+    acknowledged: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -122,6 +124,18 @@ impl Stats {
             .entry(op)
             .or_insert_with(histogram)
             .record(micros.clamp(1, HIGHEST_US));
+    }
+
+    /// A request of kind `op` was carried out.
+    pub fn acknowledged(&self, op: &'static str) {
+        *lock(&self.acknowledged).entry(op).or_default() += 1;
+    }
+
+    pub fn acknowledged_by_op(&self) -> BTreeMap<String, u64> {
+        lock(&self.acknowledged)
+            .iter()
+            .map(|(op, count)| ((*op).to_owned(), *count))
+            .collect()
     }
 
     /// A chat line reached a room member `micros` after it was sent.

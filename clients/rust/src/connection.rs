@@ -232,6 +232,11 @@ async fn connect_from(
             tokio::net::TcpSocket::new_v6()
         }
         .map_err(|error| failed("opening a socket", error))?;
+        // As a plain connect may, reuse a local port whose earlier connection is in
+        // TIME_WAIT: a client that reconnects often would otherwise run out of ports.
+        socket
+            .set_reuseaddr(true)
+            .map_err(|error| failed("setting SO_REUSEADDR", error))?;
         socket
             .bind(std::net::SocketAddr::new(local, 0))
             .map_err(|error| failed("binding", error))?;
