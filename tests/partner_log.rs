@@ -139,8 +139,7 @@ async fn entries_past_their_retention_are_deleted_but_the_newest_stays() {
     assert_eq!(deleted + left.len(), 4, "two entries per claim");
     assert_eq!(left.len(), 1, "the newest stays");
     assert_eq!(left[0].0, head - 1);
-    let token = mint_as(&server.config, "shop", Role::Partner, now_s(), 600);
-    let (partner, _) = server.connect_with_token(&token).await.expect("partner");
+    let partner = server.connect_partner("shop").await;
     let refused = partner.subscribe(Some(head - 4)).await;
     assert!(
         matches!(&refused, Err(ClientError::Server(error)) if error.code == ErrorCode::OffsetNotRetained),

@@ -126,17 +126,7 @@ async fn partners_report_conversions_once_and_decide_flagged_rewards_players_may
         bob.void_reward("alice", flagged.reward).await.map(drop)
     ));
 
-    let token = common::mint_as(
-        &server.config,
-        "shop",
-        playtree_protocol::Role::Partner,
-        common::now_s(),
-        600,
-    );
-    let (partner, _) = server
-        .connect_with_token(&token)
-        .await
-        .expect("partner connects");
+    let partner = server.connect_partner("shop").await;
     assert_eq!(
         partner
             .report_conversion("bob", "purchase", 1999, "order-1")

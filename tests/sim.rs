@@ -96,18 +96,7 @@ async fn the_checks_catch_referral_counts_that_differ_from_the_claims_made() {
     };
     let world = Arc::new(player::World::new(&shape, Arc::default()));
     let alice = sim_player(&server, &world, "alice", Profile::Influencer).await;
-    let partner_token = common::mint_as(
-        &server.config,
-        "shop",
-        playtree_protocol::Role::Partner,
-        common::now_s(),
-        600,
-    );
-    let (partner, _) = server
-        .connect_with_token(&partner_token)
-        .await
-        .expect("partner connects");
-    let partner = Arc::new(partner);
+    let partner = Arc::new(server.connect_partner("shop").await);
     let players = vec![alice.clone()];
     let check = || playtree_sim::invariants::check(&players, &world, &partner);
     assert_eq!(

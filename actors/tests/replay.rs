@@ -290,6 +290,8 @@ struct SnapshotLandsDuringRead {
 }
 
 impl playtree_actors::store::StoreBackend for SnapshotLandsDuringRead {
+    common::delegate_backend_scans!(disk);
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
         let value = self.disk.get(key)?;
         if key.first() == Some(&b's')
@@ -300,38 +302,11 @@ impl playtree_actors::store::StoreBackend for SnapshotLandsDuringRead {
         Ok(value)
     }
 
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
-        self.disk.scan_prefix(prefix)
-    }
-
-    fn scan_from(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
-        self.disk.scan_from(prefix, start, limit)
-    }
-
-    fn last_with_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
-        self.disk.last_with_prefix(prefix)
-    }
-
     fn write_durable(
         &self,
         ops: &[playtree_actors::store::WriteOp],
     ) -> Result<(), playtree_actors::StoreError> {
         self.disk.write_durable(ops)
-    }
-
-    fn generate_id(&self) -> Result<u64, playtree_actors::StoreError> {
-        self.disk.generate_id()
     }
 }
 

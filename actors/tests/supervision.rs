@@ -126,28 +126,10 @@ struct GatedBackend {
 }
 
 impl playtree_actors::store::StoreBackend for GatedBackend {
+    common::delegate_backend_scans!(inner);
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
         self.inner.get(key)
-    }
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
-        self.inner.scan_prefix(prefix)
-    }
-    fn scan_from(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
-        self.inner.scan_from(prefix, start, limit)
-    }
-    fn last_with_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
-        self.inner.last_with_prefix(prefix)
     }
     fn write_durable(
         &self,
@@ -163,9 +145,6 @@ impl playtree_actors::store::StoreBackend for GatedBackend {
             }
         }
         self.inner.write_durable(ops)
-    }
-    fn generate_id(&self) -> Result<u64, playtree_actors::StoreError> {
-        self.inner.generate_id()
     }
 }
 

@@ -119,6 +119,15 @@ impl TestServer {
             .expect("connects")
     }
 
+    /// A partner app connected with a `partner` token for `name`.
+    pub async fn connect_partner(&self, name: &str) -> Client {
+        let token = mint_as(&self.config, name, Role::Partner, now_s(), 600);
+        self.connect_with_token(&token)
+            .await
+            .expect("partner connects")
+            .0
+    }
+
     pub async fn connect_with_token(&self, token: &str) -> Result<(Client, Events), ClientError> {
         tokio::time::timeout(WAIT, Client::connect(&self.url(), token))
             .await

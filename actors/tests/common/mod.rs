@@ -160,3 +160,40 @@ pub async fn connect(test: &TestHub, player: &str, outbound: &Outbound) -> Sessi
         .expect("answers")
         .expect("connects")
 }
+
+/// The methods of a `StoreBackend` wrapper that only pass through to the backend in
+/// field `$inner`: scans, the last key, ids. A wrapper writes its own `get` and
+/// `write_durable`, where its test does something.
+#[allow(unused_macros)]
+macro_rules! delegate_backend_scans {
+    ($inner:ident) => {
+        fn scan_prefix(
+            &self,
+            prefix: &[u8],
+        ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
+            self.$inner.scan_prefix(prefix)
+        }
+
+        fn scan_from(
+            &self,
+            prefix: &[u8],
+            start: &[u8],
+            limit: usize,
+        ) -> Result<playtree_actors::store::Pairs, playtree_actors::StoreError> {
+            self.$inner.scan_from(prefix, start, limit)
+        }
+
+        fn last_with_prefix(
+            &self,
+            prefix: &[u8],
+        ) -> Result<Option<Vec<u8>>, playtree_actors::StoreError> {
+            self.$inner.last_with_prefix(prefix)
+        }
+
+        fn generate_id(&self) -> Result<u64, playtree_actors::StoreError> {
+            self.$inner.generate_id()
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use delegate_backend_scans;
