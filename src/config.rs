@@ -103,8 +103,29 @@ pub enum LoadError {
     File { path: PathBuf, reason: String },
     #[error("invalid config: {0}")]
     Figment(String),
+    /// A value of the right type that cannot work, with where it came from.
+    #[error("{error} (set in {source_name})")]
+    Value {
+        error: ConfigError,
+        source_name: String,
+    },
     #[error(transparent)]
     Invalid(#[from] ConfigError),
+}
+
+/// Where a value came from, as a person reads it: the file's path, the environment, or
+/// the embedded defaults.
+fn describe_source(metadata: &figment::Metadata) -> String {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => format!("the file {}", path.display()),
+        _ if metadata.name.contains("environment") => {
+            "the environment (PLAYTREE_<SECTION>__<KEY>)".to_owned()
+        }
+        _ if metadata.name.contains("TOML source string") => {
+            "the embedded defaults or a TOML override".to_owned()
+        }
+        _ => metadata.name.to_string(),
+    }
 }
 
 /// The configuration in the environment: `PLAYTREE_<SECTION>__<KEY>` only. Other
@@ -164,8 +185,36 @@ impl ServerConfig {
                 referral: file.referral,
             },
         };
-        config.validate()?;
+        config.validate().map_err(|error| {
+            // The section (and, for lists, the list) is where the value was given.
+            let key = error.key.split('[').next().unwrap_or(&error.key).to_owned();
+            let source_name = figment
+                .find_metadata(&key)
+                .map_or_else(|| "the embedded defaults".to_owned(), describe_source);
+            LoadError::Value { error, source_name }
+        })?;
         Ok(config)
+    }
+
+    /// The effective configuration as TOML, with secrets replaced by `<redacted>`.
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut file = ConfigFile {
+            server: self.server.clone(),
+            limits: self.limits.clone(),
+            auth: self.auth.clone(),
+            fanout: self.fanout.clone(),
+            actors: self.game.actors.clone(),
+            session: self.game.session.clone(),
+            rooms: self.game.rooms.clone(),
+            store: self.game.store.clone(),
+            quiz: self.game.quiz.clone(),
+            referral: self.game.referral.clone(),
+            wheels: self.game.wheels.clone(),
+        };
+        if !file.auth.hs256_secret.is_empty() {
+            file.auth.hs256_secret = "<redacted>".into();
+        }
+        toml::to_string(&file)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

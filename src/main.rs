@@ -1,4 +1,5 @@
-//! The `playtree` binary: `serve` runs the server, `token` mints development tokens.
+//! The `playtree` binary: `serve` runs the server, `token` mints development tokens,
+//! `config check` validates and prints the effective configuration.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -37,6 +38,18 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// The configuration: the embedded defaults, then --config, then the environment.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it as the server would use it (secrets
+    /// redacted). Exits non-zero, naming the key and where it was set, when it is wrong.
+    Check,
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -62,6 +75,16 @@ fn main() -> anyhow::Result<()> {
     let config = ServerConfig::load(cli.config.as_deref()).context("loading the configuration")?;
     match cli.command {
         Command::Serve => serve(config),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let text = config
+                .to_redacted_toml()
+                .context("printing the configuration")?;
+            print!("{text}");
+            eprintln!("playtree: the configuration is valid");
+            Ok(())
+        }
         Command::Token { player, role, ttl } => {
             let auth = Authenticator::from_config(&config.auth, &config.server.data_dir)?;
             let ttl = ttl.unwrap_or(config.auth.dev_token_lifetime_s);
