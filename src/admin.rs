@@ -17,13 +17,40 @@ static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn prometheus() -> Option<PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                announce_alerted_series();
+                Some(handle)
+            }
             Err(error) => {
                 tracing::warn!(%error, "metrics recorder not installed; /metrics will be empty");
                 None
             }
         })
         .clone()
+}
+
+/// Series that alerts watch exist from the start, at 0: an alert on the rate of
+/// something that has not happened yet still has a series to read, and the dashboard
+/// shows 0 rather than "no data".
+fn announce_alerted_series() {
+    metrics::counter!("playtree_slow_consumer_disconnects_total").increment(0);
+    metrics::counter!("playtree_store_commit_failures_total").increment(0);
+    for kind in ["session", "room", "tree"] {
+        metrics::counter!("playtree_actor_restarts_total", "kind" => kind).increment(0);
+        metrics::counter!("playtree_actor_given_up_total", "kind" => kind).increment(0);
+    }
+    for reason in [
+        "malformed",
+        "bad_signature",
+        "expired",
+        "wrong_audience",
+        "wrong_issuer",
+        "lifetime_too_long",
+        "missing_claim",
+        "expired_live",
+    ] {
+        metrics::counter!("playtree_auth_failures_total", "reason" => reason).increment(0);
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -693,7 +693,14 @@ async fn write_batch(
     }
     kinds.record();
     metrics::histogram!("playtree_write_batch_frames").record(batch.len() as f64);
-    writer.send_binary(&batch).await
+    let since = frames.waiting_since();
+    let written = writer.send_binary(&batch).await;
+    if let Some(since) = since {
+        // From the queue's oldest frame arriving to its write done: the server's share
+        // of fanout latency.
+        metrics::histogram!("playtree_fanout_delay_seconds").record(since.elapsed().as_secs_f64());
+    }
+    written
 }
 
 /// Counts the frames of a batch by type, one counter update per run of a type rather

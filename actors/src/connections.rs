@@ -55,6 +55,9 @@ struct Shared {
 struct Queue {
     frames: VecDeque<OutFrame>,
     bytes: usize,
+    /// When the queue last went from empty to holding a frame: the wait of its oldest
+    /// frame, read by the writer when it starts a write (the fanout delay metric).
+    nonempty_since: Option<std::time::Instant>,
     /// The writer waiting for a frame, and the writer waiting for the slow signal.
     frame_waker: Option<Waker>,
     slow_waker: Option<Waker>,
@@ -110,22 +113,34 @@ impl SlowSignal {
 pub struct OutboundReceiver {
     shared: Arc<Shared>,
     pub slow: SlowSignal,
+    /// When the queue became non-empty before the frame `recv` last returned.
+    waiting_since: Option<std::time::Instant>,
 }
 
 impl OutboundReceiver {
     /// The next frame; waits while the queue is empty.
     pub async fn recv(&mut self) -> OutFrame {
-        poll_fn(|cx| {
-            let mut queue = lock(&self.shared.queue);
+        let shared = &self.shared;
+        let (frame, since) = poll_fn(|cx| {
+            let mut queue = lock(&shared.queue);
+            let since = queue.nonempty_since;
             match pop(&mut queue) {
-                Some(frame) => Poll::Ready(frame),
+                Some(frame) => Poll::Ready((frame, since)),
                 None => {
                     register(&mut queue.frame_waker, cx.waker());
                     Poll::Pending
                 }
             }
         })
-        .await
+        .await;
+        self.waiting_since = since;
+        frame
+    }
+
+    /// Since when the frame `recv` last returned had been waiting at most: when the
+    /// queue last became non-empty (under a steady load, an upper bound).
+    pub fn waiting_since(&self) -> Option<std::time::Instant> {
+        self.waiting_since
     }
 
     pub fn try_recv(&mut self) -> Option<OutFrame> {
@@ -136,8 +151,11 @@ impl OutboundReceiver {
 fn pop(queue: &mut Queue) -> Option<OutFrame> {
     let frame = queue.frames.pop_front()?;
     queue.bytes -= frame.bytes.len();
-    if queue.frames.is_empty() && queue.frames.capacity() > IDLE_CAPACITY_MAX {
-        queue.frames = VecDeque::new();
+    if queue.frames.is_empty() {
+        queue.nonempty_since = None;
+        if queue.frames.capacity() > IDLE_CAPACITY_MAX {
+            queue.frames = VecDeque::new();
+        }
     }
     Some(frame)
 }
@@ -175,6 +193,7 @@ impl Outbound {
             OutboundReceiver {
                 shared: shared.clone(),
                 slow: SlowSignal(shared),
+                waiting_since: None,
             },
         )
     }
@@ -202,6 +221,11 @@ impl Outbound {
         // The writer sleeps only after finding the queue empty (under this lock), so
         // only the push that ends the emptiness needs to wake it.
         let waker = if queue.frames.len() == 1 {
+            // A measurement of the machine for the fanout delay metric, not an input to
+            // any decision: reading the clock here does not break replayability.
+            #[allow(clippy::disallowed_methods)]
+            let now = std::time::Instant::now();
+            queue.nonempty_since = Some(now);
             queue.frame_waker.take()
         } else {
             None
@@ -280,6 +304,27 @@ mod tests {
 
     fn frame(len: usize) -> Bytes {
         Bytes::from(vec![0u8; len])
+    }
+
+    #[tokio::test]
+    async fn a_frame_carries_when_its_queue_stopped_being_empty() {
+        let (outbound, mut receiver) = Outbound::channel(1, 8, 1 << 20);
+        assert!(outbound.push("event", frame(1)));
+        assert!(outbound.push("event", frame(1)));
+        receiver.recv().await;
+        let first = receiver.waiting_since().expect("a wait for the first frame");
+        receiver.recv().await;
+        assert_eq!(
+            receiver.waiting_since(),
+            Some(first),
+            "both waited since the queue filled"
+        );
+        assert!(outbound.push("event", frame(1)));
+        receiver.recv().await;
+        assert!(
+            receiver.waiting_since().expect("a wait") >= first,
+            "a drained queue starts a new wait"
+        );
     }
 
     #[tokio::test]
