@@ -312,7 +312,9 @@ mod tests {
         assert!(outbound.push("event", frame(1)));
         assert!(outbound.push("event", frame(1)));
         receiver.recv().await;
-        let first = receiver.waiting_since().expect("a wait for the first frame");
+        let first = receiver
+            .waiting_since()
+            .expect("a wait for the first frame");
         receiver.recv().await;
         assert_eq!(
             receiver.waiting_since(),
