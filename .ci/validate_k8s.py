@@ -41,8 +41,12 @@ def require(doc, path, where):
 kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
 listed = set(kustomization.get("resources", []))
 manifests = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+# Templates (*.example.yaml) are validated but never deployed.
 for name in manifests:
-    if name not in listed:
+    if name.endswith(".example.yaml"):
+        if name in listed:
+            fail(f"kustomization.yaml deploys the template {name}")
+    elif name not in listed:
         fail(f"kustomization.yaml does not list {name}")
 for name in listed:
     if not (K8S / name).is_file():
@@ -112,6 +116,7 @@ if sts:
     probes = {
         "livenessProbe": "/healthz",
         "readinessProbe": "/readyz",
+        "startupProbe": "/healthz",
     }
     for probe, path in probes.items():
         got = container.get(probe, {}).get("httpGet", {})

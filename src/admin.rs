@@ -34,6 +34,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 /// shows 0 rather than "no data".
 fn announce_alerted_series() {
     metrics::counter!("playtree_slow_consumer_disconnects_total").increment(0);
+    metrics::counter!("playtree_write_timeouts_total").increment(0);
     metrics::counter!("playtree_store_commit_failures_total").increment(0);
     for kind in ["session", "room", "tree"] {
         metrics::counter!("playtree_actor_restarts_total", "kind" => kind).increment(0);

@@ -74,6 +74,10 @@ impl AuthError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error(
+        "auth.hs256_secret is still the template's placeholder, which anyone can read: set a random secret (openssl rand -base64 48)"
+    )]
+    Placeholder,
     #[error("reading {path}: {source}")]
     Read {
         path: String,
@@ -128,6 +132,9 @@ impl Authenticator {
         }
         let secret = if config.hs256_secret.is_empty() {
             dev_secret(data_dir)?
+        } else if config.hs256_secret.starts_with("REPLACE") {
+            // k8s/secret.example.yaml's placeholder: a key everyone can read.
+            return Err(KeyError::Placeholder);
         } else {
             config.hs256_secret.clone().into_bytes()
         };

@@ -694,9 +694,11 @@ async fn write_batch(
     kinds.record();
     metrics::histogram!("playtree_write_batch_frames").record(batch.len() as f64);
     let since = frames.waiting_since();
+    let started = Instant::now();
     let written = writer.send_binary(&batch).await;
+    frames.write_done(started.into_std());
     if let Some(since) = since {
-        // From the queue's oldest frame arriving to its write done: the server's share
+        // From the batch's oldest frame arriving to its write done: the server's share
         // of fanout latency.
         metrics::histogram!("playtree_fanout_delay_seconds").record(since.elapsed().as_secs_f64());
     }

@@ -100,9 +100,20 @@ fn main() -> anyhow::Result<()> {
 fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let server = playtree::start(config, playtree::Environment::default())
-            .await
-            .context("starting the server")?;
+        // Listening for SIGTERM before recovery: as PID 1 in a container, a signal that
+        // has no handler is ignored, and a stop during a long recovery would wait for
+        // the kill.
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        let server = tokio::select! {
+            started = playtree::start(config, playtree::Environment::default()) => {
+                started.context("starting the server")?
+            }
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM during start-up; exiting");
+                return Ok(());
+            }
+        };
         // One machine-readable line on stdout (tests and scripts read it), then help.
         println!("playtree listening ws={} admin={}", server.ws_addr, server.admin_addr);
         eprintln!(
@@ -112,7 +123,7 @@ fn serve(config: ServerConfig) -> anyhow::Result<()> {
         );
         let store = server.hub.store.clone();
         tokio::select! {
-            signal = wait_for_signal() => signal?,
+            () = wait_for_signal(&mut terminate) => {}
             failure = store.failed() => {
                 // Fail-stop: a commit whose outcome is unknown was answered to nobody as
                 // done; the journal is the truth, and a restart recovers from it. No
@@ -131,12 +142,9 @@ fn serve(config: ServerConfig) -> anyhow::Result<()> {
 /// as Kubernetes restarts the process, which recovers from the journal.
 const STORE_FAILED_EXIT_CODE: i32 = 74;
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
     }
-    Ok(())
 }

@@ -233,15 +233,20 @@ fn parse_open_files_limit(limits: &str) -> Option<u64> {
 /// the runtime's own), a generous estimate.
 const FILES_BESIDES_CONNECTIONS: u64 = 64;
 
-/// Warns when `connections_max` connections cannot all be open at once under the
-/// process's open-file limit: past it `accept` fails (EMFILE) however the server is
+/// Raises the process's soft open-file limit towards what `connections_max` needs (up
+/// to the hard limit: container runtimes often start processes at a soft 1,024 under a
+/// far higher hard limit), then warns when `connections_max` connections still cannot
+/// all be open at once: past the limit `accept` fails (EMFILE) however the server is
 /// configured.
 fn check_open_files(connections_max: usize) {
+    let needed = connections_max as u64 + FILES_BESIDES_CONNECTIONS;
+    if let Err(error) = rlimit::increase_nofile_limit(needed) {
+        tracing::warn!(%error, "could not raise the open-file limit");
+    }
     let Some(limit) = open_files_limit() else {
         return;
     };
     metrics::gauge!("playtree_open_files_limit").set(limit as f64);
-    let needed = connections_max as u64 + FILES_BESIDES_CONNECTIONS;
     if limit < needed {
         tracing::warn!(
             open_files_limit = limit,
