@@ -399,6 +399,29 @@ mod tests {
         )
     }
 
+    #[test]
+    fn the_secret_templates_placeholder_is_refused() {
+        let config = AuthConfig {
+            hs256_secret: "REPLACE-WITH-A-RANDOM-SECRET".into(),
+            eddsa_public_key_pem: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            max_lifetime_s: 3600,
+            dev_token_lifetime_s: 600,
+            leeway_s: 0,
+        };
+        let data_dir = std::path::Path::new("/nonexistent-data-dir");
+        assert!(matches!(
+            Authenticator::from_config(&config, data_dir),
+            Err(KeyError::Placeholder)
+        ));
+        let real = AuthConfig {
+            hs256_secret: SECRET.into(),
+            ..config
+        };
+        assert!(Authenticator::from_config(&real, data_dir).is_ok());
+    }
+
     fn sign(claims: &serde_json::Value) -> String {
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -683,8 +683,10 @@ async fn write_batch(
     let mut kinds = KindTally::new(first.kind);
     let mut batch = Vec::with_capacity(frames_max.min(16));
     batch.push(first.bytes);
+    let mut drained = false;
     while batch.len() < frames_max && bytes < bytes_max {
         let Some(frame) = frames.try_recv() else {
+            drained = true;
             break;
         };
         bytes += frame.bytes.len();
@@ -696,7 +698,11 @@ async fn write_batch(
     let since = frames.waiting_since();
     let started = Instant::now();
     let written = writer.send_binary(&batch).await;
-    frames.write_done(started.into_std());
+    if !drained {
+        // Frames left behind by the batch's limits: their wait runs from this write's
+        // start. (A drained queue needs nothing: the next push stamps its own time.)
+        frames.write_done(started.into_std());
+    }
     if let Some(since) = since {
         // From the batch's oldest frame arriving to its write done: the server's share
         // of fanout latency.

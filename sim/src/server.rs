@@ -28,7 +28,9 @@ pub struct OwnedServer {
 }
 
 /// The first line a server prints names its addresses: `... ws=HOST:PORT admin=HOST:PORT`.
-fn read_addresses(child: &mut Child) -> anyhow::Result<(String, String)> {
+/// Read on a thread of its own, so that the wait is bounded by `within`. (The server's
+/// own tests start their servers through this too.)
+pub fn read_addresses(child: &mut Child, within: Duration) -> anyhow::Result<(String, String)> {
     let stdout = child.stdout.take().context("the server's stdout")?;
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -36,10 +38,9 @@ fn read_addresses(child: &mut Child) -> anyhow::Result<(String, String)> {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = sender.send(line);
     });
-    // Recovery after a kill replays the journal: give it time, but not forever.
     let line = receiver
-        .recv_timeout(Duration::from_secs(120))
-        .context("the server did not print its addresses within 120 s")?;
+        .recv_timeout(within)
+        .with_context(|| format!("the server did not print its addresses within {within:?}"))?;
     let word = |prefix: &str| {
         line.split_whitespace()
             .find_map(|word| word.strip_prefix(prefix))
@@ -114,7 +115,8 @@ impl OwnedServer {
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
-        let (ws, admin) = match read_addresses(&mut child) {
+        // Recovery after a kill replays the journal: give it time, but not forever.
+        let (ws, admin) = match read_addresses(&mut child, Duration::from_secs(120)) {
             Ok(addresses) => addresses,
             Err(error) => {
                 // Not left running: it would hold the ports and the data dir.

@@ -353,29 +353,14 @@ pub fn start_binary(config_path: &std::path::Path) -> ServerProcess {
 /// Starts `command` (stdout piped) and waits (bounded) for the line naming the
 /// server's addresses.
 pub fn start_command(mut command: std::process::Command) -> ServerProcess {
-    use std::io::{BufRead, BufReader};
     let mut child = command.spawn().expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    // The first stdout line names the bound addresses. A reader thread bounds the wait.
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
-    });
-    let line = receiver
-        .recv_timeout(WAIT * 3)
+    let (ws, admin) = playtree_sim::server::read_addresses(&mut child, WAIT * 3)
         .expect("server prints its addresses");
-    let ws = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("ws="))
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_owned();
-    let admin = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("admin="))
-        .map(str::to_owned);
-    ServerProcess { child, ws, admin }
+    ServerProcess {
+        child,
+        ws,
+        admin: Some(admin),
+    }
 }
 
 /// The value of one series in Prometheus text — `name`, or `name{labels}` exactly as the
