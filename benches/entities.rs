@@ -12,7 +12,6 @@ mod common;
 
 use playtree_actors::Hub;
 use playtree_actors::config::GameConfig;
-use playtree_actors::session::SessionMsg;
 use playtree_protocol::{ReplyBody, Request, RoomKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,15 +32,17 @@ async fn hub(dir: &std::path::Path) -> Hub {
 /// The room joined, or `None` when the join was refused (every room tried was full).
 async fn quick_join(hub: &Hub, player: &str) -> Option<u64> {
     let reply = hub
-        .call_session(player, |reply| SessionMsg::Request {
-            request: Request::QuickJoin {
+        .request(
+            player,
+            Request::QuickJoin {
                 kind: RoomKind::Wheel,
                 variant: Some("bench".into()),
             },
-            reply,
-        })
-        .await
-        .expect("session answers");
+            None,
+            0,
+            false,
+        )
+        .await;
     match reply {
         Ok(ReplyBody::RoomJoined(joined)) => Some(joined.room),
         Ok(other) => panic!("unexpected {other:?}"),
@@ -107,15 +108,17 @@ async fn one_room() {
         tasks.spawn(async move {
             let mut spins = 0u64;
             while Instant::now() < deadline {
-                hub.call_session(&format!("spinner-{player}"), |reply| SessionMsg::Request {
-                    request: Request::Spin {
+                hub.request(
+                    &format!("spinner-{player}"),
+                    Request::Spin {
                         room,
                         client_seed: "bench".into(),
                     },
-                    reply,
-                })
+                    None,
+                    0,
+                    false,
+                )
                 .await
-                .expect("session answers")
                 .expect("spins");
                 spins += 1;
             }

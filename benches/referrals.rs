@@ -15,7 +15,6 @@ mod common;
 
 use playtree_actors::Hub;
 use playtree_actors::config::GameConfig;
-use playtree_actors::session::SessionMsg;
 use playtree_protocol::{ReplyBody, Request};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -38,13 +37,9 @@ async fn hub(dir: &std::path::Path, players: usize) -> Hub {
 }
 
 async fn ask(hub: &Hub, player: &str, request: Request) -> ReplyBody {
-    hub.call_session(player, |reply| SessionMsg::Request {
-        request: request.clone(),
-        reply,
-    })
-    .await
-    .expect("session answers")
-    .unwrap_or_else(|error| panic!("{player}: {error:?}"))
+    hub.request(player, request, None, 0, false)
+        .await
+        .unwrap_or_else(|error| panic!("{player}: {error:?}"))
 }
 
 async fn code_of(hub: &Hub, player: &str) -> String {
@@ -210,7 +205,7 @@ fn main() {
                     let code = codes.get(&picks[index]).map(|code| code.clone()).expect("code");
                     ask(&hub, &referee, Request::ClaimReferral { code }).await;
                     // The referee's first game: its ancestors' activation rewards follow.
-                    let _ = hub.cast_session(&referee, SessionMsg::GameFinished).await;
+                    hub.game_finished(&referee);
                 }
             })
             .await;

@@ -10,9 +10,11 @@
 //!   index, which is all that start-up reads (no entity is read eagerly).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use playtree::clock::SystemClock;
 use playtree_actors::Store;
 use playtree_actors::config::StoreConfig;
 use playtree_actors::store::{WriteOp, journal_key, snapshot_key};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -41,7 +43,7 @@ fn commit(c: &mut Criterion) {
             ..StoreConfig::default()
         };
         let store = runtime
-            .block_on(async { Store::open(dir.path(), &config) })
+            .block_on(async { Store::open(dir.path(), &config, Arc::new(SystemClock)) })
             .expect("store");
         let label = if fdatasync { "fdatasync" } else { "flush_only" };
         let mut n = 0u64;
@@ -80,7 +82,8 @@ fn startup(c: &mut Criterion) {
     for players in [10u64, 1_000_000] {
         let dir = tempfile::tempdir().expect("temp dir");
         runtime.block_on(async {
-            let store = Store::open(dir.path(), &StoreConfig::default()).expect("store");
+            let store = Store::open(dir.path(), &StoreConfig::default(), Arc::new(SystemClock))
+                .expect("store");
             for chunk in (0..players).collect::<Vec<_>>().chunks(50_000) {
                 let ops = chunk
                     .iter()
@@ -101,7 +104,8 @@ fn startup(c: &mut Criterion) {
                 b.iter(|| {
                     runtime.block_on(async {
                         let store =
-                            Store::open(dir.path(), &StoreConfig::default()).expect("store");
+                            Store::open(dir.path(), &StoreConfig::default(), Arc::new(SystemClock))
+                                .expect("store");
                         let owing = store.owing("room").await.expect("index");
                         assert!(owing.is_empty());
                         store.close();

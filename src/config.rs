@@ -5,8 +5,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use playtree_actors::GameConfig;
 use playtree_actors::config::{
-    ActorsConfig, ConfigError, QuizConfig, ReferralConfig, RoomsConfig, SessionConfig, StoreConfig,
-    WheelConfig,
+    ActorsConfig, ConfigError, MailConfig, QuizConfig, ReferralConfig, RoomsConfig, SessionConfig,
+    StoreConfig, WheelConfig,
 };
 use playtree_protocol::limits::FRAME_BYTES_HARD_MAX;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ struct ConfigFile {
     auth: AuthConfig,
     fanout: FanoutConfig,
     actors: ActorsConfig,
+    mail: MailConfig,
     session: SessionConfig,
     rooms: RoomsConfig,
     store: StoreConfig,
@@ -170,6 +171,10 @@ impl ServerConfig {
                 format!("`{key}`: {error}")
             })
         })?;
+        let (keys_max, keys_kept_ms) = (
+            file.limits.idempotency_keys_per_player,
+            file.limits.idempotency_ttl_ms,
+        );
         let config = ServerConfig {
             server: file.server,
             limits: file.limits,
@@ -177,7 +182,14 @@ impl ServerConfig {
             auth: file.auth,
             game: GameConfig {
                 actors: file.actors,
-                session: file.session,
+                mail: file.mail,
+                session: SessionConfig {
+                    // The session keeps the keys of state-changing requests durably,
+                    // held to the same limits as the connections' own keys.
+                    keys_max,
+                    keys_kept_ms,
+                    ..file.session
+                },
                 rooms: file.rooms,
                 store: file.store,
                 wheels: file.wheels,
@@ -204,6 +216,7 @@ impl ServerConfig {
             auth: self.auth.clone(),
             fanout: self.fanout.clone(),
             actors: self.game.actors.clone(),
+            mail: self.game.mail.clone(),
             session: self.game.session.clone(),
             rooms: self.game.rooms.clone(),
             store: self.game.store.clone(),

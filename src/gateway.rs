@@ -8,9 +8,9 @@ use crate::config::{FanoutConfig, LimitsConfig};
 use crate::websocket::frame::{HeaderError, Opcode};
 use crate::websocket::{self, Incoming, ReadError, Reader, Writer};
 use bytes::Bytes;
+use playtree_actors::mail::MemberRequest;
 use playtree_actors::rate::TokenBucket;
-use playtree_actors::room::MemberRequest;
-use playtree_actors::session::SessionMsg;
+use playtree_actors::session::Keyed;
 use playtree_actors::{Hub, OutFrame, Outbound, OutboundReceiver};
 use playtree_protocol::codec::{decode_client, encode_server};
 use playtree_protocol::limits::RESUME_STREAMS_MAX;
@@ -393,18 +393,9 @@ async fn run_connection(
     // its steps for its whole life, and this one is larger than the rest together.
     let resume = hello.resume;
     let resumed_streams = resume.len();
-    let welcome = Box::pin(hub.call_session(&player, |reply| SessionMsg::Connect {
-        outbound: outbound.clone(),
-        resume: resume.clone(),
-        reply,
-    }))
-    .await;
-    drop(resume);
+    let welcome = Box::pin(hub.connect(&player, &outbound, resume)).await;
     // The session may refuse too (the player's connection limit).
-    let welcome = match welcome
-        .map_err(|error| error.to_reply())
-        .and_then(|reply| reply)
-    {
+    let welcome = match welcome {
         Ok(welcome) => welcome,
         Err(error) => {
             let ending = Ending::Refused(Refusal(error));
@@ -828,24 +819,12 @@ fn dispatch(
     tokio::spawn(
         async move {
             let kind = request.kind_name();
-            let called = match direct {
-                Some(member) => {
-                    hub.call_room(member.room, None, |reply| member.message(reply))
+            let result = match direct {
+                Some(member) => hub.member_request(member).await,
+                None => {
+                    hub.request(&player, request, None, received_ms, suspect_source)
                         .await
                 }
-                None => {
-                    hub.call_session(&player, |reply| SessionMsg::Stamped {
-                        request: request.clone(),
-                        received_ms,
-                        suspect_source,
-                        reply,
-                    })
-                    .await
-                }
-            };
-            let result = match called {
-                Ok(result) => result,
-                Err(error) => Err(error.to_reply()),
             };
             if let Err(error) = &result {
                 metrics::counter!("playtree_request_errors_total", "request" => kind, "code" => error.code.as_u16().to_string()).increment(1);
@@ -910,59 +889,35 @@ fn dispatch_keyed(
     };
     let gateway = gateway.clone();
     let player = player.to_owned();
+    let keyed = Keyed {
+        key: taken.key(),
+        digest: taken.digest(),
+    };
     tokio::spawn(
         async move {
-            // The reply port is this task's: the request keeps its place and completes
-            // even if the client is told 5002 first.
-            let (port, answer) = tokio::sync::oneshot::channel();
-            let sent = gateway
+            let result = gateway
                 .hub
-                .cast_session(&player, SessionMsg::Stamped {
-                    request,
-                    received_ms,
-                    suspect_source,
-                    reply: port.into(),
-                })
+                .request(&player, request, Some(keyed), received_ms, suspect_source)
                 .await;
-            if let Err(error) = sent {
-                // It never reached the session: nothing was carried out.
-                gateway.keys.forget(taken);
-                drop(permit);
-                return reply(Err(error.to_reply()));
-            }
-            let failed = || {
-                ErrorReply::new(
-                    ErrorCode::EntityUnavailable,
-                    "the entity failed while handling the request; it restarts from its last durable state",
-                )
-            };
-            let mut answer = std::pin::pin!(answer);
-            match tokio::time::timeout(gateway.hub.call_timeout(), answer.as_mut()).await {
-                Ok(outcome) => {
-                    let outcome = outcome.unwrap_or_else(|_| Err(failed()));
-                    gateway.keys.finish(taken, outcome.clone());
-                    drop(permit);
-                    reply(outcome);
+            drop(permit);
+            match &result {
+                // No answer in time, or not reached: the player's session keeps the
+                // key (durably, for a request that changes the player's state) and
+                // its answer when it comes; a retry asks it there.
+                Err(error)
+                    if matches!(
+                        error.code,
+                        ErrorCode::Timeout
+                            | ErrorCode::EntityUnavailable
+                            | ErrorCode::ShuttingDown
+                            | ErrorCode::TooManyRequestsInFlight
+                    ) =>
+                {
+                    gateway.keys.forget(taken)
                 }
-                Err(_) => {
-                    // The client hears now (and its connection gets its slot back); the
-                    // result is kept for the key when it comes.
-                    drop(permit);
-                    reply(Err(ErrorReply::new(
-                        ErrorCode::Timeout,
-                        "no answer in time; the request is still being carried out: send it again with the same key for its result",
-                    )));
-                    let keep_for = Duration::from_millis(gateway.limits.idempotency_ttl_ms);
-                    let outcome = match tokio::time::timeout(keep_for, answer).await {
-                        Ok(outcome) => outcome.unwrap_or_else(|_| Err(failed())),
-                        Err(_) => Err(ErrorReply::new(
-                            ErrorCode::Timeout,
-                            "the request did not finish; its outcome is unknown",
-                        )),
-                    };
-                    gateway.keys.finish(taken, outcome);
-                }
+                _ => gateway.keys.finish(taken, result.clone()),
             }
+            reply(result);
         }
         .in_current_span(),
     );

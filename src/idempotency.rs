@@ -1,9 +1,14 @@
-//! Idempotency keys: a request a client sends again with the key it gave the first time
-//! (after a timeout, or on a new connection) is not carried out again; it gets the first
-//! one's result. A key is kept until `limits.idempotency_ttl_ms` after its result came,
-//! never dropped earlier: when the per-player or total cap is reached, new keys are
-//! refused rather than old ones dropped (dropping one whose request ran would let a
-//! retry run it twice). Times come from tokio's monotonic clock. A restart forgets all.
+//! Idempotency keys, while the process runs: a request a client sends again with the key
+//! it gave the first time (after a timeout, or on a new connection) is not carried out
+//! again; it gets the first one's result, or waits for it. A key is kept until
+//! `limits.idempotency_ttl_ms` after its result came, never dropped earlier: when the
+//! per-player or total cap is reached, new keys are refused rather than old ones
+//! dropped. Times come from tokio's monotonic clock.
+//!
+//! This layer forgets everything at a restart, and a key whose request got no answer in
+//! time: the player's session keeps the keys of the requests that change the player's
+//! state durably (`playtree_actors::session::Keys`), so a request sent again after a
+//! crash or a timeout still takes effect once and gets its first answer.
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -34,8 +39,22 @@ pub enum Seen {
 #[derive(Debug)]
 pub struct Taken {
     key: Key,
+    /// The digest of the request it was taken for.
+    digest: u64,
     generation: u64,
     result: watch::Sender<Outcome>,
+}
+
+impl Taken {
+    /// The client's key.
+    pub fn key(&self) -> u64 {
+        self.key.1
+    }
+
+    /// The digest of the request the key was taken for.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
 }
 
 type Key = (String, u64);
@@ -133,6 +152,7 @@ impl Keys {
                 });
                 Seen::First(Taken {
                     key: (player.to_owned(), key),
+                    digest: request,
                     generation,
                     result,
                 })
@@ -155,18 +175,20 @@ impl Keys {
             .push_back((forget_at, taken.generation, taken.key));
     }
 
-    /// The request was refused before it was carried out: the key keeps nothing, and
-    /// the request may be sent again with it.
+    /// The request was refused before it was carried out, or got no answer in time
+    /// (the player's session keeps its key, durably, if it changes the player's state):
+    /// this layer keeps nothing, and the request may be sent again with the key.
     pub fn forget(&self, taken: Taken) {
         let Taken {
             key,
             generation,
             result,
+            ..
         } = taken;
         // Whoever waits on it learns it must send again.
         result.send_replace(Some(Err(ErrorReply::new(
             ErrorCode::RequestInProgress,
-            "the request with this key was not carried out; send it again with the same key",
+            "the request with this key has no answer here yet; send it again with the same key",
         ))));
         self.remove(&key, generation);
     }

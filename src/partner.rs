@@ -3,8 +3,7 @@
 //! The gateway routes them to the player concerned or straight to a referral tree,
 //! never to the partner's own session.
 
-use playtree_actors::referral::{TreeMsg, decode_log};
-use playtree_actors::session::SessionMsg;
+use playtree_actors::referral::decode_log;
 use playtree_actors::store::{StoreError, WriteOp, log_key};
 use playtree_actors::{Hub, Outbound};
 use playtree_protocol::codec::encode_server;
@@ -71,22 +70,14 @@ pub async fn carry_out(
             }
             known_player(hub, &player).await?;
             let rewards = hub
-                .call_session(&player, |reply| SessionMsg::Conversion {
-                    kind: kind.clone(),
-                    key: idempotency_key.clone(),
-                    reply,
-                })
-                .await??;
+                .report_conversion(&player, &kind, &idempotency_key)
+                .await?;
             Ok(ReplyBody::ConversionReported { rewards })
         }
         Request::GetPlayerReferralStats { player } => {
             check_id("player", &player)?;
             known_player(hub, &player).await?;
-            hub.call_session(&player, |reply| SessionMsg::Request {
-                request: Request::GetReferralStats,
-                reply,
-            })
-            .await?
+            hub.player_stats(&player).await
         }
         Request::ApproveReward { tree, .. } | Request::VoidReward { tree, .. }
             if check_id("tree", &tree).is_err() =>
@@ -141,13 +132,7 @@ async fn decide(
             format!("there is no referral tree rooted at {tree}"),
         ));
     }
-    let state = hub
-        .call_tree(tree, |reply| TreeMsg::Decide {
-            reward,
-            approve,
-            reply,
-        })
-        .await??;
+    let state = hub.decide_reward(tree, reward, approve).await?;
     Ok(ReplyBody::RewardDecided { state })
 }
 

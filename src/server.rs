@@ -92,20 +92,14 @@ pub async fn start_with_auth(
             reason,
         })?;
     let store_dir = config.store_dir();
-    let store =
-        Store::open(&store_dir, &config.game.store).map_err(|source| StartError::Store {
+    let store = Store::open(&store_dir, &config.game.store, environment.clock.clone()).map_err(
+        |source| StartError::Store {
             path: store_dir.display().to_string(),
             source,
-        })?;
+        },
+    )?;
     let questions = Arc::new(crate::questions::load(&config.game.quiz.questions_dir)?);
-    let hub = Hub::start(
-        config.game.clone(),
-        store,
-        environment.clock,
-        environment.entropy,
-        questions,
-    )
-    .await?;
+    let hub = Hub::start(config.game.clone(), store, environment.entropy, questions).await?;
 
     check_open_files(config.limits.connections_max);
     let (ws_listener, ws_addr) = listen("the websocket listener", config.server.listen).await?;

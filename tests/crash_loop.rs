@@ -65,8 +65,8 @@ question_ms = 80
 reveal_ms = 10
 podium_ms = 10
 
-[rooms]
-outbox_retry_ms = 200
+[mail]
+redeliver_ms = 200
 "#;
 
 /// Players who play quizzes during the load (their wallets hold podium prizes only).
@@ -80,26 +80,33 @@ struct Audit {
     parents: std::collections::BTreeMap<String, String>,
     /// What the wallets have credited (and hold: nothing is spent).
     credited: u64,
-    /// Grants still in an outbox that their wallet has not credited either (a grant
-    /// credited whose acknowledgement was not yet recorded is counted once, credited).
+    /// Credits still in an outbox that their wallet has not taken either (a credit
+    /// taken whose acknowledgement was not yet recorded is counted once, taken).
     owed: u64,
     rooms: usize,
 }
 
 /// Reads every room and session from the store of a stopped server.
 async fn audit(config: &playtree::ServerConfig) -> Audit {
+    use playtree_actors::mail::Post;
+    use playtree_actors::referral::TreeEntity;
     use playtree_actors::room::RoomEntity;
+    use playtree_actors::runtime::Durable;
     use playtree_actors::session::SessionEntity;
     use playtree_actors::store::Journal;
-    let store = playtree_actors::Store::open(&config.store_dir(), &config.game.store)
-        .expect("the stopped server's store opens");
+    let store = playtree_actors::Store::open(
+        &config.store_dir(),
+        &config.game.store,
+        Arc::new(playtree::clock::SystemClock),
+    )
+    .expect("the stopped server's store opens");
     let mut sessions = std::collections::BTreeMap::new();
     for id in store.ids("session").await.expect("session ids") {
-        let (_, session, _) = Journal::<SessionEntity>::inspect(&store, &id)
+        let (_, session, _) = Journal::<Durable<SessionEntity>>::inspect(&store, &id)
             .await
             .expect("session reads");
         assert_eq!(
-            session.balance, session.credited_total,
+            session.state.balance, session.state.credited_total,
             "{id}: nothing is spent, so the balance is what was credited"
         );
         sessions.insert(id, session);
@@ -108,34 +115,49 @@ async fn audit(config: &playtree::ServerConfig) -> Audit {
         granted: 0,
         credited: sessions
             .values()
-            .map(|session| session.credited_total)
+            .map(|session| session.state.credited_total)
             .sum(),
         owed: 0,
         rooms: 0,
         parents: std::collections::BTreeMap::new(),
     };
+    // Coins a sender's outbox still owes a wallet that has not taken them.
+    let owed = |post: &Post| -> u64 {
+        post.outbox
+            .values()
+            .filter(|letter| {
+                let taken = letter
+                    .to
+                    .player()
+                    .and_then(|player| sessions.get(player))
+                    .is_some_and(|session| {
+                        session
+                            .post
+                            .marks
+                            .get(&letter.from)
+                            .is_some_and(|mark| mark.has(letter.seq))
+                    });
+                !taken
+            })
+            .map(|letter| letter.body.coins())
+            .sum()
+    };
     for id in store.ids("room").await.expect("room ids") {
-        let (_, room, _) = Journal::<RoomEntity>::inspect(&store, &id)
+        let (_, room, _) = Journal::<Durable<RoomEntity>>::inspect(&store, &id)
             .await
             .expect("room reads");
-        audit.granted += room.granted_total;
+        audit.granted += room.post.coins_sent;
         audit.rooms += 1;
-        for grant in room.outbox.values() {
-            let credited = sessions
-                .get(&grant.beneficiary)
-                .is_some_and(|session| session.has_credited(&grant.id));
-            if !credited {
-                audit.owed += grant.amount;
-            }
-        }
+        audit.owed += owed(&room.post);
     }
     for root in store.ids("tree").await.expect("tree ids") {
-        let (_, tree, _) = Journal::<playtree_actors::referral::TreeEntity>::inspect(&store, &root)
+        let (_, stored, _) = Journal::<Durable<TreeEntity>>::inspect(&store, &root)
             .await
             .expect("tree reads");
+        audit.granted += stored.post.coins_sent;
+        audit.owed += owed(&stored.post);
+        let tree = &stored.state;
         for (player, node) in &tree.nodes {
-            // Every credited reward is one grant.
-            audit.granted += node.earned;
             if let Some(parent) = &node.parent {
                 audit.parents.insert(player.clone(), parent.clone());
             }
@@ -143,7 +165,7 @@ async fn audit(config: &playtree::ServerConfig) -> Audit {
             let mut by_level = vec![0u64; playtree_actors::referral::LEVELS_TRACKED];
             let mut activated = 0;
             for (other, other_node) in &tree.nodes {
-                let chain = playtree_actors::referral::ancestors(&tree, other);
+                let chain = playtree_actors::referral::ancestors(tree, other);
                 if let Some(level) = chain.iter().position(|ancestor| ancestor == player) {
                     by_level[level] += 1;
                     activated += u64::from(other_node.activated);
@@ -160,14 +182,6 @@ async fn audit(config: &playtree::ServerConfig) -> Audit {
                 node.activated_referees, activated,
                 "tree {root}: {player}'s activated"
             );
-        }
-        for grant in tree.outbox.values() {
-            let credited = sessions
-                .get(&grant.beneficiary)
-                .is_some_and(|session| session.has_credited(&grant.id));
-            if !credited {
-                audit.owed += grant.amount;
-            }
         }
     }
     store.close();

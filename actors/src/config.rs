@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct GameConfig {
     pub actors: ActorsConfig,
+    pub mail: MailConfig,
     pub session: SessionConfig,
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
@@ -54,9 +55,6 @@ pub struct ReferralConfig {
     pub tree_players_max: usize,
     /// Most referral trees active at once.
     pub trees_max: usize,
-    /// How often a tree redelivers grants that were not acknowledged, and a session
-    /// retries telling its tree of an activation.
-    pub outbox_retry_ms: u64,
     /// A tree with nothing left to deliver stops after this long unused.
     pub passivate_after_ms: u64,
     /// A tree remembers its answers to partners (a conversion report's idempotency key,
@@ -86,7 +84,6 @@ impl Default for ReferralConfig {
             claim_sources_max: 100_000,
             tree_players_max: 100_000,
             trees_max: 100_000,
-            outbox_retry_ms: 5_000,
             passivate_after_ms: 60_000,
             partner_answers_kept_ms: 7 * 24 * 3_600_000,
             partner_answers_max: 100_000,
@@ -162,6 +159,11 @@ pub struct ActorsConfig {
     /// The entities' one timer sleeps at most this long between looks at the clock, so
     /// a clock that jumps is noticed within it (deadlines are read on the clock).
     pub timer_poll_ms: u64,
+    /// What an entity could not do at its deadline because the store refused it (a full
+    /// commit queue) is tried again after this long, then twice as long each time, up
+    /// to `retry_max_ms`.
+    pub retry_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 impl Default for ActorsConfig {
@@ -173,6 +175,41 @@ impl Default for ActorsConfig {
             restart_window_ms: 10_000,
             release_queue_max: 4_096,
             timer_poll_ms: 100,
+            retry_ms: 100,
+            retry_max_ms: 10_000,
+        }
+    }
+}
+
+/// Letters between entities (see `mail`): redelivery, acknowledgements, marks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// A letter not acknowledged after this long is delivered again, then after twice
+    /// as long each time, up to `redeliver_max_ms`.
+    pub redeliver_ms: u64,
+    pub redeliver_max_ms: u64,
+    /// Acknowledgements an entity receives are journaled together, at most this long
+    /// after the first of them (or sooner, with its next commit).
+    pub acks_flush_ms: u64,
+    /// How long a receiver remembers which letters a sender's were once the sender has
+    /// gone quiet; a letter sent longer ago than this is refused as stale (a dead
+    /// letter) rather than risk taking it twice.
+    pub marks_kept_ms: u64,
+    /// Letters one entity may have unacknowledged at once; a decision that would send
+    /// more is refused (the sender retries later) rather than let an outbox grow
+    /// without bound while its receivers are away.
+    pub outbox_max: usize,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            redeliver_ms: 1_000,
+            redeliver_max_ms: 60_000,
+            acks_flush_ms: 100,
+            marks_kept_ms: 30 * 86_400_000,
+            outbox_max: 100_000,
         }
     }
 }
@@ -182,26 +219,40 @@ impl Default for ActorsConfig {
 pub struct SessionConfig {
     /// A session with no connection for this long is snapshotted and stopped.
     pub passivate_after_ms: u64,
-    /// How often a session retries settling spins whose room did not answer.
-    pub pending_retry_ms: u64,
     /// Live connections one player may hold at once.
     pub connections_max: usize,
-    /// Requests of one player that wait while an earlier one (a join, a spin, a leave)
-    /// is still under way; one more is refused with `RateLimited`.
+    /// Requests of one player that wait while an earlier join of the same kind of room
+    /// is under way; one more is refused with `RateLimited`.
     pub requests_queued_max: usize,
-    /// A join, spin or leave still under way after this long is given up by the
-    /// session (its late end is ignored) so that the player's next requests can run.
-    pub flow_timeout_ms: u64,
+    /// A join handed to a room that has not answered after this long is forgotten by
+    /// the session, so that the player's next join can go (the room's answer, should
+    /// it come, still counts).
+    pub join_wait_ms: u64,
+    /// Spins one player may have drawn and not yet paid, on one wheel.
+    pub pending_spins_max: usize,
+    /// Events of the player's own stream kept durably for a client that resumes, also
+    /// after the session was away (news of friends and rewards included).
+    pub stream_history_len: usize,
+    /// Idempotency keys kept per player (durably, for the requests that change the
+    /// player's state), and for how long. Set from `limits.idempotency_keys_per_player`
+    /// and `limits.idempotency_ttl_ms`.
+    #[serde(skip)]
+    pub keys_max: usize,
+    #[serde(skip)]
+    pub keys_kept_ms: u64,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             passivate_after_ms: 60_000,
-            pending_retry_ms: 5_000,
             connections_max: 8,
             requests_queued_max: 16,
-            flow_timeout_ms: 60_000,
+            join_wait_ms: 30_000,
+            pending_spins_max: 8,
+            stream_history_len: 32,
+            keys_max: 256,
+            keys_kept_ms: 600_000,
         }
     }
 }
@@ -213,8 +264,6 @@ pub struct RoomsConfig {
     pub wheel_players_max: usize,
     /// Most rooms active at once.
     pub rooms_max: usize,
-    /// How often a room redelivers grants that were not acknowledged.
-    pub outbox_retry_ms: u64,
     /// An empty room with nothing left to deliver stops after this long.
     pub passivate_after_ms: u64,
     /// Events each stream keeps for clients that resume.
@@ -239,7 +288,6 @@ impl Default for RoomsConfig {
         RoomsConfig {
             wheel_players_max: 100,
             rooms_max: 10_000,
-            outbox_retry_ms: 5_000,
             passivate_after_ms: 60_000,
             history_len: 256,
             chat_chars_max: 200,
@@ -271,6 +319,14 @@ pub struct StoreConfig {
     /// A store write still running after this long means the disk is gone: the store
     /// fails stop (the process exits and recovers on restart) instead of hanging.
     pub write_deadline_ms: u64,
+    /// Store time (every stored time) starts at the wall clock when the server starts,
+    /// but never below the last time it handed out nor more than this beyond it.
+    pub clock_restart_forward_max_ms: u64,
+    /// Where the wall clock is ahead of store time, store time catches up by at most
+    /// this many thousandths of the time that passes (a stepped clock moves it slowly).
+    pub clock_slew_permille: u64,
+    /// Dead letters kept for an operator; older ones are dropped.
+    pub dead_letters_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -281,6 +337,9 @@ impl Default for StoreConfig {
             commit_queue_max: 65_536,
             fdatasync: true,
             write_deadline_ms: 30_000,
+            clock_restart_forward_max_ms: 3_600_000,
+            clock_slew_permille: 10,
+            dead_letters_max: 100_000,
         }
     }
 }
@@ -329,6 +388,13 @@ impl GameConfig {
             ("actors.sessions_max", self.actors.sessions_max as u64),
             ("actors.restart_window_ms", self.actors.restart_window_ms),
             ("actors.timer_poll_ms", self.actors.timer_poll_ms),
+            ("actors.retry_ms", self.actors.retry_ms),
+            ("actors.retry_max_ms", self.actors.retry_max_ms),
+            ("mail.redeliver_ms", self.mail.redeliver_ms),
+            ("mail.redeliver_max_ms", self.mail.redeliver_max_ms),
+            ("mail.acks_flush_ms", self.mail.acks_flush_ms),
+            ("mail.marks_kept_ms", self.mail.marks_kept_ms),
+            ("mail.outbox_max", self.mail.outbox_max as u64),
             (
                 "actors.release_queue_max",
                 self.actors.release_queue_max as u64,
@@ -337,7 +403,6 @@ impl GameConfig {
                 "session.passivate_after_ms",
                 self.session.passivate_after_ms,
             ),
-            ("session.pending_retry_ms", self.session.pending_retry_ms),
             (
                 "session.connections_max",
                 self.session.connections_max as u64,
@@ -346,14 +411,22 @@ impl GameConfig {
                 "session.requests_queued_max",
                 self.session.requests_queued_max as u64,
             ),
-            ("session.flow_timeout_ms", self.session.flow_timeout_ms),
+            ("session.join_wait_ms", self.session.join_wait_ms),
+            (
+                "session.pending_spins_max",
+                self.session.pending_spins_max as u64,
+            ),
+            (
+                "session.stream_history_len",
+                self.session.stream_history_len as u64,
+            ),
+            ("store.dead_letters_max", self.store.dead_letters_max as u64),
             (
                 "rooms.wheel_players_max",
                 self.rooms.wheel_players_max as u64,
             ),
             ("rooms.rooms_max", self.rooms.rooms_max as u64),
             ("store.write_deadline_ms", self.store.write_deadline_ms),
-            ("rooms.outbox_retry_ms", self.rooms.outbox_retry_ms),
             ("rooms.passivate_after_ms", self.rooms.passivate_after_ms),
             ("rooms.history_len", self.rooms.history_len as u64),
             ("rooms.chat_chars_max", self.rooms.chat_chars_max as u64),
@@ -391,7 +464,6 @@ impl GameConfig {
                 self.referral.tree_players_max as u64,
             ),
             ("referral.trees_max", self.referral.trees_max as u64),
-            ("referral.outbox_retry_ms", self.referral.outbox_retry_ms),
             (
                 "referral.passivate_after_ms",
                 self.referral.passivate_after_ms,

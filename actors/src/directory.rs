@@ -392,6 +392,19 @@ impl<M: Message> Directory<M> {
         }
     }
 
+    /// Forgets the failures of entities that have not failed within the restart window
+    /// (and their unavailability once it is over), so the records do not grow with
+    /// every entity that ever failed.
+    pub fn prune_failures(&self, now_ms: u64) {
+        let window_ms = self.policy.window_ms;
+        self.failures.retain(|_, history| {
+            history
+                .back()
+                .is_some_and(|last| now_ms.saturating_sub(*last) < window_ms)
+        });
+        self.unavailable_until_ms.retain(|_, until| now_ms < *until);
+    }
+
     /// Removes a failed actor and applies the restart intensity.
     pub fn on_failed(&self, actor_id: ActorId, now_ms: u64) -> RestartDecision {
         let Some(id) = self.forget(actor_id) else {

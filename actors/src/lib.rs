@@ -4,13 +4,15 @@
 //! This crate knows nothing of websockets or HTTP. It receives decoded protocol requests
 //! and pushes already-encoded frames into bounded outbound queues ([`connections`]).
 
+pub mod claim;
 pub mod clock;
+pub mod codes;
 pub mod config;
 pub mod connections;
 pub mod directory;
 pub mod error;
-pub mod grant;
 pub mod hub;
+pub mod mail;
 pub mod matchmaker;
 pub mod questions;
 pub mod rate;
@@ -18,6 +20,7 @@ pub mod referral;
 pub mod release;
 pub mod room;
 pub mod runtime;
+pub mod seeds;
 pub mod session;
 pub mod store;
 pub mod stream;

@@ -109,17 +109,33 @@ pub struct Claim {
     pub create: bool,
 }
 
-/// A claim that is settled when dropped, whatever becomes of the join (an error, a
-/// panic, a cancelled task): a promised seat is never lost.
+/// A claimed seat, settled when dropped, whatever becomes of the join (an answer from
+/// the room, an error, a hand-off lost on its way): a promised seat is never lost. The
+/// room that decides the join settles it in the same step as it lists its new member
+/// count ([`Matchmaker::update_settling`]), so that the seat is never counted twice,
+/// promised and taken, which would make a concurrent join open a needless room.
 #[derive(Debug)]
-pub struct ClaimGuard<'a> {
-    matchmaker: &'a Matchmaker,
-    pub claim: Claim,
+pub struct Promise {
+    matchmaker: std::sync::Arc<Matchmaker>,
+    claim: Option<Claim>,
 }
 
-impl Drop for ClaimGuard<'_> {
+impl Promise {
+    pub fn claim(&self) -> Option<Claim> {
+        self.claim
+    }
+
+    /// The claim, no longer settled on drop: the caller settles it.
+    fn take(mut self) -> Option<Claim> {
+        self.claim.take()
+    }
+}
+
+impl Drop for Promise {
     fn drop(&mut self) {
-        self.matchmaker.settle(self.claim);
+        if let Some(claim) = self.claim.take() {
+            self.matchmaker.settle(claim);
+        }
     }
 }
 
@@ -155,6 +171,26 @@ impl Index {
         Some(Claim { room, create })
     }
 
+    /// A promise's join has its answer (see [`Matchmaker::settle`]).
+    fn settle(&mut self, claim: Claim) {
+        let Some(key) = self.pool_of.get(&claim.room).cloned() else {
+            return;
+        };
+        let abandoned = self
+            .pools
+            .get_mut(&key)
+            .and_then(|pool| {
+                pool.change(claim.room, |entry| {
+                    entry.promised = entry.promised.saturating_sub(1);
+                    entry.listing.is_none() && entry.promised == 0
+                })
+            })
+            .unwrap_or(false);
+        if abandoned {
+            self.forget(claim.room);
+        }
+    }
+
     fn forget(&mut self, room: RoomId) -> Option<Entry> {
         let key = self.pool_of.remove(&room)?;
         let entry = self.pools.get_mut(&key)?.remove(room);
@@ -179,19 +215,19 @@ impl Matchmaker {
     /// variant with a free seat (counting seats promised to joins still on their way),
     /// or, when there is none, in a new room whose id `open_new` draws (`create`). The
     /// promise makes concurrent joins fill one room before the next is opened. The
-    /// guard settles it.
+    /// [`Promise`] settles it.
     pub fn claim<E>(
-        &self,
+        self: &std::sync::Arc<Self>,
         kind: RoomKind,
         variant: &str,
         capacity: usize,
         excluding: &[RoomId],
         open_new: impl FnOnce() -> Result<RoomId, E>,
-    ) -> Result<ClaimGuard<'_>, E> {
+    ) -> Result<Promise, E> {
         let key = (kind, variant.to_owned());
-        let guard = |claim| ClaimGuard {
-            matchmaker: self,
-            claim,
+        let guard = |claim| Promise {
+            matchmaker: self.clone(),
+            claim: Some(claim),
         };
         if let Some(claim) = self.index().promise(&key, excluding) {
             return Ok(guard(claim));
@@ -219,23 +255,7 @@ impl Matchmaker {
     /// says so now) or was not. A room that never listed itself (its creation failed)
     /// is forgotten once no join waits for it.
     pub fn settle(&self, claim: Claim) {
-        let mut index = self.index();
-        let Some(key) = index.pool_of.get(&claim.room).cloned() else {
-            return;
-        };
-        let abandoned = index
-            .pools
-            .get_mut(&key)
-            .and_then(|pool| {
-                pool.change(claim.room, |entry| {
-                    entry.promised = entry.promised.saturating_sub(1);
-                    entry.listing.is_none() && entry.promised == 0
-                })
-            })
-            .unwrap_or(false);
-        if abandoned {
-            index.forget(claim.room);
-        }
+        self.index().settle(claim);
     }
 
     /// The fullest open room of this kind and variant that still has space (no seat is
@@ -251,9 +271,19 @@ impl Matchmaker {
 
     /// A room's own listing, as it changes.
     pub fn update(&self, room: RoomId, listing: Listing) {
+        self.update_settling(room, listing, None);
+    }
+
+    /// A room's own listing, and the promise of the join it has just decided, settled
+    /// under the same lock: the seat counts once, as taken or as free, never as both.
+    pub fn update_settling(&self, room: RoomId, listing: Listing, promise: Option<Promise>) {
+        let settled = promise.and_then(Promise::take);
         let key = (listing.kind, listing.variant.clone());
         let capacity = listing.capacity;
         let mut index = self.index();
+        if let Some(claim) = settled {
+            index.settle(claim);
+        }
         let pool = index.pools.entry(key.clone()).or_default();
         let listed = pool.change(room, |entry| {
             entry.capacity = capacity;
@@ -373,6 +403,7 @@ mod code_tests {
 #[cfg(test)]
 mod claim_tests {
     use super::*;
+    use std::sync::Arc;
 
     fn listing(members: usize, capacity: usize, owner: u64) -> Listing {
         Listing {
@@ -385,22 +416,20 @@ mod claim_tests {
         }
     }
 
-    fn claim(matchmaker: &Matchmaker, next_id: &mut u64, excluding: &[RoomId]) -> Claim {
-        let guard = matchmaker
+    fn claim(matchmaker: &Arc<Matchmaker>, next_id: &mut u64, excluding: &[RoomId]) -> Claim {
+        let promise = matchmaker
             .claim(RoomKind::Wheel, "classic", 2, excluding, || {
                 *next_id += 1;
                 Ok::<_, ()>(*next_id)
             })
             .expect("claims");
-        let claim = guard.claim;
         // Settled by hand below, as the join would be.
-        std::mem::forget(guard);
-        claim
+        promise.take().expect("a promise holds its claim")
     }
 
     #[test]
     fn promised_seats_fill_a_new_room_before_the_next_is_opened() {
-        let matchmaker = Matchmaker::default();
+        let matchmaker = Arc::new(Matchmaker::default());
         let mut ids = 100;
         // Two joins at once, before the room exists: one new room, both create it.
         let first = claim(&matchmaker, &mut ids, &[]);
@@ -426,13 +455,13 @@ mod claim_tests {
 
     #[test]
     fn a_claim_dropped_unsettled_gives_its_seat_back() {
-        let matchmaker = Matchmaker::default();
+        let matchmaker = Arc::new(Matchmaker::default());
         matchmaker.update(5, listing(1, 2, 1));
         {
-            let guard = matchmaker
+            let promise = matchmaker
                 .claim(RoomKind::Wheel, "classic", 2, &[], || Err::<RoomId, ()>(()))
                 .expect("room 5 has a seat");
-            assert_eq!(guard.claim.room, 5);
+            assert_eq!(promise.claim().map(|claim| claim.room), Some(5));
             // Room 5 is full by promise meanwhile.
             assert_eq!(matchmaker.find_open(RoomKind::Wheel, "classic", &[]), None);
             // The join's task panics or is cancelled here.
@@ -445,7 +474,7 @@ mod claim_tests {
 
     #[test]
     fn a_room_whose_creation_failed_is_forgotten() {
-        let matchmaker = Matchmaker::default();
+        let matchmaker = Arc::new(Matchmaker::default());
         let mut ids = 0;
         let claimed = claim(&matchmaker, &mut ids, &[]);
         matchmaker.settle(claimed);
@@ -455,5 +484,36 @@ mod claim_tests {
         matchmaker.update(7, listing(0, 2, 1));
         let other = claim(&matchmaker, &mut ids, &[7]);
         assert_ne!(other.room, 7);
+    }
+}
+
+#[cfg(test)]
+mod settling_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_seat_taken_and_its_promise_settled_in_one_step_never_opens_a_needless_room() {
+        let matchmaker = Arc::new(Matchmaker::default());
+        let listing = |members| Listing {
+            kind: RoomKind::Wheel,
+            variant: "classic".into(),
+            members,
+            capacity: 2,
+            open: true,
+            owner: ActorId::Local(1),
+        };
+        matchmaker.update(1, listing(0));
+        let first = matchmaker
+            .claim(RoomKind::Wheel, "classic", 2, &[], || Err::<RoomId, ()>(()))
+            .expect("a seat in room 1");
+        // The room seats the first join: one member, its promise settled at once. A
+        // second join still finds the last seat (counted twice, taken and promised, it
+        // would have been refused and a second room opened).
+        matchmaker.update_settling(1, listing(1), Some(first));
+        let second = matchmaker
+            .claim(RoomKind::Wheel, "classic", 2, &[], || Err::<RoomId, ()>(()))
+            .expect("the second seat of room 1");
+        assert_eq!(second.claim().map(|claim| claim.room), Some(1));
     }
 }

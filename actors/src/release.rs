@@ -250,9 +250,12 @@ mod tests {
 
     #[tokio::test]
     async fn effects_leave_in_order_and_only_after_their_commit() {
-        let store =
-            Store::with_backend(Arc::new(MemoryBackend::default()), &StoreConfig::default())
-                .expect("store");
+        let store = Store::with_backend(
+            Arc::new(MemoryBackend::default()),
+            &StoreConfig::default(),
+            Arc::new(crate::clock::FixedClock(1)),
+        )
+        .expect("store");
         let (owner, _) = Actor::spawn(None, Idle, ()).await.expect("actor");
         let mut releaser = Releaser::start(owner.get_cell(), "test", 16);
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -292,7 +295,12 @@ mod tests {
     async fn after_a_failed_commit_nothing_more_is_released_and_the_owner_stops() {
         use crate::store::{Fault, FaultyBackend};
         let faulty = Arc::new(FaultyBackend::new(Arc::new(MemoryBackend::default())));
-        let store = Store::with_backend(faulty.clone(), &StoreConfig::default()).expect("store");
+        let store = Store::with_backend(
+            faulty.clone(),
+            &StoreConfig::default(),
+            Arc::new(crate::clock::FixedClock(1)),
+        )
+        .expect("store");
         let (owner, _) = Actor::spawn(None, Idle, ()).await.expect("actor");
         let mut releaser = Releaser::start(owner.get_cell(), "test", 16);
         let released = Arc::new(Mutex::new(Vec::new()));

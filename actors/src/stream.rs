@@ -32,6 +32,25 @@ impl Stream {
         }
     }
 
+    /// A stream kept durably by its owner, going on where it stood: `history` holds its
+    /// latest events, oldest first.
+    pub fn resume(
+        stream: StreamId,
+        epoch: u64,
+        seq: u64,
+        history_max: usize,
+        history: Vec<(u64, Event)>,
+    ) -> Self {
+        let mut resumed = Stream::new(stream, epoch, history_max);
+        resumed.seq = seq;
+        let skip = history.len().saturating_sub(history_max);
+        for (event_seq, event) in history.into_iter().skip(skip) {
+            let frame = resumed.encode(event_seq, event);
+            resumed.history.push_back((event_seq, frame));
+        }
+        resumed
+    }
+
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -92,26 +111,40 @@ impl Stream {
 #[derive(Debug, Default)]
 pub struct Subscribers {
     by_player: BTreeMap<String, Vec<Outbound>>,
-    /// The epoch of the incarnation that owns them now.
-    epoch: u64,
+    /// The incarnation of the owner that has them now (0: none yet).
+    owner: u64,
+    /// Whether that incarnation stopped cleanly, every frame of it delivered.
+    released: bool,
 }
 
 impl Subscribers {
-    /// A new incarnation takes the followers over: frames of older epochs still on
-    /// their way are dropped rather than delivered after its snapshot.
-    pub fn begin_epoch(&mut self, epoch: u64) {
-        self.epoch = self.epoch.max(epoch);
+    /// A new incarnation takes the followers over: frames of older incarnations still
+    /// on their way are dropped from now on. Returns whether the last owner handed
+    /// them over cleanly (it stopped with every frame of it delivered): if not, they
+    /// may have missed frames, and need a snapshot.
+    pub fn begin_incarnation(&mut self, incarnation: u64) -> bool {
+        let clean = self.owner == 0 || self.released;
+        self.owner = self.owner.max(incarnation);
+        self.released = false;
+        clean
     }
 
-    /// True once an incarnation newer than `epoch` owns these followers.
-    pub fn superseded(&self, epoch: u64) -> bool {
-        epoch < self.epoch
+    /// The owner `incarnation` stopped cleanly.
+    pub fn release(&mut self, incarnation: u64) {
+        if self.owner == incarnation {
+            self.released = true;
+        }
     }
 
-    /// Hands `frame`, published in `epoch`, to every subscriber, unless a newer
+    /// True once an incarnation newer than `incarnation` owns these followers.
+    pub fn superseded(&self, incarnation: u64) -> bool {
+        incarnation < self.owner
+    }
+
+    /// Hands `frame`, published by `incarnation`, to every subscriber, unless a newer
     /// incarnation has taken them over.
-    pub fn send_in_epoch(&mut self, epoch: u64, frame: &Bytes) {
-        if !self.superseded(epoch) {
+    pub fn send_from(&mut self, incarnation: u64, frame: &Bytes) {
+        if !self.superseded(incarnation) {
             self.send(frame);
         }
     }

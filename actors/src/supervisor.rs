@@ -1,11 +1,17 @@
 //! The supervisor of one entity kind. Its children are spawned linked to it by the hub.
-//! ractor's default would stop the supervisor when a child fails; this one restarts the
-//! child from its persisted state instead, within the kind's restart intensity, and
-//! forgets children that stopped normally (passivation, shutdown).
+//! ractor's default would stop the supervisor when a child fails; this one tells its
+//! [`Children`] instead (the hub restarts the child from its persisted state, within
+//! the kind's restart intensity, and forgets children that stopped normally).
 
-use crate::hub::{EntityKind, Hub, HubInner};
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use std::sync::Weak;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// What a supervisor tells about its children.
+pub trait Children: Send + Sync + Debug + 'static {
+    fn failed(&self, actor: ActorId, error: String);
+    fn stopped(&self, actor: ActorId);
+}
 
 #[derive(Debug)]
 pub struct Supervisor;
@@ -16,40 +22,31 @@ pub enum SupervisorMsg {}
 
 impl ractor::Message for SupervisorMsg {}
 
-#[derive(Debug)]
-pub struct SupervisorArgs {
-    pub kind: EntityKind,
-    pub hub: Weak<HubInner>,
-}
-
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
-    type State = SupervisorArgs;
-    type Arguments = SupervisorArgs;
+    type State = Arc<dyn Children>;
+    type Arguments = Arc<dyn Children>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        args: SupervisorArgs,
+        children: Arc<dyn Children>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(args)
+        Ok(children)
     }
 
     async fn handle_supervisor_evt(
         &self,
         _myself: ActorRef<Self::Msg>,
         event: SupervisionEvent,
-        state: &mut Self::State,
+        children: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(hub) = state.hub.upgrade().map(Hub::from_inner) else {
-            return Ok(());
-        };
         match event {
             SupervisionEvent::ActorFailed(child, error) => {
-                hub.child_failed(state.kind, child.get_id(), error.to_string());
+                children.failed(child.get_id(), error.to_string());
             }
             SupervisionEvent::ActorTerminated(child, _, _) => {
-                hub.child_stopped(state.kind, child.get_id());
+                children.stopped(child.get_id());
             }
             _ => {}
         }

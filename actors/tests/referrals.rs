@@ -4,24 +4,16 @@
 
 mod common;
 
-use common::{TestHub, WAIT, config, connect, eventually_async, hub_with};
+use common::{START_MS, TestHub, WAIT, ask, config, connect, eventually_async, hub_with, wallet};
 use playtree_actors::connections::Outbound;
-use playtree_actors::referral::{TreeEntity, ancestors};
-use playtree_actors::session::{SessionEntity, SessionEvent, SessionMsg};
+use playtree_actors::mail::{Address, Body, Post, PostEvent};
+use playtree_actors::referral::{TreeEntity, TreeState, ancestors};
+use playtree_actors::runtime::{Durable, Record};
+use playtree_actors::session::{SessionEntity, SessionEvent, SessionState};
 use playtree_actors::store::Journal;
-use playtree_protocol::{ErrorCode, ErrorReply, ReplyBody, Request, RoomKind};
+use playtree_protocol::{ErrorCode, ReplyBody, Request, RoomKind};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-
-async fn ask(test: &TestHub, player: &str, request: Request) -> Result<ReplyBody, ErrorReply> {
-    test.hub
-        .call_session(player, |reply| SessionMsg::Request {
-            request: request.clone(),
-            reply,
-        })
-        .await
-        .expect("session answers")
-}
 
 async fn code_of(test: &TestHub, player: &str) -> String {
     match ask(test, player, Request::GetReferralCode).await {
@@ -46,13 +38,6 @@ async fn claim(test: &TestHub, player: &str, code: &str) -> Result<String, Error
     }
 }
 
-async fn wallet(test: &TestHub, player: &str) -> u64 {
-    match ask(test, player, Request::GetWallet).await {
-        Ok(ReplyBody::Wallet { balance }) => balance,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 /// Waits until `player`'s wallet holds `expected` (grants arrive by cast).
 async fn wallet_reaches(test: &TestHub, player: &str, expected: u64) {
     let reached = tokio::time::timeout(WAIT, async {
@@ -69,14 +54,18 @@ async fn wallet_reaches(test: &TestHub, player: &str, expected: u64) {
     assert_eq!(reached, expected, "{player} was paid more than once");
 }
 
-/// Waits until every grant of `root`'s tree is acknowledged: nothing more is on its
-/// way to any wallet, so the wallets are final.
-async fn tree_settles(test: &TestHub, root: &str) {
-    eventually_async("every grant is acknowledged", || async {
-        let (_, tree, _) = Journal::<TreeEntity>::inspect(&test.store, root)
-            .await
-            .expect("tree");
-        tree.outbox.is_empty()
+/// Waits until no session, room or tree owes a letter: everything sent was taken and
+/// acknowledged, so wallets and links are final. (Time moves on meanwhile:
+/// acknowledgements are journaled with a sender's next commit, or after
+/// `mail.acks_flush_ms`.)
+async fn settles(test: &TestHub) {
+    eventually_async("every letter is taken and acknowledged", || async {
+        test.clock.advance(test.hub.config.mail.acks_flush_ms);
+        let mut owing = Vec::new();
+        for kind in ["session", "room", "tree"] {
+            owing.extend(test.store.owing(kind).await.expect("index"));
+        }
+        owing.is_empty()
     })
     .await;
 }
@@ -190,7 +179,7 @@ async fn a_first_spin_activates_the_referee_and_pays_three_levels_up() {
     wallet_reaches(&test, "b", 150 + 30).await;
     wallet_reaches(&test, "a", 150 + 10).await;
     wallet_reaches(&test, "d", 50 + prize).await;
-    tree_settles(&test, "root").await;
+    settles(&test).await;
     for (player, expected) in [
         ("root", 100),
         ("a", 160),
@@ -207,20 +196,17 @@ async fn a_first_spin_activates_the_referee_and_pays_three_levels_up() {
 }
 
 /// What the claims of a sequence did, checked against the rules.
-fn check_forest(
-    trees: &BTreeMap<String, playtree_actors::referral::TreeState>,
-    sessions: &BTreeMap<String, playtree_actors::session::SessionState>,
-) {
+fn check_forest(trees: &BTreeMap<String, TreeState>, sessions: &BTreeMap<String, SessionState>) {
     let referrers: BTreeMap<String, Option<String>> = sessions
         .iter()
-        .map(|(player, state)| (player.clone(), state.referral.referrer.clone()))
+        .map(|(player, state)| (player.clone(), state.link.referrer.clone()))
         .collect();
     for (player, state) in sessions {
         // Every claim ended, one way or the other: none is left blocking the player.
-        assert_eq!(state.referral.claiming, None, "{player}'s claim is stuck");
+        assert_eq!(state.link.claiming, None, "{player}'s claim is stuck");
         // A player counted as a referrer (and so refused a claim of their own) has a
         // referee.
-        if state.referral.has_referees {
+        if state.link.has_referees {
             let has_child = trees.values().any(|tree| {
                 tree.nodes
                     .values()
@@ -288,22 +274,24 @@ proptest! {
                     let _ = attempt.await;
                 }
             }
+            settles(&test).await;
             // What each session recorded, and what each tree holds.
             let mut sessions = BTreeMap::new();
             let mut roots = std::collections::BTreeSet::new();
             for player in &players {
-                let (_, state, _) = Journal::<SessionEntity>::inspect(&test.store, player)
-                    .await
-                    .expect("session");
-                roots.extend(state.referral.tree_root.clone());
-                sessions.insert(player.clone(), state);
+                let (_, stored, _) =
+                    Journal::<Durable<SessionEntity>>::inspect(&test.store, player)
+                        .await
+                        .expect("session");
+                roots.extend(stored.state.link.root.clone());
+                sessions.insert(player.clone(), stored.state);
             }
             let mut trees = BTreeMap::new();
             for root in roots {
-                let (_, tree, _) = Journal::<TreeEntity>::inspect(&test.store, &root)
+                let (_, tree, _) = Journal::<Durable<TreeEntity>>::inspect(&test.store, &root)
                     .await
                     .expect("tree");
-                trees.insert(root, tree);
+                trees.insert(root, tree.state);
             }
             check_forest(&trees, &sessions);
         });
@@ -384,38 +372,90 @@ async fn a_held_reward_reaches_the_wallet_when_its_hold_passes() {
 async fn a_claim_interrupted_after_its_referrer_accepted_is_finished_at_start_unasked() {
     let config = referral_config();
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = playtree_actors::Store::open(dir.path(), &config.store).expect("store");
-    // As a crash left them: alice accepted bob, bob's claim is under way, and the tree
-    // never heard of it.
-    let mut alice: Journal<SessionEntity> = Journal::open(store.clone(), "alice", 100)
+    let clock = std::sync::Arc::new(common::ManualClock::new(START_MS));
+    let store =
+        playtree_actors::Store::open(dir.path(), &config.store, clock.clone()).expect("store");
+    // As a crash left them: bob claimed alice's code and alice took his letter, but her
+    // letter to her tree was never delivered.
+    let (bob_address, alice_address) = (
+        Address::Session("bob".into()),
+        Address::Session("alice".into()),
+    );
+    let accept = Post::default().letter(
+        bob_address.clone(),
+        alice_address.clone(),
+        START_MS,
+        Body::AcceptReferee {
+            referee: "bob".into(),
+            suspect: false,
+        },
+    );
+    let mut bob: Journal<Durable<SessionEntity>> = Journal::open(store.clone(), "bob", 100)
         .await
         .expect("open");
-    alice
-        .persist(vec![SessionEvent::RefereeAccepted {
-            root: "alice".into(),
-        }])
-        .await
-        .expect("persist");
-    let mut bob: Journal<SessionEntity> = Journal::open(store.clone(), "bob", 100)
-        .await
-        .expect("open");
-    bob.persist(vec![SessionEvent::ClaimStarted {
-        referrer: "alice".into(),
-        suspect: false,
+    bob.persist(vec![Record {
+        events: vec![
+            SessionEvent::FirstSeen { at_ms: START_MS },
+            SessionEvent::ClaimStarted {
+                referrer: "alice".into(),
+                suspect: false,
+                request_key: None,
+            },
+        ],
+        post: vec![
+            PostEvent::Sent(accept.clone()),
+            PostEvent::Delivered {
+                seqs: vec![accept.seq],
+            },
+        ],
     }])
     .await
     .expect("persist");
+    let attach = Post::default().letter(
+        alice_address,
+        Address::Tree("alice".into()),
+        START_MS,
+        Body::Attach {
+            referee: "bob".into(),
+            suspect: false,
+        },
+    );
+    let mut alice: Journal<Durable<SessionEntity>> = Journal::open(store.clone(), "alice", 100)
+        .await
+        .expect("open");
+    alice
+        .persist(vec![Record {
+            events: vec![SessionEvent::RefereeAccepting {
+                referee: "bob".into(),
+            }],
+            post: vec![
+                PostEvent::Received {
+                    from: bob_address,
+                    seq: accept.seq,
+                    previous: accept.previous,
+                    at_ms: START_MS,
+                },
+                PostEvent::Sent(attach),
+            ],
+        }])
+        .await
+        .expect("persist");
     drop((alice, bob));
 
-    let test = common::hub_on(config, store, dir).await;
-    // Nobody asks: the session that owes the claim is activated at start and ends it.
+    let test = common::hub_on(config, store, clock, dir).await;
+    // Nobody asks: the session that owes a letter is activated at start and sends it.
     wallet_reaches(&test, "alice", 100).await;
     wallet_reaches(&test, "bob", 50).await;
-    let (_, bob, _) = Journal::<SessionEntity>::inspect(&test.store, "bob")
+    let (_, bob, _) = Journal::<Durable<SessionEntity>>::inspect(&test.store, "bob")
         .await
         .expect("bob");
-    assert_eq!(bob.referral.referrer.as_deref(), Some("alice"));
-    assert_eq!(bob.referral.claiming, None);
+    assert_eq!(bob.state.link.referrer.as_deref(), Some("alice"));
+    assert_eq!(bob.state.link.claiming, None);
+    let (_, alice, _) = Journal::<Durable<SessionEntity>>::inspect(&test.store, "alice")
+        .await
+        .expect("alice");
+    assert!(alice.state.link.has_referees);
+    assert!(alice.state.link.accepting.is_empty());
 }
 
 #[tokio::test]
@@ -438,14 +478,14 @@ async fn two_players_claiming_each_other_at_once_are_never_locked_out() {
             );
         }
     }
-    let (_, alice_state, _) = Journal::<SessionEntity>::inspect(&test.store, "alice")
+    let (_, alice_state, _) = Journal::<Durable<SessionEntity>>::inspect(&test.store, "alice")
         .await
         .expect("alice");
-    let (_, bob_state, _) = Journal::<SessionEntity>::inspect(&test.store, "bob")
+    let (_, bob_state, _) = Journal::<Durable<SessionEntity>>::inspect(&test.store, "bob")
         .await
         .expect("bob");
     assert!(
-        alice_state.referral.referrer.is_some() ^ bob_state.referral.referrer.is_some(),
+        alice_state.state.link.referrer.is_some() ^ bob_state.state.link.referrer.is_some(),
         "exactly one of them ends up the other's referee"
     );
 }

@@ -3,14 +3,16 @@
 
 mod common;
 
-use playtree_actors::grant::Grant;
-use playtree_actors::room::quiz::{QuizEvent, TakenAnswer};
-use playtree_actors::room::{RoomEntity, RoomEvent, RoomSetup};
-use playtree_actors::session::{Membership, PendingSpin, SessionEntity, SessionEvent};
+use playtree_actors::mail::{Membership, SpinDraw};
+use playtree_actors::session::{SessionEntity, SessionEvent};
 use playtree_actors::store::{Entity, Journal, Store};
-use playtree_protocol::{GrantId, RoomKind};
+use playtree_protocol::RoomKind;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
+
+fn clock() -> std::sync::Arc<dyn playtree_actors::Clock> {
+    std::sync::Arc::new(playtree_actors::clock::FixedClock(common::START_MS))
+}
 
 fn session_event(rng: &mut ChaCha20Rng, step: u64) -> SessionEvent {
     let wheel = if rng.next_u32().is_multiple_of(2) {
@@ -19,30 +21,27 @@ fn session_event(rng: &mut ChaCha20Rng, step: u64) -> SessionEvent {
         "bonus"
     }
     .to_string();
-    match rng.next_u32() % 5 {
-        0 => SessionEvent::SeedCommitted {
-            wheel,
-            server_seed: [(step % 251) as u8; 32],
-        },
+    match rng.next_u32() % 6 {
+        0 => SessionEvent::SeedRotated { wheel },
         1 => SessionEvent::SpinDrawn {
-            spin: PendingSpin {
+            spin: SpinDraw {
                 room: u64::from(rng.next_u32() % 3),
                 wheel,
                 nonce: step,
                 client_seed: format!("c{step}"),
                 commitment: [1; 32],
                 segment: rng.next_u32() % 6,
+                request_key: Some(step),
             },
             day: (step / 7) as u32,
         },
         2 => SessionEvent::Credited {
-            grant: GrantId {
-                source: "room:1".into(),
-                seq: u64::from(rng.next_u32() % 20),
-            },
-            previous: u64::from(rng.next_u32() % 20),
+            grant_id: format!("room:{}:{}", rng.next_u32() % 3, step),
             amount: u64::from(rng.next_u32() % 100),
+            reason: "spin".into(),
             settles: Some((wheel, step.saturating_sub(1))),
+            news: Vec::new(),
+            kept: 8,
         },
         3 => SessionEvent::JoinedRoom {
             room: u64::from(rng.next_u32() % 3),
@@ -51,82 +50,9 @@ fn session_event(rng: &mut ChaCha20Rng, step: u64) -> SessionEvent {
                 variant: wheel,
             },
         },
+        4 => SessionEvent::FirstSeen { at_ms: step },
         _ => SessionEvent::LeftRoom {
             room: u64::from(rng.next_u32() % 3),
-        },
-    }
-}
-
-fn quiz_event(rng: &mut ChaCha20Rng, step: u64, player: String) -> QuizEvent {
-    match rng.next_u32() % 6 {
-        0 => QuizEvent::GameStarted {
-            game_no: step,
-            questions: vec![3, 1, 2],
-            players: vec![player, "p0".into()],
-        },
-        1 => QuizEvent::QuestionAsked {
-            index: (step % 3) as u32,
-            asked_at_ms: step * 10,
-            deadline_ms: step * 10 + 5,
-        },
-        2 => QuizEvent::AnswerTaken {
-            player,
-            answer: TakenAnswer {
-                choice: 1,
-                correct: rng.next_u32().is_multiple_of(2),
-                points: step,
-            },
-        },
-        3 => QuizEvent::QuestionRevealed {
-            index: 0,
-            until_ms: step,
-        },
-        4 => QuizEvent::GameFinished { until_ms: step },
-        _ => QuizEvent::BackToLobby,
-    }
-}
-
-fn room_event(rng: &mut ChaCha20Rng, step: u64) -> RoomEvent {
-    let player = format!("p{}", rng.next_u32() % 4);
-    match rng.next_u32() % 6 {
-        4 => RoomEvent::Quiz(quiz_event(rng, step, player)),
-        5 => RoomEvent::GrantsIssued {
-            grants: vec![Grant {
-                id: GrantId {
-                    source: format!("room:9:game:{step}"),
-                    seq: 1,
-                },
-                previous: 0,
-                beneficiary: player,
-                amount: 5,
-                reason: "quiz".into(),
-                settles: None,
-            }],
-        },
-        0 => RoomEvent::MemberJoined { player },
-        1 => RoomEvent::MemberLeft { player },
-        2 => RoomEvent::SpinSettled {
-            grant: Grant {
-                id: GrantId {
-                    source: "room:9".into(),
-                    seq: step,
-                },
-                previous: step.saturating_sub(1),
-                beneficiary: player.clone(),
-                amount: u64::from(rng.next_u32() % 50),
-                reason: "spin".into(),
-                settles: Some(("classic".into(), step)),
-            },
-            player,
-            nonce: step,
-            segment: rng.next_u32() % 2,
-            inventory_exhausted: rng.next_u32().is_multiple_of(3),
-        },
-        _ => RoomEvent::GrantDelivered {
-            grant: GrantId {
-                source: "room:9".into(),
-                seq: step.saturating_sub(2),
-            },
         },
     }
 }
@@ -147,7 +73,8 @@ async fn check_replay<E: Entity>(
     let mut live: Journal<E> = Journal::open(store.clone(), id, snapshot_every)
         .await
         .expect("open");
-    for chunk in events.chunks(batch) {
+    let chunks: Vec<&[E::Event]> = events.chunks(batch).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
         live.persist(chunk.to_vec()).await.expect("persist");
         if restarts.next_u32().is_multiple_of(3) {
             let previous = live.incarnation();
@@ -161,12 +88,19 @@ async fn check_replay<E: Entity>(
                 stale.state(),
                 "{id}: restart recovers the state"
             );
-            // The old incarnation can no longer write.
-            let refused = stale.persist(chunk.to_vec()).await;
-            assert!(
-                matches!(refused, Err(playtree_actors::StoreError::Fenced { .. })),
-                "{id}: a stale incarnation's write: {refused:?}"
-            );
+            // The new incarnation writes its number with its first commit; from then
+            // on the old one can no longer write.
+            if let Some(ticket) = live.claim().expect("claim") {
+                live.durable(ticket).await.expect("claimed");
+            }
+            // (What the stale one writes is what comes next, valid after its state.)
+            if let Some(next) = chunks.get(index + 1) {
+                let refused = stale.persist(next.to_vec()).await;
+                assert!(
+                    matches!(refused, Err(playtree_actors::StoreError::Fenced { .. })),
+                    "{id}: a stale incarnation's write: {refused:?}"
+                );
+            }
         }
     }
     // The pure fold over all events is what the live journal holds...
@@ -194,7 +128,7 @@ async fn check_replay<E: Entity>(
 #[tokio::test]
 async fn recovery_equals_live_state_for_many_random_histories() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path(), &common::config().store).expect("store");
+    let store = Store::open(dir.path(), &common::config().store, clock()).expect("store");
     for seed in 0..24u64 {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let n_events = 1 + (seed * 7 % 60);
@@ -213,33 +147,13 @@ async fn recovery_equals_live_state_for_many_random_histories() {
             &mut restarts,
         )
         .await;
-
-        let mut events = vec![RoomEvent::Created {
-            setup: RoomSetup {
-                kind: RoomKind::Wheel,
-                variant: "classic".into(),
-                seed: 5,
-                private_code: None,
-            },
-            inventory: [(1, 3)].into_iter().collect(),
-        }];
-        events.extend((1..n_events).map(|step| room_event(&mut rng, step)));
-        check_replay::<RoomEntity>(
-            &store,
-            &format!("{seed}"),
-            snapshot_every,
-            events,
-            batch,
-            &mut restarts,
-        )
-        .await;
     }
 }
 
 #[tokio::test]
 async fn snapshots_truncate_the_journal_they_cover() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path(), &common::config().store).expect("store");
+    let store = Store::open(dir.path(), &common::config().store, clock()).expect("store");
     let mut journal: Journal<SessionEntity> =
         Journal::open(store.clone(), "trim", 4).await.expect("open");
     for room in 0..10 {
@@ -264,7 +178,7 @@ async fn snapshots_truncate_the_journal_they_cover() {
 #[tokio::test]
 async fn a_corrupt_record_is_reported_not_applied() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path(), &common::config().store).expect("store");
+    let store = Store::open(dir.path(), &common::config().store, clock()).expect("store");
     let key = playtree_actors::store::journal_key("session", "broken", 1);
     store
         .commit(vec![playtree_actors::store::WriteOp::Put(
@@ -328,7 +242,7 @@ async fn a_reader_never_pairs_an_old_snapshot_with_a_journal_truncated_past_it()
     };
     // What the entity's snapshot at seq 3 looks like on disk.
     let snapshotted = Arc::new(MemoryBackend::default());
-    let store = Store::with_backend(snapshotted.clone(), &config).expect("store");
+    let store = Store::with_backend(snapshotted.clone(), &config, clock()).expect("store");
     let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "racer", 100)
         .await
         .expect("open");
@@ -346,7 +260,7 @@ async fn a_reader_never_pairs_an_old_snapshot_with_a_journal_truncated_past_it()
         disk: disk.clone(),
         landing: std::sync::Mutex::new(None),
     });
-    let store = Store::with_backend(racing.clone(), &config).expect("store");
+    let store = Store::with_backend(racing.clone(), &config, clock()).expect("store");
     let mut journal: Journal<SessionEntity> = Journal::open(store.clone(), "racer", 100)
         .await
         .expect("open");

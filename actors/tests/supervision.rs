@@ -3,40 +3,29 @@
 
 mod common;
 
-use common::{config, eventually, hub_with};
-use playtree_actors::HubError;
-use playtree_actors::grant::Grant;
-use playtree_actors::session::SessionMsg;
-use playtree_protocol::{GrantId, ReplyBody, Request};
+use common::{config, eventually, eventually_async, hub_with};
+use playtree_actors::mail::{Delivery, Msg};
+use playtree_protocol::{ErrorCode, ErrorReply, ReplyBody, Request};
 
-fn credit(seq: u64, amount: u64) -> SessionMsg {
-    SessionMsg::Credit {
-        grant: Grant {
-            id: GrantId {
-                source: "room:5".into(),
-                seq,
-            },
-            previous: seq - 1,
-            beneficiary: "alice".into(),
-            amount,
-            reason: "test".into(),
-            settles: None,
-        },
-        source: playtree_actors::grant::GrantSource::Room(5),
+fn credit(hub: &playtree_actors::Hub, seq: u64, amount: u64) {
+    hub.deliver(Delivery {
+        letter: common::credit(5, "alice", seq, amount),
+        attachment: None,
+    });
+}
+
+async fn balance(hub: &playtree_actors::Hub) -> Result<u64, ErrorReply> {
+    match hub
+        .request("alice", Request::GetWallet, None, 0, false)
+        .await?
+    {
+        ReplyBody::Wallet { balance } => Ok(balance),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
-async fn balance(hub: &playtree_actors::Hub) -> Result<u64, HubError> {
-    let reply = hub
-        .call_session("alice", |reply| SessionMsg::Request {
-            request: Request::GetWallet,
-            reply,
-        })
-        .await?;
-    match reply {
-        Ok(ReplyBody::Wallet { balance }) => Ok(balance),
-        other => panic!("unexpected {other:?}"),
-    }
+fn unavailable(balance: &Result<u64, ErrorReply>) -> bool {
+    matches!(balance, Err(error) if error.code == ErrorCode::EntityUnavailable)
 }
 
 #[tokio::test]
@@ -46,14 +35,12 @@ async fn a_failed_session_restarts_from_its_persisted_state_within_the_intensity
     config.actors.restart_window_ms = 60_000;
     let test = hub_with(config).await;
     let hub = &test.hub;
-    hub.cast_session("alice", credit(1, 30))
-        .await
-        .expect("credit");
-    assert_eq!(balance(hub).await.expect("balance"), 30);
+    credit(hub, 1, 30);
+    eventually_async("credited", || async { balance(hub).await == Ok(30) }).await;
 
     for restart in 1..=2 {
         let before = hub.active_session("alice").expect("active");
-        before.cast(SessionMsg::InjectFault).expect("inject");
+        before.cast(Msg::InjectFault).expect("inject");
         // The supervisor reactivates it eagerly; wait for the new instance.
         eventually("a restarted session", || {
             hub.active_session("alice")
@@ -69,19 +56,16 @@ async fn a_failed_session_restarts_from_its_persisted_state_within_the_intensity
 
     // A third failure within the window exceeds the intensity: the entity stays down.
     let before = hub.active_session("alice").expect("active");
-    before.cast(SessionMsg::InjectFault).expect("inject");
+    before.cast(Msg::InjectFault).expect("inject");
     // Calls race the supervisor's verdict until it lands; then the entity stays down.
     tokio::time::timeout(common::WAIT, async {
-        while !matches!(balance(hub).await, Err(HubError::Unavailable { .. })) {
+        while !unavailable(&balance(hub).await) {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     })
     .await
     .expect("the session is given up");
-    assert!(matches!(
-        balance(hub).await,
-        Err(HubError::Unavailable { .. })
-    ));
+    assert!(unavailable(&balance(hub).await));
 
     // After the window, it can be activated again, with its state intact.
     test.clock.advance(60_001);
@@ -97,15 +81,15 @@ async fn passivation_loses_no_message() {
     let mut expected = 0;
     let mut passivations = 0;
     for seq in 1..=40u64 {
-        hub.cast_session("alice", credit(seq, seq))
-            .await
-            .expect("credit");
+        credit(hub, seq, seq);
         expected += seq;
         if seq % 10 == 0 {
             // Let the session go idle and passivate, while more credits arrive.
             let before = hub.active_session("alice").map(|s| s.get_id());
-            test.clock.advance(1_000);
+            // (Time moves on while the test waits: credits still on their way are
+            // activity, after which the session waits its full idle period again.)
             eventually("passivation", || {
+                test.clock.advance(1_000);
                 hub.active_session("alice").map(|s| s.get_id()) != before
             })
             .await;
@@ -113,7 +97,10 @@ async fn passivation_loses_no_message() {
         }
     }
     assert_eq!(passivations, 4);
-    assert_eq!(balance(hub).await.expect("balance"), expected);
+    eventually_async("every credit is taken", || async {
+        balance(hub).await == Ok(expected)
+    })
+    .await;
 }
 
 /// A backend whose first write waits until the test lets it finish, so that the test
@@ -157,9 +144,12 @@ async fn one_flush_serves_many_writers() {
         entered: std::sync::Mutex::new(Some(entered_tx)),
         release: std::sync::Mutex::new(Some(release_rx)),
     };
-    let store =
-        playtree_actors::store::Store::with_backend(std::sync::Arc::new(backend), &config().store)
-            .expect("store");
+    let store = playtree_actors::store::Store::with_backend(
+        std::sync::Arc::new(backend),
+        &config().store,
+        std::sync::Arc::new(playtree_actors::clock::FixedClock(1)),
+    )
+    .expect("store");
     let put = |n: u64| {
         store
             .submit(vec![playtree_actors::store::WriteOp::Put(

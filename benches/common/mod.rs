@@ -23,15 +23,9 @@ pub fn bench_wheel(spins_per_day: u32) -> WheelConfig {
 /// A hub started on `config` with its store in `dir`. Panics (the benchmark cannot run)
 /// if the store or the hub does not start.
 pub async fn start_hub(dir: &std::path::Path, config: GameConfig) -> Hub {
-    let store = Store::open(dir, &config.store).expect("store");
+    let store = Store::open(dir, &config.store, Arc::new(SystemClock)).expect("store");
     let questions = Arc::new(playtree::questions::load("").expect("questions"));
-    Hub::start(
-        config,
-        store,
-        Arc::new(SystemClock),
-        Arc::new(OsEntropy),
-        questions,
-    )
-    .await
-    .expect("hub")
+    Hub::start(config, store, Arc::new(OsEntropy), questions)
+        .await
+        .expect("hub")
 }

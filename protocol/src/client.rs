@@ -39,7 +39,7 @@ pub struct StreamPosition {
 }
 
 /// The kinds of game room. New kinds go at the end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum RoomKind {
     Wheel,
     Quiz,

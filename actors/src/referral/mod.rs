@@ -1,31 +1,32 @@
 //! The referral tree entity: one per tree, keyed by its root player. It attaches
-//! referees below their referrers, pays rewards per level through its outbox (grants
-//! credited exactly once by the wallets, redelivered until acknowledged), keeps every
-//! player's counters as the tree grows, and tells online players what happened.
+//! referees below their referrers (step 3 of a claim, see `crate::claim`), pays rewards
+//! per level by letter (credits to the wallets, exactly once), keeps every player's
+//! counters as the tree grows, and tells its players what happened, by letter too: a
+//! player away hears it when they come back.
 //!
-//! Trees never merge and never hold a cycle: a player joins a tree only by claiming a
-//! code while they have no referees of their own (their session checks it, serialized
-//! with the referees they accept), so every new node is a leaf.
+//! Trees never merge and never hold a cycle: every node a tree gains is a leaf
+//! (`crate::claim` says why).
 
-pub mod code;
 pub mod msg;
 pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use msg::TreeMsg;
+pub use msg::TreeInput;
 pub use state::{
     LEVELS_TRACKED, Node, Reward, RewardOutcome, TreeEntity, TreeEvent, TreeState, ancestors,
 };
 
+use crate::claim::{self, Attach};
 use crate::config::GameConfig;
-use crate::grant::{Grant, GrantSource};
-use crate::hub::{EntityKind, Hub};
-use crate::runtime::{ActivationError, Behaviour, Decide, Effect, Env};
-use crate::session::SessionMsg;
+use crate::mail::{
+    Address, Attachment, Body, ClaimAnswer, Credit, EntityKind, HandOff, Letter, PlayerNews,
+    RewardNews,
+};
+use crate::runtime::{ActivationError, Behaviour, Decide, Env, refusal};
 use crate::store::{WriteOp, decode_value, encode_value};
 use playtree_protocol::{
-    ErrorCode, ErrorReply, Event, GrantId, ReferralReward, RewardState, RewardTrigger, StreamId,
+    ErrorCode, ErrorReply, Event, ReplyBody, RewardState, RewardTrigger, StreamId,
 };
 use playtree_protocol::{LogEntry, LogEvent};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,66 +60,77 @@ fn count_funnel(counter: &'static AtomicU64, name: &'static str) {
     }
 }
 
-/// What a tree keeps in memory only.
+/// What a tree keeps in memory only: nothing (its letters are the runtime's).
 #[derive(Debug, Default)]
-pub struct TreeMemory {
-    /// When the outbox was last redelivered.
-    last_redeliver_ms: u64,
-}
+pub struct TreeMemory;
 
-/// A tree's own effects.
+/// A tree has no effects of its own: what it says, it says by letter.
 #[derive(Debug)]
-pub enum TreeEffect {
-    /// Tells `player`, if online, of `event` on their player stream.
-    Notify { player: String, event: Event },
-}
+pub enum TreeEffect {}
 
 impl Behaviour for TreeEntity {
     type Id = String;
-    type Msg = TreeMsg;
+    type Input = TreeInput;
     type Memory = TreeMemory;
     type Effect = TreeEffect;
     type Start = ();
 
     const ENTITY: EntityKind = EntityKind::Tree;
 
+    fn address(root: &String) -> Address {
+        Address::Tree(root.clone())
+    }
+
     /// Nobody follows a tree: what it has to say goes to players' own streams.
     fn stream(root: &String) -> StreamId {
         StreamId::Player(format!("tree:{root}"))
     }
 
-    fn activate(cx: &mut Cx<'_>, _start: ()) -> Result<(), ActivationError> {
-        cx.memory.last_redeliver_ms = cx.now_ms;
-        if !cx.state().outbox.is_empty() {
-            redeliver(cx);
-        }
+    fn has_stream() -> bool {
+        false
+    }
+
+    fn activate(_cx: &mut Cx<'_>, _start: ()) -> Result<(), ActivationError> {
         Ok(())
     }
 
-    fn decide(cx: &mut Cx<'_>, input: TreeMsg) {
+    fn decide(cx: &mut Cx<'_>, input: TreeInput) {
         match input {
-            TreeMsg::Attach {
-                referrer,
-                referee,
-                suspect,
+            TreeInput::Decide {
+                reward,
+                approve,
                 reply,
             } => {
-                let attached = attach(cx, referrer, referee, suspect);
-                let outcome = match &attached {
-                    Ok(()) => "accepted",
-                    Err(_) => "refused",
-                };
-                cx.then(move || {
-                    metrics::counter!("playtree_referral_attachments_total", "outcome" => outcome)
-                        .increment(1)
-                });
-                cx.reply(reply, attached);
+                let decided = decide_reward(cx, reward, approve);
+                cx.reply(reply, decided);
             }
-            TreeMsg::Activated { player, reply } => {
-                let recorded = activated(cx, player);
-                cx.reply(reply, recorded);
+        }
+    }
+
+    fn receive(cx: &mut Cx<'_>, letter: Letter, attachment: Option<Attachment>) {
+        let Some(sender) = letter.from.player().map(str::to_owned) else {
+            tracing::error!(tree = %cx.id, from = %letter.from, "a tree takes letters from sessions only");
+            return;
+        };
+        match letter.body {
+            Body::Attach { referee, suspect } => {
+                attach_letter(cx, sender, referee, suspect, attachment)
             }
-            TreeMsg::Conversion {
+            Body::Activated => {
+                if let Err(error) = activated(cx, sender) {
+                    tracing::warn!(tree = %cx.id, %error, "an activation was not recorded");
+                }
+            }
+            other => {
+                tracing::error!(tree = %cx.id, body = other.name(), "a tree got a letter it does not take");
+                metrics::counter!("playtree_mail_misdirected_total", "kind" => "tree").increment(1);
+            }
+        }
+    }
+
+    fn handed(cx: &mut Cx<'_>, hand_off: HandOff) {
+        match hand_off {
+            HandOff::Conversion {
                 player,
                 kind,
                 key,
@@ -127,62 +139,36 @@ impl Behaviour for TreeEntity {
                 let made = conversion(cx, player, &kind, key);
                 cx.reply(reply, made);
             }
-            TreeMsg::Decide {
-                reward,
-                approve,
-                reply,
-            } => {
-                let decided = decide_reward(cx, reward, approve);
-                cx.reply(reply, decided);
-            }
-            TreeMsg::Stats { player, reply } => {
+            HandOff::Stats { player, reply } => {
                 let stats = cx.state().stats(&player);
-                cx.reply(reply, stats);
+                cx.reply(reply, Ok(ReplyBody::ReferralStats(stats)));
             }
-            TreeMsg::GrantAcked { grant } => grant_acked(cx, grant),
-            TreeMsg::Deadline => {
-                // The outbox first: a reward released now is sent once, just below.
-                let retry_ms = cx.config().referral.outbox_retry_ms;
-                if !cx.state().outbox.is_empty()
-                    && cx.now_ms >= cx.memory.last_redeliver_ms + retry_ms
-                {
-                    redeliver(cx);
-                }
-                release_due(cx);
+            other => {
+                let name = other.name();
+                other.refuse(ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("a referral tree takes no {name} hand-off"),
+                ));
             }
         }
     }
 
-    /// Redelivering the outbox, or the first hold to end.
-    fn next_deadline(env: &Env, state: &TreeState, memory: &TreeMemory) -> Option<u64> {
-        let redeliver = (!state.outbox.is_empty())
-            .then(|| memory.last_redeliver_ms + env.config.referral.outbox_retry_ms);
-        let hold = state.holds.first().map(|(until_ms, _)| *until_ms);
-        crate::timers::earliest([redeliver, hold])
+    fn on_deadline(cx: &mut Cx<'_>) {
+        release_due(cx);
     }
 
-    fn deadline() -> TreeMsg {
-        TreeMsg::Deadline
+    /// The first hold to end.
+    fn next_deadline(_env: &Env, state: &TreeState, _memory: &TreeMemory) -> Option<u64> {
+        state.holds.first().map(|(until_ms, _)| *until_ms)
     }
 
-    fn is_deadline(input: &TreeMsg) -> bool {
-        matches!(input, TreeMsg::Deadline)
-    }
-
-    fn is_activity(input: &TreeMsg) -> bool {
-        matches!(
-            input,
-            TreeMsg::Attach { .. }
-                | TreeMsg::Activated { .. }
-                | TreeMsg::Stats { .. }
-                | TreeMsg::Conversion { .. }
-                | TreeMsg::Decide { .. }
-        )
+    fn is_activity(_input: &TreeInput) -> bool {
+        true
     }
 
     fn may_passivate(state: &TreeState, _memory: &TreeMemory) -> bool {
         // A tree with rewards on hold stays to release them on time.
-        state.outbox.is_empty() && state.holds.is_empty()
+        state.holds.is_empty()
     }
 
     fn passivate_after_ms(config: &GameConfig) -> u64 {
@@ -200,20 +186,6 @@ impl Behaviour for TreeEntity {
 
     fn keeps_follower(_state: &TreeState, _player: &str) -> bool {
         false
-    }
-
-    fn redirect(hub: &Hub, root: &String, message: TreeMsg) {
-        hub.send_to_tree(root.clone(), message);
-    }
-
-    fn perform(hub: &Hub, _root: &String, _myself: &ractor::ActorRef<TreeMsg>, effect: TreeEffect) {
-        match effect {
-            TreeEffect::Notify { player, event } => {
-                if hub.is_online(&player) {
-                    hub.send_to_session(player, SessionMsg::News { event });
-                }
-            }
-        }
     }
 }
 
@@ -237,72 +209,96 @@ pub fn decode_log(offset: u64, value: &[u8]) -> Result<LogEntry, crate::store::S
     })
 }
 
-fn refused(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
-    ErrorReply::new(code, message)
+/// Tells `player`, by letter, news for their stream.
+fn tell(cx: &mut Cx<'_>, player: &str, news: Vec<PlayerNews>) {
+    if let Err(error) = cx.send(Address::Session(player.to_owned()), Body::News(news)) {
+        tracing::error!(tree = %cx.id, %error, "news was refused after its decision");
+    }
 }
 
-fn store_error(error: crate::store::StoreError) -> ErrorReply {
-    ErrorReply::new(ErrorCode::StoreFailure, error.to_string())
+/// Step 3 of a claim: `referee` is attached below `referrer` (the letter's sender), or
+/// refused. Both hear by letter; the client who claimed is answered from here.
+fn attach_letter(
+    cx: &mut Cx<'_>,
+    referrer: String,
+    referee: String,
+    suspect: bool,
+    attachment: Option<Attachment>,
+) {
+    let root = cx.id.clone();
+    let attached = attach(cx, &referrer, &referee, suspect);
+    let outcome = match &attached {
+        Ok(()) => "accepted",
+        Err(_) => "refused",
+    };
+    cx.then(move || {
+        metrics::counter!("playtree_referral_attachments_total", "outcome" => outcome).increment(1)
+    });
+    let (answer, result) = match attached {
+        Ok(()) => (
+            ClaimAnswer::Attached {
+                referrer: referrer.clone(),
+                root,
+            },
+            Ok(ReplyBody::ReferralClaimed {
+                referrer: referrer.clone(),
+            }),
+        ),
+        Err(error) => (ClaimAnswer::Refused(error.clone()), Err(error)),
+    };
+    let attached = result.is_ok();
+    let told = cx
+        .send(
+            Address::Session(referee.clone()),
+            Body::ClaimAnswered(answer),
+        )
+        .and_then(|()| {
+            cx.send(
+                Address::Session(referrer),
+                Body::RefereeAnswered { referee, attached },
+            )
+        });
+    if let Err(error) = told {
+        // Refused before anything changed only if it was the first write: the letter
+        // that asked is not taken, and comes again.
+        tracing::error!(tree = %cx.id, %error, "a claim's answer was not sent");
+    }
+    if let Some(attachment) = attachment {
+        cx.reply(attachment.into_reply(), result);
+    }
 }
 
 /// `referee` joins below `referrer`, and the signup rewards and the welcome bonus are
 /// paid.
 fn attach(
     cx: &mut Cx<'_>,
-    referrer: String,
-    referee: String,
+    referrer: &str,
+    referee: &str,
     suspect_source: bool,
 ) -> Result<(), ErrorReply> {
     let root = cx.id.clone();
-    if referee == referrer {
-        return Err(refused(
-            ErrorCode::SelfReferral,
-            "a player cannot claim their own referral code",
-        ));
+    let players_max = cx.config().referral.tree_players_max;
+    if claim::attach(cx.state(), &root, referrer, referee, players_max)? == Attach::Again {
+        // Asked again: the same answer.
+        return Ok(());
     }
     let state = cx.state();
-    if let Some(node) = state.nodes.get(&referee) {
-        // Asked again (a claim retried after a lost answer): the same answer.
-        return if node.parent.as_deref() == Some(referrer.as_str()) {
-            Ok(())
-        } else {
-            Err(refused(
-                ErrorCode::ReferralAlreadyClaimed,
-                "this player is in a referral tree already",
-            ))
-        };
-    }
-    if !state.nodes.contains_key(&referrer) && referrer != root {
-        return Err(refused(
-            ErrorCode::Internal,
-            format!("{referrer} is not in the referral tree of {root}"),
-        ));
-    }
-    let players_max = cx.config().referral.tree_players_max;
-    // The referee, and the root with the first referral.
-    let adding = if state.nodes.is_empty() { 2 } else { 1 };
-    if state.nodes.len() + adding > players_max {
-        return Err(refused(
-            ErrorCode::ReferralTreeFull,
-            format!("this referral tree holds its maximum of {players_max} players"),
-        ));
-    }
     let at_ms = cx.now_ms;
     let first_referee = state
         .nodes
-        .get(&referrer)
+        .get(referrer)
         .is_none_or(|node| node.referees_by_level.is_empty());
     // A referrer's claims beyond the hourly limit pay nothing until a partner approves.
     let claims_max = cx.config().referral.claims_per_referrer_per_hour;
     // A suspect referrer's own referees are suspect too: flags are not escaped by
     // referring through the accounts that were flagged.
-    let referrer_suspect = state.nodes.get(&referrer).is_some_and(|node| node.suspect);
+    let referrer_suspect = state.nodes.get(referrer).is_some_and(|node| node.suspect);
     let excess = referrer_suspect
         || suspect_source
         || claims_max > 0
             && state
                 .nodes
-                .get(&referrer)
+                .get(referrer)
                 .map_or(0, |node| node.claims.count_at(at_ms, state::HOUR_MS))
                 >= claims_max;
     let mut events = Vec::new();
@@ -313,39 +309,39 @@ fn attach(
         });
     }
     events.push(TreeEvent::Attached {
-        referrer: referrer.clone(),
-        referee: referee.clone(),
+        referrer: referrer.to_owned(),
+        referee: referee.to_owned(),
         at_ms,
         suspect: excess,
         claims_kept: claims_max,
     });
     // The referrer's place on the leaderboard moves in the same commit.
-    let before = cx.state().nodes.get(&referrer).map(|node| {
+    let before = cx.state().nodes.get(referrer).map(|node| {
         (
             node.referees_by_level.first().copied().unwrap_or(0),
             node.last_referee_ms,
         )
     });
-    cx.emit_all(events).map_err(store_error)?;
+    cx.emit_all(events).map_err(|error| refusal(&error))?;
     if let Some((referees, reached_ms)) = before
         && referees > 0
     {
-        let old = leaderboard::key(&referrer, referees, reached_ms);
+        let old = leaderboard::key(referrer, referees, reached_ms);
         if let Err(error) = cx.write(WriteOp::Delete(old)) {
             tracing::error!(tree = %cx.id, %error, "leaderboard entry not moved");
         }
     }
     let referees = before.map_or(0, |(referees, _)| referees) + 1;
-    let new = leaderboard::key(&referrer, referees, at_ms);
+    let new = leaderboard::key(referrer, referees, at_ms);
     if let Err(error) = cx.write(WriteOp::Put(new, Vec::new())) {
         tracing::error!(tree = %cx.id, %error, "leaderboard entry not written");
     }
     log(
         cx,
         LogEvent::ReferralClaimed {
-            tree: root.clone(),
-            referrer,
-            referee: referee.clone(),
+            tree: root,
+            referrer: referrer.to_owned(),
+            referee: referee.to_owned(),
         },
     );
     cx.then(move || {
@@ -355,21 +351,19 @@ fn attach(
         count_funnel(&REFEREES, "referee");
     });
     let config = cx.config().referral.clone();
-    for (index, ancestor) in ancestors(cx.state(), &referee).into_iter().enumerate() {
+    for (index, ancestor) in ancestors(cx.state(), referee).into_iter().enumerate() {
         let level = index as u32 + 1;
-        cx.own(TreeEffect::Notify {
-            player: ancestor.clone(),
-            event: Event::FriendJoined {
-                friend: referee.clone(),
-                level,
-            },
-        });
         let amount = config.signup_rewards.get(index).copied().unwrap_or(0);
-        let made = Made::new(&referee, level, RewardTrigger::Signup, amount);
-        reward(cx, ancestor, made, excess)?;
+        let joined = PlayerNews::FriendJoined {
+            friend: referee.to_owned(),
+            level,
+        };
+        // One letter per ancestor: the news rides with the reward's credit.
+        let made = Made::new(referee, level, RewardTrigger::Signup, amount);
+        reward(cx, ancestor, made, excess, Some(joined))?;
     }
-    let welcome = Made::new(&referee, 0, RewardTrigger::Welcome, config.welcome_bonus);
-    reward(cx, referee.clone(), welcome, excess)?;
+    let welcome = Made::new(referee, 0, RewardTrigger::Welcome, config.welcome_bonus);
+    reward(cx, referee.to_owned(), welcome, excess, None)?;
     if excess {
         cx.then(|| metrics::counter!("playtree_referral_claims_flagged_total").increment(1));
     }
@@ -379,7 +373,7 @@ fn attach(
 /// `player` finished a first game: the activation rewards are paid up the tree once.
 fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
     let Some(node) = cx.state().nodes.get(&player) else {
-        return Err(refused(
+        return Err(ErrorReply::new(
             ErrorCode::Internal,
             format!("{player} is not in the referral tree of {}", cx.id),
         ));
@@ -391,7 +385,7 @@ fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
     cx.emit(TreeEvent::Activated {
         player: player.clone(),
     })
-    .map_err(store_error)?;
+    .map_err(|error| refusal(&error))?;
     let tree = cx.id.clone();
     log(
         cx,
@@ -405,7 +399,7 @@ fn activated(cx: &mut Cx<'_>, player: String) -> Result<(), ErrorReply> {
     for (index, ancestor) in ancestors(cx.state(), &player).into_iter().enumerate() {
         let amount = amounts.get(index).copied().unwrap_or(0);
         let made = Made::new(&player, index as u32 + 1, RewardTrigger::Activation, amount);
-        reward(cx, ancestor, made, suspect)?;
+        reward(cx, ancestor, made, suspect, None)?;
     }
     Ok(())
 }
@@ -431,13 +425,14 @@ impl<'a> Made<'a> {
 
 /// Rewards `beneficiary` (nothing for 0 coins): flagged if `flag` or past the player's
 /// daily rewards limit, held for `referral.hold_ms` if set, else credited at once (a
-/// grant in the outbox, sent to the wallet once durable); the beneficiary hears of it
-/// if online.
+/// credit by letter, with its news); the beneficiary hears of it either way, `first`
+/// (news of what earned it) before.
 fn reward(
     cx: &mut Cx<'_>,
     beneficiary: String,
     made: Made<'_>,
     flag: bool,
+    first: Option<PlayerNews>,
 ) -> Result<(), ErrorReply> {
     let Made {
         friend,
@@ -446,6 +441,9 @@ fn reward(
         amount,
     } = made;
     if amount == 0 {
+        if let Some(first) = first {
+            tell(cx, &beneficiary, vec![first]);
+        }
         return Ok(());
     }
     let config = &cx.config().referral;
@@ -462,15 +460,10 @@ fn reward(
     let (outcome, state) = if flag || over_daily {
         (RewardOutcome::Flagged, RewardState::Flagged)
     } else if hold_ms == 0 {
-        let grant = grant_for(cx, &beneficiary, friend, level, trigger, amount);
-        (RewardOutcome::Credited(grant), RewardState::Credited)
+        (RewardOutcome::Credited, RewardState::Credited)
     } else {
         let until_ms = at_ms.saturating_add(hold_ms);
         (RewardOutcome::Pending { until_ms }, RewardState::Pending)
-    };
-    let grant = match &outcome {
-        RewardOutcome::Credited(grant) => Some(grant.clone()),
-        RewardOutcome::Pending { .. } | RewardOutcome::Flagged => None,
     };
     cx.emit(TreeEvent::Rewarded {
         reward: number,
@@ -483,56 +476,68 @@ fn reward(
         outcome,
         rewards_kept: rewards_max,
     })
-    .map_err(store_error)?;
+    .map_err(|error| refusal(&error))?;
     count_reward(cx, trigger, state, amount);
-    notify_reward(
-        cx,
-        number,
-        &beneficiary,
-        friend,
-        level,
-        trigger,
-        amount,
-        state,
-    );
-    if let Some(grant) = grant {
-        send_grant(cx, grant);
-    }
-    Ok(())
-}
-
-/// Tells `beneficiary`, if online, and the event log, where reward `number` stands.
-#[allow(clippy::too_many_arguments)]
-fn notify_reward(
-    cx: &mut Cx<'_>,
-    number: u64,
-    beneficiary: &str,
-    friend: &str,
-    level: u32,
-    trigger: RewardTrigger,
-    amount: u64,
-    state: RewardState,
-) {
-    let news = ReferralReward {
-        tree: cx.id.clone(),
-        reward: number,
+    let held = Reward {
+        beneficiary,
         friend: friend.to_owned(),
         level,
         trigger,
         amount,
         state,
+        at_ms,
+    };
+    announce(cx, number, &held, state, first);
+    Ok(())
+}
+
+/// Tells the beneficiary (by letter: a credit with its news when `state` pays, news
+/// alone otherwise; `first` before) and the event log where reward `number` stands.
+fn announce(
+    cx: &mut Cx<'_>,
+    number: u64,
+    reward: &Reward,
+    state: RewardState,
+    first: Option<PlayerNews>,
+) {
+    let news = RewardNews {
+        tree: cx.id.clone(),
+        reward: number,
+        friend: reward.friend.clone(),
+        level: reward.level,
+        trigger: reward.trigger,
+        amount: reward.amount,
+        state,
     };
     log(
         cx,
         LogEvent::Reward {
-            beneficiary: beneficiary.to_owned(),
-            reward: news.clone(),
+            beneficiary: reward.beneficiary.clone(),
+            reward: news.wire(),
         },
     );
-    cx.own(TreeEffect::Notify {
-        player: beneficiary.to_owned(),
-        event: Event::ReferralReward(news),
-    });
+    let news: Vec<PlayerNews> = first
+        .into_iter()
+        .chain([PlayerNews::Reward(news)])
+        .collect();
+    if state != RewardState::Credited {
+        return tell(cx, &reward.beneficiary, news);
+    }
+    let credit = Credit {
+        amount: reward.amount,
+        reason: format!(
+            "referral: {} ({:?}, level {})",
+            reward.friend, reward.trigger, reward.level
+        ),
+        spin: None,
+        news,
+    };
+    if let Err(error) = cx.send(
+        Address::Session(reward.beneficiary.clone()),
+        Body::Credit(credit),
+    ) {
+        tracing::error!(tree = %cx.id, %error, "a reward's credit was refused after its decision");
+    }
 }
 
 /// A partner approves (credits now) or voids (never pays) a held or flagged reward.
@@ -574,17 +579,18 @@ fn decide_reward(cx: &mut Cx<'_>, number: u64, approve: bool) -> Result<RewardSt
         "decisions",
         cx.state().decided.is_full_at(cx.now_ms, answers_kept(cx)),
     )?;
-    let grant = approve.then(|| held_grant(cx, &held));
     let at_ms = cx.now_ms;
     let keep = answers_kept(cx);
     cx.emit(TreeEvent::Decided {
         reward: number,
-        grant: grant.clone(),
+        beneficiary: held.beneficiary.clone(),
+        approved: approve,
         at_ms,
         keep,
     })
-    .map_err(store_error)?;
-    announce_held(cx, number, &held, wanted, grant);
+    .map_err(|error| refusal(&error))?;
+    count_reward(cx, held.trigger, wanted, held.amount);
+    announce(cx, number, &held, wanted, None);
     Ok(wanted)
 }
 
@@ -616,42 +622,6 @@ fn answers_room(cx: &Cx<'_>, what: &str, full: bool) -> Result<(), ErrorReply> {
             cx.id, config.partner_answers_max, config.partner_answers_kept_ms
         ),
     ))
-}
-
-/// The grant that credits the held reward `held`.
-fn held_grant(cx: &Cx<'_>, held: &state::Reward) -> Grant {
-    grant_for(
-        cx,
-        &held.beneficiary,
-        &held.friend,
-        held.level,
-        held.trigger,
-        held.amount,
-    )
-}
-
-/// Counts, tells and (with `grant`) pays a held reward that has just become `state`.
-fn announce_held(
-    cx: &mut Cx<'_>,
-    number: u64,
-    held: &state::Reward,
-    state: RewardState,
-    grant: Option<Grant>,
-) {
-    count_reward(cx, held.trigger, state, held.amount);
-    notify_reward(
-        cx,
-        number,
-        &held.beneficiary,
-        &held.friend,
-        held.level,
-        held.trigger,
-        held.amount,
-        state,
-    );
-    if let Some(grant) = grant {
-        send_grant(cx, grant);
-    }
 }
 
 /// A partner's conversion report for `player`: the kind's rewards up the tree, once per
@@ -698,7 +668,7 @@ fn conversion(cx: &mut Cx<'_>, player: String, kind: &str, key: String) -> Resul
         at_ms,
         keep,
     })
-    .map_err(store_error)?;
+    .map_err(|error| refusal(&error))?;
     let tree = cx.id.clone();
     log(
         cx,
@@ -715,45 +685,9 @@ fn conversion(cx: &mut Cx<'_>, player: String, kind: &str, key: String) -> Resul
     });
     for (index, (ancestor, amount)) in paid.into_iter().enumerate() {
         let made = Made::new(&player, index as u32 + 1, RewardTrigger::Conversion, amount);
-        reward(cx, ancestor, made, suspect)?;
+        reward(cx, ancestor, made, suspect, None)?;
     }
     Ok(rewards)
-}
-
-/// The next grant of this tree to `beneficiary`.
-fn grant_for(
-    cx: &Cx<'_>,
-    beneficiary: &str,
-    friend: &str,
-    level: u32,
-    trigger: RewardTrigger,
-    amount: u64,
-) -> Grant {
-    let source = format!("tree:{}", cx.id);
-    let (id, previous) = cx.state().grants.next(&source, beneficiary);
-    Grant {
-        id,
-        previous,
-        beneficiary: beneficiary.to_owned(),
-        amount,
-        reason: format!("referral: {friend} ({trigger:?}, level {level})"),
-        settles: None,
-    }
-}
-
-fn send_grant(cx: &mut Cx<'_>, grant: Grant) {
-    if cx.state().outbox.len() == 1 {
-        // The only grant owed: its redelivery clock starts now.
-        cx.memory.last_redeliver_ms = cx.now_ms;
-    }
-    let root = cx.id.clone();
-    cx.effect(Effect::ToSession {
-        player: grant.beneficiary.clone(),
-        message: SessionMsg::Credit {
-            grant,
-            source: GrantSource::Tree(root),
-        },
-    });
 }
 
 fn count_reward(cx: &mut Cx<'_>, trigger: RewardTrigger, state: RewardState, amount: u64) {
@@ -780,17 +714,18 @@ fn release_due(cx: &mut Cx<'_>) {
         let Some(held) = cx.state().held.get(&number).cloned() else {
             continue;
         };
-        let grant = held_grant(cx, &held);
         if let Err(error) = cx.emit(TreeEvent::Released {
             reward: number,
             until_ms,
-            grant: grant.clone(),
+            beneficiary: held.beneficiary.clone(),
         }) {
-            // Refused before anything changed: the next deadline tries again.
+            // Refused before anything changed: the next deadline tries again (with
+            // backoff, the runtime's).
             tracing::warn!(tree = %cx.id, reward = number, %error, "held reward not released yet");
             return;
         }
-        announce_held(cx, number, &held, RewardState::Credited, Some(grant));
+        count_reward(cx, held.trigger, RewardState::Credited, held.amount);
+        announce(cx, number, &held, RewardState::Credited, None);
     }
 }
 
@@ -809,34 +744,6 @@ pub fn trigger_name(trigger: RewardTrigger) -> &'static str {
         RewardTrigger::Welcome => "welcome",
         RewardTrigger::Activation => "activation",
         RewardTrigger::Conversion => "conversion",
-    }
-}
-
-fn grant_acked(cx: &mut Cx<'_>, grant: GrantId) {
-    if !cx.state().outbox.contains_key(&grant) {
-        return;
-    }
-    if let Err(error) = cx.emit(TreeEvent::GrantDelivered {
-        grant: grant.clone(),
-    }) {
-        // The grant stays in the outbox and is redelivered; the wallet dedups it.
-        tracing::warn!(tree = %cx.id, %grant, %error, "delivery not recorded");
-    }
-}
-
-/// Sends every unacknowledged grant to its wallet.
-fn redeliver(cx: &mut Cx<'_>) {
-    cx.memory.last_redeliver_ms = cx.now_ms;
-    let root = cx.id.clone();
-    let grants: Vec<Grant> = cx.state().outbox.values().cloned().collect();
-    for grant in grants {
-        cx.effect(Effect::ToSession {
-            player: grant.beneficiary.clone(),
-            message: SessionMsg::Credit {
-                grant,
-                source: GrantSource::Tree(root.clone()),
-            },
-        });
     }
 }
 

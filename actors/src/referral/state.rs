@@ -1,13 +1,16 @@
 //! A referral tree's durable state, its events, and the pure `apply`.
 //!
 //! One tree per root player: who referred whom (parent links and depths), per-player
-//! counters kept as players join and activate (so stats never need a recount), every
-//! reward with its state, and the outbox of grants not yet acknowledged by wallets.
+//! counters kept as players join and activate (so stats never need a recount), and the
+//! rewards not final yet. (Rewards paid are letters: credits in the tree's outbox until
+//! the wallets have them.) The nodes are snapshotted one by one, and a snapshot writes
+//! only the nodes changed since the last: a tree of a hundred thousand players costs
+//! what changed, not the whole tree.
 
-use crate::grant::{Grant, GrantCounter};
+use crate::claim::TreeView;
 use crate::rate::SlidingCount;
 use crate::store::Entity;
-use playtree_protocol::{GrantId, ReferralStats, RewardState, RewardTrigger};
+use playtree_protocol::{ReferralStats, RewardState, RewardTrigger};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -22,12 +25,9 @@ pub struct TreeState {
     pub nodes: BTreeMap<String, Node>,
     /// Rewards made so far (the next one's number follows).
     pub rewards_made: u64,
-    /// Rewards not final yet (held): a credited reward lives on only in its grant and
+    /// Rewards not final yet (held): a credited reward lives on only in its letter and
     /// the counters, so the state does not grow with every payment.
     pub held: BTreeMap<u64, Reward>,
-    pub grants: GrantCounter,
-    /// Grants issued and not yet acknowledged by their wallet.
-    pub outbox: BTreeMap<GrantId, Grant>,
     /// Rewards on hold, by the time the hold ends: `(until_ms, reward)`.
     pub holds: BTreeSet<(u64, u64)>,
     /// Rewards a partner approved or voided lately, with the state it gave them (so
@@ -175,8 +175,8 @@ pub struct Reward {
 /// What becomes of a reward when it is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RewardOutcome {
-    /// Credited at once: its grant goes to the outbox.
-    Credited(Grant),
+    /// Credited at once: its credit is a letter in the same commit.
+    Credited,
     /// Held until `until_ms` (`referral.hold_ms` after it was made).
     Pending { until_ms: u64 },
     /// Held by a velocity limit until a partner approves or voids it.
@@ -214,18 +214,19 @@ pub enum TreeEvent {
         outcome: RewardOutcome,
         rewards_kept: u32,
     },
-    /// A reward's hold (until `until_ms`) passed: it is credited, its grant goes to the
-    /// outbox.
+    /// A reward's hold (until `until_ms`) passed: it is credited (its credit is a
+    /// letter in the same commit).
     Released {
         reward: u64,
         until_ms: u64,
-        grant: Grant,
+        beneficiary: String,
     },
-    /// A partner decided a held or flagged reward at `at_ms`: approved (`grant`:
-    /// credited now) or voided (`None`).
+    /// A partner decided a held or flagged reward at `at_ms`: approved (credited now)
+    /// or voided.
     Decided {
         reward: u64,
-        grant: Option<Grant>,
+        beneficiary: String,
+        approved: bool,
         at_ms: u64,
         keep: Keep,
     },
@@ -237,8 +238,6 @@ pub enum TreeEvent {
         at_ms: u64,
         keep: Keep,
     },
-    /// The beneficiary's wallet has the grant.
-    GrantDelivered { grant: GrantId },
 }
 
 #[derive(Debug)]
@@ -248,6 +247,33 @@ impl Entity for TreeEntity {
     const KIND: &'static str = "tree";
     type State = TreeState;
     type Event = TreeEvent;
+    type Part = Node;
+
+    fn parts(state: &mut TreeState) -> Option<&mut BTreeMap<String, Node>> {
+        Some(&mut state.nodes)
+    }
+
+    /// The nodes an event changed: a new referee, its referrer and every ancestor
+    /// counting it; an activated player and their ancestors; a reward's beneficiary.
+    fn touched(state: &TreeState, event: &TreeEvent, touched: &mut BTreeSet<String>) {
+        let with_ancestors = |player: &str, touched: &mut BTreeSet<String>| {
+            touched.insert(player.to_owned());
+            touched.extend(ancestors(state, player));
+        };
+        match event {
+            TreeEvent::Rooted { root, .. } => {
+                touched.insert(root.clone());
+            }
+            TreeEvent::Attached { referee, .. } => with_ancestors(referee, touched),
+            TreeEvent::Activated { player } => with_ancestors(player, touched),
+            TreeEvent::Rewarded { beneficiary, .. }
+            | TreeEvent::Released { beneficiary, .. }
+            | TreeEvent::Decided { beneficiary, .. } => {
+                touched.insert(beneficiary.clone());
+            }
+            TreeEvent::ConversionRecorded { .. } => {}
+        }
+    }
 
     fn apply(state: &mut TreeState, event: &TreeEvent) {
         match event {
@@ -332,12 +358,10 @@ impl Entity for TreeEntity {
                     node.rewards.record(*at_ms, DAY_MS, *rewards_kept as usize);
                 }
                 let reward_state = match outcome {
-                    RewardOutcome::Credited(grant) => {
+                    RewardOutcome::Credited => {
                         if let Some(node) = node {
                             node.earned = node.earned.saturating_add(*amount);
                         }
-                        state.grants.issued(grant);
-                        state.outbox.insert(grant.id.clone(), grant.clone());
                         RewardState::Credited
                     }
                     RewardOutcome::Pending { until_ms } => {
@@ -370,31 +394,27 @@ impl Entity for TreeEntity {
                 }
             }
             TreeEvent::Released {
-                reward,
-                until_ms,
-                grant,
+                reward, until_ms, ..
             } => {
-                if state
+                let Some(held) = state
                     .held
-                    .get(reward)
-                    .is_none_or(|held| held.state != RewardState::Pending)
-                {
+                    .remove(reward)
+                    .filter(|held| held.state == RewardState::Pending)
+                else {
                     return;
-                }
-                state.held.remove(reward);
+                };
                 state.holds.remove(&(*until_ms, *reward));
-                if let Some(node) = state.nodes.get_mut(&grant.beneficiary) {
-                    node.pending = node.pending.saturating_sub(grant.amount);
-                    node.earned = node.earned.saturating_add(grant.amount);
+                if let Some(node) = state.nodes.get_mut(&held.beneficiary) {
+                    node.pending = node.pending.saturating_sub(held.amount);
+                    node.earned = node.earned.saturating_add(held.amount);
                 }
-                state.grants.issued(grant);
-                state.outbox.insert(grant.id.clone(), grant.clone());
             }
             TreeEvent::Decided {
                 reward,
-                grant,
+                approved,
                 at_ms,
                 keep,
+                ..
             } => {
                 let Some(held) = state.held.remove(reward) else {
                     return;
@@ -410,17 +430,14 @@ impl Entity for TreeEntity {
                         }
                         RewardState::Credited | RewardState::Voided => {}
                     }
-                    if grant.is_some() {
+                    if *approved {
                         node.earned = node.earned.saturating_add(held.amount);
                     }
                 }
-                let decided = match grant {
-                    Some(grant) => {
-                        state.grants.issued(grant);
-                        state.outbox.insert(grant.id.clone(), grant.clone());
-                        RewardState::Credited
-                    }
-                    None => RewardState::Voided,
+                let decided = if *approved {
+                    RewardState::Credited
+                } else {
+                    RewardState::Voided
                 };
                 state.decided.remember(*reward, decided, *at_ms, *keep);
             }
@@ -434,14 +451,17 @@ impl Entity for TreeEntity {
                 let key = conversion_key(player, key);
                 state.conversions.remember(key, *rewards, *at_ms, *keep);
             }
-            TreeEvent::GrantDelivered { grant } => {
-                state.outbox.remove(grant);
-            }
         }
     }
+}
 
-    fn owes_grants(state: &TreeState) -> bool {
-        !state.outbox.is_empty()
+impl TreeView for TreeState {
+    fn parent_of(&self, player: &str) -> Option<Option<&str>> {
+        self.nodes.get(player).map(|node| node.parent.as_deref())
+    }
+
+    fn players(&self) -> usize {
+        self.nodes.len()
     }
 }
 

@@ -1,49 +1,73 @@
 //! A referral tree's decisions, with no actor, store or socket.
 
 use super::*;
+use crate::mail::{Letter, Post, PostEvent};
+use crate::runtime::Decided;
 use crate::runtime::testing::{Bench, config, env, port, send_replies};
-use crate::session::SessionMsg;
+use playtree_protocol::ErrorCode;
 
 fn tree(config: GameConfig) -> Bench<TreeEntity> {
     Bench::<TreeEntity>::activate("root".into(), env(config), ()).0
 }
 
-fn attach(tree: &mut Bench<TreeEntity>, referrer: &str, referee: &str) -> Result<(), ErrorReply> {
-    let (reply, mut answer) = port();
-    let decided = tree.input(TreeMsg::Attach {
-        referrer: referrer.into(),
-        referee: referee.into(),
-        suspect: false,
-        reply,
-    });
-    send_replies(decided.effects);
-    answer.try_recv().expect("answered")
+/// A letter from `player`'s session to the tree, numbered after the sender's last.
+fn letter(tree: &mut Bench<TreeEntity>, player: &str, body: Body) -> Letter {
+    let from = Address::Session(player.into());
+    let seq = tree
+        .stored
+        .post
+        .marks
+        .get(&from)
+        .map_or(1, |mark| mark.through + 1);
+    Letter {
+        from,
+        to: tree.address.clone(),
+        seq,
+        previous: 0,
+        sent_ms: tree.now_ms,
+        body,
+    }
 }
 
-/// The grants a decision sends, as (beneficiary, amount).
-fn paid(effects: &[Effect<TreeEntity>]) -> Vec<(String, u64)> {
-    effects
-        .iter()
-        .filter_map(|effect| match effect {
-            Effect::ToSession {
-                message: SessionMsg::Credit { grant, .. },
-                ..
-            } => Some((grant.beneficiary.clone(), grant.amount)),
+/// `referrer`'s session asks the tree to attach `referee` (step 3 of a claim).
+fn attach_letter(
+    tree: &mut Bench<TreeEntity>,
+    referrer: &str,
+    referee: &str,
+) -> (
+    Decided<TreeEntity>,
+    tokio::sync::oneshot::Receiver<Result<ReplyBody, ErrorReply>>,
+) {
+    let (reply, answer) = port();
+    let body = Body::Attach {
+        referee: referee.into(),
+        suspect: false,
+    };
+    let letter = letter(tree, referrer, body);
+    (tree.letter(letter, Some(Attachment::Reply(reply))), answer)
+}
+
+fn attach(tree: &mut Bench<TreeEntity>, referrer: &str, referee: &str) -> Result<(), ErrorReply> {
+    let (decided, mut answer) = attach_letter(tree, referrer, referee);
+    send_replies(decided.effects);
+    answer.try_recv().expect("answered").map(drop)
+}
+
+/// The credits a decision sends, as (player, amount).
+fn paid(decided: &Decided<TreeEntity>) -> Vec<(String, u64)> {
+    decided
+        .sent()
+        .into_iter()
+        .filter_map(|letter| match &letter.body {
+            Body::Credit(credit) => Some((letter.to.player()?.to_owned(), credit.amount)),
             _ => None,
         })
         .collect()
 }
 
 fn activate(tree: &mut Bench<TreeEntity>, player: &str) -> Vec<(String, u64)> {
-    let (reply, mut answer) = port();
-    let decided = tree.input(TreeMsg::Activated {
-        player: player.into(),
-        reply,
-    });
-    let paid = paid(&decided.effects);
-    send_replies(decided.effects);
-    answer.try_recv().expect("answered").expect("recorded");
-    paid
+    let letter = letter(tree, player, Body::Activated);
+    paid(&tree.letter(letter, None))
 }
 
 #[test]
@@ -56,7 +80,7 @@ fn a_chain_of_five_pays_exactly_the_configured_three_levels() {
     for pair in chain.windows(2) {
         attach(&mut tree, pair[0], pair[1]).expect("attached");
     }
-    assert_eq!(tree.state.nodes["e"].depth, 5);
+    assert_eq!(tree.state().nodes["e"].depth, 5);
     let paid = activate(&mut tree, "e");
     assert_eq!(
         paid,
@@ -76,19 +100,34 @@ fn a_signup_pays_the_referrer_and_welcomes_the_referee() {
     config.referral.welcome_bonus = 50;
     let mut tree = tree(config);
     attach(&mut tree, "root", "a").expect("attached");
-    let (reply, _answer) = port();
-    let decided = tree.input(TreeMsg::Attach {
-        referrer: "a".into(),
-        referee: "b".into(),
-        suspect: false,
-        reply,
-    });
+    let (decided, _answer) = attach_letter(&mut tree, "a", "b");
     assert_eq!(
-        paid(&decided.effects),
+        paid(&decided),
         vec![("a".into(), 100), ("root".into(), 20), ("b".into(), 50)]
     );
-    // Every payment is a grant in the outbox until its wallet acknowledges it.
-    assert_eq!(tree.state.outbox.len(), 2 + 3);
+    // Each ancestor's credit carries the news of the friend who joined; the claimer
+    // and the referrer hear the claim's answer.
+    let credit_news: Vec<usize> = decided
+        .sent()
+        .iter()
+        .filter_map(|letter| match &letter.body {
+            Body::Credit(credit) => Some(credit.news.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        credit_news,
+        vec![2, 2, 1],
+        "friend joined + reward; welcome"
+    );
+    let answers: Vec<&str> = decided
+        .sent()
+        .iter()
+        .map(|letter| letter.body.name())
+        .collect();
+    assert!(answers.contains(&"claim_answered") && answers.contains(&"referee_answered"));
+    // Every payment is a letter in the outbox until its wallet acknowledges it.
+    assert_eq!(tree.stored.post.outbox.len(), 4 + 5);
 }
 
 #[test]
@@ -120,7 +159,7 @@ fn a_referee_joins_one_tree_once_and_never_under_themselves() {
         Err(ErrorCode::Internal),
         "the referrer must be in this tree"
     );
-    assert_eq!(tree.state.nodes.len(), 3);
+    assert_eq!(tree.state().nodes.len(), 3);
 }
 
 #[test]
@@ -150,14 +189,8 @@ fn counters_kept_as_the_tree_grows_equal_a_recount() {
     ];
     let mut paid_to: std::collections::BTreeMap<String, u64> = Default::default();
     for (referrer, referee) in edges {
-        let (reply, _answer) = port();
-        let decided = tree.input(TreeMsg::Attach {
-            referrer: referrer.into(),
-            referee: referee.into(),
-            suspect: false,
-            reply,
-        });
-        for (player, amount) in paid(&decided.effects) {
+        let (decided, _answer) = attach_letter(&mut tree, referrer, referee);
+        for (player, amount) in paid(&decided) {
             *paid_to.entry(player).or_default() += amount;
         }
     }
@@ -166,7 +199,7 @@ fn counters_kept_as_the_tree_grows_equal_a_recount() {
             *paid_to.entry(beneficiary).or_default() += amount;
         }
     }
-    let state = &tree.state;
+    let state = tree.state();
     for (player, node) in &state.nodes {
         // Recount from the parent links alone.
         let mut by_level = vec![0u64; LEVELS_TRACKED];
@@ -198,18 +231,26 @@ fn counters_kept_as_the_tree_grows_equal_a_recount() {
 }
 
 #[test]
-fn acknowledged_grants_leave_the_outbox_and_the_rest_are_sent_again() {
+fn a_trees_coins_are_owed_until_the_wallets_have_them() {
     let mut tree = tree(config());
     attach(&mut tree, "root", "a").expect("attached");
-    let grants: Vec<GrantId> = tree.state.outbox.keys().cloned().collect();
-    assert_eq!(grants.len(), 2, "the signup reward and the welcome bonus");
-    tree.input(TreeMsg::GrantAcked {
-        grant: grants[0].clone(),
+    let post: &Post = &tree.stored.post;
+    assert_eq!(
+        post.coins_owed,
+        100 + 50,
+        "the signup reward and the welcome bonus"
+    );
+    let credits: Vec<u64> = post
+        .outbox
+        .iter()
+        .filter(|(_, letter)| letter.body.coins() > 0)
+        .map(|(seq, _)| *seq)
+        .collect();
+    tree.stored.post.apply(&PostEvent::Delivered {
+        seqs: credits[..1].to_vec(),
     });
-    assert_eq!(tree.state.outbox.len(), 1);
-    tree.now_ms += tree.env.config.referral.outbox_retry_ms;
-    let decided = tree.input(TreeMsg::Deadline);
-    assert_eq!(paid(&decided.effects).len(), 1, "the other grant, again");
+    assert_eq!(tree.stored.post.coins_owed, 50);
+    assert_eq!(tree.stored.post.coins_settled, 100);
 }
 
 #[test]
@@ -219,41 +260,26 @@ fn a_held_reward_is_credited_when_its_hold_passes() {
     config.referral.signup_rewards = vec![100];
     config.referral.welcome_bonus = 0;
     let mut tree = tree(config);
-    let (reply, _answer) = port();
-    let decided = tree.input(TreeMsg::Attach {
-        referrer: "root".into(),
-        referee: "a".into(),
-        suspect: false,
-        reply,
-    });
-    assert!(
-        paid(&decided.effects).is_empty(),
-        "nothing is paid while held"
-    );
-    assert_eq!(tree.state.stats("root").pending, 100);
-    assert_eq!(tree.state.stats("root").earned, 0);
-    let due = TreeEntity::next_deadline(&tree.env, &tree.state, &tree.memory);
+    let (decided, _answer) = attach_letter(&mut tree, "root", "a");
+    assert!(paid(&decided).is_empty(), "nothing is paid while held");
+    assert_eq!(tree.state().stats("root").pending, 100);
+    assert_eq!(tree.state().stats("root").earned, 0);
+    let due = TreeEntity::next_deadline(&tree.env, tree.state(), &tree.memory);
     assert_eq!(
         due,
         Some(tree.now_ms + 60_000),
         "the tree wakes when the hold ends"
     );
 
+    let deadline = |tree: &mut Bench<TreeEntity>| paid(&tree.with(TreeEntity::on_deadline));
     tree.now_ms += 59_999;
-    assert!(
-        paid(&tree.input(TreeMsg::Deadline).effects).is_empty(),
-        "not yet"
-    );
+    assert!(deadline(&mut tree).is_empty(), "not yet");
     tree.now_ms += 1;
-    let released = tree.input(TreeMsg::Deadline);
-    assert_eq!(paid(&released.effects), vec![("root".into(), 100)]);
-    let stats = tree.state.stats("root");
+    assert_eq!(deadline(&mut tree), vec![("root".into(), 100)]);
+    let stats = tree.state().stats("root");
     assert_eq!((stats.pending, stats.earned), (0, 100));
-    assert!(tree.state.holds.is_empty());
-    assert!(
-        paid(&tree.input(TreeMsg::Deadline).effects).is_empty(),
-        "released once"
-    );
+    assert!(tree.state().holds.is_empty());
+    assert!(deadline(&mut tree).is_empty(), "released once");
 }
 
 fn decide(
@@ -262,12 +288,12 @@ fn decide(
     approve: bool,
 ) -> (Result<RewardState, ErrorCode>, Vec<(String, u64)>) {
     let (reply, mut answer) = port();
-    let decided = tree.input(TreeMsg::Decide {
+    let decided = tree.input(TreeInput::Decide {
         reward,
         approve,
         reply,
     });
-    let paid = paid(&decided.effects);
+    let paid = paid(&decided);
     send_replies(decided.effects);
     let answer = answer.try_recv().expect("answered");
     (answer.map_err(|error| error.code), paid)
@@ -282,20 +308,14 @@ fn claims_past_the_hourly_limit_are_flagged_and_a_partner_approves_or_voids_them
     let mut tree = tree(config);
     attach(&mut tree, "root", "a").expect("attached");
     attach(&mut tree, "root", "b").expect("attached");
-    let (reply, _answer) = port();
-    let third = tree.input(TreeMsg::Attach {
-        referrer: "root".into(),
-        referee: "c".into(),
-        suspect: false,
-        reply,
-    });
+    let (third, _answer) = attach_letter(&mut tree, "root", "c");
     assert!(
-        paid(&third.effects).is_empty(),
+        paid(&third).is_empty(),
         "the third claim within the hour pays nothing"
     );
-    assert_eq!(tree.state.stats("root").flagged, 100);
-    assert_eq!(tree.state.stats("c").flagged, 50);
-    let flagged: Vec<u64> = tree.state.held.keys().copied().collect();
+    assert_eq!(tree.state().stats("root").flagged, 100);
+    assert_eq!(tree.state().stats("c").flagged, 50);
+    let flagged: Vec<u64> = tree.state().held.keys().copied().collect();
     assert_eq!(
         flagged.len(),
         2,
@@ -315,43 +335,29 @@ fn claims_past_the_hourly_limit_are_flagged_and_a_partner_approves_or_voids_them
     // And voids the other: never paid.
     let (voided, sent) = decide(&mut tree, flagged[1], false);
     assert_eq!((voided, sent.len()), (Ok(RewardState::Voided), 0));
-    assert_eq!(tree.state.stats("c").flagged, 0);
-    assert_eq!(tree.state.stats("c").earned, 0);
-    assert_eq!(tree.state.stats("root").earned, 200 + 100);
+    assert_eq!(tree.state().stats("c").flagged, 0);
+    assert_eq!(tree.state().stats("c").earned, 0);
+    assert_eq!(tree.state().stats("root").earned, 200 + 100);
     assert_eq!(
         decide(&mut tree, 999, true).0,
         Err(ErrorCode::UnknownReward)
     );
 
     // What the suspect referee does later pays nothing either, until approved.
-    let (reply, _answer) = port();
-    let activation = tree.input(TreeMsg::Activated {
-        player: "c".into(),
-        reply,
-    });
     assert!(
-        paid(&activation.effects).is_empty(),
+        activate(&mut tree, "c").is_empty(),
         "a suspect's activation is flagged"
     );
     assert_eq!(
-        tree.state.stats("root").flagged,
+        tree.state().stats("root").flagged,
         100,
         "the activation reward, held"
     );
 
     // An hour later the referrer's claims pay again.
     tree.now_ms += state::HOUR_MS;
-    let (reply, _answer) = port();
-    let later = tree.input(TreeMsg::Attach {
-        referrer: "root".into(),
-        referee: "d".into(),
-        suspect: false,
-        reply,
-    });
-    assert_eq!(
-        paid(&later.effects),
-        vec![("root".into(), 100), ("d".into(), 50)]
-    );
+    let (later, _answer) = attach_letter(&mut tree, "root", "d");
+    assert_eq!(paid(&later), vec![("root".into(), 100), ("d".into(), 50)]);
 }
 
 #[test]
@@ -365,7 +371,7 @@ fn rewards_past_a_players_daily_limit_are_flagged() {
     for referee in ["a", "b", "c"] {
         attach(&mut tree, "root", referee).expect("attached");
     }
-    let stats = tree.state.stats("root");
+    let stats = tree.state().stats("root");
     assert_eq!((stats.earned, stats.flagged), (200, 100));
 }
 
@@ -380,13 +386,13 @@ fn a_conversion_pays_its_kinds_rewards_up_the_tree_once_per_key() {
     attach(&mut tree, "a", "b").expect("attached");
     let mut report = |key: &str, kind: &str| {
         let (reply, mut answer) = port();
-        let decided = tree.input(TreeMsg::Conversion {
+        let decided = tree.hand_off(HandOff::Conversion {
             player: "b".into(),
             kind: kind.into(),
             key: key.into(),
             reply,
         });
-        let paid = paid(&decided.effects);
+        let paid = paid(&decided);
         send_replies(decided.effects);
         (
             answer.try_recv().expect("answered").map_err(|e| e.code),
@@ -429,7 +435,7 @@ fn the_claims_limit_holds_over_any_hour_not_only_within_fixed_windows() {
     tree.now_ms = start + state::HOUR_MS;
     attach(&mut tree, "root", "c").expect("attached");
     attach(&mut tree, "root", "d").expect("attached");
-    let stats = tree.state.stats("root");
+    let stats = tree.state().stats("root");
     assert_eq!(
         (stats.earned, stats.flagged),
         (300, 100),
@@ -440,7 +446,7 @@ fn the_claims_limit_holds_over_any_hour_not_only_within_fixed_windows() {
     tree.now_ms = start + 2 * state::HOUR_MS - 1;
     attach(&mut tree, "root", "e").expect("attached");
     attach(&mut tree, "root", "f").expect("attached");
-    let stats = tree.state.stats("root");
+    let stats = tree.state().stats("root");
     assert_eq!((stats.earned, stats.flagged), (400, 200));
 }
 
@@ -456,13 +462,13 @@ fn a_tree_keeps_answers_to_partners_for_their_span_and_refuses_more_than_it_may_
     attach(&mut tree, "root", "a").expect("attached");
     let report = |tree: &mut Bench<TreeEntity>, key: &str| {
         let (reply, mut answer) = port();
-        let decided = tree.input(TreeMsg::Conversion {
+        let decided = tree.hand_off(HandOff::Conversion {
             player: "a".into(),
             kind: "purchase".into(),
             key: key.into(),
             reply,
         });
-        let paid = paid(&decided.effects).len();
+        let paid = paid(&decided).len();
         send_replies(decided.effects);
         answer
             .try_recv()
@@ -488,7 +494,7 @@ fn a_tree_keeps_answers_to_partners_for_their_span_and_refuses_more_than_it_may_
         "k1 and k2 reached their span"
     );
     assert_eq!(
-        tree.state.conversions.len(),
+        tree.state().conversions.len(),
         1,
         "the answers older than the span are forgotten"
     );
@@ -506,8 +512,7 @@ fn replaying_a_trees_events_rebuilds_its_state_limits_and_answers_included() {
     config.referral.partner_answers_kept_ms = 5_000;
     let mut tree = tree(config);
     let mut journal = Vec::new();
-    let mut run = |tree: &mut Bench<TreeEntity>, input: TreeMsg| {
-        let decided = tree.input(input);
+    let mut keep = |decided: Decided<TreeEntity>| {
         journal.extend(decided.events.clone());
         send_replies(decided.effects);
     };
@@ -516,50 +521,37 @@ fn replaying_a_trees_events_rebuilds_its_state_limits_and_answers_included() {
         .enumerate()
     {
         tree.now_ms += step as u64 * 1_000;
-        let (reply, _answer) = port();
-        run(
-            &mut tree,
-            TreeMsg::Attach {
-                referrer: referrer.into(),
-                referee: referee.into(),
-                suspect: false,
-                reply,
-            },
-        );
+        let (decided, _answer) = attach_letter(&mut tree, referrer, referee);
+        keep(decided);
     }
     for key in ["k1", "k2", "k1", "k3", "k4"] {
         tree.now_ms += 2_000;
         let (reply, _answer) = port();
-        run(
-            &mut tree,
-            TreeMsg::Conversion {
-                player: "d".into(),
-                kind: "purchase".into(),
-                key: key.into(),
-                reply,
-            },
-        );
+        keep(tree.hand_off(HandOff::Conversion {
+            player: "d".into(),
+            kind: "purchase".into(),
+            key: key.into(),
+            reply,
+        }));
     }
-    let flagged: Vec<u64> = tree.state.held.keys().copied().collect();
+    let flagged: Vec<u64> = tree.state().held.keys().copied().collect();
     assert!(!flagged.is_empty(), "the limits flagged something");
     for (index, reward) in flagged.into_iter().enumerate() {
         let (reply, _answer) = port();
-        run(
-            &mut tree,
-            TreeMsg::Decide {
-                reward,
-                approve: index % 2 == 0,
-                reply,
-            },
-        );
+        keep(tree.input(TreeInput::Decide {
+            reward,
+            approve: index % 2 == 0,
+            reply,
+        }));
     }
     let mut replayed = TreeState::default();
     for event in &journal {
         <TreeEntity as crate::store::Entity>::apply(&mut replayed, event);
     }
     assert_eq!(
-        replayed, tree.state,
+        &replayed,
+        tree.state(),
         "the journal alone gives the same state"
     );
-    assert!(!tree.state.decided.is_empty() && !tree.state.conversions.is_empty());
+    assert!(!tree.state().decided.is_empty() && !tree.state().conversions.is_empty());
 }

@@ -1,7 +1,9 @@
 //! Room: one entity per game room, of kind `wheel` or `quiz`. It holds the members and the
-//! game state, owns the room's event stream, and is the source of the grants that pay
-//! its prizes (outbox, redelivered until acknowledged). Everything here is a pure
-//! decision ([`Behaviour::decide`]); the entity runtime does the rest.
+//! game state and owns the room's event stream. Players' sessions reach it by letter
+//! (a join, a spin to pay, a seat given back); it pays prizes by letter (a credit to
+//! the winner's session, in the commit of the decision), and it answers the clients
+//! whose joins it decides. Everything here is a pure decision; the runtime does the
+//! rest.
 
 mod logic;
 mod msg;
@@ -11,20 +13,23 @@ mod state;
 mod tests;
 mod view;
 
-pub use msg::{MemberRequest, Position, RoomError, RoomMsg, RoomSpec, RoomView, Settled};
+pub use logic::Prize;
+pub use msg::{RoomError, RoomInput};
 pub use state::{RoomEntity, RoomEvent, RoomSetup, RoomState};
 
 use crate::config::GameConfig;
 use crate::connections::{ConnectionId, Outbound};
-use crate::grant::{Grant, GrantSource};
-use crate::hub::{EntityKind, Hub};
-use crate::matchmaker::Listing;
+use crate::mail::{
+    Address, Attachment, Body, Credit, EntityKind, HandOff, JOIN_TRIES_MAX, JoinLetter,
+    JoinRefusal, Letter, MemberAction, MemberRequest, Position, RequestReply, Seated, SpinDraw,
+    SpinPaid, StoredAnswer,
+};
+use crate::matchmaker::{Listing, Promise};
 use crate::rate::TokenBucket;
-use crate::runtime::{ActivationError, Behaviour, Decide, Effect, Env};
-use crate::session::{PendingSpin, SessionMsg};
-use crate::store::StoreError;
+use crate::runtime::{ActivationError, Behaviour, Decide, Effect, EffectServices, Env, refusal};
 use playtree_protocol::{
-    ErrorCode, ErrorReply, Event, GrantId, ReplyBody, RoomId, RoomKind, SpinResult, StreamId,
+    ErrorCode, ErrorReply, Event, QuizJoined, ReplyBody, RoomId, RoomJoined, RoomKind, SpinResult,
+    StreamId,
 };
 use quiz::{QuizEvent, Stage};
 use ractor::ActorId;
@@ -38,15 +43,16 @@ type Cx<'a> = Decide<'a, RoomEntity>;
 pub struct RoomMemory {
     /// Members with no live connection, since when (their seat is kept for a grace time).
     away_since_ms: BTreeMap<String, u64>,
+    /// Chat and reaction rates, per member (a member's goes when they leave).
     chat_buckets: HashMap<String, TokenBucket>,
-    /// When the outbox was last redelivered.
-    last_redeliver_ms: u64,
 }
 
 /// A room's own effects: its place in the matchmaker (advisory, see [`Effect::Index`]).
 #[derive(Debug)]
 pub enum RoomEffect {
-    List(Listing),
+    /// The room's listing, with the promise of the join it just decided (settled in
+    /// the same step).
+    List(Listing, Option<Promise>),
     RegisterCode(String),
 }
 
@@ -63,23 +69,30 @@ const QUIZ_STEPS_PER_TICK_MAX: usize = 4;
 
 impl Behaviour for RoomEntity {
     type Id = RoomId;
-    type Msg = RoomMsg;
+    type Input = RoomInput;
     type Memory = RoomMemory;
     type Effect = RoomEffect;
     /// A new room's spec; `None` only finds an existing room.
-    type Start = Option<RoomSpec>;
+    type Start = Option<crate::mail::RoomSpec>;
 
     const ENTITY: EntityKind = EntityKind::Room;
+
+    fn address(id: &RoomId) -> Address {
+        Address::Room(*id)
+    }
 
     fn stream(id: &RoomId) -> StreamId {
         StreamId::Room(*id)
     }
 
-    fn must_exist(start: &Option<RoomSpec>) -> bool {
+    fn must_exist(start: &Option<crate::mail::RoomSpec>) -> bool {
         start.is_none()
     }
 
-    fn activate(cx: &mut Cx<'_>, spec: Option<RoomSpec>) -> Result<(), ActivationError> {
+    fn activate(
+        cx: &mut Cx<'_>,
+        spec: Option<crate::mail::RoomSpec>,
+    ) -> Result<(), ActivationError> {
         if cx.state().setup.is_none() {
             let spec = spec.ok_or_else(|| ActivationError::Unknown(format!("room {}", cx.id)))?;
             let inventory = match spec.kind {
@@ -113,12 +126,7 @@ impl Behaviour for RoomEntity {
             .iter()
             .map(|m| (m.clone(), now_ms))
             .collect();
-        if cx.state().outbox.is_empty() {
-            cx.memory.last_redeliver_ms = now_ms;
-        } else {
-            redeliver(cx);
-        }
-        update_listing(cx);
+        update_listing(cx, None);
         let kind = room_kind(cx.state());
         cx.then(move || {
             metrics::gauge!("playtree_rooms_open", "kind" => kind_name(kind)).increment(1.0);
@@ -126,103 +134,84 @@ impl Behaviour for RoomEntity {
         Ok(())
     }
 
-    fn decide(cx: &mut Cx<'_>, message: RoomMsg) {
-        match message {
-            RoomMsg::Join {
-                player,
-                outbounds,
-                reply,
-            } => {
-                let joined = join(cx, player, outbounds);
-                cx.reply(reply, joined);
-            }
-            RoomMsg::Leave { player, reply } => {
-                let left = leave(cx, &player);
+    fn decide(_cx: &mut Cx<'_>, input: RoomInput) {
+        match input {}
+    }
+
+    fn receive(cx: &mut Cx<'_>, letter: Letter, attachment: Option<Attachment>) {
+        let Some(player) = letter.from.player().map(str::to_owned) else {
+            tracing::error!(room = cx.id, from = %letter.from, "a room takes letters from sessions only");
+            return;
+        };
+        match letter.body {
+            Body::Join(join) => join_letter(cx, player, join, attachment),
+            Body::Settle(spin) => settle(cx, player, spin),
+            Body::Leave => {
+                let _ = leave(cx, &player);
                 // The one who left may have been the last to answer.
                 tick(cx);
-                cx.reply(reply, left);
             }
-            RoomMsg::Subscribe {
-                player,
-                outbound,
-                position,
-            } => subscribe(cx, player, outbound, position),
-            RoomMsg::Unsubscribe { player, connection } => unsubscribe(cx, &player, connection),
-            RoomMsg::Settle {
-                player,
-                spin,
-                reply,
-            } => {
-                let settled = settle(cx, player, spin);
-                cx.reply(reply, settled);
+            other => {
+                tracing::error!(
+                    room = cx.id,
+                    body = other.name(),
+                    "a room got a letter it does not take"
+                );
+                metrics::counter!("playtree_mail_misdirected_total", "kind" => "room").increment(1);
             }
-            RoomMsg::Answer {
-                player,
-                question,
-                choice,
-                received_ms,
-                reply,
-            } => {
-                let room = *cx.id;
-                let answered = answer(cx, &player, question, choice, received_ms)
-                    .map(|()| ReplyBody::AnswerTaken { room, question });
-                cx.reply(reply, answered);
-            }
-            RoomMsg::Chat {
-                player,
-                text,
-                reply,
-            } => {
-                let sent = chat(cx, &player, text).map(|()| ReplyBody::Sent);
-                cx.reply(reply, sent);
-            }
-            RoomMsg::React {
-                player,
-                emoji,
-                reply,
-            } => {
-                let sent = react(cx, &player, emoji).map(|()| ReplyBody::Sent);
-                cx.reply(reply, sent);
-            }
-            RoomMsg::GrantAcked { grant } => grant_acked(cx, grant),
-            RoomMsg::Deadline => deadline(cx),
-            #[cfg(feature = "fault-injection")]
-            RoomMsg::InjectFault => panic!("injected fault in room {}", cx.id),
         }
     }
 
-    /// The quiz clock, a seat whose grace time ends, or redelivering the outbox.
+    fn handed(cx: &mut Cx<'_>, hand_off: HandOff) {
+        match hand_off {
+            HandOff::Member { request, reply } => member(cx, request, reply),
+            HandOff::Subscribe {
+                player,
+                outbound,
+                position,
+                welcome,
+            } => {
+                subscribe(cx, player, outbound, position);
+                // The connection's welcome leaves once every room took its subscription.
+                drop(welcome);
+            }
+            HandOff::Unsubscribe { player, connection } => unsubscribe(cx, &player, connection),
+            other => {
+                let name = other.name();
+                other.refuse(ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("a room takes no {name} hand-off"),
+                ));
+            }
+        }
+    }
+
+    fn on_deadline(cx: &mut Cx<'_>) {
+        tick(cx);
+    }
+
+    /// The quiz clock, or a seat whose grace time ends.
     fn next_deadline(env: &Env, state: &RoomState, memory: &RoomMemory) -> Option<u64> {
-        let config = &env.config;
-        let (quiz, seat) = if room_kind(state) == RoomKind::Quiz {
-            let seat = memory
-                .away_since_ms
-                .values()
-                .min()
-                .map(|since| since + config.quiz.seat_grace_ms);
-            (quiz::next_deadline(&state.quiz), seat)
-        } else {
-            (None, None)
-        };
-        let redeliver = (!state.outbox.is_empty())
-            .then(|| memory.last_redeliver_ms + config.rooms.outbox_retry_ms);
-        crate::timers::earliest([quiz, seat, redeliver])
+        if room_kind(state) != RoomKind::Quiz {
+            return None;
+        }
+        let seat = memory
+            .away_since_ms
+            .values()
+            .min()
+            .map(|since| since + env.config.quiz.seat_grace_ms);
+        crate::timers::earliest([quiz::next_deadline(&state.quiz), seat])
     }
 
-    fn deadline() -> RoomMsg {
-        RoomMsg::Deadline
+    fn is_activity(input: &RoomInput) -> bool {
+        match *input {}
     }
 
-    fn is_deadline(message: &RoomMsg) -> bool {
-        matches!(message, RoomMsg::Deadline)
-    }
-
-    fn is_activity(message: &RoomMsg) -> bool {
-        matches!(message, RoomMsg::Join { .. } | RoomMsg::Settle { .. })
-    }
-
-    fn may_passivate(state: &RoomState, _memory: &RoomMemory) -> bool {
-        state.outbox.is_empty()
+    /// A room nobody is in is gone for good once it passivates: nothing refers to it
+    /// any more (a session lists only rooms it holds a seat in), so its storage is
+    /// collected.
+    fn collectable(state: &RoomState) -> bool {
+        state.members.is_empty()
     }
 
     fn passivate_after_ms(config: &GameConfig) -> u64 {
@@ -245,21 +234,13 @@ impl Behaviour for RoomEntity {
         outbound.forget_room(*room);
     }
 
-    fn redirect(hub: &Hub, room: &RoomId, message: RoomMsg) {
-        let (hub, room) = (hub.clone(), *room);
-        tokio::spawn(async move {
-            if let Err(error) = hub.cast_room(room, message).await {
-                tracing::warn!(room, %error, "a message for a passivating room was not passed on");
-            }
-        });
-    }
-
-    fn perform(hub: &Hub, id: &RoomId, _myself: &ractor::ActorRef<RoomMsg>, effect: RoomEffect) {
+    fn perform(services: &EffectServices, id: &RoomId, effect: RoomEffect) {
+        let matchmaker = &services.env.matchmaker;
         match effect {
-            RoomEffect::List(listing) => hub.matchmaker.update(*id, listing),
+            RoomEffect::List(listing, promise) => matchmaker.update_settling(*id, listing, promise),
             RoomEffect::RegisterCode(code) => {
-                if !hub.matchmaker.register_code(&code, *id) {
-                    // The flow that opened the room checked the code was free; two
+                if !matchmaker.register_code(&code, *id) {
+                    // The session that opened the room checked the code was free; two
                     // rooms opened at once drew the same one. This room cannot be joined
                     // by code; its creator is in it and may leave.
                     tracing::error!(room = id, %code, "private code already held by another room");
@@ -269,8 +250,8 @@ impl Behaviour for RoomEntity {
         }
     }
 
-    fn unlist(hub: &Hub, id: &RoomId, actor: ActorId) {
-        if let Some(listing) = hub.matchmaker.remove(*id, actor) {
+    fn unlist(env: &Env, id: &RoomId, actor: ActorId) {
+        if let Some(listing) = env.matchmaker.remove(*id, actor) {
             metrics::gauge!("playtree_rooms_open", "kind" => kind_name(listing.kind))
                 .decrement(1.0);
         }
@@ -281,11 +262,6 @@ fn room_kind(state: &RoomState) -> RoomKind {
     state.setup.as_ref().map_or(RoomKind::Wheel, |s| s.kind)
 }
 
-fn setup<'s>(cx: &'s Cx<'_>) -> Result<&'s RoomSetup, RoomError> {
-    // Invariant: activation refuses to start a room without its Created event.
-    cx.state().setup.as_ref().ok_or(RoomError::NotSetUp)
-}
-
 fn capacity(cx: &Cx<'_>) -> usize {
     match room_kind(cx.state()) {
         RoomKind::Wheel => cx.config().rooms.wheel_players_max,
@@ -293,12 +269,9 @@ fn capacity(cx: &Cx<'_>) -> usize {
     }
 }
 
-fn persist_error(error: StoreError) -> RoomError {
-    RoomError::Store(error.to_string())
-}
-
-/// Listed for QuickJoin: public rooms; for quizzes, only while in the lobby.
-fn update_listing(cx: &mut Cx<'_>) {
+/// Listed for QuickJoin: public rooms; for quizzes, only while in the lobby. `promise`:
+/// the seat of the join just decided, settled in the same step.
+fn update_listing(cx: &mut Cx<'_>, promise: Option<Promise>) {
     let state = cx.state();
     let Some(setup) = &state.setup else { return };
     let open = setup.private_code.is_none()
@@ -314,67 +287,193 @@ fn update_listing(cx: &mut Cx<'_>) {
     if let Some(code) = setup.private_code.clone() {
         cx.index(RoomEffect::RegisterCode(code));
     }
-    cx.index(RoomEffect::List(listing));
+    cx.index(RoomEffect::List(listing, promise));
 }
 
-fn join(cx: &mut Cx<'_>, player: String, outbounds: Vec<Outbound>) -> Result<RoomView, RoomError> {
-    let setup = setup(cx)?.clone();
+/// A join by letter from the player's session: seated (the client is answered from
+/// here, the session by letter), or refused (sent back to the session, which tries
+/// another room when this one was full).
+fn join_letter(cx: &mut Cx<'_>, player: String, join: JoinLetter, attachment: Option<Attachment>) {
+    let (reply, outbounds, promise) = match attachment {
+        Some(Attachment::Join {
+            reply,
+            outbounds,
+            promise,
+        }) => (Some(reply), outbounds, promise),
+        Some(Attachment::Reply(reply)) => (Some(reply), Vec::new(), None),
+        None => (None, Vec::new(), None),
+    };
+    match seat(cx, &player, &join, outbounds, promise) {
+        Ok(answer) => {
+            let room = *cx.id;
+            let result = Ok(answer);
+            let seated = Seated {
+                room,
+                membership: join.membership,
+                answer: join
+                    .request_key
+                    .and_then(|key| StoredAnswer::of(&result).map(|answer| (key, answer))),
+            };
+            if let Err(error) = cx.send(Address::Session(player), Body::Seated(seated)) {
+                tracing::error!(room, %error, "a seat's letter was refused after its letter was taken");
+            }
+            if let Some(reply) = reply {
+                cx.reply(reply, result);
+            }
+        }
+        Err(error) => refuse_join(cx, player, join, reply, error),
+    }
+}
+
+/// Sends a join this room cannot take back to the player's session.
+fn refuse_join(
+    cx: &mut Cx<'_>,
+    player: String,
+    join: JoinLetter,
+    reply: Option<RequestReply>,
+    error: RoomError,
+) {
+    let room = *cx.id;
+    let mut tried = join.tried;
+    tried.push(room);
+    let retry = join.quick && error.another_may() && tried.len() < JOIN_TRIES_MAX;
+    let error: ErrorReply = if join.quick && error.another_may() && !retry {
+        ErrorReply::new(
+            ErrorCode::NoRoomAvailable,
+            format!(
+                "every `{}` room tried was full; try again shortly",
+                join.membership.variant
+            ),
+        )
+    } else {
+        error.into()
+    };
+    let refusal_letter = JoinRefusal {
+        room,
+        membership: join.membership,
+        error: error.clone(),
+        retry,
+        tried,
+        request_key: join.request_key,
+    };
+    // When another room may take the player, the client's reply goes back with the
+    // join; otherwise the client hears from here.
+    let (attachment, reply) = if retry {
+        (reply.map(Attachment::Reply), None)
+    } else {
+        (None, reply)
+    };
+    if let Err(failed) = cx.send_answering(
+        Address::Session(player),
+        Body::JoinRefused(refusal_letter),
+        attachment,
+    ) {
+        tracing::error!(room, error = %failed, "a refused join's letter was refused after its letter was taken");
+    }
+    if let Some(reply) = reply {
+        cx.reply(reply, Err(error));
+    }
+}
+
+/// Seats `player` if the room's rules allow: the seat, the connections that follow the
+/// room with the join, and the answer for the client.
+fn seat(
+    cx: &mut Cx<'_>,
+    player: &str,
+    join: &JoinLetter,
+    outbounds: Vec<Outbound>,
+    promise: Option<Promise>,
+) -> Result<ReplyBody, RoomError> {
+    let setup = cx.state().setup.clone().ok_or(RoomError::NotSetUp)?;
+    if setup.kind != join.membership.kind
+        || (setup.kind == RoomKind::Wheel && setup.variant != join.membership.variant)
+    {
+        return Err(RoomError::WrongKind);
+    }
     let joined = logic::decide_join(
         cx.state(),
         capacity(cx),
         cx.config().quiz.join_started,
-        &player,
+        player,
     )?;
-    let seated_now = joined.is_some();
-    cx.emit_all(joined).map_err(persist_error)?;
+    if let Some(event) = joined
+        && let Err(error) = cx.emit(event)
+    {
+        // Refused before anything changed: the session hears it and may try again.
+        tracing::warn!(room = cx.id, %error, "a seat was not recorded");
+        return Err(RoomError::Full {
+            capacity: capacity(cx),
+        });
+    }
     // A connection that closed on the way is not followed; if all of them did and no
     // other connection of the player follows the room, the player is away from the
     // start (a quiz seat's grace runs).
     let all_closed = !outbounds.is_empty()
         && outbounds.iter().all(Outbound::is_closed)
         && !cx
-            .outbounds(&player)
+            .outbounds(player)
             .iter()
             .any(|outbound| !outbound.is_closed());
     for outbound in outbounds
         .into_iter()
         .filter(|outbound| !outbound.is_closed())
     {
-        cx.follow(player.clone(), outbound, Vec::new());
+        cx.follow(player.to_owned(), outbound, Vec::new());
     }
+    let now_ms = cx.now_ms;
     if all_closed {
-        let now_ms = cx.now_ms;
-        cx.memory.away_since_ms.insert(player.clone(), now_ms);
+        cx.memory.away_since_ms.insert(player.to_owned(), now_ms);
     } else {
-        cx.memory.away_since_ms.remove(&player);
+        cx.memory.away_since_ms.remove(player);
     }
     let room = *cx.id;
-    cx.publish(Event::MemberJoined { room, player });
+    cx.publish(Event::MemberJoined {
+        room,
+        player: player.to_owned(),
+    });
     if setup.kind == RoomKind::Quiz {
         // The game may start right away now that one more player is here.
         tick(cx);
     }
-    update_listing(cx);
-    Ok(RoomView {
-        seated_now,
-        kind: setup.kind,
-        variant: setup.variant,
-        stream_epoch: cx.stream.epoch(),
-        stream_seq: cx.stream.seq(),
-        members: cx.state().members.iter().cloned().collect(),
-        private_code: setup.private_code,
-        snapshot: view::snapshot(room, cx.state(), cx.env),
+    update_listing(cx, promise);
+    let stream_epoch = cx.stream.epoch();
+    let stream_seq = cx.stream.seq();
+    Ok(match setup.kind {
+        RoomKind::Wheel => {
+            let wheel = cx
+                .config()
+                .wheel(&setup.variant)
+                .ok_or_else(|| RoomError::MissingWheel(setup.variant.clone()))?
+                .info();
+            let fairness = join.fairness.clone().ok_or(RoomError::WrongKind)?;
+            ReplyBody::RoomJoined(RoomJoined {
+                room,
+                kind: RoomKind::Wheel,
+                stream_epoch,
+                stream_seq,
+                wheel,
+                fairness,
+                members: cx.state().members.iter().cloned().collect(),
+            })
+        }
+        RoomKind::Quiz => ReplyBody::QuizJoined(QuizJoined {
+            room,
+            stream_epoch,
+            stream_seq,
+            code: setup.private_code,
+            snapshot: view::snapshot(room, cx.state(), cx.env),
+        }),
     })
 }
 
-fn leave(cx: &mut Cx<'_>, player: &str) -> Result<(), RoomError> {
+fn leave(cx: &mut Cx<'_>, player: &str) -> Result<(), ErrorReply> {
     if !cx.state().members.contains(player) {
         return Ok(());
     }
     cx.emit(RoomEvent::MemberLeft {
         player: player.to_owned(),
     })
-    .map_err(persist_error)?;
+    .map_err(|error| refusal(&error))?;
     let room = *cx.id;
     cx.publish(Event::MemberLeft {
         room,
@@ -385,7 +484,7 @@ fn leave(cx: &mut Cx<'_>, player: &str) -> Result<(), RoomError> {
     });
     cx.memory.away_since_ms.remove(player);
     cx.memory.chat_buckets.remove(player);
-    update_listing(cx);
+    update_listing(cx, None);
     Ok(())
 }
 
@@ -398,10 +497,10 @@ fn subscribe(cx: &mut Cx<'_>, player: String, outbound: Outbound, position: Opti
     }
     if !cx.state().members.contains(&player) {
         // The seat is gone (grace time over): the session learns it.
-        cx.effect(Effect::ToSession {
-            player,
-            message: SessionMsg::RemovedFromRoom { room },
-        });
+        outbound.forget_room(room);
+        if let Err(error) = cx.send(Address::Session(player), Body::Unseated { room }) {
+            tracing::warn!(room, %error, "a lost seat was not told");
+        }
         return;
     }
     let replay = position.and_then(|(epoch, seq)| cx.stream.replay_after(epoch, seq));
@@ -451,7 +550,7 @@ fn tick(cx: &mut Cx<'_>) {
             break;
         }
     }
-    update_listing(cx);
+    update_listing(cx, None);
 }
 
 fn expire_seats(cx: &mut Cx<'_>) {
@@ -466,16 +565,17 @@ fn expire_seats(cx: &mut Cx<'_>) {
         .collect();
     let room = *cx.id;
     for player in expired {
-        if leave(cx, &player).is_ok() {
-            cx.effect(Effect::ToSession {
-                player,
-                message: SessionMsg::RemovedFromRoom { room },
-            });
+        if leave(cx, &player).is_ok()
+            && let Err(error) = cx.send(Address::Session(player), Body::Unseated { room })
+        {
+            tracing::warn!(room, %error, "an expired seat was not told");
         }
     }
 }
 
-/// One step of the quiz clock; says whether anything happened.
+/// One step of the quiz clock; says whether anything happened. A finished game's prizes
+/// (credits) and the players' activations (`GameFinished`) are letters in the commit
+/// of its podium: a crash cannot separate them.
 fn advance_quiz(cx: &mut Cx<'_>) -> bool {
     let Some(seed) = cx.state().setup.as_ref().map(|s| s.seed) else {
         return false;
@@ -494,23 +594,28 @@ fn advance_quiz(cx: &mut Cx<'_>) -> bool {
     let finished = events
         .iter()
         .any(|e| matches!(e, QuizEvent::GameFinished { .. }));
-    let mut to_persist: Vec<RoomEvent> = events.iter().cloned().map(RoomEvent::Quiz).collect();
-    // The players who played the game to its end (a first one activates a referee).
-    let played: Vec<String> = if finished {
-        quiz::standings(&cx.state().quiz)
-            .into_iter()
-            .map(|standing| standing.player)
-            .collect()
+    // Prizes and the players who played to the end, from the standings before the
+    // game is closed.
+    let (prizes, played) = if finished {
+        let standings = quiz::standings(&cx.state().quiz);
+        let played: Vec<String> = standings.iter().map(|s| s.player.clone()).collect();
+        let game_no = cx.state().quiz.game_no;
+        let prizes: Vec<(String, u64, String)> =
+            quiz::prizes_for(&standings, &cx.config().quiz.prizes)
+                .into_iter()
+                .map(|(standing, prize)| {
+                    let reason = format!(
+                        "quiz rank {} in room {} game {game_no}",
+                        standing.rank, cx.id
+                    );
+                    (standing.player, prize, reason)
+                })
+                .collect();
+        (prizes, played)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
-    if finished {
-        let grants = podium_grants(cx);
-        if !grants.is_empty() {
-            to_persist.push(RoomEvent::GrantsIssued { grants });
-        }
-    }
-    if let Err(error) = cx.emit_all(to_persist) {
+    if let Err(error) = cx.emit_all(events.iter().cloned().map(RoomEvent::Quiz)) {
         // Refused before anything changed (the store is overloaded or has failed): the
         // clock tries again at the next deadline.
         tracing::error!(room = cx.id, %error, "quiz step not saved");
@@ -524,46 +629,61 @@ fn advance_quiz(cx: &mut Cx<'_>) -> bool {
     }
     if finished {
         cx.then(|| metrics::counter!("playtree_quiz_games_finished_total").increment(1));
-        redeliver(cx);
+        for (player, amount, reason) in prizes {
+            pay(cx, player, amount, reason, None, "quiz");
+        }
         for player in played {
-            cx.effect(Effect::ToSession {
-                player,
-                message: SessionMsg::GameFinished,
-            });
+            if let Err(error) = cx.send(Address::Session(player), Body::GameFinished { room }) {
+                tracing::error!(room, %error, "an activation's letter was refused after the podium");
+            }
         }
     }
     true
 }
 
-/// The room's grants come from one source, numbered by its `GrantCounter`.
-fn grant_source(room: RoomId) -> String {
-    format!("room:{room}")
+/// Pays `amount` to `player`'s wallet by letter.
+fn pay(
+    cx: &mut Cx<'_>,
+    player: String,
+    amount: u64,
+    reason: String,
+    spin: Option<SpinPaid>,
+    source: &'static str,
+) {
+    let credit = Credit {
+        amount,
+        reason,
+        spin,
+        news: Vec::new(),
+    };
+    if let Err(error) = cx.send(Address::Session(player), Body::Credit(credit)) {
+        tracing::error!(room = cx.id, %error, "a prize's letter was refused after its decision");
+        return;
+    }
+    cx.then(move || {
+        metrics::counter!("playtree_rewards_granted_total", "source" => source).increment(1);
+        metrics::counter!("playtree_reward_coins_granted_total", "source" => source)
+            .increment(amount);
+    });
 }
 
-fn podium_grants(cx: &Cx<'_>) -> Vec<Grant> {
-    let state = cx.state();
-    let standings = quiz::standings(&state.quiz);
-    let source = grant_source(*cx.id);
-    let mut counter = state.grants.clone();
-    quiz::prizes_for(&standings, &cx.config().quiz.prizes)
-        .into_iter()
-        .map(|(standing, prize)| {
-            let (id, previous) = counter.next(&source, &standing.player);
-            let grant = Grant {
-                id,
-                previous,
-                beneficiary: standing.player.clone(),
-                amount: prize,
-                reason: format!(
-                    "quiz rank {} in room {} game {}",
-                    standing.rank, cx.id, state.quiz.game_no
-                ),
-                settles: None,
-            };
-            counter.issued(&grant);
-            grant
-        })
-        .collect()
+fn member(cx: &mut Cx<'_>, request: MemberRequest, reply: RequestReply) {
+    let room = *cx.id;
+    let MemberRequest {
+        player,
+        received_ms,
+        action,
+        ..
+    } = request;
+    let result = match action {
+        MemberAction::Answer { question, choice } => {
+            answer(cx, &player, question, choice, received_ms)
+                .map(|()| ReplyBody::AnswerTaken { room, question })
+        }
+        MemberAction::Chat { text } => chat(cx, &player, text).map(|()| ReplyBody::Sent),
+        MemberAction::React { emoji } => react(cx, &player, emoji).map(|()| ReplyBody::Sent),
+    };
+    cx.reply(reply, result);
 }
 
 /// Takes an answer timed at `received_ms` (when it reached the server; never later than
@@ -581,6 +701,12 @@ fn answer(
             "this room is not a quiz",
         ));
     }
+    if !cx.state().members.contains(player) {
+        return Err(ErrorReply::new(
+            ErrorCode::NotInRoom,
+            format!("you are not in room {}", cx.id),
+        ));
+    }
     let event = quiz::answer(
         &cx.state().quiz,
         player,
@@ -591,7 +717,7 @@ fn answer(
         &cx.env.questions,
     )?;
     cx.emit(RoomEvent::Quiz(event))
-        .map_err(|error| ErrorReply::new(ErrorCode::StoreFailure, error.to_string()))?;
+        .map_err(|error| refusal(&error))?;
     // When this was the last answer, the reveal comes now rather than at the deadline.
     tick(cx);
     Ok(())
@@ -654,27 +780,51 @@ fn react(cx: &mut Cx<'_>, player: &str, emoji: String) -> Result<(), ErrorReply>
     Ok(())
 }
 
-fn settle(cx: &mut Cx<'_>, player: String, spin: PendingSpin) -> Result<Settled, RoomError> {
-    let variant = setup(cx)?.variant.clone();
-    let decided = logic::decide_settle(
-        cx.state(),
-        cx.config().wheel(&variant),
-        &grant_source(*cx.id),
-        &player,
-        &spin,
-    )?;
-    let Some(event) = decided.event else {
-        // A retry of a spin settled before: the same grant, nothing new to journal.
-        return Ok(decided.settled);
+/// Pays a spin the player's session drew: its prize as the room's stock stands, by
+/// letter, in the commit that counts the stock down. A spin this room can never pay
+/// goes back refused (the session abandons it).
+fn settle(cx: &mut Cx<'_>, player: String, spin: SpinDraw) {
+    let variant = cx
+        .state()
+        .setup
+        .as_ref()
+        .map(|setup| setup.variant.clone())
+        .unwrap_or_default();
+    let prize = match logic::decide_prize(cx.state(), cx.config().wheel(&variant), &spin) {
+        Ok(prize) => prize,
+        Err(error) => {
+            let body = Body::SpinRefused {
+                key: spin.key(),
+                reason: error.to_string(),
+            };
+            if let Err(failed) = cx.send(Address::Session(player), body) {
+                tracing::error!(room = cx.id, error = %failed, "a refused spin's letter was refused");
+            }
+            return;
+        }
     };
-    cx.emit(event).map_err(persist_error)?;
-    let settled = decided.settled;
-    let prize = settled.prize;
-    cx.then(move || {
-        metrics::counter!("playtree_rewards_granted_total", "source" => "wheel").increment(1);
-        metrics::counter!("playtree_reward_coins_granted_total", "source" => "wheel")
-            .increment(prize);
-    });
+    if let Err(error) = cx.emit(RoomEvent::SpinSettled {
+        player: player.clone(),
+        segment: spin.segment,
+        inventory_exhausted: prize.inventory_exhausted,
+    }) {
+        tracing::error!(room = cx.id, %error, "a spin was refused after its letter was taken");
+        return;
+    }
+    let paid = SpinPaid {
+        key: spin.key(),
+        label: prize.label.clone(),
+        inventory_exhausted: prize.inventory_exhausted,
+    };
+    let reason = format!("wheel {} spin {}: {}", spin.wheel, spin.nonce, prize.label);
+    pay(
+        cx,
+        player.clone(),
+        prize.amount,
+        reason,
+        Some(paid),
+        "wheel",
+    );
     let room = *cx.id;
     cx.publish(Event::Spin(SpinResult {
         room,
@@ -684,45 +834,7 @@ fn settle(cx: &mut Cx<'_>, player: String, spin: PendingSpin) -> Result<Settled,
         client_seed: spin.client_seed,
         commitment: spin.commitment,
         segment: spin.segment,
-        label: settled.label.clone(),
-        prize: settled.prize,
+        label: prize.label,
+        prize: prize.amount,
     }));
-    Ok(settled)
-}
-
-fn grant_acked(cx: &mut Cx<'_>, grant: GrantId) {
-    if !cx.state().outbox.contains_key(&grant) {
-        return;
-    }
-    if let Err(error) = cx.emit(RoomEvent::GrantDelivered {
-        grant: grant.clone(),
-    }) {
-        // The grant stays in the outbox and is redelivered; the wallet dedups it.
-        tracing::warn!(room = cx.id, %grant, %error, "delivery not recorded");
-    }
-}
-
-/// Sends every unacknowledged grant to its wallet once the grants are durable.
-fn redeliver(cx: &mut Cx<'_>) {
-    cx.memory.last_redeliver_ms = cx.now_ms;
-    let room = *cx.id;
-    let grants: Vec<Grant> = cx.state().outbox.values().cloned().collect();
-    for grant in grants {
-        cx.effect(Effect::ToSession {
-            player: grant.beneficiary.clone(),
-            message: SessionMsg::Credit {
-                grant,
-                source: GrantSource::Room(room),
-            },
-        });
-    }
-}
-
-/// The quiz clock and seat grace; the outbox when its retry time has come.
-fn deadline(cx: &mut Cx<'_>) {
-    tick(cx);
-    let retry_ms = cx.config().rooms.outbox_retry_ms;
-    if !cx.state().outbox.is_empty() && cx.now_ms >= cx.memory.last_redeliver_ms + retry_ms {
-        redeliver(cx);
-    }
 }

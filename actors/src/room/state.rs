@@ -1,9 +1,8 @@
 //! A room's durable state, its events, and the pure `apply`.
 
 use super::quiz::{self, QuizEvent, QuizState};
-use crate::grant::{Grant, GrantCounter};
 use crate::store::Entity;
-use playtree_protocol::{GrantId, RoomKind};
+use playtree_protocol::RoomKind;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,14 +13,6 @@ pub struct RoomState {
     pub members: BTreeSet<String>,
     /// Remaining prizes of capped segments, by segment index.
     pub inventory: BTreeMap<u32, u64>,
-    /// Grants issued and not yet acknowledged by their beneficiary's wallet.
-    pub outbox: BTreeMap<GrantId, Grant>,
-    /// Per player, the nonce after the last spin settled here (spins settle in order).
-    pub settled_next_nonce: BTreeMap<String, u64>,
-    /// Sum of every grant this room has issued.
-    pub granted_total: u64,
-    /// Numbers the room's grants (see [`crate::grant`]).
-    pub grants: GrantCounter,
     /// The quiz game, in quiz rooms.
     pub quiz: QuizState,
 }
@@ -48,22 +39,14 @@ pub enum RoomEvent {
     MemberLeft {
         player: String,
     },
-    /// A spin's prize was decided and its grant put in the outbox.
+    /// A spin's prize was decided (its credit is a letter in the same commit): a capped
+    /// segment's stock goes down unless it had run out.
     SpinSettled {
-        grant: Grant,
         player: String,
-        nonce: u64,
         segment: u32,
         inventory_exhausted: bool,
     },
-    GrantDelivered {
-        grant: GrantId,
-    },
     Quiz(QuizEvent),
-    /// Prizes decided at once (a quiz podium), each put in the outbox.
-    GrantsIssued {
-        grants: Vec<Grant>,
-    },
 }
 
 #[derive(Debug)]
@@ -73,10 +56,7 @@ impl Entity for RoomEntity {
     const KIND: &'static str = "room";
     type State = RoomState;
     type Event = RoomEvent;
-
-    fn owes_grants(state: &RoomState) -> bool {
-        !state.outbox.is_empty()
-    }
+    type Part = ();
 
     fn apply(state: &mut RoomState, event: &RoomEvent) {
         match event {
@@ -91,32 +71,15 @@ impl Entity for RoomEntity {
                 state.members.remove(player);
             }
             RoomEvent::SpinSettled {
-                grant,
-                player,
-                nonce,
                 segment,
                 inventory_exhausted,
+                ..
             } => {
-                let next = state.settled_next_nonce.entry(player.clone()).or_default();
-                *next = (*next).max(nonce + 1);
                 if !inventory_exhausted && let Some(remaining) = state.inventory.get_mut(segment) {
                     *remaining = remaining.saturating_sub(1);
                 }
-                state.granted_total = state.granted_total.saturating_add(grant.amount);
-                state.grants.issued(grant);
-                state.outbox.insert(grant.id.clone(), grant.clone());
-            }
-            RoomEvent::GrantDelivered { grant } => {
-                state.outbox.remove(grant);
             }
             RoomEvent::Quiz(event) => quiz::apply(&mut state.quiz, event),
-            RoomEvent::GrantsIssued { grants } => {
-                for grant in grants {
-                    state.granted_total = state.granted_total.saturating_add(grant.amount);
-                    state.grants.issued(grant);
-                    state.outbox.insert(grant.id.clone(), grant.clone());
-                }
-            }
         }
     }
 }

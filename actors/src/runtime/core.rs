@@ -4,16 +4,16 @@
 //! if the journal refused a commit).
 
 use crate::directory::Followers;
-use crate::hub::Hub;
 use crate::release::{Effects, Releaser};
 use crate::store::CommitTicket;
+use crate::timers::Timers;
 use ractor::{ActorRef, Message};
 
 #[derive(Debug)]
 pub struct EntityCore<M: Message> {
     kind: &'static str,
     myself: ActorRef<M>,
-    pub hub: Hub,
+    timers: Timers,
     /// The connections following the entity's streams.
     pub followers: Followers,
     /// What the message being handled leaves to release once its events are durable.
@@ -23,13 +23,18 @@ pub struct EntityCore<M: Message> {
 
 impl<M: Message> EntityCore<M> {
     /// The core of a new incarnation (from its `pre_start`).
-    pub fn start(kind: &'static str, myself: &ActorRef<M>, hub: Hub, followers: Followers) -> Self {
-        let releaser =
-            Releaser::start(myself.get_cell(), kind, hub.config.actors.release_queue_max);
+    pub fn start(
+        kind: &'static str,
+        myself: &ActorRef<M>,
+        timers: Timers,
+        release_queue_max: usize,
+        followers: Followers,
+    ) -> Self {
+        let releaser = Releaser::start(myself.get_cell(), kind, release_queue_max);
         EntityCore {
             kind,
             myself: myself.clone(),
-            hub,
+            timers,
             followers,
             effects: Effects::default(),
             releaser,
@@ -50,7 +55,7 @@ impl<M: Message> EntityCore<M> {
 
     /// Sets the entity's one deadline: at `due_ms`, the timer casts it `wake()`.
     pub fn schedule(&self, due_ms: Option<u64>, wake: fn() -> M) {
-        self.hub.timers.schedule(self.myself.get_id(), due_ms, || {
+        self.timers.schedule(self.myself.get_id(), due_ms, || {
             // Built only when the deadline moves: most messages leave it as it was.
             let actor = self.myself.clone();
             Box::new(move || {
@@ -103,7 +108,7 @@ impl<M: Message> EntityCore<M> {
     /// start. Returns false if a commit or a release failed: the journal in the store
     /// is then the truth, and memory must not be snapshotted.
     pub async fn stop(&mut self) -> bool {
-        self.hub.timers.cancel(self.myself.get_id());
+        self.timers.cancel(self.myself.get_id());
         self.releaser.close().await;
         !self.releaser.has_failed()
     }

@@ -1,31 +1,29 @@
 //! Pure decisions of a player session: they take the state, the config and `now`, and
-//! return events to persist or a typed error for the client.
+//! return what to record or a typed error for the client.
 
-use super::state::{PendingSpin, SessionEvent, SessionState};
+use super::state::SessionState;
 use crate::clock::utc_day;
 use crate::config::WheelConfig;
-use crate::grant::Grant;
-use playtree_protocol::fairness::{ServerSeed, spin_segment, validate_client_seed};
+use crate::mail::SpinDraw;
+use crate::seeds::SeedMaker;
+use playtree_protocol::fairness::{commitment, spin_segment, validate_client_seed};
 use playtree_protocol::{ErrorCode, ErrorReply, RoomId};
 
-/// Draws a spin for `room` (which spins `wheel`): checks the client seed and the daily
+/// Draws `player`'s next spin of `wheel` in `room`: checks the client seed and the daily
 /// limit, then fixes the outcome from the player's committed seed and next nonce.
 /// Returns the spin and the UTC day it counts against.
 pub fn draw_spin(
     state: &SessionState,
+    seeds: &SeedMaker,
+    player: &str,
     wheel: &WheelConfig,
     room: RoomId,
     client_seed: &str,
     now_ms: u64,
-) -> Result<(PendingSpin, u32), ErrorReply> {
+) -> Result<(SpinDraw, u32), ErrorReply> {
     validate_client_seed(client_seed)
         .map_err(|error| ErrorReply::new(ErrorCode::InvalidClientSeed, error.to_string()))?;
-    let fairness = state.wheels.get(&wheel.id).ok_or_else(|| {
-        ErrorReply::new(
-            ErrorCode::NotInRoom,
-            format!("join a room of wheel `{}` before spinning it", wheel.id),
-        )
-    })?;
+    let fairness = state.wheel(&wheel.id);
     let day = utc_day(now_ms);
     if fairness.spins_on(day) >= wheel.spins_per_day {
         return Err(ErrorReply::new(
@@ -37,7 +35,8 @@ pub fn draw_spin(
         ));
     }
     let nonce = fairness.next_nonce;
-    let segment = spin_segment(&fairness.server_seed, client_seed, nonce, &wheel.weights())
+    let server_seed = seeds.server_seed(player, &wheel.id, fairness.generation);
+    let segment = spin_segment(&server_seed, client_seed, nonce, &wheel.weights())
         .and_then(|index| u32::try_from(index).ok())
         .ok_or_else(|| {
             // Config validation rejects wheels whose weights sum to zero.
@@ -47,78 +46,22 @@ pub fn draw_spin(
             )
         })?;
     Ok((
-        PendingSpin {
+        SpinDraw {
             room,
             wheel: wheel.id.clone(),
             nonce,
             client_seed: client_seed.to_owned(),
-            commitment: fairness.commitment,
+            commitment: commitment(&server_seed),
             segment,
+            request_key: None,
         },
         day,
     ))
 }
 
-/// What a wallet does with a grant delivered to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreditDecision {
-    /// Addressed to another player: neither credited nor acknowledged.
-    Misaddressed,
-    /// Credited before: acknowledged again, not credited again.
-    Duplicate,
-    /// New: journal this, then acknowledge.
-    Credit(SessionEvent),
-}
-
-pub fn decide_credit(state: &SessionState, player: &str, grant: &Grant) -> CreditDecision {
-    if grant.beneficiary != player {
-        CreditDecision::Misaddressed
-    } else if state.has_credited(&grant.id) {
-        CreditDecision::Duplicate
-    } else {
-        CreditDecision::Credit(SessionEvent::Credited {
-            grant: grant.id.clone(),
-            previous: grant.previous,
-            amount: grant.amount,
-            settles: grant.settles.clone(),
-        })
-    }
-}
-
-/// Rotates the seed of `wheel`: reveals the current one and commits `next`. With no seed
-/// yet, `first()` is committed and revealed at once (nothing used it); it is drawn only
-/// then. Returns the events and the seed revealed.
-pub fn decide_rotation(
-    state: &SessionState,
-    wheel: &str,
-    first: impl FnOnce() -> ServerSeed,
-    next: ServerSeed,
-) -> (Vec<SessionEvent>, ServerSeed) {
-    let mut events = Vec::new();
-    let revealed = match state.wheels.get(wheel) {
-        Some(current) => current.server_seed,
-        None => {
-            let first = first();
-            events.push(SessionEvent::SeedCommitted {
-                wheel: wheel.to_owned(),
-                server_seed: first,
-            });
-            first
-        }
-    };
-    events.push(SessionEvent::SeedCommitted {
-        wheel: wheel.to_owned(),
-        server_seed: next,
-    });
-    (events, revealed)
-}
-
 /// Spins left today on `wheel`.
 pub fn spins_left(state: &SessionState, wheel: &WheelConfig, now_ms: u64) -> u32 {
-    let used = state
-        .wheels
-        .get(&wheel.id)
-        .map_or(0, |fairness| fairness.spins_on(utc_day(now_ms)));
+    let used = state.wheel(&wheel.id).spins_on(utc_day(now_ms));
     wheel.spins_per_day.saturating_sub(used)
 }
 
@@ -131,21 +74,10 @@ mod tests {
 
     const DAY_MS: u64 = crate::clock::MS_PER_DAY;
 
-    fn seeded() -> SessionState {
-        let mut state = SessionState::default();
-        SessionEntity::apply(
-            &mut state,
-            &SessionEvent::SeedCommitted {
-                wheel: "classic".into(),
-                server_seed: [3; 32],
-            },
-        );
-        state
-    }
-
-    fn check_draw(state: &mut SessionState, now_ms: u64) -> Result<PendingSpin, ErrorCode> {
-        let (spin, day) =
-            draw_spin(state, &test_wheel(), 1, "seed", now_ms).map_err(|error| error.code)?;
+    fn check_draw(state: &mut SessionState, now_ms: u64) -> Result<SpinDraw, ErrorCode> {
+        let seeds = SeedMaker::new([3; 32]);
+        let (spin, day) = draw_spin(state, &seeds, "alice", &test_wheel(), 1, "seed", now_ms)
+            .map_err(|error| error.code)?;
         SessionEntity::apply(
             state,
             &SessionEvent::SpinDrawn {
@@ -158,7 +90,7 @@ mod tests {
 
     #[test]
     fn the_daily_limit_holds_within_a_utc_day_and_resets_after() {
-        let mut state = seeded();
+        let mut state = SessionState::default();
         let wheel = test_wheel();
         for nonce in 0..u64::from(wheel.spins_per_day) {
             assert_eq!(
@@ -177,80 +109,34 @@ mod tests {
     }
 
     #[test]
-    fn bad_client_seeds_and_unseeded_wheels_are_refused() {
-        let state = seeded();
+    fn bad_client_seeds_are_refused() {
+        let state = SessionState::default();
+        let seeds = SeedMaker::new([3; 32]);
         assert_eq!(
-            draw_spin(&state, &test_wheel(), 1, "has space", 0).map_err(|e| e.code),
+            draw_spin(&state, &seeds, "alice", &test_wheel(), 1, "has space", 0)
+                .map_err(|e| e.code),
             Err(ErrorCode::InvalidClientSeed)
         );
-        assert_eq!(
-            draw_spin(&SessionState::default(), &test_wheel(), 1, "ok", 0).map_err(|e| e.code),
-            Err(ErrorCode::NotInRoom)
-        );
     }
 
     #[test]
-    fn a_wallet_credits_its_own_new_grants_only() {
-        let mut state = seeded();
-        let grant = Grant {
-            id: playtree_protocol::GrantId {
-                source: "room:1".into(),
-                seq: 3,
-            },
-            previous: 0,
-            beneficiary: "alice".into(),
-            amount: 25,
-            reason: "test".into(),
-            settles: None,
-        };
-        assert_eq!(
-            decide_credit(&state, "bob", &grant),
-            CreditDecision::Misaddressed
-        );
-        let CreditDecision::Credit(event) = decide_credit(&state, "alice", &grant) else {
-            panic!("a new grant is credited")
-        };
-        SessionEntity::apply(&mut state, &event);
-        assert_eq!(state.balance, 25);
-        assert_eq!(
-            decide_credit(&state, "alice", &grant),
-            CreditDecision::Duplicate
-        );
-    }
-
-    #[test]
-    fn a_rotation_reveals_the_committed_seed_and_commits_the_next() {
+    fn a_spin_is_drawn_from_the_seed_its_commitment_names() {
         let mut state = SessionState::default();
-        // No seed yet: the first one is committed and revealed at once.
-        let (events, revealed) = decide_rotation(&state, "classic", || [1; 32], [2; 32]);
-        assert_eq!((events.len(), revealed), (2, [1; 32]));
-        events
-            .iter()
-            .for_each(|event| SessionEntity::apply(&mut state, event));
-        let (events, revealed) = decide_rotation(&state, "classic", || [3; 32], [4; 32]);
-        assert_eq!((events.len(), revealed), (1, [2; 32]), "the seed in use");
-        events
-            .iter()
-            .for_each(|event| SessionEntity::apply(&mut state, event));
-        assert_eq!(state.wheels["classic"].server_seed, [4; 32]);
-    }
-
-    #[test]
-    fn a_grant_credited_twice_counts_once() {
-        let mut state = seeded();
-        let grant = playtree_protocol::GrantId {
-            source: "room:1".into(),
-            seq: 4,
-        };
-        let credit = SessionEvent::Credited {
-            grant: grant.clone(),
-            previous: 0,
-            amount: 25,
-            settles: None,
-        };
-        SessionEntity::apply(&mut state, &credit);
-        SessionEntity::apply(&mut state, &credit);
-        assert_eq!(state.balance, 25);
-        assert!(state.has_credited(&grant));
+        let seeds = SeedMaker::new([3; 32]);
+        let spin = check_draw(&mut state, 0).expect("drawn");
+        let seed = seeds.server_seed("alice", "classic", 0);
+        assert_eq!(spin.commitment, commitment(&seed));
+        SessionEntity::apply(
+            &mut state,
+            &SessionEvent::SeedRotated {
+                wheel: "classic".into(),
+            },
+        );
+        let next = check_draw(&mut state, 0).expect("drawn");
+        assert_eq!(
+            next.commitment,
+            commitment(&seeds.server_seed("alice", "classic", 1))
+        );
+        assert_eq!(next.nonce, 1, "the nonce goes on across rotations");
     }
 }

@@ -1,31 +1,19 @@
-//! The session's part in referrals: the attribution window, the player's code, claims
-//! (checked here, serialized with the referees the player accepts, so that a player
-//! with referees never joins another tree), activation, and news from the tree.
-//! Pure decisions; the flows that ask other players and trees are in
-//! [`super::flows`].
+//! The session's part in referrals: the attribution window, the player's code, the
+//! claim's steps that are the claimer's or the referrer's (the rules are
+//! `crate::claim`'s), activation, and what the player asks of their tree.
 
-use super::msg::{FlowTag, RequestReply};
-use super::state::{Claim, SessionEvent};
-use super::{Cx, SessionEffect, running, store_error};
-use crate::referral::code::{self, normalize};
+use super::state::SessionEvent;
+use super::{Cx, Keyed, answer_now, key_answered, no_stats, take_key};
+use crate::claim::{self, Answered};
+use crate::codes::{self, normalize};
+use crate::mail::{Address, Attachment, Body, ClaimAnswer, HandOff, RequestReply};
+use crate::runtime::refusal;
 use crate::store::WriteOp;
-use playtree_protocol::{ErrorCode, ErrorReply, Event, ReferralStats, ReplyBody};
-
-/// The claim a `ClaimReferral` request starts: a fresh one (the code to look up), or
-/// the one under way since before a crash.
-#[derive(Debug)]
-pub enum ClaimPlan {
-    /// `suspect`: from an address past its hourly claims limit (rewards flagged).
-    Lookup {
-        code: String,
-        suspect: bool,
-    },
-    Resume(Claim),
-}
+use playtree_protocol::{ErrorCode, ErrorReply, ReplyBody};
 
 /// The first connection starts the attribution window.
 pub fn first_seen(cx: &mut Cx<'_>) {
-    if cx.state().referral.first_seen_ms == 0 {
+    if cx.state().link.first_seen_ms == 0 {
         let at_ms = cx.now_ms;
         if let Err(error) = cx.emit(SessionEvent::FirstSeen { at_ms }) {
             // The next connection tries again; the window starts a little later.
@@ -34,190 +22,228 @@ pub fn first_seen(cx: &mut Cx<'_>) {
     }
 }
 
-/// The player's code if made, else `None` (a flow makes it).
-pub fn code(cx: &Cx<'_>) -> Option<String> {
-    cx.state().referral.code.clone()
-}
-
-/// Keeps the code a flow made, with its index entry in the same commit; answers the
-/// code kept (the first one, if two were made).
-pub fn code_made(cx: &mut Cx<'_>, flow: FlowTag, made: String) -> Result<String, ErrorReply> {
-    running(cx, flow)?;
-    if let Some(code) = cx.state().referral.code.clone() {
+/// The player's code: made on the first ask (from a number the store hands out once,
+/// with its index entry in the same commit), the same ever after.
+pub fn code(cx: &mut Cx<'_>) -> Result<String, ErrorReply> {
+    if let Some(code) = cx.state().link.code.clone() {
         return Ok(code);
     }
+    let number = cx
+        .env
+        .ids
+        .next_id()
+        .map_err(|error| ErrorReply::new(ErrorCode::StoreFailure, error.to_string()))?;
+    let code = cx.env.codes.code_for(number).ok_or_else(|| {
+        ErrorReply::new(
+            ErrorCode::Internal,
+            "every referral code has been given out",
+        )
+    })?;
     let player = cx.id.clone();
-    cx.write(WriteOp::Put(code::index_key(&made), player.into_bytes()))
-        .map_err(store_error)?;
-    cx.emit(SessionEvent::CodeAssigned { code: made.clone() })
-        .map_err(store_error)?;
-    Ok(made)
+    cx.write(WriteOp::Put(codes::index_key(&code), player.into_bytes()))
+        .and_then(|()| cx.emit(SessionEvent::CodeAssigned { code: code.clone() }))
+        .map_err(|error| refusal(&error))?;
+    Ok(code)
 }
 
-/// The rules a claim must pass, checked when it is asked and again before the tree is.
-fn claim_allowed(cx: &Cx<'_>) -> Result<(), ErrorReply> {
-    let link = &cx.state().referral;
-    if let Some(referrer) = &link.referrer {
-        return Err(ErrorReply::new(
-            ErrorCode::ReferralAlreadyClaimed,
-            format!(
-                "you have claimed a referral code already (your referrer is {referrer}); a player claims once"
-            ),
-        ));
-    }
-    if link.has_referees {
-        return Err(ErrorReply::new(
-            ErrorCode::AlreadyReferrer,
-            "you have referees of your own, so you cannot join another player's tree",
-        ));
-    }
-    let window_ms = cx.config().referral.attribution_window_ms;
-    if link.first_seen_ms > 0 && cx.now_ms.saturating_sub(link.first_seen_ms) > window_ms {
-        return Err(ErrorReply::new(
-            ErrorCode::AttributionWindowPassed,
-            format!(
-                "codes can be claimed within {} hours of your first connection",
-                window_ms / 3_600_000
-            ),
-        ));
-    }
-    Ok(())
+/// Counts a claim by its outcome (`playtree_referral_claims_total`).
+pub fn count_claim(outcome: Option<ErrorCode>) {
+    let outcome = match outcome {
+        None => "accepted",
+        Some(ErrorCode::SelfReferral) => "self_referral",
+        Some(ErrorCode::UnknownReferralCode) => "unknown_code",
+        Some(ErrorCode::ReferralAlreadyClaimed) => "already_claimed",
+        Some(ErrorCode::AttributionWindowPassed) => "window_passed",
+        Some(ErrorCode::AlreadyReferrer) => "already_referrer",
+        Some(ErrorCode::ReferrerBusy) => "referrer_busy",
+        Some(ErrorCode::ReferralTreeFull) => "tree_full",
+        Some(_) => "failed",
+    };
+    metrics::counter!("playtree_referral_claims_total", "outcome" => outcome).increment(1);
 }
 
-/// What a `ClaimReferral { code }` will do, once its checks pass.
-pub fn plan_claim(cx: &Cx<'_>, typed: &str, suspect: bool) -> Result<ClaimPlan, ErrorReply> {
-    if let Some(claim) = cx.state().referral.claiming.clone() {
-        return Ok(ClaimPlan::Resume(claim));
+/// Step 1: the player claims a code (`owner`: its owner, as the code index says).
+pub fn claim(
+    cx: &mut Cx<'_>,
+    typed: &str,
+    owner: Option<String>,
+    suspect: bool,
+    keyed: Option<Keyed>,
+    reply: RequestReply,
+) {
+    if cx.state().link.claiming.is_some() {
+        // Asked again while the claim is under way: the claim's answer is this one's.
+        if cx.memory.claim_waiters.len() < cx.config().session.requests_queued_max {
+            cx.memory.claim_waiters.push(reply);
+        } else {
+            cx.reply(reply, Err(super::in_progress()));
+        }
+        return;
     }
-    claim_allowed(cx)?;
+    let referrer = match referrer_of(cx, typed, owner) {
+        Ok(referrer) => referrer,
+        Err(error) => {
+            count_claim(Some(error.code));
+            return answer_now(cx, keyed, reply, Err(error));
+        }
+    };
+    let me = cx.id.clone();
+    let started = cx
+        .emit(SessionEvent::ClaimStarted {
+            referrer: referrer.clone(),
+            suspect,
+            request_key: keyed.map(|keyed| keyed.key),
+        })
+        .map_err(|error| refusal(&error));
+    if let Err(error) = started {
+        cx.reply(reply, Err(error));
+        return;
+    }
+    if let Err(error) = take_key(cx, keyed) {
+        tracing::warn!(player = %me, %error.message, "a claim's key was not kept");
+    }
+    let body = Body::AcceptReferee {
+        referee: me,
+        suspect,
+    };
+    if let Err(error) = cx.send_answering(
+        Address::Session(referrer),
+        body,
+        Some(Attachment::Reply(reply)),
+    ) {
+        // Cannot happen after the first write; the claim stays under way.
+        tracing::error!(player = %cx.id, %error, "a claim's letter was refused after it started");
+    }
+}
+
+/// The referrer a typed code names, once the claim's rules allow claiming it.
+fn referrer_of(cx: &Cx<'_>, typed: &str, owner: Option<String>) -> Result<String, ErrorReply> {
     let code = normalize(typed).ok_or_else(|| {
         ErrorReply::new(
             ErrorCode::UnknownReferralCode,
             format!(
                 "`{typed}` is not a referral code: codes are {} letters and digits",
-                code::CODE_LEN
+                codes::CODE_LEN
             ),
         )
     })?;
-    if cx.state().referral.code.as_deref() == Some(code.as_str()) {
-        return Err(self_referral());
+    if cx.state().link.code.as_deref() == Some(code.as_str()) {
+        return Err(claim::self_referral());
     }
-    Ok(ClaimPlan::Lookup { code, suspect })
+    let referrer = owner.ok_or_else(|| {
+        ErrorReply::new(
+            ErrorCode::UnknownReferralCode,
+            format!("no player has the referral code {code}"),
+        )
+    })?;
+    let window_ms = cx.config().referral.attribution_window_ms;
+    claim::start(&cx.state().link, cx.id, &referrer, cx.now_ms, window_ms)?;
+    Ok(referrer)
 }
 
-/// Counts a claim by its outcome (`playtree_referral_claims_total`).
-pub fn count_claim(outcome: ErrorCode) {
-    let outcome = match outcome {
-        ErrorCode::SelfReferral => "self_referral",
-        ErrorCode::UnknownReferralCode => "unknown_code",
-        ErrorCode::ReferralAlreadyClaimed => "already_claimed",
-        ErrorCode::AttributionWindowPassed => "window_passed",
-        ErrorCode::AlreadyReferrer => "already_referrer",
-        ErrorCode::ReferrerBusy => "referrer_busy",
-        ErrorCode::ReferralTreeFull => "tree_full",
-        _ => "failed",
-    };
-    metrics::counter!("playtree_referral_claims_total", "outcome" => outcome).increment(1);
-}
-
-pub fn self_referral() -> ErrorReply {
-    ErrorReply::new(
-        ErrorCode::SelfReferral,
-        "that is your own referral code; claim a friend's",
-    )
-}
-
-/// Another player claims this player's code: accepted unless this player is joining a
-/// tree right now. Answers the root of this player's tree.
-pub fn accept_referee(cx: &mut Cx<'_>, referee: &str) -> Result<String, ErrorReply> {
-    if *cx.id == referee {
-        return Err(self_referral());
-    }
-    let link = &cx.state().referral;
-    if link.claiming.is_some() {
-        return Err(ErrorReply::new(
-            ErrorCode::ReferrerBusy,
-            "the owner of this code is joining a referral tree right now; try again in a moment",
-        ));
-    }
-    let root = link.tree_root.clone().unwrap_or_else(|| cx.id.clone());
-    if !link.has_referees {
-        cx.emit(SessionEvent::RefereeAccepted { root: root.clone() })
-            .map_err(store_error)?;
-    }
-    Ok(root)
-}
-
-/// The claim flow found the code's owner: the rules are checked again (a referee may
-/// have been accepted meanwhile) and the claim recorded as under way. From then on the
-/// player accepts no referee, so the owner can be asked safely.
-pub fn claim_starting(
+/// Step 2: another player claims this player's code.
+pub fn accept_referee(
     cx: &mut Cx<'_>,
-    flow: FlowTag,
-    referrer: String,
+    from: &Address,
+    referee: String,
     suspect: bool,
-) -> Result<(), ErrorReply> {
-    running(cx, flow)?;
-    if cx.state().referral.claiming.is_some() {
-        return Err(ErrorReply::new(
-            ErrorCode::ReferralAlreadyClaimed,
-            "another claim of yours is under way",
-        ));
+    attachment: Option<Attachment>,
+) {
+    if from.player() != Some(referee.as_str()) {
+        // Only a player's own session claims for them.
+        tracing::error!(player = %cx.id, %from, %referee, "a claim for another player was refused");
+        return;
     }
-    claim_allowed(cx)?;
-    cx.memory.last_claim_attempt_ms = cx.now_ms;
-    cx.emit(SessionEvent::ClaimStarted { referrer, suspect })
-        .map_err(store_error)
+    let me = cx.id.clone();
+    match claim::accept(&cx.state().link, &me, &referee) {
+        Ok(root) => {
+            let accepted = cx
+                .emit(SessionEvent::RefereeAccepting {
+                    referee: referee.clone(),
+                })
+                .and_then(|()| {
+                    cx.send_answering(
+                        Address::Tree(root),
+                        Body::Attach { referee, suspect },
+                        attachment,
+                    )
+                });
+            if let Err(error) = accepted {
+                tracing::error!(player = %me, %error, "a referee was refused after its letter was taken");
+            }
+        }
+        Err(error) => {
+            // The claim ends here: the claimer hears it by letter, the client now.
+            if let Err(failed) = cx.send(
+                Address::Session(referee),
+                Body::ClaimAnswered(ClaimAnswer::Refused(error.clone())),
+            ) {
+                tracing::error!(player = %me, error = %failed, "a claim's refusal was not sent");
+            }
+            if let Some(attachment) = attachment {
+                cx.reply(attachment.into_reply(), Err(error));
+            }
+        }
+    }
 }
 
-/// The claim under way for `referrer`, if that is the one under way.
-fn claim_for<'s>(cx: &'s Cx<'_>, referrer: &str) -> Result<&'s Claim, ErrorReply> {
-    cx.state()
-        .referral
+/// Step 4, the claimer's side: the claim's answer is recorded (an attachment whatever
+/// the link says: the tree has the last word).
+pub fn claim_answered(cx: &mut Cx<'_>, answer: ClaimAnswer) {
+    let result = match &answer {
+        ClaimAnswer::Attached { referrer, .. } => Ok(ReplyBody::ReferralClaimed {
+            referrer: referrer.clone(),
+        }),
+        ClaimAnswer::Refused(error) => Err(error.clone()),
+    };
+    let request_key = cx
+        .state()
+        .link
         .claiming
         .as_ref()
-        .filter(|claim| claim.referrer == referrer)
-        .ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "no such claim is under way"))
-}
-
-/// The claim under way was answered for good (by whichever flow asked: the answer
-/// belongs to the claim recorded in the state, not to one request).
-pub fn claim_settled(
-    cx: &mut Cx<'_>,
-    referrer: &str,
-    root: Option<String>,
-    outcome: Result<(), ErrorReply>,
-) -> Result<(), ErrorReply> {
-    claim_for(cx, referrer)?;
-    match (outcome, root) {
-        (Ok(()), Some(root)) => {
-            cx.emit(SessionEvent::ClaimRecorded { root })
-                .map_err(store_error)?;
-            report_activation(cx);
-            Ok(())
+        .and_then(|claiming| claiming.request_key);
+    let attached = match &answer {
+        ClaimAnswer::Attached { referrer, root } => Some((referrer.as_str(), root.as_str())),
+        ClaimAnswer::Refused(_) => None,
+    };
+    let recorded = match claim::answered(&cx.state().link, attached) {
+        Answered::Recorded { referrer, root } => {
+            count_claim(None);
+            cx.emit(SessionEvent::ClaimRecorded { referrer, root })
+                .map(|()| report_activation(cx))
         }
-        (Ok(()), None) => Err(ErrorReply::new(
-            ErrorCode::Internal,
-            "a claim was recorded without its tree",
-        )),
-        (Err(error), _) => {
-            cx.emit(SessionEvent::ClaimDropped).map_err(store_error)?;
-            Err(error)
+        Answered::Dropped => {
+            count_claim(result.as_ref().err().map(|error| error.code));
+            cx.emit(SessionEvent::ClaimDropped)
         }
+        Answered::Ignored => Ok(()),
+    };
+    if let Err(error) = recorded {
+        tracing::error!(player = %cx.id, %error, "a claim's answer was refused after its letter was taken");
+    }
+    if let Some(key) = request_key {
+        key_answered(cx, key, &result);
+    }
+    for waiter in std::mem::take(&mut cx.memory.claim_waiters) {
+        cx.reply(waiter, result.clone());
     }
 }
 
-/// The claim under way, for a flow that takes it up again (after a crash, a given-up
-/// flow or a failed answer), unless one does already.
-pub fn claim_to_resume(cx: &mut Cx<'_>) -> Option<Claim> {
-    let claim = cx.state().referral.claiming.clone()?;
-    cx.memory.last_claim_attempt_ms = cx.now_ms;
-    Some(claim)
+/// Step 4, the referrer's side: the tree answered for a referee this player accepted.
+pub fn referee_answered(cx: &mut Cx<'_>, referee: String, attached: bool) {
+    let root = cx.state().link.root_for_referees(cx.id);
+    if let Err(error) = cx.emit(SessionEvent::RefereeAnswered {
+        referee,
+        attached,
+        root,
+    }) {
+        tracing::error!(player = %cx.id, %error, "a referee's answer was refused after its letter was taken");
+    }
 }
 
 /// The player finished a game: the first one activates them.
 pub fn game_finished(cx: &mut Cx<'_>) {
-    if cx.state().referral.activated {
+    if cx.state().link.activated {
         return;
     }
     if let Err(error) = cx.emit(SessionEvent::GameFinished) {
@@ -227,60 +253,54 @@ pub fn game_finished(cx: &mut Cx<'_>) {
     report_activation(cx);
 }
 
-/// Tells the player's tree of their activation, if it has not recorded it yet (again at
-/// each retry until it has).
-pub fn report_activation(cx: &mut Cx<'_>) {
-    let link = &cx.state().referral;
-    if !link.activation_unreported() {
+/// Tells the player's tree of their activation, once both are recorded (whichever
+/// comes second sends it, in its own commit).
+fn report_activation(cx: &mut Cx<'_>) {
+    let link = &cx.state().link;
+    if !link.activated || link.referrer.is_none() {
         return;
     }
-    let Some(root) = link.tree_root.clone() else {
+    let Some(root) = link.root.clone() else {
         return;
     };
-    cx.memory.last_activation_report_ms = cx.now_ms;
-    cx.own(SessionEffect::ReportActivation { root });
-}
-
-pub fn activation_recorded(cx: &mut Cx<'_>) {
-    if cx.state().referral.activation_unreported()
-        && let Err(error) = cx.emit(SessionEvent::ActivationReported)
-    {
-        tracing::warn!(player = %cx.id, %error, "activation report not recorded; it is sent again");
+    if let Err(error) = cx.send(Address::Tree(root), Body::Activated) {
+        tracing::error!(player = %cx.id, %error, "an activation's letter was refused after its event");
     }
 }
 
 /// The player's statistics: from their tree, or empty if they are in none.
 pub fn stats(cx: &mut Cx<'_>, reply: RequestReply) {
-    match cx.state().referral.tree_root.clone() {
-        Some(root) => cx.own(SessionEffect::AskStats { root, reply }),
-        None => cx.reply(
-            reply,
-            Ok(ReplyBody::ReferralStats(ReferralStats::default())),
-        ),
+    match cx.state().link.root.clone() {
+        Some(root) => {
+            let player = cx.id.clone();
+            cx.hand_off(Address::Tree(root), HandOff::Stats { player, reply });
+        }
+        None => cx.reply(reply, Ok(no_stats())),
     }
 }
 
-/// News for the player's stream.
-pub fn news(cx: &mut Cx<'_>, event: Event) {
-    if matches!(event, Event::FriendJoined { .. } | Event::ReferralReward(_)) {
-        cx.publish(event);
+/// A partner's conversion report for the player goes to their tree.
+pub fn conversion(
+    cx: &mut Cx<'_>,
+    kind: String,
+    key: String,
+    reply: ractor::RpcReplyPort<Result<u32, ErrorReply>>,
+) {
+    let link = &cx.state().link;
+    match (&link.referrer, link.root.clone()) {
+        (Some(_), Some(root)) => {
+            let player = cx.id.clone();
+            cx.hand_off(
+                Address::Tree(root),
+                HandOff::Conversion {
+                    player,
+                    kind,
+                    key,
+                    reply,
+                },
+            );
+        }
+        // A player nobody referred earns nobody a conversion reward.
+        _ => cx.reply(reply, Ok(0)),
     }
-}
-
-/// When an unreported activation is told to the tree again.
-pub fn next_report_ms(
-    state: &super::SessionState,
-    memory: &super::SessionMemory,
-    retry_ms: u64,
-) -> Option<u64> {
-    let report = state
-        .referral
-        .activation_unreported()
-        .then(|| memory.last_activation_report_ms + retry_ms);
-    let resume = state
-        .referral
-        .claiming
-        .as_ref()
-        .map(|_| memory.last_claim_attempt_ms + retry_ms);
-    crate::timers::earliest([report, resume])
 }

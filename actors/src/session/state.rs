@@ -1,84 +1,47 @@
 //! A player session's durable state, its events, and the pure `apply`.
 
+use super::keys::Keys;
+use crate::claim::{Claiming, Link};
 use crate::clock::utc_day;
-use crate::grant::{GrantMark, SpinKey};
+use crate::mail::{Membership, PlayerNews, SpinDraw, SpinKey, StoredAnswer};
+use crate::rate::SlidingCount;
+use crate::seeds::SeedMaker;
 use crate::store::Entity;
-use playtree_protocol::fairness::{Commitment, ServerSeed, commitment};
-use playtree_protocol::{FairnessInfo, GrantId, RoomId, RoomKind};
+use playtree_protocol::fairness::commitment;
+use playtree_protocol::{Event, FairnessInfo, RoomId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {
     pub balance: u64,
-    /// Sum of every grant ever credited (the balance, before any future spending).
+    /// Sum of every credit ever taken (the balance, before any future spending).
     pub credited_total: u64,
-    /// Per grant source, which of its grants are credited: exact, with no window.
-    pub grant_marks: BTreeMap<String, GrantMark>,
-    pub wheels: BTreeMap<String, WheelFairness>,
+    /// The player's provably fair state per wheel they ever joined.
+    pub wheels: BTreeMap<String, WheelState>,
     /// Rooms the player is in.
     pub rooms: BTreeMap<RoomId, Membership>,
-    /// Spins drawn but not yet settled by their room.
-    pub pending_spins: BTreeMap<SpinKey, PendingSpin>,
+    /// Spins drawn and not yet paid by their room.
+    pub pending_spins: BTreeMap<SpinKey, SpinDraw>,
     /// The player's place in the referral system.
-    pub referral: ReferralLink,
+    pub link: Link,
+    /// The player's own stream, kept durably (see [`PlayerStream`]).
+    pub stream: PlayerStream,
+    /// Idempotency keys of the player's requests and their answers.
+    pub keys: Keys,
+    /// Private rooms opened lately (`rooms.private_creates_per_hour`).
+    pub private_creates: SlidingCount,
+    /// Private codes tried lately that matched no room
+    /// (`rooms.private_code_misses_per_hour`).
+    pub code_misses: SlidingCount,
 }
 
-/// A player's place in the referral system, as their session knows it.
+/// The player's provably fair state on one wheel. The server seed is derived (see
+/// [`crate::seeds`]), so only its generation is kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReferralLink {
-    /// When the player first connected: the attribution window starts here (0: never).
-    pub first_seen_ms: u64,
-    /// The player's own code, once made.
-    pub code: Option<String>,
-    /// Who referred the player, once their claim is recorded in the tree.
-    pub referrer: Option<String>,
-    /// The root of the tree the player is in (as a referee or as a referrer).
-    pub tree_root: Option<String>,
-    /// The player has accepted a referee, so may no longer claim a code.
-    pub has_referees: bool,
-    /// A claim under way, recorded before the tree is asked: a claim interrupted by a
-    /// crash is taken up again with the same referrer and tree, never another.
-    pub claiming: Option<Claim>,
-    /// The player finished a first game.
-    pub activated: bool,
-    /// The player's tree has recorded the activation (and paid for it).
-    pub activation_reported: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claim {
-    pub referrer: String,
-    /// Made from an address past its hourly claims limit: its rewards are flagged.
-    pub suspect: bool,
-}
-
-impl ReferralLink {
-    /// Whether the tree should still hear of the player's activation.
-    pub fn activation_unreported(&self) -> bool {
-        self.activated && self.referrer.is_some() && !self.activation_reported
-    }
-
-    /// Whether the session owes work to others that it must finish by itself (a claim
-    /// under way, an activation to report): it is listed for activation at start-up
-    /// and does not passivate until done.
-    pub fn owes_work(&self) -> bool {
-        self.claiming.is_some() || self.activation_unreported()
-    }
-}
-
-/// A room the player is in: its kind and variant (the wheel id, or "quiz").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
-    pub kind: RoomKind,
-    pub variant: String,
-}
-
-/// The player's provably fair state on one wheel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WheelFairness {
-    pub server_seed: ServerSeed,
-    pub commitment: Commitment,
+pub struct WheelState {
+    /// Seed rotations so far.
+    pub generation: u32,
     /// The nonce of the next spin; it never goes back, across rotations too.
     pub next_nonce: u64,
     /// UTC day of `spins_today`.
@@ -86,59 +49,106 @@ pub struct WheelFairness {
     pub spins_today: u32,
 }
 
-impl WheelFairness {
+impl WheelState {
     pub fn spins_on(&self, day: u32) -> u32 {
         if self.day == day { self.spins_today } else { 0 }
     }
 
-    pub fn info(&self, now_ms: u64) -> FairnessInfo {
+    pub fn info(&self, seeds: &SeedMaker, player: &str, wheel: &str, now_ms: u64) -> FairnessInfo {
         FairnessInfo {
-            commitment: self.commitment,
+            commitment: commitment(&seeds.server_seed(player, wheel, self.generation)),
             next_nonce: self.next_nonce,
             spins_today: self.spins_on(utc_day(now_ms)),
         }
     }
 }
 
-/// A drawn spin: its outcome is fixed, its prize is for the room to settle.
+/// The player's stream, durable: its epoch stays while the session passivates and
+/// comes back, and its latest events are kept, so that a client that resumes gets
+/// what it missed, news of friends and rewards included, however long it was away
+/// (within `session.stream_history_len` events).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingSpin {
-    pub room: RoomId,
-    pub wheel: String,
-    pub nonce: u64,
-    pub client_seed: String,
-    pub commitment: Commitment,
-    pub segment: u32,
+pub struct PlayerStream {
+    pub epoch: u64,
+    pub seq: u64,
+    /// The latest events, oldest first, with their seqs.
+    pub recent: VecDeque<(u64, PlayerItem)>,
 }
 
-impl PendingSpin {
-    pub fn key(&self) -> SpinKey {
-        (self.wheel.clone(), self.nonce)
+impl Default for PlayerStream {
+    fn default() -> Self {
+        PlayerStream {
+            epoch: 1,
+            seq: 0,
+            recent: VecDeque::new(),
+        }
+    }
+}
+
+impl PlayerStream {
+    fn push(&mut self, item: PlayerItem, kept: u32) {
+        self.seq += 1;
+        self.recent.push_back((self.seq, item));
+        while self.recent.len() > kept.max(1) as usize {
+            self.recent.pop_front();
+        }
+    }
+}
+
+/// One event of the player's stream, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlayerItem {
+    Credited {
+        grant_id: String,
+        amount: u64,
+        balance: u64,
+        reason: String,
+    },
+    News(PlayerNews),
+}
+
+impl PlayerItem {
+    pub fn event(&self) -> Event {
+        match self {
+            PlayerItem::Credited {
+                grant_id,
+                amount,
+                balance,
+                reason,
+            } => Event::WalletCredited {
+                grant_id: grant_id.clone(),
+                amount: *amount,
+                balance: *balance,
+                reason: reason.clone(),
+            },
+            PlayerItem::News(news) => news.event(),
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionEvent {
-    /// A fresh server seed for a wheel (the first one, or after a rotation).
-    SeedCommitted {
-        wheel: String,
-        server_seed: ServerSeed,
+    /// The player's first connection: the referral attribution window starts.
+    FirstSeen {
+        at_ms: u64,
     },
     /// A spin was drawn on UTC day `day`.
     SpinDrawn {
-        spin: PendingSpin,
+        spin: SpinDraw,
         day: u32,
     },
-    /// A grant reached the wallet. `previous` is the source's grant to this player
-    /// before it (see [`crate::grant::Grant`]).
+    /// A credit reached the wallet (and the player's stream, with its news); it pays
+    /// `settles`, a drawn spin, when it is one's prize. `kept` is how many stream events
+    /// are kept.
     Credited {
-        grant: GrantId,
-        previous: u64,
+        grant_id: String,
         amount: u64,
+        reason: String,
         settles: Option<SpinKey>,
+        news: Vec<PlayerNews>,
+        kept: u32,
     },
-    /// A drawn spin that can never be settled (its room or wheel is gone): it stops
-    /// waiting, and a dead letter records it.
+    /// A drawn spin that can never be paid (its room is gone).
     SpinAbandoned {
         spin: SpinKey,
     },
@@ -149,35 +159,72 @@ pub enum SessionEvent {
     LeftRoom {
         room: RoomId,
     },
-    /// The player's first connection: the referral attribution window starts.
-    FirstSeen {
-        at_ms: u64,
+    /// The seed of `wheel` was revealed; the next generation's is committed.
+    SeedRotated {
+        wheel: String,
     },
     /// The player's referral code was made (its index entry is in the same commit).
     CodeAssigned {
         code: String,
     },
-    /// The player accepted a referee: their tree is rooted at `root`.
-    RefereeAccepted {
-        root: String,
-    },
-    /// The player claims `referrer`'s code (before the referrer is asked: meanwhile
-    /// the player accepts no referee).
+    /// The player claims `referrer`'s code (step 1 of a claim); `request_key` is the
+    /// keyed request's, whose answer the claim's is.
     ClaimStarted {
         referrer: String,
         suspect: bool,
+        request_key: Option<u64>,
     },
-    /// The tree rooted at `root` recorded the claim under way.
+    /// The player's tree attached them below `referrer` (step 4).
     ClaimRecorded {
+        referrer: String,
         root: String,
     },
-    /// The tree refused the claim under way for good.
+    /// The player's claim was refused (step 4).
     ClaimDropped,
+    /// The player accepted `referee` (step 2): no claim of theirs until answered.
+    RefereeAccepting {
+        referee: String,
+    },
+    /// The tree answered for `referee` (step 4, the referrer's side); `root` is the
+    /// player's tree.
+    RefereeAnswered {
+        referee: String,
+        attached: bool,
+        root: String,
+    },
     /// The player finished a first game.
     GameFinished,
-    /// The player's tree recorded the activation.
-    ActivationReported,
+    /// News from the player's tree, for their stream.
+    NewsReceived {
+        news: Vec<PlayerNews>,
+        kept: u32,
+    },
+    /// A keyed request was taken (`digest` names the request).
+    KeyTaken {
+        key: u64,
+        digest: u64,
+        at_ms: u64,
+        keep: super::keys::Keep,
+    },
+    /// A keyed request's first answer.
+    KeyAnswered {
+        key: u64,
+        answer: StoredAnswer,
+        at_ms: u64,
+    },
+    /// The player opened a private room (counted against the hourly allowance).
+    PrivateCreated {
+        at_ms: u64,
+        kept: u32,
+    },
+    /// A private code the player tried matched no room.
+    CodeMissed {
+        at_ms: u64,
+        kept: u32,
+    },
 }
+
+pub const HOUR_MS: u64 = 3_600_000;
 
 #[derive(Debug)]
 pub struct SessionEntity;
@@ -186,105 +233,157 @@ impl Entity for SessionEntity {
     const KIND: &'static str = "session";
     type State = SessionState;
     type Event = SessionEvent;
-
-    fn owes_grants(state: &SessionState) -> bool {
-        state.referral.owes_work()
-    }
+    type Part = ();
 
     fn apply(state: &mut SessionState, event: &SessionEvent) {
         match event {
-            SessionEvent::SeedCommitted { wheel, server_seed } => {
-                let fairness = state.wheels.entry(wheel.clone()).or_insert(WheelFairness {
-                    server_seed: *server_seed,
-                    commitment: [0; 32],
-                    next_nonce: 0,
-                    day: 0,
-                    spins_today: 0,
-                });
-                fairness.server_seed = *server_seed;
-                fairness.commitment = commitment(server_seed);
+            SessionEvent::FirstSeen { at_ms } => {
+                if state.link.first_seen_ms == 0 {
+                    state.link.first_seen_ms = *at_ms;
+                }
             }
             SessionEvent::SpinDrawn { spin, day } => {
-                if let Some(fairness) = state.wheels.get_mut(&spin.wheel) {
-                    fairness.next_nonce = fairness.next_nonce.max(spin.nonce + 1);
-                    if fairness.day != *day {
-                        fairness.day = *day;
-                        fairness.spins_today = 0;
-                    }
-                    fairness.spins_today += 1;
+                let wheel = state.wheels.entry(spin.wheel.clone()).or_default();
+                // Invariant: nonces only rise.
+                assert!(
+                    spin.nonce >= wheel.next_nonce,
+                    "spin nonce {} drawn after {}",
+                    spin.nonce,
+                    wheel.next_nonce
+                );
+                wheel.next_nonce = spin.nonce + 1;
+                if wheel.day != *day {
+                    wheel.day = *day;
+                    wheel.spins_today = 0;
                 }
+                wheel.spins_today += 1;
                 state.pending_spins.insert(spin.key(), spin.clone());
             }
             SessionEvent::Credited {
-                grant,
-                previous,
+                grant_id,
                 amount,
+                reason,
                 settles,
+                news,
+                kept,
             } => {
                 if let Some(key) = settles {
                     state.pending_spins.remove(key);
                 }
-                let mark = state.grant_marks.entry(grant.source.clone()).or_default();
-                if !mark.record(grant.seq, *previous) {
-                    return;
-                }
                 state.balance = state.balance.saturating_add(*amount);
                 state.credited_total = state.credited_total.saturating_add(*amount);
+                if *amount > 0 {
+                    state.stream.push(
+                        PlayerItem::Credited {
+                            grant_id: grant_id.clone(),
+                            amount: *amount,
+                            balance: state.balance,
+                            reason: reason.clone(),
+                        },
+                        *kept,
+                    );
+                }
+                for news in news {
+                    state.stream.push(PlayerItem::News(news.clone()), *kept);
+                }
             }
             SessionEvent::SpinAbandoned { spin } => {
                 state.pending_spins.remove(spin);
             }
             SessionEvent::JoinedRoom { room, membership } => {
+                state.wheels_for(membership);
                 state.rooms.insert(*room, membership.clone());
             }
             SessionEvent::LeftRoom { room } => {
                 state.rooms.remove(room);
             }
-            SessionEvent::FirstSeen { at_ms } => {
-                if state.referral.first_seen_ms == 0 {
-                    state.referral.first_seen_ms = *at_ms;
-                }
+            SessionEvent::SeedRotated { wheel } => {
+                let wheel = state.wheels.entry(wheel.clone()).or_default();
+                wheel.generation += 1;
             }
             SessionEvent::CodeAssigned { code } => {
-                state.referral.code.get_or_insert_with(|| code.clone());
+                state.link.code.get_or_insert_with(|| code.clone());
             }
-            SessionEvent::RefereeAccepted { root } => {
-                state.referral.has_referees = true;
-                state.referral.tree_root.get_or_insert_with(|| root.clone());
-            }
-            SessionEvent::ClaimStarted { referrer, suspect } => {
-                state.referral.claiming = Some(Claim {
+            SessionEvent::ClaimStarted {
+                referrer,
+                suspect,
+                request_key,
+            } => {
+                state.link.claiming = Some(Claiming {
                     referrer: referrer.clone(),
                     suspect: *suspect,
+                    request_key: *request_key,
                 });
             }
-            SessionEvent::ClaimRecorded { root } => {
-                if let Some(Claim { referrer, .. }) = state.referral.claiming.take() {
-                    state.referral.referrer = Some(referrer);
-                    state.referral.tree_root = Some(root.clone());
+            SessionEvent::ClaimRecorded { referrer, root } => {
+                state.link.claiming = None;
+                state.link.referrer = Some(referrer.clone());
+                state.link.root = Some(root.clone());
+            }
+            SessionEvent::ClaimDropped => state.link.claiming = None,
+            SessionEvent::RefereeAccepting { referee } => {
+                state.link.accepting.insert(referee.clone());
+            }
+            SessionEvent::RefereeAnswered {
+                referee,
+                attached,
+                root,
+            } => {
+                state.link.accepting.remove(referee);
+                if *attached {
+                    state.link.has_referees = true;
+                    state.link.root.get_or_insert_with(|| root.clone());
                 }
             }
-            SessionEvent::ClaimDropped => {
-                state.referral.claiming = None;
+            SessionEvent::GameFinished => state.link.activated = true,
+            SessionEvent::NewsReceived { news, kept } => {
+                for news in news {
+                    state.stream.push(PlayerItem::News(news.clone()), *kept);
+                }
             }
-            SessionEvent::GameFinished => state.referral.activated = true,
-            SessionEvent::ActivationReported => state.referral.activation_reported = true,
+            SessionEvent::KeyTaken {
+                key,
+                digest,
+                at_ms,
+                keep,
+            } => state.keys.take(*key, *digest, *at_ms, *keep),
+            SessionEvent::KeyAnswered { key, answer, at_ms } => {
+                state.keys.answer(*key, answer.clone(), *at_ms)
+            }
+            SessionEvent::PrivateCreated { at_ms, kept } => {
+                state
+                    .private_creates
+                    .record(*at_ms, HOUR_MS, *kept as usize);
+            }
+            SessionEvent::CodeMissed { at_ms, kept } => {
+                state.code_misses.record(*at_ms, HOUR_MS, *kept as usize);
+            }
         }
     }
 }
 
 impl SessionState {
-    pub fn has_credited(&self, grant: &GrantId) -> bool {
-        self.grant_marks
-            .get(&grant.source)
-            .is_some_and(|mark| mark.has_credited(grant.seq))
-    }
-
     /// The room of `kind` (and `variant`, if given) the player is in, if any.
-    pub fn room_of(&self, kind: RoomKind, variant: Option<&str>) -> Option<RoomId> {
+    pub fn room_of(
+        &self,
+        kind: playtree_protocol::RoomKind,
+        variant: Option<&str>,
+    ) -> Option<RoomId> {
         self.rooms
             .iter()
             .find(|(_, m)| m.kind == kind && variant.is_none_or(|v| v == m.variant))
             .map(|(room, _)| *room)
+    }
+
+    /// A wheel the player joins gets its state (generation 0) on joining.
+    fn wheels_for(&mut self, membership: &Membership) {
+        if membership.kind == playtree_protocol::RoomKind::Wheel {
+            self.wheels.entry(membership.variant.clone()).or_default();
+        }
+    }
+
+    /// The player's fairness on `wheel` (generation 0 if never joined).
+    pub fn wheel(&self, wheel: &str) -> WheelState {
+        self.wheels.get(wheel).cloned().unwrap_or_default()
     }
 }

@@ -1,388 +1,403 @@
 //! A session's decisions, with no actor, store or socket.
 
 use super::*;
+use crate::mail::{ClaimAnswer, Credit, JoinLetter, Membership, Seated, SpinPaid};
 use crate::runtime::Decided;
 use crate::runtime::testing::{Bench, config, env, port, send_replies};
-use playtree_protocol::GrantId;
+use tokio::sync::oneshot::Receiver;
+
+type Answer = Receiver<Result<ReplyBody, ErrorReply>>;
 
 fn session(config: GameConfig) -> Bench<SessionEntity> {
     Bench::<SessionEntity>::activate("alice".into(), env(config), ()).0
 }
 
-fn quick_join(
+fn request(
     bench: &mut Bench<SessionEntity>,
-) -> (
-    Vec<Effect<SessionEntity>>,
-    tokio::sync::oneshot::Receiver<Result<ReplyBody, ErrorReply>>,
-) {
+    request: Request,
+    keyed: Option<Keyed>,
+) -> (Decided<SessionEntity>, Answer) {
     let (reply, answer) = port();
-    let decided = bench.input(SessionMsg::Request {
-        request: Request::QuickJoin {
-            kind: RoomKind::Wheel,
-            variant: None,
-        },
+    let mut decided = bench.input(SessionInput::Request(Box::new(PlayerRequest {
+        request,
+        keyed,
+        received_ms: bench.now_ms,
+        suspect_source: false,
+        code_owner: None,
         reply,
-    });
-    (decided.effects, answer)
+    })));
+    decided.effects = send_replies(decided.effects);
+    (decided, answer)
 }
 
-fn flows_started(effects: &[Effect<SessionEntity>]) -> Vec<u64> {
-    effects
-        .iter()
-        .filter_map(|effect| match effect {
-            Effect::Own(SessionEffect::Run { number, .. }) => Some(*number),
-            _ => None,
-        })
-        .collect()
-}
-
-fn grant(beneficiary: &str, seq: u64, previous: u64) -> Grant {
-    Grant {
-        id: GrantId {
-            source: "room:7".into(),
-            seq,
-        },
-        previous,
-        beneficiary: beneficiary.into(),
-        amount: 10,
-        reason: "test".into(),
-        settles: None,
+/// A letter from `from` to the session.
+fn letter(bench: &Bench<SessionEntity>, from: Address, body: Body) -> Letter {
+    let seq = bench
+        .stored
+        .post
+        .marks
+        .get(&from)
+        .map_or(1, |mark| mark.through + 1);
+    Letter {
+        from,
+        to: bench.address.clone(),
+        seq,
+        previous: 0,
+        sent_ms: bench.now_ms,
+        body,
     }
 }
 
-#[test]
-fn requests_that_need_rooms_run_one_at_a_time_in_arrival_order() {
-    let mut alice = session(config());
-    let (effects, _first) = quick_join(&mut alice);
-    assert_eq!(flows_started(&effects), vec![1]);
-    let (effects, _second) = quick_join(&mut alice);
-    assert_eq!(flows_started(&effects), Vec::<u64>::new(), "waits its turn");
-    assert!(!SessionEntity::may_passivate(&alice.state, &alice.memory));
-
-    // The end of a flow of another incarnation, or of another flow, changes nothing.
-    let stale = alice.input(SessionMsg::FlowDone { epoch: 99, flow: 1 });
-    assert!(flows_started(&stale.effects).is_empty());
-    let wrong = alice.input(SessionMsg::FlowDone { epoch: 1, flow: 2 });
-    assert!(flows_started(&wrong.effects).is_empty());
-
-    let next = alice.input(SessionMsg::FlowDone { epoch: 1, flow: 1 });
-    assert_eq!(flows_started(&next.effects), vec![2]);
-    alice.input(SessionMsg::FlowDone { epoch: 1, flow: 2 });
-    assert!(SessionEntity::may_passivate(&alice.state, &alice.memory));
+fn receive(bench: &mut Bench<SessionEntity>, from: Address, body: Body) -> Decided<SessionEntity> {
+    let letter = letter(bench, from, body);
+    let mut decided = bench.letter(letter, None);
+    decided.effects = send_replies(decided.effects);
+    decided
 }
 
-#[test]
-fn a_full_request_queue_is_refused_and_a_refused_job_does_not_block_the_next() {
-    let mut config = config();
-    config.session.requests_queued_max = 2;
-    let mut alice = session(config);
-    let _first = quick_join(&mut alice);
-    // Queued: a leave of a room alice is not in (refused when its turn comes), a join.
-    let (reply, mut refused_leave) = port();
-    alice.input(SessionMsg::Request {
-        request: Request::LeaveRoom { room: 3 },
-        reply,
-    });
-    let (effects, _third) = quick_join(&mut alice);
-    assert!(flows_started(&effects).is_empty());
-    let (effects, mut overflow) = quick_join(&mut alice);
-    send_replies(effects);
-    let error = overflow
-        .try_recv()
-        .expect("answered")
-        .expect_err("queue full");
-    assert_eq!(error.code, ErrorCode::RateLimited);
-
-    let next = alice.input(SessionMsg::FlowDone { epoch: 1, flow: 1 });
-    assert_eq!(
-        flows_started(&next.effects),
-        vec![2],
-        "the join after the refused leave"
+/// Seats alice in wheel room 7 as the room's letter would.
+fn seat_in_wheel(bench: &mut Bench<SessionEntity>, room: RoomId) {
+    receive(
+        bench,
+        Address::Room(room),
+        Body::Seated(Seated {
+            room,
+            membership: Membership {
+                kind: RoomKind::Wheel,
+                variant: "classic".into(),
+            },
+            answer: None,
+        }),
     );
-    send_replies(next.effects);
-    let error = refused_leave
-        .try_recv()
-        .expect("answered")
-        .expect_err("not in room 3");
-    assert_eq!(error.code, ErrorCode::NotInRoom);
+}
+
+fn sent(decided: &Decided<SessionEntity>) -> Vec<(Address, &'static str)> {
+    decided
+        .sent()
+        .iter()
+        .map(|letter| (letter.to.clone(), letter.body.name()))
+        .collect()
+}
+
+fn spin_request(room: RoomId) -> Request {
+    Request::Spin {
+        room,
+        client_seed: "seed".into(),
+    }
+}
+
+/// The room pays the spin `nonce`: its credit letter.
+fn pay(
+    bench: &mut Bench<SessionEntity>,
+    room: RoomId,
+    nonce: u64,
+    amount: u64,
+) -> Decided<SessionEntity> {
+    receive(
+        bench,
+        Address::Room(room),
+        Body::Credit(Credit {
+            amount,
+            reason: "wheel classic".into(),
+            spin: Some(SpinPaid {
+                key: ("classic".into(), nonce),
+                label: "ten".into(),
+                inventory_exhausted: false,
+            }),
+            news: Vec::new(),
+        }),
+    )
 }
 
 #[test]
-fn a_credit_is_journaled_published_and_acknowledged_and_a_duplicate_only_acknowledged() {
+fn a_spin_is_drawn_and_sent_to_its_room_and_answered_when_the_room_pays_it() {
     let mut alice = session(config());
-    let decided = alice.input(SessionMsg::Credit {
-        grant: grant("alice", 1, 0),
-        source: crate::grant::GrantSource::Room(7),
-    });
+    seat_in_wheel(&mut alice, 7);
+    let (decided, mut answer) = request(&mut alice, spin_request(7), None);
     assert!(matches!(
         decided.events[..],
-        [SessionEvent::Credited { amount: 10, .. }]
+        [SessionEvent::SpinDrawn { .. }]
     ));
+    assert_eq!(sent(&decided), vec![(Address::Room(7), "settle")]);
+    assert!(answer.try_recv().is_err(), "no answer before the room pays");
+    let paid = pay(&mut alice, 7, 0, 10);
     assert!(matches!(
-        decided.effects[..],
-        [
-            Effect::Then(_),
-            Effect::Publish { .. },
-            Effect::ToRoom {
-                room: 7,
-                message: RoomMsg::GrantAcked { .. }
-            },
-        ]
+        paid.events[..],
+        [SessionEvent::Credited { .. }, SessionEvent::GameFinished]
     ));
-    assert_eq!(alice.state.balance, 10);
-
-    let again = alice.input(SessionMsg::Credit {
-        grant: grant("alice", 1, 0),
-        source: crate::grant::GrantSource::Room(7),
-    });
-    assert!(again.events.is_empty());
-    assert!(matches!(
-        again.effects[..],
-        [Effect::ToRoom { room: 7, .. }]
-    ));
-    assert_eq!(alice.state.balance, 10);
+    let Ok(Ok(ReplyBody::Spun(outcome))) = answer.try_recv() else {
+        panic!("the client hears once the room paid")
+    };
+    assert_eq!((outcome.prize, outcome.balance, outcome.nonce), (10, 10, 0));
+    assert!(alice.state().pending_spins.is_empty());
+    // The player's stream carries the credit, as the state keeps it.
+    assert_eq!(alice.state().stream.seq, 1);
+    assert_eq!(alice.stream.seq(), 1);
 }
 
 #[test]
-fn a_grant_for_another_player_is_dead_lettered_never_credited_nor_acknowledged() {
+fn a_keyed_spin_sent_again_waits_for_and_then_gets_its_first_answer() {
     let mut alice = session(config());
-    let decided = alice.input(SessionMsg::Credit {
-        grant: grant("bob", 1, 0),
-        source: crate::grant::GrantSource::Room(7),
+    seat_in_wheel(&mut alice, 7);
+    let keyed = Some(Keyed {
+        key: 41,
+        digest: 410,
     });
-    assert!(decided.events.is_empty());
+    let (decided, mut first) = request(&mut alice, spin_request(7), keyed);
     assert!(
-        decided.effects.is_empty(),
-        "not acknowledged: {:?}",
-        decided.effects
+        decided
+            .events
+            .iter()
+            .any(|event| matches!(event, SessionEvent::KeyTaken { key: 41, .. })),
+        "the key is taken in the draw's commit"
     );
-    assert_eq!(decided.letters.len(), 1, "a dead letter in the same commit");
-    assert_eq!(alice.state.balance, 0);
+    // Sent again while under way: nothing new is drawn, the answer waits.
+    let (again, mut second) = request(&mut alice, spin_request(7), keyed);
+    assert!(again.events.is_empty() && again.post.is_empty());
+    let paid = pay(&mut alice, 7, 0, 10);
+    assert!(
+        paid.events
+            .iter()
+            .any(|event| matches!(event, SessionEvent::KeyAnswered { key: 41, .. })),
+        "the answer is kept with the key in the credit's commit"
+    );
+    let first = first.try_recv().expect("answered").expect("spun");
+    assert_eq!(second.try_recv().expect("answered").expect("spun"), first);
+    // And again later (after a restart too: the key is in the state).
+    let (third, mut third_answer) = request(&mut alice, spin_request(7), keyed);
+    assert!(third.events.is_empty());
+    assert_eq!(
+        third_answer.try_recv().expect("answered").expect("spun"),
+        first
+    );
+    assert_eq!(alice.state().balance, 10, "paid once");
+    // The same key for another request is refused.
+    let (_, mut reused) = request(&mut alice, Request::GetWallet, keyed);
+    assert!(
+        reused.try_recv().expect("answered").is_ok(),
+        "reads take no key"
+    );
+    let other = Some(Keyed {
+        key: 41,
+        digest: 999,
+    });
+    let (_, mut reused) = request(&mut alice, spin_request(8), other);
+    assert_eq!(
+        reused
+            .try_recv()
+            .expect("answered")
+            .map_err(|e| e.code)
+            .err(),
+        Some(ErrorCode::KeyReused)
+    );
 }
 
 #[test]
-fn chat_is_relayed_to_the_room_which_answers_and_a_non_member_is_refused_here() {
+fn a_join_goes_to_a_room_by_letter_and_a_second_one_of_the_same_wheel_waits_for_it() {
     let mut alice = session(config());
-    let (reply, mut answer) = port();
-    let decided = alice.input(SessionMsg::Request {
-        request: Request::Chat {
-            room: 7,
-            text: "hi".into(),
+    let quick = Request::QuickJoin {
+        kind: RoomKind::Wheel,
+        variant: None,
+    };
+    let (decided, mut first) = request(&mut alice, quick.clone(), None);
+    let letters = decided.sent();
+    let [join] = letters.as_slice() else {
+        panic!("one join letter: {letters:?}")
+    };
+    let (Address::Room(room), Body::Join(JoinLetter { spec, fairness, .. })) =
+        (&join.to, &join.body)
+    else {
+        panic!("a join to a room")
+    };
+    assert!(spec.is_some(), "the matchmaker opened a new room");
+    assert!(fairness.is_some(), "the wheel's commitment goes with it");
+    let room = *room;
+    let (waiting, _second) = request(&mut alice, quick, None);
+    assert!(
+        waiting.post.is_empty(),
+        "the second join waits for the first"
+    );
+    assert!(
+        first.try_recv().is_err(),
+        "the room answers, not the session"
+    );
+    // The room seated alice: recorded, and the waiting join goes (to alice's seat).
+    seat_in_wheel(&mut alice, room);
+    assert!(alice.state().rooms.contains_key(&room));
+    assert!(!SessionEntity::may_passivate(alice.state(), &alice.memory));
+}
+
+#[test]
+fn a_second_seat_of_one_wheel_is_given_back() {
+    let mut alice = session(config());
+    seat_in_wheel(&mut alice, 7);
+    let decided = receive(
+        &mut alice,
+        Address::Room(8),
+        Body::Seated(Seated {
+            room: 8,
+            membership: Membership {
+                kind: RoomKind::Wheel,
+                variant: "classic".into(),
+            },
+            answer: None,
+        }),
+    );
+    assert_eq!(sent(&decided), vec![(Address::Room(8), "leave")]);
+    assert_eq!(
+        alice.state().rooms.keys().copied().collect::<Vec<_>>(),
+        vec![7]
+    );
+}
+
+#[test]
+fn leaving_records_the_seat_given_back_and_tells_the_room() {
+    let mut alice = session(config());
+    seat_in_wheel(&mut alice, 7);
+    let (decided, mut answer) = request(&mut alice, Request::LeaveRoom { room: 7 }, None);
+    assert_eq!(sent(&decided), vec![(Address::Room(7), "leave")]);
+    assert!(matches!(
+        answer.try_recv(),
+        Ok(Ok(ReplyBody::RoomLeft { room: 7 }))
+    ));
+    let (_, mut again) = request(&mut alice, Request::LeaveRoom { room: 7 }, None);
+    assert_eq!(
+        again
+            .try_recv()
+            .expect("answered")
+            .map_err(|e| e.code)
+            .err(),
+        Some(ErrorCode::NotInRoom)
+    );
+}
+
+#[test]
+fn a_claim_starts_here_and_the_owner_answers_its_steps() {
+    let mut alice = session(config());
+    // Step 1: alice claims bob's code.
+    let (reply, _answer) = port();
+    let decided = alice.input(SessionInput::Request(Box::new(PlayerRequest {
+        request: Request::ClaimReferral {
+            code: "ABCD-EFGH".into(),
         },
+        keyed: None,
+        received_ms: 0,
+        suspect_source: false,
+        code_owner: Some("bob".into()),
         reply,
-    });
-    send_replies(decided.effects);
+    })));
+    assert!(matches!(
+        decided.events[..],
+        [SessionEvent::ClaimStarted { .. }]
+    ));
+    assert_eq!(
+        sent(&decided),
+        vec![(Address::Session("bob".into()), "accept_referee")]
+    );
+    // Meanwhile alice takes no referee: carol's claim of alice's code is refused.
+    let accept = receive(
+        &mut alice,
+        Address::Session("carol".into()),
+        Body::AcceptReferee {
+            referee: "carol".into(),
+            suspect: false,
+        },
+    );
+    let refused = accept.sent();
+    let [refusal] = refused.as_slice() else {
+        panic!("one refusal")
+    };
+    assert!(matches!(
+        &refusal.body,
+        Body::ClaimAnswered(ClaimAnswer::Refused(error)) if error.code == ErrorCode::ReferrerBusy
+    ));
+    // Step 4: the tree attached alice.
+    receive(
+        &mut alice,
+        Address::Tree("bob".into()),
+        Body::ClaimAnswered(ClaimAnswer::Attached {
+            referrer: "bob".into(),
+            root: "bob".into(),
+        }),
+    );
+    let link = &alice.state().link;
+    assert_eq!(
+        (link.referrer.as_deref(), link.root.as_deref()),
+        (Some("bob"), Some("bob"))
+    );
+    // Her first finished game activates her: her tree hears of it.
+    let finished = receive(&mut alice, Address::Room(9), Body::GameFinished { room: 9 });
+    assert_eq!(
+        sent(&finished),
+        vec![(Address::Tree("bob".into()), "activated")]
+    );
+}
+
+#[test]
+fn an_owner_accepts_a_referee_into_its_tree_and_claims_nothing_until_answered() {
+    let mut bob = Bench::<SessionEntity>::activate("bob".into(), env(config()), ()).0;
+    let accepted = receive(
+        &mut bob,
+        Address::Session("alice".into()),
+        Body::AcceptReferee {
+            referee: "alice".into(),
+            suspect: false,
+        },
+    );
+    assert_eq!(
+        sent(&accepted),
+        vec![(Address::Tree("bob".into()), "attach")]
+    );
+    let (reply, mut answer) = port();
+    let claim = bob.input(SessionInput::Request(Box::new(PlayerRequest {
+        request: Request::ClaimReferral {
+            code: "ABCD-EFGH".into(),
+        },
+        keyed: None,
+        received_ms: 0,
+        suspect_source: false,
+        code_owner: Some("carol".into()),
+        reply,
+    })));
+    send_replies(claim.effects);
     assert_eq!(
         answer
             .try_recv()
             .expect("answered")
-            .expect_err("not in 7")
-            .code,
-        ErrorCode::NotInRoom
+            .map_err(|e| e.code)
+            .err(),
+        Some(ErrorCode::AlreadyReferrer)
     );
-
-    joined(&mut alice, 7, RoomKind::Wheel, Vec::new())
-        .1
-        .expect("seated");
-    let (reply, mut answer) = port();
-    let decided = alice.input(SessionMsg::Request {
-        request: Request::Chat {
-            room: 7,
-            text: "hi".into(),
+    // The tree refused alice (full): bob may claim again.
+    receive(
+        &mut bob,
+        Address::Tree("bob".into()),
+        Body::RefereeAnswered {
+            referee: "alice".into(),
+            attached: false,
         },
-        reply,
-    });
-    assert!(matches!(
-        decided.effects[..],
-        [Effect::Own(SessionEffect::Relay { room: 7, .. })]
-    ));
-    assert!(
-        answer.try_recv().is_err(),
-        "the room answers, not the session"
     );
-}
-
-/// What the session answered a flow's `Joined`: the fairness, or the refusal and
-/// whether the flow must give the seat back.
-type Recorded = Result<Option<FairnessInfo>, (ErrorReply, bool)>;
-
-/// Starts a flow (a QuickJoin) and returns its tag, with the request's answer.
-fn start_flow(
-    bench: &mut Bench<SessionEntity>,
-) -> (
-    FlowTag,
-    tokio::sync::oneshot::Receiver<Result<ReplyBody, ErrorReply>>,
-) {
-    let (effects, answer) = quick_join(bench);
-    let number = *flows_started(&effects).first().expect("a flow starts");
-    let epoch = bench.stream.epoch();
-    (FlowTag { epoch, number }, answer)
-}
-
-/// A flow seats the player in `room` and reports it; the flow then ends.
-fn joined(
-    bench: &mut Bench<SessionEntity>,
-    room: RoomId,
-    kind: RoomKind,
-    followed: Vec<ConnectionId>,
-) -> (Decided<SessionEntity>, Recorded) {
-    let (flow, _answer) = start_flow(bench);
-    let decided = report_joined(bench, flow, room, kind, followed);
-    bench.input(SessionMsg::FlowDone {
-        epoch: flow.epoch,
-        flow: flow.number,
-    });
-    decided
-}
-
-fn report_joined(
-    bench: &mut Bench<SessionEntity>,
-    flow: FlowTag,
-    room: RoomId,
-    kind: RoomKind,
-    followed: Vec<ConnectionId>,
-) -> (Decided<SessionEntity>, Recorded) {
-    let (reply, mut answer) = port();
-    let variant = if kind == RoomKind::Quiz {
-        QUIZ_VARIANT
-    } else {
-        "classic"
-    };
-    let mut decided = bench.input(SessionMsg::Joined {
-        flow,
-        room,
-        membership: Membership {
-            kind,
-            variant: variant.into(),
-        },
-        followed,
-        reply,
-    });
-    decided.effects = send_replies(decided.effects);
-    let record = match answer.try_recv().expect("answered") {
-        JoinRecord::Recorded(fairness) => Ok(fairness),
-        JoinRecord::Refused { error, give_back } => Err((error, give_back)),
-    };
-    (decided, record)
+    assert!(!bob.state().link.has_referees && bob.state().link.accepting.is_empty());
 }
 
 #[test]
-fn a_seat_taken_by_an_older_flow_is_not_recorded_twice() {
+fn news_from_the_tree_is_kept_on_the_durable_stream() {
     let mut alice = session(config());
-    joined(&mut alice, 1, RoomKind::Quiz, Vec::new())
-        .1
-        .expect("first quiz seat");
-    // A second quiz seat is refused and given back by the flow that took it.
-    let (decided, refused) = joined(&mut alice, 2, RoomKind::Quiz, Vec::new());
-    let (error, give_back) = refused.expect_err("one quiz at a time");
-    assert_eq!(error.code, ErrorCode::AlreadyInRoom);
-    assert!(
-        give_back,
-        "room 2 is not in the records: the flow gives it back"
-    );
-    assert!(decided.events.is_empty());
-    assert_eq!(
-        alice.state.rooms.keys().copied().collect::<Vec<_>>(),
-        vec![1]
-    );
-    // The same seat again is fine (a rejoin).
-    joined(&mut alice, 1, RoomKind::Quiz, Vec::new())
-        .1
-        .expect("same seat");
+    let news = vec![PlayerNewsFixture::friend("zoe")];
+    receive(&mut alice, Address::Tree("alice".into()), Body::News(news));
+    assert_eq!(alice.state().stream.seq, 1);
+    let at = SessionEntity::durable_stream(alice.state()).expect("durable");
+    assert_eq!(at.recent.len(), 1);
+    assert!(matches!(at.recent[0].1, Event::FriendJoined { .. }));
 }
 
-#[test]
-fn only_the_flow_under_way_changes_seats_and_a_held_seat_is_never_given_back() {
-    let mut alice = session(config());
-    joined(&mut alice, 7, RoomKind::Wheel, Vec::new())
-        .1
-        .expect("seated in 7");
-    let (stuck, _stuck_answer) = start_flow(&mut alice);
-    // The watchdog gives the stuck flow up; the next request's flow runs.
-    alice.now_ms += alice.env.config.session.flow_timeout_ms;
-    alice.input(SessionMsg::Deadline);
-    let (current, _current_answer) = start_flow(&mut alice);
-    assert_ne!(stuck, current);
-    // The given-up flow reports late: refused. Room 7 is alice's: not to be given back;
-    // room 8 is not in her records: to be given back.
-    let (_, late) = report_joined(&mut alice, stuck, 7, RoomKind::Wheel, Vec::new());
-    let (error, give_back) = late.expect_err("given up");
-    assert_eq!((error.code, give_back), (ErrorCode::Timeout, false));
-    let (_, late) = report_joined(&mut alice, stuck, 8, RoomKind::Wheel, Vec::new());
-    assert!(matches!(late, Err((_, true))));
-    let (reply, _left) = port();
-    let decided = alice.input(SessionMsg::Left {
-        flow: stuck,
-        room: 7,
-        reply,
-    });
-    assert!(decided.events.is_empty());
-    assert!(
-        alice.state.rooms.contains_key(&7),
-        "a late leave changes nothing"
-    );
-    // The flow under way is taken.
-    let (_, recorded) = report_joined(&mut alice, current, 7, RoomKind::Wheel, Vec::new());
-    assert!(recorded.is_ok());
-}
+struct PlayerNewsFixture;
 
-#[test]
-fn a_connection_opened_during_a_join_follows_the_new_room() {
-    let mut alice = session(config());
-    let (old, _old_receiver) = Outbound::channel(1, 8, 1 << 16);
-    let (new, _new_receiver) = Outbound::channel(2, 8, 1 << 16);
-    {
-        let mut followers = crate::directory::followers_of(&alice.followers);
-        followers.add("alice", old.clone());
-        followers.add("alice", new.clone());
+impl PlayerNewsFixture {
+    fn friend(name: &str) -> crate::mail::PlayerNews {
+        crate::mail::PlayerNews::FriendJoined {
+            friend: name.into(),
+            level: 1,
+        }
     }
-    // The flow gave the room connection 1 only; connection 2 opened meanwhile.
-    let (decided, fairness) = joined(&mut alice, 7, RoomKind::Wheel, vec![old.connection]);
-    assert!(fairness.expect("joined").is_some());
-    let subscribed: Vec<ConnectionId> = decided
-        .effects
-        .iter()
-        .filter_map(|effect| match effect {
-            Effect::ToRoom {
-                room: 7,
-                message: RoomMsg::Subscribe { outbound, .. },
-            } => Some(outbound.connection),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(subscribed, vec![new.connection]);
-}
-
-#[test]
-fn a_queued_request_whose_client_stopped_waiting_is_not_run() {
-    let mut alice = session(config());
-    let _first = quick_join(&mut alice);
-    let (_, gave_up) = quick_join(&mut alice);
-    drop(gave_up);
-    let (_, _waiting) = quick_join(&mut alice);
-    let next = alice.input(SessionMsg::FlowDone { epoch: 1, flow: 1 });
-    // The client that gave up is skipped; the one still waiting gets flow 2.
-    assert_eq!(flows_started(&next.effects), vec![2]);
-    alice.input(SessionMsg::FlowDone { epoch: 1, flow: 2 });
-    assert!(SessionEntity::may_passivate(&alice.state, &alice.memory));
-}
-
-#[test]
-fn a_flow_that_never_ends_is_given_up_at_its_deadline() {
-    let mut alice = session(config());
-    let _first = quick_join(&mut alice);
-    let (_, _second) = quick_join(&mut alice);
-    let due = SessionEntity::next_deadline(&alice.env, &alice.state, &alice.memory)
-        .expect("the flow has a deadline");
-    assert_eq!(due, alice.now_ms + alice.env.config.session.flow_timeout_ms);
-    alice.now_ms = due;
-    let next = alice.input(SessionMsg::Deadline);
-    assert_eq!(
-        flows_started(&next.effects),
-        vec![2],
-        "the next request goes ahead"
-    );
-    // The lost flow's late end does not end the one now under way.
-    alice.input(SessionMsg::FlowDone { epoch: 1, flow: 1 });
-    assert!(!SessionEntity::may_passivate(&alice.state, &alice.memory));
 }

@@ -15,14 +15,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// A precondition on one stored counter, checked by the commit thread right before the
-/// write: the request is refused unless the stored value (0 when absent) is `expect`.
-/// With `set`, the same batch stores the new value.
+/// An entity's fence: its incarnation and the number of its last journal record.
+pub type FenceValue = (u64, u64);
+
+/// A precondition on an entity's fence, checked by the commit thread right before the
+/// write: the request is refused unless the stored fence (`(0, 0)` when absent) is
+/// `expect`; the same batch then stores `set`. It is JetStream's "expected last
+/// sequence": an incarnation that another has superseded, or whose journal moved on
+/// without it, can never write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     pub key: Vec<u8>,
-    pub expect: u64,
-    pub set: Option<u64>,
+    pub expect: FenceValue,
+    pub set: FenceValue,
     /// Names the fenced entity in the error.
     pub owner: String,
 }
@@ -38,19 +43,32 @@ pub(super) fn decode_counter(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+pub(super) fn encode_fence((incarnation, seq): FenceValue) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&incarnation.to_be_bytes());
+    bytes.extend_from_slice(&seq.to_be_bytes());
+    bytes
+}
+
+pub(super) fn decode_fence(bytes: &[u8]) -> Option<FenceValue> {
+    let incarnation = decode_counter(bytes.get(..8)?)?;
+    let seq = decode_counter(bytes.get(8..16)?)?;
+    (bytes.len() == 16).then_some((incarnation, seq))
+}
+
 fn check_fence(
     backend: &dyn StoreBackend,
     fence: &Fence,
-    written_in_batch: &HashMap<Vec<u8>, u64>,
+    written_in_batch: &HashMap<Vec<u8>, FenceValue>,
 ) -> Result<(), StoreError> {
     let stored = match written_in_batch.get(&fence.key) {
         Some(value) => *value,
         None => match backend.get(&fence.key)? {
-            Some(bytes) => decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
+            Some(bytes) => decode_fence(&bytes).ok_or_else(|| StoreError::Corrupt {
                 key: fence.owner.clone(),
-                reason: "incarnation is not an 8-byte counter".into(),
+                reason: "a fence is not two 8-byte counters".into(),
             })?,
-            None => 0,
+            None => (0, 0),
         },
     };
     if stored == fence.expect {
@@ -58,8 +76,8 @@ fn check_fence(
     } else {
         Err(StoreError::Fenced {
             owner: fence.owner.clone(),
-            incarnation: fence.expect,
-            current: stored,
+            incarnation: fence.expect.0,
+            current: stored.0,
         })
     }
 }
@@ -120,6 +138,7 @@ pub(super) struct Counters {
     pub committed: Arc<AtomicU64>,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     backend: Arc<dyn StoreBackend>,
     mut requests: mpsc::Receiver<CommitRequest>,
@@ -128,6 +147,7 @@ pub(super) fn run(
     failure: Arc<watch::Sender<Option<StoreError>>>,
     progress: Arc<Progress>,
     log_head: watch::Sender<u64>,
+    clock: Arc<super::StoreClock>,
 ) {
     let Counters { flushes, committed } = counters;
     // The next log offset; an offset given to a batch that then failed is never given
@@ -170,13 +190,10 @@ pub(super) fn run(
             }
             if verdict.is_ok() {
                 if let Some(fence) = &request.fence
-                    && let Some(value) = fence.set
+                    && fence.set != fence.expect
                 {
-                    written_in_batch.insert(fence.key.clone(), value);
-                    ops.push(WriteOp::Put(
-                        fence.key.clone(),
-                        value.to_be_bytes().to_vec(),
-                    ));
+                    written_in_batch.insert(fence.key.clone(), fence.set);
+                    ops.push(WriteOp::Put(fence.key.clone(), encode_fence(fence.set)));
                 }
                 for op in request.ops.drain(..) {
                     ops.push(match op {
@@ -192,6 +209,13 @@ pub(super) fn run(
             }
             verdicts.push(verdict);
         }
+        // Every time this batch holds was read before it was submitted: stamping the
+        // batch with store time now keeps the store's high water above all of them, so
+        // that store time never goes back across a restart.
+        ops.push(WriteOp::Put(
+            super::CLOCK_KEY.to_vec(),
+            clock.now_ms().to_be_bytes().to_vec(),
+        ));
         progress
             .write_started_ms
             .store(progress.now_ms(), Ordering::Release);

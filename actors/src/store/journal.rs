@@ -1,13 +1,23 @@
-//! A journaled entity: state that changes only by applying events that are durable first.
-//! The live path ([`Journal::persist`]) and recovery ([`Journal::open`]) run the same
-//! `apply`, so replay reproduces live state.
+//! A journaled entity: state that changes only by applying events, each commit's events
+//! durable before anything that depends on them leaves the entity. The live path
+//! ([`Journal::submit_applied`]) and recovery ([`Journal::open`]) run the same `apply`,
+//! so replay reproduces live state.
+//!
+//! The fence: every commit of an entity carries the incarnation that makes it and the
+//! number of the journal record it expects to follow (JetStream's "expected last
+//! sequence"). An activation reads the entity and takes the next incarnation number in
+//! memory; its first commit writes it. An older incarnation (one that lost its turn, or
+//! a paused one waking up) can never write again, and a commit that raced an older one
+//! is refused instead of writing beside it. An activation that only reads (a wallet, a
+//! statistic) costs no write at all.
 
 use super::{
-    CommitTicket, Fence, Store, StoreError, WriteOp, decode_value, encode_value, incarnation_key,
-    journal_key, outbox_index_key, snapshot_key,
+    CommitSlot, CommitTicket, Fence, FenceValue, Store, StoreError, WriteOp, decode_value,
+    encode_checked, incarnation_key, journal_key, outbox_index_key, part_key, snapshot_key,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 /// A kind of persisted entity.
@@ -16,17 +26,31 @@ pub trait Entity: Send + 'static {
     const KIND: &'static str;
     type State: Default + Serialize + DeserializeOwned + Send + Sync + Debug + Clone;
     type Event: Serialize + DeserializeOwned + Send + Sync + Debug + Clone;
+    /// One part of a state snapshotted in parts (see [`Entity::parts`]); `()` for a
+    /// state snapshotted whole.
+    type Part: Serialize + DeserializeOwned + Send + Sync + Debug + Clone;
 
     /// The only way state changes. Pure: no I/O, no clock, no randomness.
     fn apply(state: &mut Self::State, event: &Self::Event);
 
-    /// Whether the state holds grants not yet acknowledged (or other work the entity
-    /// owes others and must finish by itself). The journal keeps the outbox index in
-    /// step with it, in the same batch, so that start-up finds every entity that owes
-    /// without reading any entity.
-    fn owes_grants(_state: &Self::State) -> bool {
+    /// Whether the state holds work the entity owes others and must finish by itself
+    /// (letters not yet acknowledged). The journal keeps the outbox index in step with
+    /// it, in the same batch, so that start-up finds every entity that owes without
+    /// reading any entity.
+    fn owes(_state: &Self::State) -> bool {
         false
     }
+
+    /// Incremental snapshots: a state whose bulk is one map (a referral tree's nodes)
+    /// is snapshotted as a head (the state with the map empty) plus one record per
+    /// part, and a snapshot writes only the parts changed since the last one. `None`:
+    /// the state is snapshotted whole.
+    fn parts(_state: &mut Self::State) -> Option<&mut BTreeMap<String, Self::Part>> {
+        None
+    }
+
+    /// Notes in `touched` the parts `event` changed (called after applying it).
+    fn touched(_state: &Self::State, _event: &Self::Event, _touched: &mut BTreeSet<String>) {}
 }
 
 /// One entity's state with its journal position.
@@ -34,13 +58,17 @@ pub trait Entity: Send + 'static {
 pub struct Journal<E: Entity> {
     id: String,
     state: E::State,
-    /// Sequence number of the last journaled event (0 before the first).
+    /// Number of the last journal record (0 before the first).
     seq: u64,
-    /// Sequence number covered by the latest snapshot.
+    /// Number of the record the latest snapshot covers.
     snapshot_seq: u64,
     snapshot_every: u64,
-    /// This activation's number: every commit checks that the store still holds it.
+    /// The fence as the store holds it (after this incarnation's commits so far).
+    fence: FenceValue,
+    /// This activation's number: the fence's once its first commit is submitted.
     incarnation: u64,
+    /// Parts changed since the last snapshot.
+    dirty: BTreeSet<String>,
     /// Whether the outbox index entry is present.
     indexed: bool,
     /// Set once a commit was refused because a newer incarnation exists: this instance
@@ -51,17 +79,37 @@ pub struct Journal<E: Entity> {
     store: Store,
 }
 
-/// An entity's state as recovered from the store: snapshot, then newer journal entries.
+/// An entity's state as recovered from the store: snapshot, then newer journal records.
 struct Recovered<S> {
     state: S,
     seq: u64,
     snapshot_seq: u64,
-    incarnation: u64,
+    fence: FenceValue,
+    /// Parts the records after the snapshot changed: the next snapshot writes them.
+    dirty: BTreeSet<String>,
     /// Whether the outbox index entry is present.
     indexed: bool,
 }
 
+/// Reads made while an older incarnation still wrote disagree with its fence; they are
+/// read again this many times before activation is refused.
+const RECOVERY_READS_MAX: usize = 3;
+
 async fn recover<E: Entity>(store: &Store, id: &str) -> Result<Recovered<E::State>, StoreError> {
+    let mut reads = 0;
+    loop {
+        reads += 1;
+        match recover_once::<E>(store, id).await {
+            Err(StoreError::Fenced { .. }) if reads < RECOVERY_READS_MAX => continue,
+            result => return result,
+        }
+    }
+}
+
+async fn recover_once<E: Entity>(
+    store: &Store,
+    id: &str,
+) -> Result<Recovered<E::State>, StoreError> {
     let stored = store.load(E::KIND, id).await?;
     let (mut seq, mut state) = match stored.snapshot {
         Some(bytes) => {
@@ -69,7 +117,14 @@ async fn recover<E: Entity>(store: &Store, id: &str) -> Result<Recovered<E::Stat
         }
         None => (0, E::State::default()),
     };
+    if let Some(parts) = E::parts(&mut state) {
+        for (name, bytes) in stored.parts {
+            let part: E::Part = decode_value(|| format!("part {}/{id}/{name}", E::KIND), &bytes)?;
+            parts.insert(name, part);
+        }
+    }
     let snapshot_seq = seq;
+    let mut dirty = BTreeSet::new();
     for (entry_seq, bytes) in stored.journal {
         if entry_seq <= seq {
             // Left behind by a snapshot whose truncation did not finish; already in it.
@@ -78,72 +133,65 @@ async fn recover<E: Entity>(store: &Store, id: &str) -> Result<Recovered<E::Stat
         if entry_seq != seq + 1 {
             return Err(StoreError::Corrupt {
                 key: format!("journal {}/{id}", E::KIND),
-                reason: format!("gap: entry {entry_seq} follows {seq}"),
+                reason: format!("gap: record {entry_seq} follows {seq}"),
             });
         }
         let event: E::Event =
             decode_value(|| format!("journal {}/{id}#{entry_seq}", E::KIND), &bytes)?;
         E::apply(&mut state, &event);
+        E::touched(&state, &event, &mut dirty);
         seq = entry_seq;
+    }
+    let (incarnation, fenced_seq) = stored.fence;
+    if fenced_seq != seq {
+        if fenced_seq > seq {
+            // Written meanwhile (an older incarnation still finishing): read again.
+            return Err(StoreError::Fenced {
+                owner: format!("{}/{id}", E::KIND),
+                incarnation,
+                current: incarnation,
+            });
+        }
+        return Err(StoreError::Corrupt {
+            key: format!("journal {}/{id}", E::KIND),
+            reason: format!("the journal reaches record {seq} beyond its fence's {fenced_seq}"),
+        });
     }
     Ok(Recovered {
         state,
         seq,
         snapshot_seq,
-        incarnation: stored.incarnation,
+        fence: stored.fence,
+        dirty,
         indexed: stored.indexed,
     })
 }
 
 impl<E: Entity> Journal<E> {
-    /// Activates an entity: recovers its latest snapshot and every newer journal entry,
-    /// then durably takes the next incarnation number. From then on a commit of any
-    /// older incarnation is refused ([`StoreError::Fenced`]). Two activations racing
-    /// for one number: the second is refused. A new entity starts from
-    /// `E::State::default()` at seq 0.
+    /// Activates an entity: recovers its latest snapshot and every newer record, and
+    /// takes the next incarnation number (written by its first commit). A new entity
+    /// starts from `E::State::default()` at record 0.
     pub async fn open(store: Store, id: &str, snapshot_every: u64) -> Result<Self, StoreError> {
-        let owner = format!("{}/{id}", E::KIND);
-        // The fence goes up before anything is read: from then on every commit of an
-        // older incarnation is refused, and whatever it committed before is in the
-        // store for the recovery below to read. (Reading first would let an old
-        // instance commit between the read and the bump, and the new one overwrite it.)
-        let previous = store.incarnation(E::KIND, id).await?;
-        let incarnation = previous + 1;
-        let bump = Fence {
-            key: incarnation_key(E::KIND, id),
-            expect: previous,
-            set: Some(incarnation),
-            owner: owner.clone(),
-        };
-        store
-            .submit_fenced(Some(bump), Vec::new())?
-            .durable()
-            .await?;
         let recovered = recover::<E>(&store, id).await?;
-        if recovered.incarnation != incarnation {
-            // Another activation bumped it again meanwhile: that one owns the entity.
-            return Err(StoreError::Fenced {
-                owner,
-                incarnation,
-                current: recovered.incarnation,
-            });
-        }
         let mut journal = Journal {
             id: id.to_owned(),
             state: recovered.state,
             seq: recovered.seq,
             snapshot_seq: recovered.snapshot_seq,
             snapshot_every,
-            incarnation,
+            fence: recovered.fence,
+            incarnation: recovered.fence.0 + 1,
+            dirty: recovered.dirty,
             indexed: recovered.indexed,
             fenced: false,
             diverged: false,
             store,
         };
-        // Heal an outbox index entry that disagrees with the state (written by a
-        // version that had none, or lost with a partial restore).
-        if E::owes_grants(&journal.state) != journal.indexed {
-            journal.commit_index(Vec::new()).await?;
+        // Heal an outbox index entry that disagrees with the state (lost with a
+        // partial restore): the entity claims its incarnation with it.
+        if E::owes(&journal.state) != journal.indexed {
+            let ticket = journal.commit_ops(Vec::new())?;
+            journal.durable(ticket).await?;
         }
         Ok(journal)
     }
@@ -152,21 +200,42 @@ impl<E: Entity> Journal<E> {
     /// taken): for inspection, tests and tools. Returns `(seq, state, incarnation)`.
     pub async fn inspect(store: &Store, id: &str) -> Result<(u64, E::State, u64), StoreError> {
         let recovered = recover::<E>(store, id).await?;
-        Ok((recovered.seq, recovered.state, recovered.incarnation))
+        Ok((recovered.seq, recovered.state, recovered.fence.0))
     }
 
-    /// This activation's number; also the epoch of the entity's streams.
+    /// This activation's number; also the epoch of the entity's streams, once
+    /// [`Journal::is_claimed`].
     pub fn incarnation(&self) -> u64 {
         self.incarnation
     }
 
-    fn fence(&self) -> Fence {
-        Fence {
-            key: incarnation_key(E::KIND, &self.id),
-            expect: self.incarnation,
-            set: None,
-            owner: format!("{}/{}", E::KIND, self.id),
+    /// Whether this incarnation's number is in the store (its first commit was
+    /// submitted): an epoch may be handed out only then, or it could be handed out
+    /// again by the next activation.
+    pub fn is_claimed(&self) -> bool {
+        self.fence.0 == self.incarnation
+    }
+
+    /// Writes this incarnation's number if no commit has yet: for an entity that is
+    /// about to hand out an epoch before anything else made it write.
+    pub fn claim(&mut self) -> Result<Option<CommitTicket>, StoreError> {
+        if self.is_claimed() {
+            return Ok(None);
         }
+        self.commit_ops(Vec::new()).map(Some)
+    }
+
+    /// The fence of the next commit: expect what the store holds, set this
+    /// incarnation and the record `seq`.
+    fn next_fence(&mut self, seq: u64) -> Fence {
+        let fence = Fence {
+            key: incarnation_key(E::KIND, &self.id),
+            expect: self.fence,
+            set: (self.incarnation, seq),
+            owner: format!("{}/{}", E::KIND, self.id),
+        };
+        self.fence = fence.set;
+        fence
     }
 
     /// The op that makes the outbox index entry say `owes`.
@@ -179,20 +248,17 @@ impl<E: Entity> Journal<E> {
         }
     }
 
-    /// Commits `ops` with the outbox index entry set from the current state.
-    async fn commit_index(&mut self, mut ops: Vec<WriteOp>) -> Result<(), StoreError> {
-        let owes = E::owes_grants(&self.state);
-        ops.push(self.index_op(owes));
-        self.commit(ops).await?;
-        self.indexed = owes;
-        Ok(())
-    }
-
-    /// Commits ops that change no state (snapshots, the index); a refusal to queue them
-    /// changes nothing either.
-    async fn commit(&mut self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
-        let ticket = self.store.submit_fenced(Some(self.fence()), ops)?;
-        self.durable(ticket).await
+    /// Submits ops that change no state (a snapshot, the index, the fence alone), with
+    /// the outbox index set from the state; a refusal to queue them changes nothing.
+    fn commit_ops(&mut self, mut ops: Vec<WriteOp>) -> Result<CommitTicket, StoreError> {
+        let slot = self.store.reserve()?;
+        let owes = E::owes(&self.state);
+        if owes != self.indexed {
+            ops.push(self.index_op(owes));
+            self.indexed = owes;
+        }
+        let fence = self.next_fence(self.seq);
+        Ok(slot.submit(Some(fence), ops))
     }
 
     pub fn id(&self) -> &str {
@@ -203,18 +269,73 @@ impl<E: Entity> Journal<E> {
         &self.state
     }
 
-    /// Sequence number of the last durable event.
+    /// Number of the last journal record.
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
-    /// Applies `events` at once and submits their commit (a snapshot in the same batch
-    /// once `snapshot_every` events have piled up); returns the ticket that resolves
-    /// when they are durable. Nothing that depends on them may leave the entity before
-    /// that (see [`crate::release`]). If this returns an error after applying, or a
-    /// ticket awaited through [`Journal::durable`] fails, [`Journal::must_stop`] says so;
-    /// a ticket awaited elsewhere (an entity's releaser) must be reported back with
-    /// [`Journal::mark_diverged`]. Either way the entity must stop.
+    /// What a decision needs to change the state itself: the state, the parts it
+    /// touched, and the store to reserve a place in the commit queue from, or `None`
+    /// once this journal must take nothing more.
+    pub(crate) fn decide_parts(
+        &mut self,
+    ) -> (&mut E::State, &mut BTreeSet<String>, Option<&Store>) {
+        let open = !self.must_stop();
+        (
+            &mut self.state,
+            &mut self.dirty,
+            open.then_some(&self.store),
+        )
+    }
+
+    /// Journals events a decision has already applied to the state (`encoded`, in
+    /// order, one record each), with `extra` writes that must be in the same batch, in
+    /// the place `slot` reserved; with no slot (a decision without a store) nothing is
+    /// written. A snapshot joins the batch once `snapshot_every` records have piled up,
+    /// and the outbox index follows the state. If this returns an error, or a ticket
+    /// awaited elsewhere (an entity's releaser) fails, the entity must stop (see
+    /// [`Journal::mark_diverged`]).
+    pub(crate) fn submit_applied(
+        &mut self,
+        slot: Option<CommitSlot>,
+        encoded: Vec<Vec<u8>>,
+        extra: Vec<WriteOp>,
+    ) -> Result<Option<CommitTicket>, StoreError> {
+        let Some(slot) = slot else {
+            return Ok(None);
+        };
+        let records = encoded.len() as u64;
+        let mut ops = Vec::with_capacity(encoded.len() + extra.len() + 2);
+        for (offset, record) in encoded.into_iter().enumerate() {
+            let seq = self.seq + 1 + offset as u64;
+            ops.push(WriteOp::Put(journal_key(E::KIND, &self.id, seq), record));
+        }
+        ops.extend(extra);
+        let last_seq = self.seq + records;
+        let snapshot_due = last_seq - self.snapshot_seq >= self.snapshot_every;
+        if snapshot_due {
+            let snapshot = self.snapshot_ops(last_seq).inspect_err(|_| {
+                self.diverged = true;
+            })?;
+            ops.extend(snapshot);
+        }
+        let owes = E::owes(&self.state);
+        if owes != self.indexed {
+            ops.push(self.index_op(owes));
+            self.indexed = owes;
+        }
+        let fence = self.next_fence(last_seq);
+        let ticket = slot.submit(Some(fence), ops);
+        self.seq = last_seq;
+        if snapshot_due {
+            self.snapshot_seq = last_seq;
+        }
+        Ok(Some(ticket))
+    }
+
+    /// Applies `events` at once and submits their commit (one record each); the ticket
+    /// resolves when they are durable. For tools and tests: entities journal through
+    /// their runtime. On an error the entity must stop ([`Journal::must_stop`]).
     pub fn append(&mut self, events: Vec<E::Event>) -> Result<Option<CommitTicket>, StoreError> {
         if events.is_empty() {
             return Ok(None);
@@ -228,68 +349,21 @@ impl<E: Entity> Journal<E> {
         let slot = self.store.reserve()?;
         let encoded = events
             .iter()
-            .map(encode_value)
+            .map(|event| {
+                encode_checked::<_, E::Event>(
+                    || format!("record of {}/{}", E::KIND, self.id),
+                    event,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        // Applied in place, without a copy of the state: from here on a failure leaves
-        // memory ahead of the store, and the entity must stop.
-        events
-            .iter()
-            .for_each(|event| E::apply(&mut self.state, event));
+        for event in &events {
+            E::apply(&mut self.state, event);
+            E::touched(&self.state, event, &mut self.dirty);
+        }
         self.submit_applied(Some(slot), encoded, Vec::new())
     }
 
-    /// What a decision needs to change the state itself (see
-    /// [`crate::runtime::Decide::emit`]): the state, and the store to reserve a place in
-    /// the commit queue from, or `None` once this journal must take nothing more.
-    pub(crate) fn decide_parts(&mut self) -> (&mut E::State, Option<&Store>) {
-        let open = !self.must_stop();
-        (&mut self.state, open.then_some(&self.store))
-    }
-
-    /// Journals events a decision has already applied to the state (`encoded`, in
-    /// order), with `extra` writes that must be in the same batch (dead letters), in
-    /// the place `slot` reserved; with no slot (a decision without a store) nothing is
-    /// written. A snapshot joins the batch once `snapshot_every` events have piled up,
-    /// and the outbox index follows the state.
-    pub(crate) fn submit_applied(
-        &mut self,
-        slot: Option<super::CommitSlot>,
-        encoded: Vec<Vec<u8>>,
-        extra: Vec<WriteOp>,
-    ) -> Result<Option<CommitTicket>, StoreError> {
-        let Some(slot) = slot else {
-            return Ok(None);
-        };
-        let events = encoded.len() as u64;
-        let mut ops = Vec::with_capacity(encoded.len() + extra.len() + 2);
-        for (offset, event) in encoded.into_iter().enumerate() {
-            let seq = self.seq + 1 + offset as u64;
-            ops.push(WriteOp::Put(journal_key(E::KIND, &self.id, seq), event));
-        }
-        ops.extend(extra);
-        let last_seq = self.seq + events;
-        let snapshot_due = last_seq - self.snapshot_seq >= self.snapshot_every;
-        if snapshot_due {
-            let snapshot = self.snapshot_ops(last_seq, &self.state).inspect_err(|_| {
-                self.diverged = true;
-            })?;
-            ops.extend(snapshot);
-        }
-        let owes = E::owes_grants(&self.state);
-        if owes != self.indexed {
-            ops.push(self.index_op(owes));
-        }
-        let ticket = slot.submit(Some(self.fence()), ops);
-        self.indexed = owes;
-        self.seq = last_seq;
-        if snapshot_due {
-            self.snapshot_seq = last_seq;
-        }
-        Ok(Some(ticket))
-    }
-
-    /// Makes `events` durable, then returns; the state has them at once (see
-    /// [`Journal::append`]). On an error the entity must stop.
+    /// Makes `events` durable, then returns (see [`Journal::append`]).
     pub async fn persist(&mut self, events: Vec<E::Event>) -> Result<(), StoreError> {
         match self.append(events)? {
             Some(ticket) => self.durable(ticket).await,
@@ -337,17 +411,44 @@ impl<E: Entity> Journal<E> {
         if self.snapshot_seq == self.seq {
             return Ok(());
         }
-        let ops = self.snapshot_ops(self.seq, &self.state)?;
-        self.commit(ops).await?;
+        let ops = self.snapshot_ops(self.seq)?;
+        let ticket = self.commit_ops(ops)?;
+        self.durable(ticket).await?;
         self.snapshot_seq = self.seq;
         Ok(())
     }
 
-    fn snapshot_ops(&self, seq: u64, state: &E::State) -> Result<Vec<WriteOp>, StoreError> {
-        let mut ops = vec![WriteOp::Put(
-            snapshot_key(E::KIND, &self.id),
-            encode_value(&(seq, state))?,
-        )];
+    /// The writes of a snapshot at record `seq`: the whole state, or its head and the
+    /// parts changed since the last one; then the journal it covers is dropped.
+    fn snapshot_ops(&mut self, seq: u64) -> Result<Vec<WriteOp>, StoreError> {
+        let label = format!("snapshot {}/{}", E::KIND, self.id);
+        let what = || label.clone();
+        let mut ops = Vec::new();
+        match E::parts(&mut self.state).map(std::mem::take) {
+            None => ops.push(WriteOp::Put(
+                snapshot_key(E::KIND, &self.id),
+                encode_checked::<_, (u64, E::State)>(what, &(seq, &self.state))?,
+            )),
+            Some(parts) => {
+                // The head is the state with its parts taken out for a moment.
+                let head = encode_checked::<_, (u64, E::State)>(what, &(seq, &self.state));
+                if let Some(slot) = E::parts(&mut self.state) {
+                    *slot = parts;
+                }
+                ops.push(WriteOp::Put(snapshot_key(E::KIND, &self.id), head?));
+                let parts = E::parts(&mut self.state);
+                for name in std::mem::take(&mut self.dirty) {
+                    let key = part_key(E::KIND, &self.id, &name);
+                    match parts.as_ref().and_then(|parts| parts.get(&name)) {
+                        Some(part) => ops.push(WriteOp::Put(
+                            key,
+                            encode_checked::<_, E::Part>(|| format!("{label}/{name}"), part)?,
+                        )),
+                        None => ops.push(WriteOp::Delete(key)),
+                    }
+                }
+            }
+        }
         ops.extend(
             (self.snapshot_seq + 1..=seq)
                 .map(|old| WriteOp::Delete(journal_key(E::KIND, &self.id, old))),

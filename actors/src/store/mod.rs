@@ -1,26 +1,33 @@
 //! The persistent store: per-entity journals and snapshots in sled, written by one
 //! group-commit task so that a single flush makes many writers' events durable.
 //!
-//! Key layout (one sled tree): `'j' kind id seq` → journal entry, `'s' kind id` →
-//! snapshot, `'i' kind id` → incarnation (the fence), `'o' kind id` → outbox index entry,
+//! Key layout (one sled tree): `'j' kind id seq` → journal record (one per commit),
+//! `'s' kind id` → snapshot (the whole state, or its head when it keeps parts),
+//! `'p' kind id part` → one part of a snapshot (see [`Entity::parts`]),
+//! `'i' kind id` → the fence (incarnation and last record), `'o' kind id` → outbox index entry,
 //! `'d' n` → dead letter, `'c' code` → the player whose referral code it is, `'m' name`
-//! → server-wide values (the referral code key), `'l' offset` → the partner event log,
+//! → server-wide values (the referral code and seed keys, the clock's high water),
+//! `'l' offset` → the partner event log,
 //! `'a' partner` → a partner's acknowledged log offset, `'r' rank player` → the referral
 //! leaderboard; `kind` and `id` are length-prefixed and `seq` big-endian so
 //! that one entity's journal is a contiguous, ordered range. Values start with a format
 //! byte.
 
 mod backend;
+mod clock;
 mod commit;
 mod journal;
 
 pub use backend::{Fault, FaultyBackend, MemoryBackend, Pairs, SledBackend, StoreBackend};
-pub use commit::Fence;
+pub use clock::StoreClock;
+pub use commit::{Fence, FenceValue};
 pub use journal::{Entity, Journal};
 
+use crate::clock::Clock;
 use crate::config::StoreConfig;
 use commit::CommitRequest;
 use playtree_protocol::codec::{decode_record, encode_record};
+use playtree_protocol::limits::RECORD_BYTES_HARD_MAX;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -35,7 +42,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// during development).
 /// 5: velocity limits are sliding counts, and trees keep partner answers for a while
 /// (a store of format 4 is not read: no migration).
-pub const RECORD_FORMAT_VERSION: u8 = 5;
+/// 6: entities talk by durable letters (every state holds its post office), one journal
+/// record per commit, fences hold the last record, trees snapshot in parts, the player
+/// stream is durable (a store of format 5 is not read: no migration).
+pub const RECORD_FORMAT_VERSION: u8 = 6;
+
+/// Where the store's clock keeps the highest time it handed out.
+pub const CLOCK_KEY: &[u8] = b"mstore-clock";
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -125,6 +138,7 @@ struct StoreInner {
     failure: watch::Receiver<Option<StoreError>>,
     /// The offset the event log's next entry will get (every entry below is durable).
     log_head: watch::Receiver<u64>,
+    clock: Arc<StoreClock>,
     writer: std::thread::JoinHandle<()>,
 }
 
@@ -153,10 +167,14 @@ impl CommitTicket {
 
 impl Store {
     /// Opens (or creates) the sled store under `path`, durable by fdatasync unless
-    /// `config.fdatasync` is off.
-    pub fn open(path: &Path, config: &StoreConfig) -> Result<Store, StoreError> {
+    /// `config.fdatasync` is off; its clock is made from `clock`.
+    pub fn open(
+        path: &Path,
+        config: &StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, StoreError> {
         let backend = SledBackend::open(path, config.fdatasync)?;
-        Store::with_backend(Arc::new(backend), config)
+        Store::with_backend(Arc::new(backend), config, clock)
     }
 
     /// A store over any backend; starts its commit thread, which ends when the last
@@ -164,7 +182,21 @@ impl Store {
     pub fn with_backend(
         backend: Arc<dyn StoreBackend>,
         config: &StoreConfig,
+        clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
+        let high_water_ms = match backend.get(CLOCK_KEY)? {
+            Some(bytes) => commit::decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
+                key: "store clock".into(),
+                reason: "the clock's high water is not an 8-byte counter".into(),
+            })?,
+            None => 0,
+        };
+        let clock = Arc::new(StoreClock::start(
+            clock,
+            high_water_ms,
+            config.clock_restart_forward_max_ms,
+            config.clock_slew_permille,
+        ));
         let (commits, receiver) = mpsc::channel(config.commit_queue_max.max(1));
         let flushes = Arc::new(AtomicU64::new(0));
         let (failed, failure) = watch::channel(None);
@@ -189,6 +221,7 @@ impl Store {
         let batch_max = config.commit_batch_max.max(1);
         let committed = Arc::new(AtomicU64::new(0));
         let counters = (flushes.clone(), committed.clone());
+        let thread_clock = clock.clone();
         let writer = std::thread::Builder::new()
             .name("playtree-store-commit".into())
             .spawn(move || {
@@ -201,6 +234,7 @@ impl Store {
                     failed,
                     progress,
                     log_sender,
+                    thread_clock,
                 )
             })
             .map_err(thread_error)?;
@@ -213,9 +247,20 @@ impl Store {
                 committed,
                 failure,
                 log_head,
+                clock,
                 writer,
             }),
         })
+    }
+
+    /// The store's clock: every stored time comes from it.
+    pub fn clock(&self) -> &Arc<StoreClock> {
+        &self.inner.clock
+    }
+
+    /// Store time now.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
     }
 
     /// Closes the store once this is its last handle: the commit thread finishes what
@@ -325,6 +370,29 @@ impl Store {
             .map_err(|error| StoreError::Sled(format!("read task failed: {error}")))?
     }
 
+    /// A server-wide secret kept under `key`: drawn from `entropy` and made durable on
+    /// first use, read back ever after.
+    pub async fn secret_key(
+        &self,
+        key: &[u8],
+        what: &str,
+        entropy: &dyn crate::clock::Entropy,
+    ) -> Result<[u8; 32], StoreError> {
+        if let Some(bytes) = self.get_raw(key.to_vec()).await? {
+            return bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt {
+                    key: what.into(),
+                    reason: format!("{} bytes, not 32", bytes.len()),
+                });
+        }
+        let secret = entropy.server_seed();
+        self.commit(vec![WriteOp::Put(key.to_vec(), secret.to_vec())])
+            .await?;
+        Ok(secret)
+    }
+
     /// The value stored under `key`, if any (for indexes kept beside the entities).
     pub async fn get_raw(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         self.blocking(move |backend| backend.get(&key)).await
@@ -374,17 +442,17 @@ impl Store {
         .await
     }
 
-    /// The entity's incarnation number (0: never activated).
-    pub async fn incarnation(&self, kind: &str, id: &str) -> Result<u64, StoreError> {
+    /// The entity's fence: its incarnation number (0: never written) and its last
+    /// journal record.
+    pub async fn fence(&self, kind: &str, id: &str) -> Result<FenceValue, StoreError> {
         let key = incarnation_key(kind, id);
-        self.blocking(move |backend| match backend.get(&key)? {
-            Some(bytes) => commit::decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
-                key: format!("{key:?}"),
-                reason: "incarnation is not an 8-byte counter".into(),
-            }),
-            None => Ok(0),
-        })
-        .await
+        self.blocking(move |backend| read_fence(backend, &key))
+            .await
+    }
+
+    /// The entity's incarnation number (0: never written).
+    pub async fn incarnation(&self, kind: &str, id: &str) -> Result<u64, StoreError> {
+        Ok(self.fence(kind, id).await?.0)
     }
 
     /// Whether anything was ever journaled for the entity (without activating it).
@@ -398,13 +466,14 @@ impl Store {
         .await
     }
 
-    /// Everything stored for one entity: its incarnation, its snapshot (if any) and the
-    /// journal entries after it, in order.
+    /// Everything stored for one entity: its fence, its snapshot (if any) with its
+    /// parts, and the journal records after it, in order.
     pub async fn load(&self, kind: &str, id: &str) -> Result<StoredEntity, StoreError> {
         let snapshot_key = snapshot_key(kind, id);
         let incarnation_key = incarnation_key(kind, id);
         let index_key = outbox_index_key(kind, id);
         let journal_prefix = journal_prefix(kind, id);
+        let parts_prefix = parts_prefix(kind, id);
         self.blocking(move |backend| {
             // The journal is read before the snapshot. A snapshot taken meanwhile only
             // truncates entries it covers, so the entries read after the snapshot's seq
@@ -422,24 +491,59 @@ impl Store {
                 journal.push((u64::from_be_bytes(seq_bytes), value));
             }
             let snapshot = backend.get(&snapshot_key)?;
-            let indexed = backend.get(&index_key)?.is_some();
-            let incarnation = match backend.get(&incarnation_key)? {
-                Some(bytes) => {
-                    commit::decode_counter(&bytes).ok_or_else(|| StoreError::Corrupt {
-                        key: format!("{incarnation_key:?}"),
-                        reason: "incarnation is not an 8-byte counter".into(),
-                    })?
+            // Parts are read after the head, for the same reason: a snapshot writes its
+            // head and its changed parts in one batch, so parts read later are as new
+            // as the head or newer, and newer parts only hold what the journal records
+            // after the head replay again (applying an event is idempotent on a part
+            // that has it). Parts are never read without a head.
+            let mut parts = Vec::new();
+            if snapshot.is_some() {
+                for (key, value) in backend.scan_prefix(&parts_prefix)? {
+                    let name =
+                        String::from_utf8(key[parts_prefix.len()..].to_vec()).map_err(|_| {
+                            StoreError::Corrupt {
+                                key: format!("{key:?}"),
+                                reason: "a part's name is not UTF-8".into(),
+                            }
+                        })?;
+                    parts.push((name, value));
                 }
-                None => 0,
-            };
+            }
+            let indexed = backend.get(&index_key)?.is_some();
+            // The fence last: it covers at least every record read above.
+            let fence = read_fence(backend, &incarnation_key)?;
             Ok(StoredEntity {
                 snapshot,
+                parts,
                 journal,
-                incarnation,
+                fence,
                 indexed,
             })
         })
         .await
+    }
+
+    /// Deletes everything stored for an entity that is gone for good (a closed room):
+    /// its journal, snapshot, parts and index entry. Its fence stays, so that an
+    /// incarnation that was still about cannot write it back.
+    pub async fn collect(&self, kind: &str, id: &str) -> Result<usize, StoreError> {
+        let prefixes = [journal_prefix(kind, id), parts_prefix(kind, id)];
+        let single = [snapshot_key(kind, id), outbox_index_key(kind, id)];
+        let ops = self
+            .blocking(move |backend| {
+                let mut ops = Vec::new();
+                for prefix in &prefixes {
+                    for (key, _) in backend.scan_prefix(prefix)? {
+                        ops.push(WriteOp::Delete(key));
+                    }
+                }
+                ops.extend(single.into_iter().map(WriteOp::Delete));
+                Ok(ops)
+            })
+            .await?;
+        let deleted = ops.len();
+        self.commit(ops).await?;
+        Ok(deleted)
     }
 
     /// The entities of `kind` whose outbox holds grants not yet acknowledged, from the
@@ -491,6 +595,27 @@ impl Store {
         Ok(WriteOp::Put(key, encode_value(letter)?))
     }
 
+    /// Drops the oldest dead letters beyond the newest `keep`; returns how many went.
+    pub async fn trim_dead_letters(&self, keep: usize) -> Result<usize, StoreError> {
+        let keys = self
+            .blocking(|backend| {
+                Ok(backend
+                    .scan_prefix(b"d")?
+                    .into_iter()
+                    .map(|(key, _)| key)
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let excess = keys.len().saturating_sub(keep);
+        if excess == 0 {
+            return Ok(0);
+        }
+        let ops = keys.into_iter().take(excess).map(WriteOp::Delete).collect();
+        self.commit(ops).await?;
+        metrics::counter!("playtree_dead_letters_trimmed_total").increment(excess as u64);
+        Ok(excess)
+    }
+
     /// Every dead letter filed, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let letters = self.blocking(|backend| backend.scan_prefix(b"d")).await?;
@@ -511,6 +636,33 @@ pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = Vec::with_capacity(body.len() + 1);
     bytes.push(RECORD_FORMAT_VERSION);
     bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+/// Records at most this large are certain to decode: the reader's limit counts what
+/// decoding allocates, which is at most a small multiple of the bytes read (a varint
+/// of one byte becomes a `u64` of eight, plus a collection's overhead).
+const CERTAIN_TO_DECODE_BYTES: usize = RECORD_BYTES_HARD_MAX / 32;
+
+/// Encodes `value`, which the reader will decode as a `D`, and refuses it if the reader
+/// would refuse it: no record is ever written that recovery could not read back.
+pub fn encode_checked<T: Serialize, D: serde::de::DeserializeOwned>(
+    what: impl Fn() -> String,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    let bytes = encode_value(value)?;
+    if bytes.len() > CERTAIN_TO_DECODE_BYTES {
+        // Rare (a large snapshot head): the same decode the reader will run, under the
+        // same limit.
+        decode_value::<D>(&what, &bytes).map_err(|error| {
+            metrics::counter!("playtree_store_records_refused_total").increment(1);
+            StoreError::Encode(format!(
+                "{} would not decode ({} bytes): {error}",
+                what(),
+                bytes.len()
+            ))
+        })?;
+    }
     Ok(bytes)
 }
 
@@ -540,11 +692,23 @@ pub fn decode_value<T: serde::de::DeserializeOwned>(
 #[derive(Debug, Default)]
 pub struct StoredEntity {
     pub snapshot: Option<Vec<u8>>,
+    /// The snapshot's parts, by name.
+    pub parts: Vec<(String, Vec<u8>)>,
     pub journal: Vec<(u64, Vec<u8>)>,
-    /// How many activations the entity has had (0: never activated).
-    pub incarnation: u64,
+    /// The incarnation that last wrote, and its last record (`(0, 0)`: never written).
+    pub fence: FenceValue,
     /// Whether its outbox index entry is present.
     pub indexed: bool,
+}
+
+fn read_fence(backend: &dyn StoreBackend, key: &[u8]) -> Result<FenceValue, StoreError> {
+    match backend.get(key)? {
+        Some(bytes) => commit::decode_fence(&bytes).ok_or_else(|| StoreError::Corrupt {
+            key: format!("{key:?}"),
+            reason: "a fence is not two 8-byte counters".into(),
+        }),
+        None => Ok((0, 0)),
+    }
 }
 
 fn kind_prefix(tag: u8, kind: &str) -> Vec<u8> {
@@ -578,7 +742,18 @@ pub fn snapshot_key(kind: &str, id: &str) -> Vec<u8> {
     entity_prefix(b's', kind, id)
 }
 
-/// The entity's activation counter: bumped by every activation, checked by every commit.
+pub fn parts_prefix(kind: &str, id: &str) -> Vec<u8> {
+    entity_prefix(b'p', kind, id)
+}
+
+pub fn part_key(kind: &str, id: &str, part: &str) -> Vec<u8> {
+    let mut key = parts_prefix(kind, id);
+    key.extend_from_slice(part.as_bytes());
+    key
+}
+
+/// The entity's fence: the incarnation that writes and its last record, checked and
+/// moved by every commit.
 pub fn incarnation_key(kind: &str, id: &str) -> Vec<u8> {
     entity_prefix(b'i', kind, id)
 }

@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use playtree_actors::config::{GameConfig, SegmentConfig, WheelConfig};
+use playtree_actors::mail::{Address, Body, Delivery, Letter};
 use playtree_actors::questions::{Question, QuestionBank, QuestionFile};
-use playtree_actors::session::{SessionMsg, SessionWelcome};
+use playtree_actors::session::SessionWelcome;
 use playtree_actors::{Clock, Entropy, Hub, Outbound, Store};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -15,18 +16,44 @@ use tempfile::TempDir;
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A wall clock and a monotonic clock that the test moves: `advance` moves both (time
+/// passes), `step` only the wall clock (someone sets it).
 #[derive(Debug)]
-pub struct ManualClock(AtomicU64);
+pub struct ManualClock {
+    wall: AtomicU64,
+    monotonic: AtomicU64,
+}
 
 impl ManualClock {
+    pub fn new(start_ms: u64) -> ManualClock {
+        ManualClock {
+            wall: AtomicU64::new(start_ms),
+            monotonic: AtomicU64::new(start_ms),
+        }
+    }
+
     pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.wall.fetch_add(ms, Ordering::SeqCst);
+        self.monotonic.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Steps the wall clock by `ms` (either way); time itself does not pass.
+    pub fn step(&self, ms: i64) {
+        if ms >= 0 {
+            self.wall.fetch_add(ms as u64, Ordering::SeqCst);
+        } else {
+            self.wall.fetch_sub(ms.unsigned_abs(), Ordering::SeqCst);
+        }
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.wall.load(Ordering::SeqCst)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        self.monotonic.load(Ordering::SeqCst)
     }
 }
 
@@ -94,25 +121,28 @@ pub struct TestHub {
     pub dir: TempDir,
 }
 
+/// When the test clocks start.
+pub const START_MS: u64 = 1_700_000_000_000;
+
 pub async fn hub_with(config: GameConfig) -> TestHub {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path(), &config.store).expect("store opens");
-    hub_on(config, store, dir).await
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let store = Store::open(dir.path(), &config.store, clock.clone()).expect("store opens");
+    hub_on(config, store, clock, dir).await
 }
 
-/// A hub over `store` (a backend of the test's choosing); `dir` is only kept alive.
-pub async fn hub_on(config: GameConfig, store: Store, dir: TempDir) -> TestHub {
-    let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
+/// A hub over `store` (a backend of the test's choosing, on `clock`); `dir` is only
+/// kept alive.
+pub async fn hub_on(
+    config: GameConfig,
+    store: Store,
+    clock: Arc<ManualClock>,
+    dir: TempDir,
+) -> TestHub {
     let entropy = Arc::new(SeededEntropy(Mutex::new(ChaCha20Rng::seed_from_u64(7))));
-    let hub = Hub::start(
-        config,
-        store.clone(),
-        clock.clone(),
-        entropy,
-        Arc::new(test_bank()),
-    )
-    .await
-    .expect("hub starts");
+    let hub = Hub::start(config, store.clone(), entropy, Arc::new(test_bank()))
+        .await
+        .expect("hub starts");
     TestHub {
         hub,
         clock,
@@ -151,14 +181,61 @@ where
 /// Opens a connection for `player` on `outbound`; the session's welcome.
 pub async fn connect(test: &TestHub, player: &str, outbound: &Outbound) -> SessionWelcome {
     test.hub
-        .call_session(player, |reply| SessionMsg::Connect {
-            outbound: outbound.clone(),
-            resume: Vec::new(),
-            reply,
-        })
+        .connect(player, outbound, Vec::new())
         .await
-        .expect("answers")
         .expect("connects")
+}
+
+/// A player's request, answered.
+pub async fn ask(
+    test: &TestHub,
+    player: &str,
+    request: playtree_protocol::Request,
+) -> Result<playtree_protocol::ReplyBody, playtree_protocol::ErrorReply> {
+    test.hub.request(player, request, None, 0, false).await
+}
+
+/// The player's wallet.
+pub async fn wallet(test: &TestHub, player: &str) -> u64 {
+    match ask(test, player, playtree_protocol::Request::GetWallet).await {
+        Ok(playtree_protocol::ReplyBody::Wallet { balance }) => balance,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A letter from `from` to `to` (a sender the test plays), numbered `seq` in a chain.
+pub fn letter(from: Address, to: Address, seq: u64, body: Body) -> Letter {
+    Letter {
+        from,
+        to,
+        seq,
+        previous: seq - 1,
+        sent_ms: START_MS,
+        body,
+    }
+}
+
+/// A credit of `amount` from room `room` to `player`, its `seq`-th letter to them.
+pub fn credit(room: u64, player: &str, seq: u64, amount: u64) -> Letter {
+    letter(
+        Address::Room(room),
+        Address::Session(player.into()),
+        seq,
+        Body::Credit(playtree_actors::mail::Credit {
+            amount,
+            reason: "test".into(),
+            spin: None,
+            news: Vec::new(),
+        }),
+    )
+}
+
+/// Delivers a letter as the hub carries an entity's.
+pub fn deliver(test: &TestHub, letter: Letter) {
+    test.hub.deliver(Delivery {
+        letter,
+        attachment: None,
+    });
 }
 
 /// The methods of a `StoreBackend` wrapper that only pass through to the backend in

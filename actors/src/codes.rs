@@ -4,7 +4,7 @@
 //! without the key, which is drawn once and kept in the store.
 
 use crate::clock::Entropy;
-use crate::store::{Store, StoreError, WriteOp};
+use crate::store::{Store, StoreError};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -43,19 +43,8 @@ impl CodeMaker {
 
     /// The key kept in the store, drawn (and made durable) on first start.
     pub async fn load_or_create(store: &Store, entropy: &dyn Entropy) -> Result<Self, StoreError> {
-        if let Some(bytes) = store.get_raw(KEY_KEY.to_vec()).await? {
-            let key: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt {
-                    key: "referral code key".into(),
-                    reason: format!("{} bytes, not 32", bytes.len()),
-                })?;
-            return Ok(CodeMaker { key });
-        }
-        let key = entropy.server_seed();
-        store
-            .commit(vec![WriteOp::Put(KEY_KEY.to_vec(), key.to_vec())])
+        let key = store
+            .secret_key(KEY_KEY, "referral code key", entropy)
             .await?;
         Ok(CodeMaker { key })
     }
