@@ -26,6 +26,12 @@ use std::time::{Duration, Instant};
 
 /// The secret the sim signs tokens with on a server it owns.
 const OWNED_SECRET: &str = "playtree-sim-owned-server-secret";
+/// Frames per second (and burst) one connection may send to a server the sim owns:
+/// far above what a player sends, so that only the partner connections need pacing.
+const OWNED_FRAMES_PER_SECOND: u32 = 1000;
+/// Requests one connection may have in flight on a server the sim owns (the server's
+/// default, written out because the partner connections are sized to it).
+const OWNED_REQUESTS_IN_FLIGHT_MAX: usize = invariants::PARTNER_IN_FLIGHT_DEFAULT;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "playtree-sim", version, about)]
@@ -97,7 +103,23 @@ pub struct Args {
     /// Print the first N steps of each of the first players' scripts, and exit.
     #[arg(long)]
     pub print_script: Option<usize>,
-    /// No live progress line.
+    /// The checks at the end: how many run at once.
+    #[arg(long, default_value_t = invariants::CHECKS_IN_FLIGHT_DEFAULT)]
+    pub checks_in_flight: usize,
+    /// Partner connections the checks read referral stats through (and the first reports
+    /// conversions during a referral load).
+    #[arg(long, default_value_t = invariants::PARTNER_CONNECTIONS_DEFAULT)]
+    pub partner_connections: usize,
+    /// Requests one partner connection keeps in flight at most: the server's
+    /// `limits.requests_in_flight_max` or less.
+    #[arg(long, default_value_t = invariants::PARTNER_IN_FLIGHT_DEFAULT)]
+    pub partner_in_flight: usize,
+    /// Frames per second one partner connection sends at most: below the server's
+    /// `limits.frames_per_second`.
+    #[arg(long, default_value_t = invariants::PARTNER_FRAMES_PER_SECOND_DEFAULT)]
+    pub partner_frames_per_second: u32,
+    /// No progress: neither the live line (on a terminal) nor the plain lines per phase
+    /// (off one).
     #[arg(long)]
     pub quiet: bool,
 }
@@ -147,8 +169,9 @@ hs256_secret = "{OWNED_SECRET}"
 
 [limits]
 connections_max = {connections}
-frames_per_second = 1000
-frames_burst = 1000
+frames_per_second = {OWNED_FRAMES_PER_SECOND}
+frames_burst = {OWNED_FRAMES_PER_SECOND}
+requests_in_flight_max = {OWNED_REQUESTS_IN_FLIGHT_MAX}
 
 [actors]
 sessions_max = {sessions}
@@ -224,6 +247,16 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     if args.scenario == Scenario::Crash && args.server.is_some() {
         bail!("the crash scenario kills the server it owns: it cannot be run with --server");
     }
+    if args.checks_in_flight == 0
+        || args.partner_connections == 0
+        || args.partner_in_flight == 0
+        || args.partner_frames_per_second == 0
+    {
+        bail!(
+            "--checks-in-flight, --partner-connections, --partner-in-flight and --partner-frames-per-second must be at least 1"
+        );
+    }
+    let progress = report::Progress::new(args.quiet);
     let mut owned = match &args.server {
         Some(_) => None,
         None => {
@@ -231,12 +264,14 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                 Some(binary) => binary.clone(),
                 None => default_server_bin()?,
             };
+            progress.phase(&format!("server: starting {}", binary.display()));
             let config = owned_config(&args);
             let core = args.server_core;
-            Some(
+            let server =
                 tokio::task::spawn_blocking(move || OwnedServer::start(&binary, core, config))
-                    .await??,
-            )
+                    .await??;
+            progress.phase(&format!("server: listening on {}", server.ws));
+            Some(server)
         }
     };
     let (url, secret) = match (&args.server, &owned) {
@@ -263,7 +298,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
 
     // Connect everyone, at the connect rate, and set them up (rooms, codes), in
     // `--waves` waves.
-    let progress = report::Progress::new(args.quiet, args.players);
+    progress.phase(&format!(
+        "connecting {} players at {}/s to {url}",
+        args.players, args.connect_rate
+    ));
     let started = Instant::now();
     let world = Arc::new(player::World::new(&shape, stats.clone()));
     let pause = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
@@ -303,12 +341,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         while let Some(connected) = connecting.join_next().await {
             match connected.context("a connecting task")? {
                 Ok(player) => joined.push(player),
-                Err(error) => {
-                    progress.finish();
-                    bail!("a player could not connect: {error:#}");
-                }
+                Err(error) => bail!("a player could not connect: {error:#}"),
             }
         }
+        progress.phase(&format!(
+            "connected {} players; setting them up (rooms, referral codes)",
+            players.len() + joined.len()
+        ));
         memory_connected = owned.as_ref().and_then(OwnedServer::memory);
         let mut setting_up = tokio::task::JoinSet::new();
         for player in &joined {
@@ -320,6 +359,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         }
         memory_in_rooms = owned.as_ref().and_then(OwnedServer::memory);
         if args.idle_ms > 0 {
+            progress.phase(&format!("idle for {} ms", args.idle_ms));
             tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
             let idle = owned.as_ref().and_then(OwnedServer::memory);
             // After the first wave, what one more idle connection costs: the allocator
@@ -336,15 +376,38 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     players.sort_by_key(|player| player.plan.index);
     let connect_seconds = started.elapsed().as_secs_f64();
 
-    // The partner: reads stats for the checks, reports conversions during referral runs.
-    let partner_token = minter.token(&format!("sim-partner-{}", args.seed), "partner")?;
-    let (partner, _partner_events) = Client::connect(&url, &partner_token)
-        .await
-        .context("the partner connects")?;
-    let partner = Arc::new(partner);
+    // The partner: reports conversions during referral runs (the first connection), and
+    // reads stats for the checks (all of them). Each connection has an id of its own, so
+    // that the server's cap on one player's connections does not apply to them together.
+    let mut partner_clients = Vec::with_capacity(args.partner_connections);
+    for partner_idx in 0..args.partner_connections {
+        let id = match partner_idx {
+            0 => format!("sim-partner-{}", args.seed),
+            _ => format!("sim-partner-{}-{partner_idx}", args.seed),
+        };
+        let token = minter.token(&id, "partner")?;
+        // A partner that does not subscribe is sent no events: none to read.
+        let (client, _events) = Client::connect(&url, &token)
+            .await
+            .with_context(|| format!("partner {id} connects"))?;
+        partner_clients.push(Arc::new(client));
+    }
+    let partners = Arc::new(invariants::Partners::new(
+        partner_clients,
+        invariants::PartnerLimits {
+            requests_in_flight_max: args.partner_in_flight,
+            frames_per_second: args.partner_frames_per_second,
+        },
+    ));
 
     // The load.
     let duration = Duration::from_secs(args.seconds);
+    let warmup = Duration::from_secs(args.warmup_seconds.min(args.seconds / 2));
+    progress.phase(&format!(
+        "load: {} s, the first {} s of it warm-up",
+        args.seconds,
+        warmup.as_secs()
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let load_start = tokio::time::Instant::now();
     let mut load = tokio::task::JoinSet::new();
@@ -356,14 +419,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     }
     if shape.influencers() > 0 {
         let world = world.clone();
-        let partner = partner.clone();
+        let partner = partners.first().clone();
         let stop = stop.clone();
         let seed = args.seed;
         load.spawn(async move { player::report_conversions(world, partner, seed, stop).await });
     }
     let kills = shape.kills(duration.as_millis() as u64);
     let mut next_kill = 0;
-    let warmup = Duration::from_secs(args.warmup_seconds.min(args.seconds / 2));
     let mut measured_from: Option<(Instant, f64, u64, f64)> = None;
     let mut measured = None;
     let mut second = 0u64;
@@ -376,6 +438,9 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         let elapsed = load_start.elapsed();
         progress.running(&stats, &world, elapsed, duration);
         if measured_from.is_none() && elapsed >= warmup {
+            if !warmup.is_zero() {
+                progress.phase("load: warm-up over, measuring");
+            }
             let cpu = owned
                 .as_ref()
                 .and_then(OwnedServer::cpu_seconds)
@@ -398,6 +463,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                 owned = Some(restarted.0);
                 world.crashes.fetch_add(1, Ordering::Relaxed);
                 restarted.1.context("restarting the killed server")?;
+                progress.phase("load: killed the server and restarted it");
             }
         }
         if elapsed >= duration {
@@ -417,13 +483,26 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    progress.phase("settling: the load stopped; waiting for the players' last requests");
     while let Some(done) = load.join_next().await {
         done.context("a load task")?;
     }
-    progress.finish();
 
     // The checks.
-    let failures = invariants::check(&players, &world, &partner).await;
+    let limits = invariants::CheckLimits {
+        checks_in_flight_max: args.checks_in_flight,
+        ..invariants::CheckLimits::default()
+    };
+    let server_cpu_before = owned.as_ref().and_then(OwnedServer::cpu_seconds);
+    let sim_cpu_before = server::own_cpu_seconds();
+    let mut checked = invariants::check_with(&players, &world, &partners, limits, &progress).await;
+    let since = |before: Option<f64>, now: Option<f64>| Some(now? - before?);
+    checked.checks.server_cpu_seconds = since(
+        server_cpu_before,
+        owned.as_ref().and_then(OwnedServer::cpu_seconds),
+    );
+    checked.checks.sim_cpu_seconds = since(sim_cpu_before, server::own_cpu_seconds());
+    progress.checks_done(&checked.checks);
     let memory_end = owned.as_ref().and_then(OwnedServer::memory);
     let report = report::Report::new(report::Inputs {
         args: &args,
@@ -438,7 +517,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         memory_in_rooms,
         memory_end,
         kills: owned.as_ref().map_or(0, |server| server.kills),
-        failures,
+        checks: checked.checks,
+        failures: checked.failures,
     });
+    progress.phase("report");
+    progress.finish();
     Ok(report)
 }

@@ -149,6 +149,28 @@ pub struct Seen {
     pub spins_in_doubt: AtomicU64,
     /// Prizes the podiums the player saw gave them.
     pub podium_prizes: AtomicU64,
+    /// When the last event of the player's own stream (wallet credits, snapshots)
+    /// arrived: the checks ask for a wallet once this stream has gone quiet.
+    pub own_stream_last_event: Mutex<Option<tokio::time::Instant>>,
+    /// The player's requests sent and not yet answered (a quiz answer counts from its
+    /// thinking pause on): the checks wait for these too.
+    pub requests_unanswered: AtomicU64,
+}
+
+/// Counts one request of a player as unanswered for as long as it lives.
+struct Unanswered<'a>(&'a AtomicU64);
+
+impl<'a> Unanswered<'a> {
+    fn new(requests_unanswered: &'a AtomicU64) -> Unanswered<'a> {
+        requests_unanswered.fetch_add(1, Ordering::Relaxed);
+        Unanswered(requests_unanswered)
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -296,6 +318,7 @@ impl Player {
                 ticker.tick().await;
             }
             self.stopped.store(true, Ordering::Relaxed);
+            let _unanswered = Unanswered::new(&self.seen.requests_unanswered);
             if let Some(room) = self.room()
                 && let Err(error) = self.client.leave_room(room).await
             {
@@ -310,6 +333,7 @@ impl Player {
         let stats = &self.world.stats;
         let shard = self.plan.index;
         let Some(room) = self.room() else { return };
+        let _unanswered = Unanswered::new(&self.seen.requests_unanswered);
         let began = Instant::now();
         let took = |began: Instant| began.elapsed().as_micros() as u64;
         match action {
@@ -377,6 +401,7 @@ impl Player {
     /// Answers quiz question `index` of `room` with a choice drawn from the player's
     /// generator, after a pause drawn from it too.
     async fn answer(&self, rng: &mut ChaCha8Rng, room: RoomId, index: u32, choices: u32) {
+        let _unanswered = Unanswered::new(&self.seen.requests_unanswered);
         let think_ms = rng.random_range(50..700);
         let choice = rng.random_range(0..choices.max(1));
         tokio::time::sleep(std::time::Duration::from_millis(think_ms)).await;
@@ -465,6 +490,9 @@ fn follow(seen: &Seen, envelope: &EventEnvelope) {
         envelope.event,
         Event::RoomSnapshot(_) | Event::PlayerSnapshot { .. }
     );
+    if matches!(envelope.stream, StreamId::Player(_)) {
+        *lock(&seen.own_stream_last_event) = Some(tokio::time::Instant::now());
+    }
     let mut positions = lock(&seen.positions);
     let position = (envelope.epoch, envelope.seq);
     let Some(last) = positions.get_mut(&envelope.stream) else {

@@ -1,67 +1,249 @@
 //! The report: a readable summary for the terminal, JSON for machines, and a chart of
-//! latency over the run (SVG) beside the JSON. Also the live progress line.
+//! latency over the run (SVG) beside the JSON. Also the progress shown while it runs: a
+//! live line on a terminal, plain lines per phase off one.
 
 use crate::Args;
-use crate::player::World;
+use crate::player::{World, lock};
 use crate::stats::{Percentiles, Second, Stats};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The live line: connected players, requests/s, events/s, errors.
+/// How often, off a terminal, a plain line tells how far the load or the checks are.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// What the run is doing, for whoever watches it. On a terminal (stdout and stderr
+/// both), one live line; off one (CI, `| tee`), where a live line would be noise, one
+/// plain line on stdout per phase, and during the load and the checks one every few
+/// seconds, each with the time since the run began, so that a log shows where the time
+/// went.
 #[derive(Debug)]
 pub struct Progress {
-    bar: ProgressBar,
-    last: std::sync::Mutex<(u64, u64)>,
+    shown: Shown,
+    began: Instant,
+    /// Requests and events at the last second of the load.
+    last: Mutex<(u64, u64)>,
+}
+
+#[derive(Debug)]
+enum Shown {
+    Nothing,
+    LiveLine(ProgressBar),
+    PlainLines(Mutex<Plain>),
+}
+
+struct Plain {
+    out: Box<dyn Write + Send>,
+    progress_every: Duration,
+    last_line_at: Instant,
+}
+
+impl std::fmt::Debug for Plain {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Plain")
+            .field("progress_every", &self.progress_every)
+            .field("last_line_at", &self.last_line_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Progress {
-    pub fn new(quiet: bool, players: usize) -> Progress {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new_spinner()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_message(format!("connecting {players} players"));
-        bar.enable_steady_tick(Duration::from_millis(200));
+    /// Nothing with `quiet`; a live line on a terminal; plain lines on stdout off one.
+    pub fn new(quiet: bool) -> Progress {
+        if quiet {
+            return Progress::hidden();
+        }
+        if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(spinner_style());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            return Progress::with(Shown::LiveLine(bar));
+        }
+        Progress::plain(Box::new(std::io::stdout()), PLAIN_PROGRESS_EVERY)
+    }
+
+    pub fn hidden() -> Progress {
+        Progress::with(Shown::Nothing)
+    }
+
+    /// Plain lines into `out`, progress lines at most once per `progress_every`.
+    pub fn plain(out: Box<dyn Write + Send>, progress_every: Duration) -> Progress {
+        Progress::with(Shown::PlainLines(Mutex::new(Plain {
+            out,
+            progress_every,
+            last_line_at: Instant::now(),
+        })))
+    }
+
+    fn with(shown: Shown) -> Progress {
         Progress {
-            bar,
-            last: std::sync::Mutex::new((0, 0)),
+            shown,
+            began: Instant::now(),
+            last: Mutex::new((0, 0)),
         }
     }
 
+    /// A new phase of the run.
+    pub fn phase(&self, message: &str) {
+        match &self.shown {
+            Shown::Nothing => {}
+            Shown::LiveLine(bar) => bar.set_message(message.to_owned()),
+            Shown::PlainLines(plain) => self.write(&mut lock(plain), message),
+        }
+    }
+
+    /// How far a phase is: live at once, plain at most once per its period.
+    fn progress(&self, message: impl FnOnce() -> String) {
+        match &self.shown {
+            Shown::Nothing => {}
+            Shown::LiveLine(bar) => bar.set_message(message()),
+            Shown::PlainLines(plain) => {
+                let mut plain = lock(plain);
+                if plain.last_line_at.elapsed() >= plain.progress_every {
+                    self.write(&mut plain, &message());
+                }
+            }
+        }
+    }
+
+    fn write(&self, plain: &mut Plain, message: &str) {
+        plain.last_line_at = Instant::now();
+        let elapsed = self.began.elapsed().as_secs_f64();
+        // A log that cannot be written to is no reason to stop the run.
+        let _ = writeln!(plain.out, "playtree-sim [{elapsed:>7.1} s] {message}");
+        let _ = plain.out.flush();
+    }
+
     pub fn connecting(&self, started: usize) {
-        self.bar
-            .set_message(format!("connecting: {started} started"));
+        if let Shown::LiveLine(bar) = &self.shown {
+            bar.set_message(format!("connecting: {started} started"));
+        }
     }
 
     /// Called once a second during the load.
     pub fn running(&self, stats: &Stats, world: &World, elapsed: Duration, total: Duration) {
         let requests = stats.requests_sent.load(Ordering::Relaxed);
         let events = stats.events.load(Ordering::Relaxed);
-        let mut last = crate::player::lock(&self.last);
+        let mut last = lock(&self.last);
         let (requests_per_second, events_per_second) = (requests - last.0, events - last.1);
         *last = (requests, events);
-        self.bar.set_message(format!(
-            "{}/{} s · {} connected · {requests_per_second} requests/s · {events_per_second} events/s · {} errors · {} kills",
-            elapsed.as_secs(),
-            total.as_secs(),
-            world.connected.load(Ordering::Relaxed),
-            stats.errors.load(Ordering::Relaxed),
-            world.crashes.load(Ordering::Relaxed),
+        drop(last);
+        self.progress(|| {
+            format!(
+                "load: {}/{} s · {} connected · {requests_per_second} requests/s · {events_per_second} events/s · {} errors · {} kills",
+                elapsed.as_secs(),
+                total.as_secs(),
+                world.connected.load(Ordering::Relaxed),
+                stats.errors.load(Ordering::Relaxed),
+                world.crashes.load(Ordering::Relaxed),
+            )
+        });
+    }
+
+    /// The checks began: `n_checks` of them, at most `in_flight_max` at once.
+    pub fn checks_started(&self, n_checks: usize, in_flight_max: usize) {
+        if let Shown::LiveLine(bar) = &self.shown {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] checks {pos}/{len} {wide_bar} {per_sec}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_length(n_checks as u64);
+            bar.set_position(0);
+        }
+        self.phase(&format!(
+            "checks: {n_checks} started, at most {in_flight_max} at once"
         ));
     }
 
+    /// `n_done` of `n_checks` checks have ended.
+    pub fn checked(&self, n_done: usize, n_checks: usize) {
+        match &self.shown {
+            Shown::LiveLine(bar) => bar.set_position(n_done as u64),
+            Shown::Nothing | Shown::PlainLines(_) => {
+                self.progress(|| format!("checks: {n_done}/{n_checks} done"));
+            }
+        }
+    }
+
+    pub fn checks_done(&self, checks: &Checks) {
+        if let Shown::LiveLine(bar) = &self.shown {
+            bar.set_style(spinner_style());
+        }
+        self.phase(&format!("checks done: {}", checks.summary()));
+    }
+
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        if let Shown::LiveLine(bar) = &self.shown {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// A run that ends early, by an error, leaves no live line behind either.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+/// What the checks at the end took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checks {
+    /// From the first check started to the last ended.
+    pub seconds: f64,
+    /// Wallets and influencers' referee counts checked.
+    pub checks: u64,
+    /// Requests they made to the server (wallets, and referral stats through the
+    /// partner).
+    pub requests: u64,
+    /// Wallets asked for again because they did not hold yet.
+    pub asked_again: u64,
+    /// Checks that ran at once at most.
+    pub in_flight_max: usize,
+    /// Failure lines they reported.
+    pub failures: usize,
+    /// CPU seconds the server (when the sim owns it) and the sim used meanwhile: near
+    /// `seconds`, that one is what limits the checks.
+    pub server_cpu_seconds: Option<f64>,
+    pub sim_cpu_seconds: Option<f64>,
+}
+
+impl Checks {
+    pub fn summary(&self) -> String {
+        let per_second = if self.seconds > 0.0 {
+            self.checks as f64 / self.seconds
+        } else {
+            0.0
+        };
+        let share = |cpu: Option<f64>| match cpu {
+            Some(cpu) if self.seconds > 0.0 => format!("{:.0} %", 100.0 * cpu / self.seconds),
+            _ => "-".to_owned(),
+        };
+        format!(
+            "{} in {:.1} s ({per_second:.0}/s), {} requests ({} wallets asked again), at most {} at once, {} failure lines; CPU (100 % = one core): server {}, sim {}",
+            self.checks,
+            self.seconds,
+            self.requests,
+            self.asked_again,
+            self.in_flight_max,
+            self.failures,
+            share(self.server_cpu_seconds),
+            share(self.sim_cpu_seconds),
+        )
     }
 }
 
@@ -126,6 +308,8 @@ pub struct Report {
     pub server_cpu_us_per_delivery: Option<f64>,
     pub memory: Memory,
     pub series: Vec<Second>,
+    /// The checks at the end: how long they took and what they asked.
+    pub checks: Checks,
     /// Invariants that did not hold (empty: all held).
     pub failures: Vec<String>,
 }
@@ -144,6 +328,7 @@ pub struct Inputs<'a> {
     pub memory_in_rooms: Option<(u64, u64)>,
     pub memory_end: Option<(u64, u64)>,
     pub kills: u32,
+    pub checks: Checks,
     pub failures: Vec<String>,
 }
 
@@ -203,6 +388,7 @@ impl Report {
             server_cpu_us_per_delivery,
             memory,
             series: stats.series(),
+            checks: inputs.checks,
             failures: inputs.failures,
         }
     }
@@ -313,6 +499,7 @@ impl Report {
                 let _ = writeln!(out, "    {code}: {count}");
             }
         }
+        let _ = writeln!(out, "  checks: {}", self.checks.summary());
         if self.passed() {
             let _ = writeln!(out, "  invariants: all held");
         } else {
@@ -388,5 +575,80 @@ impl Report {
             .draw()?;
         root.present()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Lines written by a [`Progress`], kept for the test to read.
+    #[derive(Debug, Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Written {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8_lossy(&lock(&self.0))
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn checks() -> Checks {
+        Checks {
+            seconds: 2.0,
+            checks: 3,
+            requests: 4,
+            asked_again: 1,
+            in_flight_max: 2,
+            failures: 0,
+            server_cpu_seconds: Some(1.0),
+            sim_cpu_seconds: None,
+        }
+    }
+
+    #[test]
+    fn off_a_terminal_each_phase_is_a_timed_line_and_progress_waits_for_its_period() {
+        let written = Written::default();
+        let an_hour = Duration::from_secs(3600);
+        let progress = Progress::plain(Box::new(written.clone()), an_hour);
+        progress.phase("connecting 3 players");
+        progress.checks_started(3, 2);
+        for n_done in 1..=3 {
+            progress.checked(n_done, 3);
+        }
+        progress.checks_done(&checks());
+        let lines = written.lines();
+        assert_eq!(lines.len(), 3, "phases only: {lines:?}");
+        assert!(
+            lines
+                .iter()
+                .all(|line| line.starts_with("playtree-sim [") && line.contains(" s] "))
+        );
+        assert!(lines[1].ends_with("checks: 3 started, at most 2 at once"));
+        assert!(lines[2].contains("3 in 2.0 s (2/s), 4 requests (1 wallets asked again)"));
+        assert!(lines[2].ends_with("server 50 %, sim -"), "{lines:?}");
+
+        let written = Written::default();
+        let progress = Progress::plain(Box::new(written.clone()), Duration::ZERO);
+        for n_done in 1..=3 {
+            progress.checked(n_done, 3);
+        }
+        let lines = written.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[2].ends_with("checks: 3/3 done"), "{lines:?}");
     }
 }
